@@ -1,0 +1,37 @@
+"""Event models, their codec, and the JSON Schema files generated from them."""
+
+from schemas.codec import DecodeError, decode, encode, parse_json, validate
+from schemas.events import (
+    AIRequest,
+    AIResponse,
+    BudgetAlert,
+    CacheInvalidation,
+    Event,
+    Priority,
+    RequestKind,
+    ResponseStatus,
+    UsageEvent,
+    UserTier,
+    WorldEvent,
+    WorldTick,
+)
+
+__all__ = [
+    "AIRequest",
+    "AIResponse",
+    "BudgetAlert",
+    "CacheInvalidation",
+    "DecodeError",
+    "Event",
+    "Priority",
+    "RequestKind",
+    "ResponseStatus",
+    "UsageEvent",
+    "UserTier",
+    "WorldEvent",
+    "WorldTick",
+    "decode",
+    "encode",
+    "parse_json",
+    "validate",
+]

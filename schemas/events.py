@@ -1,0 +1,154 @@
+"""One versioned model per event family. Producers, agents, the gateway and tests share them."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
+
+from schemas.fields import Count, Identifier, Label, Money, Payload, UtcDatetime
+
+
+class Priority(StrEnum):
+    URGENT = "urgent"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+    BACKGROUND = "background"
+
+
+class RequestKind(StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+
+
+class UserTier(StrEnum):
+    FREE = "free"
+    PREMIUM = "premium"
+
+
+class ResponseStatus(StrEnum):
+    OK = "ok"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class Event(BaseModel):
+    """Base of every family: unknown fields are refused so typos surface at the producer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    schema_version: Literal[1] = 1
+
+
+Prompt = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=32_000)]
+Text = Annotated[str, StringConstraints(strict=True, max_length=256_000)]
+Reason = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=500)]
+Url = Annotated[
+    str, StringConstraints(strict=True, max_length=2048, pattern=r"^https?://[^\s]+$")
+]
+CacheKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=512)]
+EventType = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+]
+
+
+class AIRequest(Event):
+    """A request for text or an image, keyed by user_id."""
+
+    request_id: Identifier
+    user_id: Identifier
+    kind: RequestKind
+    priority: Priority
+    prompt: Prompt
+    user_tier: UserTier
+    created_at: UtcDatetime
+    world_id: Identifier | None = None
+    deadline: UtcDatetime | None = None
+    max_cost_usd: Money | None = None
+    model_hint: Label | None = None
+
+
+class AIResponse(Event):
+    """The outcome of one AI request, keyed by user_id."""
+
+    request_id: Identifier
+    user_id: Identifier
+    status: ResponseStatus
+    completed_at: UtcDatetime
+    model: Label | None = None
+    provider: Label | None = None
+    output: Text | None = None
+    image_url: Url | None = None
+    error: Reason | None = None
+    rationale: Reason | None = None
+    cost_usd: Money | None = None
+
+
+class UsageEvent(Event):
+    """One completed provider call's usage, keyed by user_id; counted exactly once by event_id."""
+
+    event_id: Identifier
+    request_id: Identifier
+    user_id: Identifier
+    service: Label
+    model: Label
+    input_tokens: Count
+    output_tokens: Count
+    images: Annotated[Count, Field(le=1000)]
+    free_tier: StrictBool
+    occurred_at: UtcDatetime
+    cost_usd: Money | None = None
+    world_id: Identifier | None = None
+    latency_ms: Annotated[Count, Field(le=3_600_000)] | None = None
+    priority: Priority | None = None
+
+
+class WorldEvent(Event):
+    """Something a player or the AI did in a world, keyed by world_id."""
+
+    event_id: Identifier
+    world_id: Identifier
+    type: EventType
+    payload: Payload = Field(default_factory=dict)
+    occurred_at: UtcDatetime
+
+
+class WorldTick(Event):
+    """Advance a world's simulation to `tick`, keyed by world_id."""
+
+    world_id: Identifier
+    tick: Annotated[Count, Field(le=2**53)]
+    occurred_at: UtcDatetime
+
+
+class CacheInvalidation(Event):
+    """Targets to drop from every cache layer, keyed by id (the entity that changed)."""
+
+    id: Identifier
+    keys: Annotated[list[CacheKey], Field(max_length=1000)] = Field(default_factory=list)
+    patterns: Annotated[list[CacheKey], Field(max_length=100)] = Field(default_factory=list)
+    tags: Annotated[list[CacheKey], Field(max_length=100)] = Field(default_factory=list)
+    urls: Annotated[list[Url], Field(max_length=1000)] = Field(default_factory=list)
+    reason: Reason
+    occurred_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _has_a_target(self) -> CacheInvalidation:
+        if not (self.keys or self.patterns or self.tags or self.urls):
+            raise ValueError("an invalidation needs at least one of keys, patterns, tags, urls")
+        return self
+
+
+class BudgetAlert(Event):
+    """A user's month-to-date spend crossed a threshold of their budget, keyed by user_id."""
+
+    alert_id: Identifier
+    user_id: Identifier
+    month: date
+    threshold_pct: Annotated[int, Field(strict=True, ge=1, le=1000)]
+    budget_usd: Money
+    spent_usd: Money
+    occurred_at: UtcDatetime

@@ -1,0 +1,63 @@
+"""JSON Schema files for producers in other languages, generated from the models.
+
+Regenerate with `python -m schemas.json_schema`; a test fails when the files are stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from schemas.events import (
+    AIRequest,
+    AIResponse,
+    BudgetAlert,
+    CacheInvalidation,
+    Event,
+    UsageEvent,
+    WorldEvent,
+    WorldTick,
+)
+
+SCHEMA_DIR = Path(__file__).parent / "json"
+
+FAMILIES: dict[str, type[Event]] = {
+    "ai_request": AIRequest,
+    "ai_response": AIResponse,
+    "usage_event": UsageEvent,
+    "world_event": WorldEvent,
+    "world_tick": WorldTick,
+    "cache_invalidation": CacheInvalidation,
+    "budget_alert": BudgetAlert,
+}
+
+
+def file_name(family: str, model: type[Event]) -> str:
+    version = model.model_fields["schema_version"].default
+    return f"{family}.v{version}.schema.json"
+
+
+def render_all() -> dict[str, str]:
+    files = {}
+    for family, model in FAMILIES.items():
+        schema = model.model_json_schema(mode="validation")
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://scribe.invalid/schemas/{file_name(family, model)}",
+            **schema,
+        }
+        files[file_name(family, model)] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def main() -> int:
+    SCHEMA_DIR.mkdir(exist_ok=True)
+    for name, text in render_all().items():
+        (SCHEMA_DIR / name).write_text(text)
+        print(f"wrote {SCHEMA_DIR / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The embedded local stack: `scribe stack up | down | status`.
+
+`up` starts what is not already running and records each process in `<root>/stack.json`;
+`down` stops exactly the processes recorded there. Test fixtures use the same class.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from scribe.stack.processes import ProcessRecord, StackError, free_port, port_is_free
+from scribe.stack.services import Postgres, Redis, Service, TansuBroker
+
+__all__ = ["LocalStack", "ServiceStatus", "StackError"]
+
+STATE_FILE = "stack.json"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    env_var: str
+    url: str
+    pid: int
+    running: bool
+
+
+@dataclass(frozen=True)
+class _Entry:
+    pid: int
+    started_at: float
+    port: int
+    url: str
+
+    @property
+    def record(self) -> ProcessRecord:
+        return ProcessRecord(self.pid, self.started_at)
+
+
+class LocalStack:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.services: list[Service] = [
+            TansuBroker(self.root),
+            Postgres(self.root),
+            Redis(self.root),
+        ]
+
+    @property
+    def _state_path(self) -> Path:
+        return self.root / STATE_FILE
+
+    def _load(self) -> dict[str, _Entry]:
+        if not self._state_path.exists():
+            return {}
+        raw = json.loads(self._state_path.read_text())
+        return {name: _Entry(**entry) for name, entry in raw.items()}
+
+    def _save(self, state: dict[str, _Entry]) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: asdict(v) for k, v in state.items()}, indent=2))
+        tmp.replace(self._state_path)
+
+    def up(self, report: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+        """Start what is not running; return the environment (`SCRIBE_*_URL`) to reach it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        state = self._load()
+        for service in self.services:
+            entry = state.get(service.name)
+            if entry is not None and entry.record.alive() and service.ready(entry.port):
+                report(f"{service.name}: already running (pid {entry.pid}) at {entry.url}")
+                continue
+            port = entry.port if entry is not None and port_is_free(entry.port) else free_port()
+            started = time.monotonic()
+            record = service.start(port)
+            # Recorded before the readiness wait, so a failed start can still be stopped.
+            state[service.name] = _Entry(record.pid, record.started_at, port, service.url(port))
+            self._save(state)
+            service.wait_ready(record, port)
+            report(
+                f"{service.name}: started (pid {record.pid}) at {service.url(port)} "
+                f"in {time.monotonic() - started:.1f} s"
+            )
+        return self.environment()
+
+    def environment(self) -> dict[str, str]:
+        state = self._load()
+        env = {s.env_var: state[s.name].url for s in self.services if s.name in state}
+        env["SCRIBE_FAST_REBALANCE"] = "1"
+        return env
+
+    def status(self) -> list[ServiceStatus]:
+        state = self._load()
+        result = []
+        for service in self.services:
+            entry = state.get(service.name)
+            if entry is None:
+                continue
+            running = entry.record.alive() and service.ready(entry.port)
+            result.append(ServiceStatus(service.name, service.env_var, entry.url, entry.pid, running))
+        return result
+
+    def is_running(self) -> bool:
+        statuses = self.status()
+        return len(statuses) == len(self.services) and all(s.running for s in statuses)
+
+    def down(self, report: Callable[[str], None] = lambda _: None) -> None:
+        """Stop exactly the processes `up` recorded, in reverse start order."""
+        state = self._load()
+        for service in reversed(self.services):
+            entry = state.pop(service.name, None)
+            if entry is None:
+                continue
+            if entry.record.alive():
+                service.stop(entry.record, entry.port)
+                report(f"{service.name}: stopped (pid {entry.pid})")
+            else:
+                report(f"{service.name}: was not running")
+            self._save(state)
+        if self._state_path.exists() and not state:
+            self._state_path.unlink()
+
+    @contextmanager
+    def running(self, report: Callable[[str], None] = lambda _: None) -> Iterator[dict[str, str]]:
+        """Up for the duration of the block; down afterwards, also on error or Ctrl-C."""
+        try:
+            yield self.up(report)
+        finally:
+            self.down(report)
