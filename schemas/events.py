@@ -46,9 +46,7 @@ class Event(BaseModel):
 Prompt = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=32_000)]
 Text = Annotated[str, StringConstraints(strict=True, max_length=256_000)]
 Reason = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=500)]
-Url = Annotated[
-    str, StringConstraints(strict=True, max_length=2048, pattern=r"^https?://[^\s]+$")
-]
+Url = Annotated[str, StringConstraints(strict=True, max_length=2048, pattern=r"^https?://[^\s]+$")]
 CacheKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=512)]
 EventType = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")

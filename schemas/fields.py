@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -105,8 +106,6 @@ Count = Annotated[StrictInt, Field(ge=0, le=10_000_000)]
 
 def _bounded_json(limit: int) -> AfterValidator:
     def check(value: dict[str, Any]) -> dict[str, Any]:
-        import orjson
-
         try:
             size = len(orjson.dumps(value, default=str))
         except TypeError as exc:

@@ -24,7 +24,9 @@ def kafka_bootstrap_servers(url: str) -> list[str]:
             raw = raw[len(scheme) :]
             break
     if "://" in raw:
-        raise SettingsError(f"SCRIBE_KAFKA_URL: unsupported scheme in {url!r}; use kafka://host:port")
+        raise SettingsError(
+            f"SCRIBE_KAFKA_URL: unsupported scheme in {url!r}; use kafka://host:port"
+        )
     servers = []
     for part in raw.rstrip("/").split(","):
         host, sep, port = part.strip().rpartition(":")

@@ -10,13 +10,14 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from scribe.settings import Settings
 from scribe.stack.processes import ProcessRecord, StackError, free_port, port_is_free
 from scribe.stack.services import Postgres, Redis, Service, TansuBroker
 
-__all__ = ["LocalStack", "ServiceStatus", "StackError"]
+__all__ = ["LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
 
 STATE_FILE = "stack.json"
 
@@ -102,7 +103,9 @@ class LocalStack:
             if entry is None:
                 continue
             running = entry.record.alive() and service.ready(entry.port)
-            result.append(ServiceStatus(service.name, service.env_var, entry.url, entry.pid, running))
+            result.append(
+                ServiceStatus(service.name, service.env_var, entry.url, entry.pid, running)
+            )
         return result
 
     def is_running(self) -> bool:
@@ -132,3 +135,20 @@ class LocalStack:
             yield self.up(report)
         finally:
             self.down(report)
+
+
+def settings_with_stack(settings: Settings) -> Settings:
+    """Fill the service URLs that are not set from the running embedded stack, if any."""
+    if settings.kafka_url and settings.database_url and settings.redis_url:
+        return settings
+    stack = LocalStack(settings.state_dir)
+    if not stack.is_running():
+        return settings
+    env = stack.environment()
+    return replace(
+        settings,
+        kafka_url=settings.kafka_url or env["SCRIBE_KAFKA_URL"],
+        database_url=settings.database_url or env["SCRIBE_DATABASE_URL"],
+        redis_url=settings.redis_url or env["SCRIBE_REDIS_URL"],
+        fast_rebalance=settings.fast_rebalance or not settings.kafka_url,
+    )

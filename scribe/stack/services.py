@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
-import stat
 import shutil
+import stat
 import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path

@@ -1,0 +1,58 @@
+"""Turn a Faust stream of raw messages into validated events; bad input goes to the DLQ.
+
+Agents call `decoded_batches`: each yielded batch holds only valid events, and every invalid
+message before it has already been stored in the topic's `.dlq`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from schemas import DecodeError, decode
+from schemas.events import Event
+from scribe.metrics import MESSAGES_IN
+from topics.catalog import TopicSpec
+from topics.dlq import DeadLetters, Origin
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True)
+class Received(Generic[E]):
+    """A valid event with where it came from, so a later stage can still dead-letter it."""
+
+    event: E
+    origin: Origin
+
+
+async def decoded_batches(
+    stream: Any,
+    spec: TopicSpec,
+    model: type[E],
+    dead_letters: DeadLetters,
+    *,
+    max_batch: int = 500,
+    within: float = 0.1,
+) -> AsyncIterator[list[Received[E]]]:
+    """Batches of valid events, in partition order. Faust acks a batch's messages when the
+    agent asks for the next batch, so the caller must finish writing before it loops."""
+    async for faust_events in stream.take_events(max_batch, within=within):
+        batch: list[Received[E]] = []
+        MESSAGES_IN.labels(topic=spec.name).inc(len(faust_events))
+        for faust_event in faust_events:
+            message = faust_event.message
+            origin = Origin(
+                spec.name, message.partition, message.offset, message.key, faust_event.value
+            )
+            try:
+                if origin.value is None:
+                    raise DecodeError("json", "empty message (no value)")
+                event = decode(origin.value, model)
+            except DecodeError as error:
+                await dead_letters.send(spec, origin, error.kind, error.reason)
+                continue
+            batch.append(Received(event, origin))
+        if batch:
+            yield batch

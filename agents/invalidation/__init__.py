@@ -1,0 +1,1 @@
+"""Cache invalidation fan-out: cache.invalidations -> Redis."""

@@ -1,0 +1,1 @@
+"""AI request routing: ai.requests -> providers -> ai.responses + usage.events."""

@@ -1,0 +1,1 @@
+"""Usage aggregation: usage.events -> exact cost tables in PostgreSQL."""

@@ -1,0 +1,1 @@
+"""World simulation: world.events + world.ticks -> persistent world state."""

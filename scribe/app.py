@@ -1,0 +1,57 @@
+"""The Faust app: one worker process runs every agent, serves /metrics and /health."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from scribe.resources import Resources
+from scribe.settings import ResolvedSettings, faust_broker_url
+
+
+def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
+    base = settings.base
+    config: dict[str, Any] = {
+        "broker": faust_broker_url(settings.kafka_url),
+        "store": "memory://",
+        "web_port": base.web_port,
+        "web_bind": base.web_host,
+        "web_host": base.web_host,
+        "topic_partitions": base.topic_partitions,
+        "topic_replication_factor": base.topic_replication,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "consumer_auto_offset_reset": "earliest",
+        "autodiscover": False,
+        "broker_commit_interval": 1.0,
+        "datadir": str(base.state_dir / "worker" / base.app_id),
+    }
+    if base.fast_rebalance:
+        # A single-process broker answers at once; Kafka's defaults would hold every worker
+        # start for ~30 s waiting out the rebalance timeout (see ARCHITECTURE.md).
+        config.update(
+            broker_rebalance_timeout=5,
+            broker_session_timeout=10,
+            broker_heartbeat_interval=1,
+        )
+    return config
+
+
+def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
+    from agents import register_all
+    from scribe.web import register_pages
+
+    config = faust_settings(settings)
+    Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
+    app = faust.App(settings.base.app_id, **config)
+    resources = Resources(app, settings)
+    register_all(app, resources)
+    register_pages(app, resources)
+
+    @app.on_before_shutdown.connect
+    async def _close_resources(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await resources.close()
+
+    return app, resources

@@ -1,0 +1,1 @@
+"""Where the pipeline's results land: PostgreSQL, Redis and the CDN."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations and the batching sinks that write the pipeline's tables."""

@@ -1,0 +1,40 @@
+"""A sink write that fails is retried with capped exponential backoff, never dropped: the
+agent waits here, so its partitions are not read further and their offsets stay put."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from scribe.metrics import SINK_ERRORS
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RETRYABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, asyncio.TimeoutError)
+
+
+async def until_written(
+    sink: str,
+    write: Callable[..., Awaitable[T]],
+    *args: Any,
+    retryable: tuple[type[BaseException], ...] = RETRYABLE,
+    first_delay: float = 0.1,
+    max_delay: float = 5.0,
+) -> T:
+    delay = first_delay
+    attempt = 1
+    while True:
+        try:
+            return await write(*args)
+        except retryable as exc:
+            SINK_ERRORS.labels(sink=sink).inc()
+            log.warning(
+                "%s: write failed (attempt %d), retrying in %.1f s: %s", sink, attempt, delay, exc
+            )
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, max_delay)
+            attempt += 1

@@ -1,0 +1,1 @@
+"""The topic catalog, topic creation, the dead-letter path and the publisher."""

@@ -1,0 +1,45 @@
+"""Create the catalog's topics at start-up; idempotent, and safe when workers race."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from topics.catalog import DEAD_LETTER_TOPICS, TOPICS, DeadLetterSpec, TopicSpec
+
+
+def planned_topics(partitions: int, replication: int) -> list[NewTopic]:
+    planned = []
+    specs: tuple[TopicSpec | DeadLetterSpec, ...] = (*TOPICS, *DEAD_LETTER_TOPICS)
+    for spec in specs:
+        configs = {"cleanup.policy": spec.cleanup_policy, "retention.ms": str(spec.retention_ms)}
+        planned.append(
+            NewTopic(
+                name=spec.name,
+                num_partitions=spec.partitions or partitions,
+                replication_factor=replication,
+                topic_configs=configs,
+            )
+        )
+    return planned
+
+
+async def ensure_topics(
+    bootstrap_servers: list[str], partitions: int, replication: int
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in planned_topics(partitions, replication) if t.name not in existing]
+        created = []
+        for new_topic in missing:
+            try:
+                await admin.create_topics([new_topic])
+                created.append(new_topic.name)
+            except TopicAlreadyExistsError:
+                pass  # another worker created it between our list and our create
+        return created
+    finally:
+        await admin.close()

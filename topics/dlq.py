@@ -1,0 +1,65 @@
+"""Dead letters: what could not be decoded, validated or delivered goes to `<topic>.dlq`
+with the original bytes and the reason in headers, and the agent moves on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from scribe.metrics import DEAD_LETTERS
+from topics.catalog import TopicSpec
+
+MAX_REASON_BYTES = 4096
+
+# Header names; consumers of the DLQ topics rely on these.
+H_ERROR = "scribe-error"
+H_ERROR_KIND = "scribe-error-kind"
+H_SOURCE_TOPIC = "scribe-source-topic"
+H_SOURCE_PARTITION = "scribe-source-partition"
+H_SOURCE_OFFSET = "scribe-source-offset"
+H_FAILED_AT = "scribe-failed-at"
+
+
+def dead_letter_headers(
+    kind: str, reason: str, topic: str, partition: int, offset: int
+) -> list[tuple[str, bytes]]:
+    return [
+        (H_ERROR, reason.encode()[:MAX_REASON_BYTES]),
+        (H_ERROR_KIND, kind.encode()),
+        (H_SOURCE_TOPIC, topic.encode()),
+        (H_SOURCE_PARTITION, str(partition).encode()),
+        (H_SOURCE_OFFSET, str(offset).encode()),
+        (H_FAILED_AT, datetime.now(UTC).isoformat().encode()),
+    ]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a consumed message came from, with its original bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class DeadLetters:
+    """Sends to the DLQ through the Faust app's producer and waits for the broker's ack, so a
+    bad message's offset is never committed before its dead letter is stored."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def send(self, spec: TopicSpec, origin: Origin, kind: str, reason: str) -> None:
+        headers = dead_letter_headers(kind, reason, origin.topic, origin.partition, origin.offset)
+        await self.app.producer.send_and_wait(
+            spec.dlq_name,
+            origin.key,
+            origin.value,
+            partition=None,
+            timestamp=None,
+            headers=headers,
+        )
+        DEAD_LETTERS.labels(topic=spec.name, kind=kind).inc()
