@@ -51,7 +51,7 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     register_pages(app, resources)
 
     @app.on_before_shutdown.connect
-    async def _close_resources(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def _close_resources(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await resources.close()
 
     return app, resources

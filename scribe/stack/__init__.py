@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -46,6 +46,7 @@ class _Entry:
 class LocalStack:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self.started: list[str] = []
         self.services: list[Service] = [
             TansuBroker(self.root),
             Postgres(self.root),
@@ -68,8 +69,12 @@ class LocalStack:
         tmp.replace(self._state_path)
 
     def up(self, report: Callable[[str], None] = lambda _: None) -> dict[str, str]:
-        """Start what is not running; return the environment (`SCRIBE_*_URL`) to reach it."""
+        """Start what is not running; return the environment (`SCRIBE_*_URL`) to reach it.
+
+        `started` then names the services this call started (not those it found running).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        self.started = []
         state = self._load()
         for service in self.services:
             entry = state.get(service.name)
@@ -82,6 +87,7 @@ class LocalStack:
             # Recorded before the readiness wait, so a failed start can still be stopped.
             state[service.name] = _Entry(record.pid, record.started_at, port, service.url(port))
             self._save(state)
+            self.started.append(service.name)
             service.wait_ready(record, port)
             report(
                 f"{service.name}: started (pid {record.pid}) at {service.url(port)} "
@@ -112,10 +118,16 @@ class LocalStack:
         statuses = self.status()
         return len(statuses) == len(self.services) and all(s.running for s in statuses)
 
-    def down(self, report: Callable[[str], None] = lambda _: None) -> None:
-        """Stop exactly the processes `up` recorded, in reverse start order."""
+    def down(
+        self, report: Callable[[str], None] = lambda _: None, only: Iterable[str] | None = None
+    ) -> None:
+        """Stop exactly the processes `up` recorded (or those named in `only`), in reverse
+        start order."""
         state = self._load()
+        names = None if only is None else set(only)
         for service in reversed(self.services):
+            if names is not None and service.name not in names:
+                continue
             entry = state.pop(service.name, None)
             if entry is None:
                 continue
@@ -130,11 +142,12 @@ class LocalStack:
 
     @contextmanager
     def running(self, report: Callable[[str], None] = lambda _: None) -> Iterator[dict[str, str]]:
-        """Up for the duration of the block; down afterwards, also on error or Ctrl-C."""
+        """Up for the duration of the block; afterwards, also on error or Ctrl-C, stop what
+        this block started (a stack that was already running is left running)."""
         try:
             yield self.up(report)
         finally:
-            self.down(report)
+            self.down(report, only=self.started)
 
 
 def settings_with_stack(settings: Settings) -> Settings:

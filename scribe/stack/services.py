@@ -15,6 +15,7 @@ import stat
 import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 from scribe.stack.processes import (
     ProcessRecord,
@@ -116,7 +117,7 @@ class Postgres(Service):
         try:
             entry = pwd.getpwnam(self.system_user)
         except KeyError:
-            subprocess.run(["useradd", "--system", self.system_user], check=True)
+            subprocess.run(["useradd", "--system", "--user-group", self.system_user], check=True)
             entry = pwd.getpwnam(self.system_user)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _allow_traversal(self.data_dir.parent)
@@ -127,8 +128,13 @@ class Postgres(Service):
         return self.system_user
 
     def _pg(self, args: list[str], user: str | None, timeout: float = 120) -> None:
+        # Group too: with root's group kept, group bits (not "other") decide its access.
+        identity: dict[str, Any] = {}
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         result = subprocess.run(
-            args, user=user, capture_output=True, text=True, timeout=timeout, check=False
+            args, capture_output=True, text=True, timeout=timeout, check=False, **identity
         )
         if result.returncode != 0:
             raise StackError(

@@ -1,0 +1,169 @@
+"""Run `scribe worker` as a child process, and read a topic back: what the demo, the tests and
+the benchmarks (and the platform's own tests) use to drive a real pipeline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from scribe.settings import kafka_bootstrap_servers
+from scribe.stack import LocalStack
+from scribe.stack.processes import free_port
+
+SERVICE_VARS = ("SCRIBE_KAFKA_URL", "SCRIBE_DATABASE_URL", "SCRIBE_REDIS_URL")
+
+
+@contextmanager
+def services_for_tests(state_dir: Path) -> Iterator[dict[str, str]]:
+    """The services named by SCRIBE_*_URL when all are set; else an embedded stack in
+    `state_dir`, stopped afterwards (also when the tests fail)."""
+    if all(os.environ.get(name) for name in SERVICE_VARS):
+        yield {name: os.environ[name] for name in SERVICE_VARS} | {
+            "SCRIBE_FAST_REBALANCE": os.environ.get("SCRIBE_FAST_REBALANCE", "")
+        }
+        return
+    with LocalStack(state_dir).running() as env:
+        yield env
+
+
+@dataclass
+class WorkerProcess:
+    """`scribe worker` as a child process, the way production runs it."""
+
+    env: dict[str, str]
+    state_dir: Path
+    app_id: str
+    web_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / f"worker-{self.app_id}-{self.web_port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self, ready_timeout: float = 120.0) -> WorkerProcess:
+        env = {
+            **os.environ,
+            **self.env,
+            "SCRIBE_APP_ID": self.app_id,
+            "SCRIBE_WEB_PORT": str(self.web_port),
+            "SCRIBE_STATE_DIR": str(self.state_dir),
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scribe", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.wait_ready(ready_timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Ready once Faust logs `Worker ready` (partitions assigned) and /health answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"worker exited ({self.process.returncode}):\n{self.log_tail()}")
+            if "Worker ready" in self.log_path.read_text(errors="replace"):
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.25)
+        raise TimeoutError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit — a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def new_worker(env: dict[str, str], state_dir: Path, app_id: str | None = None) -> WorkerProcess:
+    return WorkerProcess(
+        env=env,
+        state_dir=state_dir,
+        app_id=app_id or f"scribe-test-{uuid.uuid4().hex[:8]}",
+        web_port=free_port(),
+    )
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+async def read_until(
+    kafka_url: str,
+    topic: str,
+    done: Callable[[list[Record]], bool],
+    match: Callable[[Record], bool] = lambda _: True,
+    timeout: float = 60.0,
+) -> list[Record]:
+    """Read `topic` from the beginning, keeping records that `match`, until `done(kept)` or the
+    timeout. Does not rely on end offsets (the embedded broker reports them wrongly)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap_servers(kafka_url),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    kept: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done(kept):
+            batches: dict[Any, list[Any]] = await consumer.getmany(timeout_ms=500)
+            for messages in batches.values():
+                for m in messages:
+                    record = Record(
+                        m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers or ())
+                    )
+                    if match(record):
+                        kept.append(record)
+    finally:
+        await consumer.stop()
+    return kept

@@ -1,0 +1,69 @@
+"""Fixtures: the embedded stack (or the services SCRIBE_*_URL name) and a real worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from scribe.settings import kafka_bootstrap_servers
+from scribe.workers import WorkerProcess, new_worker, services_for_tests
+from topics.publisher import Publisher
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("scribe-state")
+
+
+@pytest.fixture(scope="session")
+def services(state_dir: Path) -> Iterator[dict[str, str]]:
+    with services_for_tests(state_dir / "stack") as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def kafka_url(services: dict[str, str]) -> str:
+    return services["SCRIBE_KAFKA_URL"]
+
+
+@pytest.fixture(scope="session")
+def database_url(services: dict[str, str]) -> str:
+    return services["SCRIBE_DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def worker(services: dict[str, str], state_dir: Path) -> Iterator[WorkerProcess]:
+    """One worker shared by the integration tests; each test uses its own ids."""
+    process = new_worker(services, state_dir / "workers").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def redis_client(services: dict[str, str]) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(services["SCRIBE_REDIS_URL"])
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def publisher(kafka_url: str) -> AsyncIterator[Publisher]:
+    async with Publisher(kafka_bootstrap_servers(kafka_url)) as pub:
+        yield pub
