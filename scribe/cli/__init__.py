@@ -1,4 +1,5 @@
-"""The `scribe` command: worker, publish, stack, db."""
+"""The `scribe` command: worker, publish, stack, db, demo. Each flow that adds commands puts
+them in a module of this package and registers its group at the bottom of this file."""
 
 from __future__ import annotations
 
