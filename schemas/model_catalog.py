@@ -1,0 +1,78 @@
+"""The versioned catalog of models and prices (`model_catalog.json`), shared by the router and
+the usage aggregator so an estimate and a bill come from the same numbers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+
+CATALOG_PATH = Path(__file__).parent / "model_catalog.json"
+MILLION = Decimal(1_000_000)
+
+
+class UnknownModelError(LookupError):
+    """A (service, model) pair the catalog has no price for."""
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    service: str
+    model: str
+    kind: str
+    quality: int
+    free: bool
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    per_image: Decimal
+
+    def cost(self, input_tokens: int, output_tokens: int, images: int) -> Decimal:
+        return (
+            self.input_per_mtok * input_tokens / MILLION
+            + self.output_per_mtok * output_tokens / MILLION
+            + self.per_image * images
+        )
+
+
+@dataclass(frozen=True)
+class ModelCatalog:
+    version: str
+    models: tuple[ModelPrice, ...]
+
+    def get(self, service: str, model: str) -> ModelPrice:
+        for entry in self.models:
+            if entry.service == service and entry.model == model:
+                return entry
+        raise UnknownModelError(
+            f"no price for model {model!r} of service {service!r} in catalog {self.version}"
+        )
+
+    def price(
+        self, service: str, model: str, input_tokens: int, output_tokens: int, images: int
+    ) -> Decimal:
+        return self.get(service, model).cost(input_tokens, output_tokens, images)
+
+
+def parse_catalog(text: str) -> ModelCatalog:
+    raw = json.loads(text, parse_float=Decimal)
+    models = tuple(
+        ModelPrice(
+            service=m["service"],
+            model=m["model"],
+            kind=m["kind"],
+            quality=int(m["quality"]),
+            free=bool(m["free"]),
+            input_per_mtok=Decimal(m["input_per_mtok"]),
+            output_per_mtok=Decimal(m["output_per_mtok"]),
+            per_image=Decimal(m["per_image"]),
+        )
+        for m in raw["models"]
+    )
+    return ModelCatalog(version=str(raw["version"]), models=models)
+
+
+@cache
+def load_catalog(path: Path = CATALOG_PATH) -> ModelCatalog:
+    return parse_catalog(path.read_text())
