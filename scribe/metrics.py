@@ -27,3 +27,9 @@ SINK_BATCH_SIZE = Histogram(
     buckets=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
 )
 SINK_ERRORS = Counter("scribe_sink_errors_total", "Failed sink writes (retried)", ["sink"])
+USAGE_EVENTS_COUNTED = Counter(
+    "scribe_usage_events_total",
+    "Valid usage events by outcome: counted (new to the ledger), duplicate (already counted), "
+    "refused (dead-lettered: unpriced, implausible or refused by PostgreSQL)",
+    ["outcome"],
+)

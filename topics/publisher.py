@@ -12,6 +12,8 @@ from schemas import encode
 from schemas.events import Event
 from topics.catalog import TopicSpec, topic_for
 
+RawRecord = tuple[str, bytes | None, bytes | None]
+
 
 class Publisher:
     def __init__(
@@ -49,6 +51,16 @@ class Publisher:
             futures.append(
                 await self._producer.send(target.name, encode(event), key=target.key_of(event))
             )
+        for future in futures:
+            await future
+        return len(futures)
+
+    async def publish_raw(self, records: Iterable[RawRecord]) -> int:
+        """Send (topic, key, value) as given — a None value is a tombstone on a compacted
+        topic — then wait for every acknowledgement; return the count."""
+        futures = [
+            await self._producer.send(topic, value, key=key) for topic, key, value in records
+        ]
         for future in futures:
             await future
         return len(futures)
