@@ -174,3 +174,11 @@ def demo(seconds: float) -> None:
     from scribe.demo import run_demo
 
     sys.exit(run_demo(seconds, Path.cwd()))
+
+
+# Each flow's command group, registered here with one line (imported last: they use the above).
+from scribe.cli.budget import budget  # noqa: E402
+from scribe.cli.costs import costs  # noqa: E402
+
+main.add_command(budget)
+main.add_command(costs)
