@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -95,6 +96,12 @@ async def write_isolating(
     )
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    priced: list[tuple[Origin, PricedUsage]]
+    offsets: dict[TopicPartition, int]  # to commit once `priced` is stored
+
+
 class UsageBatchConsumer(mode.Service):
     """Owns its consumer and its PostgreSQL pool, so the app closing shared resources at
     shutdown never cuts a batch in half."""
@@ -170,13 +177,27 @@ class UsageBatchConsumer(mode.Service):
             await self._pool.close()
 
     async def _consume(self) -> None:
-        while not self.should_stop:
-            records = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_BATCH)
-            if records:
-                await self.process(records)
+        """Decoding and pricing one batch (CPU here) overlaps with storing the previous one
+        (CPU in PostgreSQL); batches are still stored and committed strictly in order."""
+        storing: asyncio.Task[None] | None = None
+        try:
+            while not self.should_stop:
+                records = await self.consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_BATCH
+                )
+                if not records:
+                    continue
+                batch = await self.prepare(records)
+                if storing is not None:
+                    await storing
+                storing = asyncio.create_task(self.store(batch))
+        finally:
+            if storing is not None:
+                await storing
 
-    async def process(self, records: dict[TopicPartition, list[Any]]) -> None:
-        with PROCESSING_SECONDS.labels(agent="usage").time():
+    async def prepare(self, records: dict[TopicPartition, list[Any]]) -> PreparedBatch:
+        """Decode and price; what is invalid, unpriced or implausible is in the DLQ on return."""
+        with PROCESSING_SECONDS.labels(agent="usage.prepare").time():
             origins = [
                 Origin(m.topic, m.partition, m.offset, m.key, m.value)
                 for messages in records.values()
@@ -186,16 +207,24 @@ class UsageBatchConsumer(mode.Service):
             priced = await self._price_or_dead_letter(
                 [(r.origin, r.event) for r in received], datetime.now(UTC)
             )
-            if priced:
-                SINK_BATCH_SIZE.labels(sink="postgres.usage").observe(len(priced))
+        offsets = {tp: messages[-1].offset + 1 for tp, messages in records.items()}
+        return PreparedBatch(priced, offsets)
+
+    async def store(self, batch: PreparedBatch) -> None:
+        """Write the batch in one transaction, publish what it made due, then commit."""
+        with PROCESSING_SECONDS.labels(agent="usage.store").time():
+            if batch.priced:
+                SINK_BATCH_SIZE.labels(sink="postgres.usage").observe(len(batch.priced))
                 written = await write_isolating(
-                    priced, self._write, REFUSED, self._dead_letter_refused
+                    batch.priced, self._write, REFUSED, self._dead_letter_refused
                 )
                 USAGE_EVENTS_COUNTED.labels(outcome="counted").inc(written.inserted)
-                USAGE_EVENTS_COUNTED.labels(outcome="duplicate").inc(len(priced) - written.inserted)
+                USAGE_EVENTS_COUNTED.labels(outcome="duplicate").inc(
+                    len(batch.priced) - written.inserted
+                )
                 if written.alerts or written.states:
                     await self.publish_budget_outbox()
-            await self._commit({tp: messages[-1].offset + 1 for tp, messages in records.items()})
+            await self._commit(batch.offsets)
 
     async def _price_or_dead_letter(
         self, events: list[tuple[Origin, UsageEvent]], now: datetime

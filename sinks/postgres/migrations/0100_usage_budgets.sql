@@ -8,6 +8,10 @@ ALTER TABLE usage_daily ADD COLUMN free_tier_images bigint NOT NULL DEFAULT 0;
 ALTER TABLE usage_monthly ADD COLUMN free_tier_images bigint NOT NULL DEFAULT 0;
 ALTER TABLE usage_hourly_by_model ADD COLUMN free_tier_images bigint NOT NULL DEFAULT 0;
 
+-- Per-model reads over time use usage_hourly_by_model; on the ledger this index only cost
+-- write throughput (every ledger row updates every index).
+DROP INDEX IF EXISTS usage_events_model_time;
+
 -- The catalog version that priced an event; NULL when the producer sent cost_usd.
 ALTER TABLE usage_events ADD COLUMN price_catalog_version text;
 
