@@ -54,6 +54,7 @@ MAX_BATCH = 5000
 POLL_TIMEOUT_MS = 500
 STOP_GRACE_S = 15.0
 OUTBOX_SWEEP_S = 5.0
+RECONCILE_S = 60.0
 MAINTENANCE_S = 3600.0
 MONTHS_AHEAD = 2
 
@@ -286,6 +287,16 @@ class UsageBatchConsumer(mode.Service):
     async def _sweep_outbox(self) -> None:
         """Finishes what a crash, a failed send or `scribe budget set` left pending."""
         await self.publish_budget_outbox()
+
+    @mode.Service.timer(RECONCILE_S)
+    async def _reconcile_budgets(self) -> None:
+        """A new month resets every budget's state; a budget set while a batch of its user
+        was in flight gets the alerts and state that batch would have made due."""
+        try:
+            if await self.budgets.reconcile(self.usage.alert_thresholds_pct):
+                await self.publish_budget_outbox()
+        except RETRYABLE as error:
+            log.warning("usage: budget reconciliation failed (%r); will retry", error)
 
     @mode.Service.timer(MAINTENANCE_S)
     async def _maintain(self) -> None:

@@ -79,6 +79,20 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 
+# Budgets whose published state no longer matches the current UTC month's spend: a new
+# month began, or a budget was set while a batch of that user's spend was in flight.
+_STALE_BUDGETS = """
+WITH current_month AS (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date AS month)
+SELECT b.user_id, c.month
+FROM budgets b CROSS JOIN current_month c LEFT JOIN budget_state s USING (user_id)
+WHERE s.user_id IS NULL
+   OR s.month <> c.month
+   OR s.budget_usd IS DISTINCT FROM b.monthly_usd
+   OR s.spent_usd <> coalesce((SELECT sum(m.cost_usd) FROM usage_monthly m
+                               WHERE m.user_id = b.user_id AND m.month = c.month), 0)
+ORDER BY b.user_id
+"""
+
 PUBLISH_CHUNK = 1000
 
 
@@ -157,6 +171,16 @@ class BudgetStore:
                 "SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date"
             )
             await refresh_budgets(conn, [(user_id, month)], thresholds)
+
+    async def reconcile(self, thresholds: Sequence[int]) -> int:
+        """Bring every stale budget state (and the alerts it implies) up to date; return how
+        many users were refreshed."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            stale = [(r["user_id"], r["month"]) for r in await conn.fetch(_STALE_BUDGETS)]
+            if stale:
+                await lock_budgets(conn, [user for user, _ in stale])
+                await refresh_budgets(conn, stale, thresholds)
+            return len(stale)
 
     async def remove_budget(self, user_id: str) -> bool:
         """Drop the budget; its state becomes a tombstone to publish. False if there was none."""

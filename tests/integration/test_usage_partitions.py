@@ -14,6 +14,7 @@ import pytest
 from schemas.events import UsageEvent
 from schemas.examples import example
 from scribe.workers import WorkerProcess
+from sinks.postgres.migrate import migrate
 from sinks.postgres.usage import PricedUsage, UsageLedger
 from tests.integration.usage_pipeline import months_back
 
@@ -46,6 +47,7 @@ async def test_detached_months_keep_their_rollups_and_a_late_event_reattaches(
     database_url: str, db: asyncpg.Connection
 ) -> None:
     user = f"ut-{uuid.uuid4().hex[:10]}"
+    await migrate(database_url)
     march = date(2019, 3, 1)
 
     def usage(cost: str) -> PricedUsage:
