@@ -55,6 +55,8 @@ POLL_TIMEOUT_MS = 500
 STOP_GRACE_S = 15.0
 OUTBOX_SWEEP_S = 5.0
 RECONCILE_S = 60.0
+FIRST_PAUSE_S = 0.5
+MAX_PAUSE_S = 10.0
 MAINTENANCE_S = 3600.0
 MONTHS_AHEAD = 2
 
@@ -178,6 +180,23 @@ class UsageBatchConsumer(mode.Service):
             await self._pool.close()
 
     async def _consume(self) -> None:
+        """Batches until the service stops. When Kafka or PostgreSQL fails under a batch, the
+        consumer rewinds to its committed offsets and tries again after a pause: what was
+        already stored is recognised by the ledger, so nothing counts twice."""
+        pause, rewind = FIRST_PAUSE_S, False
+        while not self.should_stop:
+            try:
+                if rewind:
+                    await self._rewind()
+                await self._consume_batches()
+                return
+            except (KafkaError, *RETRYABLE) as error:
+                SINK_ERRORS.labels(sink="usage.consumer").inc()
+                log.warning("usage: batch failed (%r); rewinding, retry in %.1f s", error, pause)
+                await asyncio.sleep(pause)
+                pause, rewind = min(pause * 2, MAX_PAUSE_S), True
+
+    async def _consume_batches(self) -> None:
         """Decoding and pricing one batch (CPU here) overlaps with storing the previous one
         (CPU in PostgreSQL); batches are still stored and committed strictly in order."""
         storing: asyncio.Task[None] | None = None
@@ -195,6 +214,14 @@ class UsageBatchConsumer(mode.Service):
         finally:
             if storing is not None:
                 await storing
+
+    async def _rewind(self) -> None:
+        for tp in self.consumer.assignment():
+            offset = await self.consumer.committed(tp)
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
 
     async def prepare(self, records: dict[TopicPartition, list[Any]]) -> PreparedBatch:
         """Decode and price; what is invalid, unpriced or implausible is in the DLQ on return."""
