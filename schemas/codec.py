@@ -62,7 +62,7 @@ def decode(raw: bytes | str, model: type[E]) -> E:
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")  # plain digits: '0.000000000001', never '1E-12'
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
