@@ -14,16 +14,21 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import click
+import httpx
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import encode
 from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldEvent, WorldTick
 from schemas.examples import example
+from scribe.dashboard.figures import take_snapshot
+from scribe.metrics import family_specs
 from scribe.settings import Settings, kafka_bootstrap_servers
 from scribe.stack import LocalStack
 from scribe.workers import WorkerProcess, new_worker, read_until
@@ -66,16 +71,23 @@ def _next_event(rng: random.Random, tick: int) -> Event:
     user = f"demo-user-{rng.randint(1, 20)}"
     world = f"demo-world-{rng.randint(1, 5)}"
     roll = rng.random()
+    now = datetime.now(UTC)  # to the microsecond, so end-to-end latency means something
     if roll < 0.45:
         cost = Decimal(rng.randint(1, 500_000)).scaleb(-9)
-        return example(UsageEvent, user_id=user, cost_usd=cost, input_tokens=rng.randint(1, 4000))
+        return example(
+            UsageEvent,
+            user_id=user,
+            cost_usd=cost,
+            input_tokens=rng.randint(1, 4000),
+            occurred_at=now,
+        )
     if roll < 0.65:
         return example(AIRequest, user_id=user, priority=rng.choice(["urgent", "normal", "low"]))
     if roll < 0.8:
-        return example(WorldEvent, world_id=world)
+        return example(WorldEvent, world_id=world, occurred_at=now)
     if roll < 0.9:
-        return example(WorldTick, world_id=world, tick=tick)
-    return example(CacheInvalidation, keys=[f"world:{world}", f"user:{user}"])
+        return example(WorldTick, world_id=world, tick=tick, occurred_at=now)
+    return example(CacheInvalidation, keys=[f"world:{world}", f"user:{user}"], occurred_at=now)
 
 
 async def _publish_load(kafka_url: str, seconds: float, tally: LoadTally) -> None:
@@ -148,6 +160,18 @@ async def _dead_letters(kafka_url: str, spec: TopicSpec, key: bytes, expected: i
     return [r.headers.get("scribe-error", b"") for r in records]
 
 
+def _print_metric_families(worker: WorkerProcess) -> None:
+    """What /metrics shows right after the load: each family's total, or that nothing feeds it
+    yet (the flows that will are still to come)."""
+    text = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    snapshot = take_snapshot(text_string_to_metric_families(text), time.time())
+    click.echo("\n== /metrics at the end of the load: each family's total ==")
+    for spec in family_specs():
+        series = snapshot.series(spec.activity_sample)
+        value = f"{sum(series.values()):,.6g}" if series else "no samples yet"
+        click.echo(f"  {spec.activity_sample:<42}{value:>16}")
+
+
 async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProcess) -> bool:
     kafka_url, database_url = env["SCRIBE_KAFKA_URL"], env["SCRIBE_DATABASE_URL"]
     _say("waiting for the worker to drain ...")
@@ -201,8 +225,10 @@ def run_demo(seconds: float, workdir: Path) -> int:
         worker.start()
         _say(f"worker ready: metrics at {worker.url}/metrics, health at {worker.url}/health")
         _say(f"publishing a mixed load at ~{EVENTS_PER_SECOND} events/s for {seconds:.0f} s ...")
+        _say(f"watch it live: {worker.url}/dashboard")
         tally = LoadTally()
         asyncio.run(_publish_load(env["SCRIBE_KAFKA_URL"], seconds, tally))
+        _print_metric_families(worker)
         ok = asyncio.run(_summarize(env, tally, worker))
         click.echo("demo: " + ("every event accounted for" if ok else "MISMATCH (see above)"))
         return 0 if ok else 1
