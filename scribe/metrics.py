@@ -92,8 +92,9 @@ PROVIDER_CALL_SECONDS = Histogram(
 )
 ROUTING_DECISIONS = Counter(
     "scribe_routing_decisions_total",
-    "Routing decisions by priority lane and route (free, paid, rejected, deduplicated)",
-    ["lane", "route"],
+    "Routing decisions by priority lane, request kind (text, image) and route (free, paid, "
+    "rejected, deduplicated)",
+    ["lane", "kind", "route"],
 )
 FREE_TIER_REQUESTS = Counter(
     "scribe_free_tier_requests_total",
