@@ -61,6 +61,7 @@ def test_require_names_the_missing_urls() -> None:
 
 
 def test_producer_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCRIBE_PRODUCER_IDEMPOTENCE", raising=False)
     assert Settings.from_env().producer_idempotence == "auto"
     monkeypatch.setenv("SCRIBE_PRODUCER_IDEMPOTENCE", "off")
     monkeypatch.setenv("SCRIBE_PRODUCER_LINGER_MS", "20")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future as ThreadFuture
 from enum import StrEnum
 from types import TracebackType
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Brokers already reported as lacking idempotence: warn once per process, not per publisher.
-_warned_without_idempotence: set[tuple[str, ...]] = set()
+# Brokers that refused a producer id: `auto` asks once per process, then publishes without.
+_brokers_without_idempotence: set[tuple[str, ...]] = set()
 
 DEFAULT_LINGER_MS = 5
 MAX_BATCH_BYTES = 256 * 1024
@@ -90,7 +90,10 @@ class Publisher:
         )
 
     async def start(self) -> None:
-        if self.idempotence is Idempotence.OFF:
+        servers = tuple(self.bootstrap_servers)
+        if self.idempotence is Idempotence.OFF or (
+            self.idempotence is Idempotence.AUTO and servers in _brokers_without_idempotence
+        ):
             self._producer = await self._started(self._new_producer(idempotent=False))
             return
         producer = self._new_producer(idempotent=True)
@@ -101,17 +104,15 @@ class Publisher:
         except KafkaError as exc:
             if self.idempotence is Idempotence.ON:
                 raise IdempotenceUnavailableError(
-                    f"the broker at {','.join(self.bootstrap_servers)} did not grant a producer "
-                    f"id ({exc!r}); set SCRIBE_PRODUCER_IDEMPOTENCE=auto or off to publish "
-                    "without idempotence"
+                    f"the broker at {','.join(servers)} did not grant a producer id ({exc!r}); "
+                    "set SCRIBE_PRODUCER_IDEMPOTENCE=auto or off to publish without idempotence"
                 ) from exc
-            servers = tuple(self.bootstrap_servers)
-            level = logging.INFO if servers in _warned_without_idempotence else logging.WARNING
-            _warned_without_idempotence.add(servers)
-            log.log(
-                level,
-                "the broker did not grant a producer id (%r): publishing without idempotence; "
-                "a retried batch may be written twice (consumers dedupe by event id)",
+            _brokers_without_idempotence.add(servers)
+            log.warning(
+                "the broker at %s did not grant a producer id (%r): this process publishes "
+                "without idempotence, so a retried batch may be written twice (consumers "
+                "dedupe by event id)",
+                ",".join(servers),
                 exc,
             )
             self._producer = await self._started(self._new_producer(idempotent=False))
@@ -147,23 +148,23 @@ class Publisher:
             raise PublishError("the publisher is not started: use `async with Publisher(...)`")
         return self._producer
 
-    async def enqueue(self, event: Event, spec: TopicSpec | None = None) -> Awaitable[Any]:
+    async def enqueue(self, event: Event, spec: TopicSpec | None = None) -> asyncio.Future[Any]:
         """Add the event to the current batch; the returned future resolves to its
         RecordMetadata once the broker acknowledged it (or raises why it did not)."""
         target = spec or topic_for(event)
         if not isinstance(event, target.model):
             raise WrongTopicError(event, target)
-        future: Awaitable[Any] = await self._running().send(
+        future: asyncio.Future[Any] = await self._running().send(
             target.name, encode(event), key=target.key_of(event)
         )
         return future
 
     async def enqueue_raw(
         self, topic: str, value: bytes, key: bytes | None = None
-    ) -> Awaitable[Any]:
+    ) -> asyncio.Future[Any]:
         """Bytes exactly as given, unchecked: for replays and deliberately bad input (the
         demo, load tests). Producers of events use `publish`."""
-        future: Awaitable[Any] = await self._running().send(topic, value, key=key)
+        future: asyncio.Future[Any] = await self._running().send(topic, value, key=key)
         return future
 
     async def publish(self, event: Event, spec: TopicSpec | None = None) -> Any:

@@ -174,3 +174,8 @@ def demo(seconds: float) -> None:
     from scribe.demo import run_demo
 
     sys.exit(run_demo(seconds, Path.cwd()))
+
+
+from scribe.cli.gateway import gateway  # noqa: E402
+
+main.add_command(gateway)
