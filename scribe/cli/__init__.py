@@ -177,5 +177,7 @@ def demo(seconds: float) -> None:
 
 
 from scribe.cli.gateway import gateway  # noqa: E402
+from scribe.cli.loadgen import loadgen  # noqa: E402
 
 main.add_command(gateway)
+main.add_command(loadgen)
