@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from concurrent.futures import Future as ThreadFuture
+from contextlib import contextmanager
 from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -61,6 +62,27 @@ class IdempotenceUnavailableError(PublishError):
     """Idempotence was required (`on`) but the broker did not grant a producer id."""
 
 
+class _DropInitPidError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unexpected error during InitProducerIdRequest")
+
+
+@contextmanager
+def _init_pid_error_reported_by_us(active: bool) -> Iterator[None]:
+    """aiokafka logs a refused producer id as an unexpected ERROR; in `auto` mode it is an
+    expected answer that `start` reports itself, in plainer words."""
+    if not active:
+        yield
+        return
+    sender_log = logging.getLogger("aiokafka.producer.sender")
+    dropper = _DropInitPidError()
+    sender_log.addFilter(dropper)
+    try:
+        yield
+    finally:
+        sender_log.removeFilter(dropper)
+
+
 class Publisher:
     """One aiokafka producer. Concurrent `publish` calls share batches (linger), so many small
     publishes from many coroutines cost few broker round trips."""
@@ -97,9 +119,11 @@ class Publisher:
             self._producer = await self._started(self._new_producer(idempotent=False))
             return
         producer = self._new_producer(idempotent=True)
+        quiet = self.idempotence is Idempotence.AUTO
         try:
             # The producer id is requested during start; a broker without it answers an error.
-            self._producer = await self._started(producer)
+            with _init_pid_error_reported_by_us(quiet):
+                self._producer = await self._started(producer)
             self.idempotent = True
         except KafkaError as exc:
             if self.idempotence is Idempotence.ON:
