@@ -45,8 +45,18 @@ class LoadReport:
         """Achieved over target: 1.0 means the rate was held exactly."""
         return self.achieved_rate / self.target_rate if self.target_rate else 0.0
 
+    @property
+    def full_seconds(self) -> list[int]:
+        """Acknowledgements per second, without the last (partial) second."""
+        return self.acked_per_second[:-1] or self.acked_per_second
+
+    def seconds_within(self, tolerance: float) -> int:
+        """How many full seconds stayed within `tolerance` of the target rate."""
+        low, high = self.target_rate * (1 - tolerance), self.target_rate * (1 + tolerance)
+        return sum(low <= count <= high for count in self.full_seconds)
+
     def lines(self) -> list[str]:
-        full_seconds = self.acked_per_second[:-1] or self.acked_per_second
+        full_seconds = self.full_seconds
         lines = [
             "== loadgen summary ==",
             f"target    {self.target_rate:,.0f} events/s for {self.seconds:g} s "
@@ -57,7 +67,8 @@ class LoadReport:
         if full_seconds:
             lines.append(
                 f"per second (acknowledged): min {min(full_seconds):,}  median "
-                f"{statistics.median(full_seconds):,.0f}  max {max(full_seconds):,}"
+                f"{statistics.median(full_seconds):,.0f}  max {max(full_seconds):,}; "
+                f"{self.seconds_within(0.1)} of {len(full_seconds)} within 10 % of target"
             )
         lines.append(f"{'topic':<22}{'events':>10}{'malformed':>11}")
         for name in sorted(self.by_topic.keys() | self.malformed.keys()):

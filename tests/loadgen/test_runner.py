@@ -23,7 +23,9 @@ def test_the_report_gives_the_rate_against_the_target_and_counts_per_topic() -> 
     text = "\n".join(report.lines())
     assert report.ratio == pytest.approx(0.8)
     assert "achieved  80 events/s: 200 acknowledged in 2.50 s (80.0% of target)" in text
-    assert "min 90  median 100  max 110" in text  # the last, partial second is left out
+    # The last, partial second is left out.
+    assert "min 90  median 100  max 110; 2 of 2 within 10 % of target" in text
+    assert report.seconds_within(0.05) == 0
     assert "world.ticks                   48          2" in text
     assert "FAILED" not in text
 
