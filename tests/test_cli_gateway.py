@@ -94,6 +94,10 @@ def test_scribe_gateway_serves_on_its_port(gateway_url: tuple[str, Path]) -> Non
         timeout=30,
     )
     assert response.status_code == 202, log_path.read_text()
+    logged = "POST /v1/events/usage.events 202 client=cli"
+    deadline = time.monotonic() + 10  # the access log is written after the answer is sent
+    while logged not in log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
     log = log_path.read_text()
-    assert "POST /v1/events/usage.events 202 client=cli" in log
+    assert logged in log
     assert TOKEN not in log
