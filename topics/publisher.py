@@ -1,6 +1,7 @@
-"""Publish events: checked against their topic, keyed by their family's key, serialized with
-orjson, batched by the producer's linger, and acknowledged by the broker (`acks=all`) before
-`publish` returns. `SyncPublisher` offers the same to code that is not async."""
+"""Publish events: checked against their topic (events are pydantic models, validated when
+built), keyed by their family's key, serialized with orjson, batched by the producer's linger,
+and acknowledged by the broker (`acks=all`) before `publish` returns. `SyncPublisher` offers
+the same to code that is not async."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from schemas import encode
 from schemas.events import Event
@@ -125,6 +126,8 @@ class Publisher:
             with _init_pid_error_reported_by_us(quiet):
                 self._producer = await self._started(producer)
             self.idempotent = True
+        except KafkaConnectionError:
+            raise  # no broker to ask: not an answer about idempotence
         except KafkaError as exc:
             if self.idempotence is Idempotence.ON:
                 raise IdempotenceUnavailableError(

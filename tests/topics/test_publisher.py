@@ -8,11 +8,13 @@ import threading
 import uuid
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from schemas import decode
 from schemas.events import UsageEvent, WorldTick
 from schemas.examples import example
 from scribe.settings import kafka_bootstrap_servers
+from scribe.stack.processes import free_port
 from scribe.workers import read_until
 from topics.catalog import USAGE_EVENTS, WORLD_TICKS
 from topics.publisher import (
@@ -122,3 +124,12 @@ async def test_the_sync_publisher_serves_several_threads(kafka_url: str) -> None
     )
     ticks = sorted(decode(r.value or b"", WorldTick).tick for r in records)
     assert ticks == [*range(20), *range(100, 120), *range(200, 220), 999]
+
+
+async def test_no_broker_is_an_error_not_a_reason_to_drop_idempotence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    servers = [f"127.0.0.1:{free_port()}"]
+    with pytest.raises(KafkaConnectionError):
+        await Publisher(servers, Idempotence.AUTO, request_timeout_ms=2_000).start()
+    assert "did not grant a producer id" not in caplog.text
