@@ -10,9 +10,8 @@ import redis.asyncio as aioredis
 
 from scribe.gateway.ratelimit import KEY_PREFIX, Decision, TokenBucket
 
-pytestmark = pytest.mark.integration
 
-
+@pytest.mark.integration
 async def test_concurrent_takes_never_spend_more_than_the_burst(
     redis_client: aioredis.Redis, services: dict[str, str]
 ) -> None:
@@ -29,6 +28,7 @@ async def test_concurrent_takes_never_spend_more_than_the_burst(
     assert await redis_client.pttl(KEY_PREFIX + client) > 0, "idle buckets expire"
 
 
+@pytest.mark.integration
 async def test_the_bucket_refills_at_its_rate_up_to_its_burst(redis_client: aioredis.Redis) -> None:
     client = f"c-{uuid.uuid4().hex[:8]}"
     bucket = TokenBucket(redis_client, rate=100, burst=10)
@@ -47,6 +47,7 @@ def test_retry_after_is_whole_seconds_rounded_up() -> None:
     assert Decision(False, 1001, 0).retry_after_s == 2
 
 
+@pytest.mark.integration
 async def test_a_cost_above_the_burst_is_a_programming_error(redis_client: aioredis.Redis) -> None:
     with pytest.raises(ValueError, match="can never fit"):
         await TokenBucket(redis_client, rate=1, burst=5).take("c", 6)
