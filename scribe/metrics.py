@@ -27,3 +27,17 @@ SINK_BATCH_SIZE = Histogram(
     buckets=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
 )
 SINK_ERRORS = Counter("scribe_sink_errors_total", "Failed sink writes (retried)", ["sink"])
+GATEWAY_REQUESTS = Counter(
+    "scribe_gateway_requests_total",
+    "Ingest requests answered, by topic and status",
+    ["topic", "status"],
+)
+GATEWAY_EVENTS = Counter(
+    "scribe_gateway_events_total", "Events the gateway published (acknowledged)", ["topic"]
+)
+GATEWAY_SECONDS = Histogram(
+    "scribe_gateway_request_seconds",
+    "Time from request to answer, including the broker's acknowledgement",
+    ["topic"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
