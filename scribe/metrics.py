@@ -160,6 +160,24 @@ WORLD_TICK_LAG_SECONDS = Histogram(
 )
 WORLDS_ACTIVE = Gauge("scribe_worlds_active", "Worlds ticking on this worker")
 
+# --- HTTP ingest gateway (`scribe gateway`, served on the gateway's own /metrics) -------------
+
+GATEWAY_REQUESTS = Counter(
+    "scribe_gateway_requests_total",
+    "Ingest requests answered, by topic and status",
+    ["topic", "status"],
+)
+GATEWAY_EVENTS = Counter(
+    "scribe_gateway_events_total", "Events the gateway published (acknowledged)", ["topic"]
+)
+GATEWAY_SECONDS = Histogram(
+    "scribe_gateway_request_seconds",
+    "Time from request to answer, including the broker's acknowledgement",
+    ["topic"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+GATEWAY_PREFIX = "scribe_gateway_"
+
 
 def current_agent_name() -> str:
     """The Faust agent running the calling task, so shared code (intake, the DLQ) labels its
@@ -195,6 +213,12 @@ class FamilySpec:
         if self.kind == "histogram":
             return tuple(f"{self.name}{s}" for s in ("_bucket", "_count", "_sum", "_created"))
         return (self.name,)
+
+    @property
+    def served_by(self) -> str:
+        """Which process exposes it: the gateway's families are on `scribe gateway`'s /metrics,
+        all others on every worker's."""
+        return "gateway" if self.name.startswith(GATEWAY_PREFIX) else "worker"
 
     @property
     def activity_sample(self) -> str:

@@ -58,3 +58,15 @@ def test_from_env_refuses_bad_values(
 def test_require_names_the_missing_urls() -> None:
     with pytest.raises(SettingsError, match="SCRIBE_REDIS_URL not set"):
         Settings(kafka_url="k:1", database_url="postgresql://x").require()
+
+
+def test_producer_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCRIBE_PRODUCER_IDEMPOTENCE", raising=False)
+    assert Settings.from_env().producer_idempotence == "auto"
+    monkeypatch.setenv("SCRIBE_PRODUCER_IDEMPOTENCE", "off")
+    monkeypatch.setenv("SCRIBE_PRODUCER_LINGER_MS", "20")
+    settings = Settings.from_env()
+    assert (settings.producer_idempotence, settings.producer_linger_ms) == ("off", 20)
+    monkeypatch.setenv("SCRIBE_PRODUCER_IDEMPOTENCE", "maybe")
+    with pytest.raises(SettingsError, match="SCRIBE_PRODUCER_IDEMPOTENCE: 'maybe'"):
+        Settings.from_env()

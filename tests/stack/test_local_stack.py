@@ -36,8 +36,8 @@ def _processes_under(state_dir: Path) -> list[psutil.Process]:
     return ours
 
 
-def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
-    state_dir = tmp_path / "state"
+def test_up_twice_then_down_leaves_nothing_running(state_dir: Path) -> None:
+    state_dir = state_dir / "cli-stack"
     first = _scribe(state_dir, "stack", "up")
     try:
         assert first.returncode == 0, first.stderr
