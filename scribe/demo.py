@@ -20,14 +20,17 @@ from pathlib import Path
 import asyncpg
 import click
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import encode
 from schemas.events import UsageEvent
+from scribe.dashboard.figures import take_snapshot
 from scribe.gateway.access import TokenBook
 from scribe.gateway.config import GatewaySettings
 from scribe.gateway.server import RunningGateway
 from scribe.loadgen.runner import Progress, run_load
 from scribe.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
+from scribe.metrics import family_specs
 from scribe.settings import Settings, kafka_bootstrap_servers
 from scribe.stack import LocalStack
 from scribe.workers import WorkerProcess, new_worker, read_until
@@ -186,6 +189,18 @@ async def _dead_letters(kafka_url: str, spec: TopicSpec, key: bytes, expected: i
     return [r.headers.get("scribe-error", b"") for r in records]
 
 
+def _print_metric_families(worker: WorkerProcess) -> None:
+    """What /metrics shows right after the load: each family's total, or that nothing feeds it
+    yet (the flows that will are still to come)."""
+    text = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    snapshot = take_snapshot(text_string_to_metric_families(text), time.time())
+    click.echo("\n== /metrics at the end of the load: each family's total ==")
+    for spec in (s for s in family_specs() if s.served_by == "worker"):
+        series = snapshot.series(spec.activity_sample)
+        value = f"{sum(series.values()):,.6g}" if series else "no samples yet"
+        click.echo(f"  {spec.activity_sample:<42}{value:>16}")
+
+
 async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProcess) -> bool:
     kafka_url, database_url = env["SCRIBE_KAFKA_URL"], env["SCRIBE_DATABASE_URL"]
     _say("waiting for the worker to drain ...")
@@ -240,8 +255,10 @@ def run_demo(seconds: float, workdir: Path) -> int:
         worker.start()
         _say(f"worker ready: metrics at {worker.url}/metrics, health at {worker.url}/health")
         _say(f"publishing a mixed load at ~{EVENTS_PER_SECOND} events/s for {seconds:.0f} s ...")
+        _say(f"watch it live: {worker.url}/dashboard")
         tally = LoadTally()
         asyncio.run(_publish_load(env["SCRIBE_KAFKA_URL"], seconds, tally))
+        _print_metric_families(worker)
         _say("posting usage events through the HTTP ingest gateway ...")
         asyncio.run(_post_through_gateway(env, tally))
         ok = asyncio.run(_summarize(env, tally, worker))
