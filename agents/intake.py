@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from schemas import DecodeError, decode
 from schemas.events import Event
-from scribe.metrics import MESSAGES_IN
+from scribe.metrics import MESSAGES_IN, current_agent_name
 from topics.catalog import TopicSpec
 from topics.dlq import DeadLetters, Origin
 
@@ -28,18 +28,23 @@ class Received(Generic[E]):
 
 
 async def decoded(
-    origins: Sequence[Origin], spec: TopicSpec, model: type[E], dead_letters: DeadLetters
+    origins: Sequence[Origin],
+    spec: TopicSpec,
+    model: type[E],
+    dead_letters: DeadLetters,
+    agent: str,
 ) -> list[Received[E]]:
-    """The valid events among `origins`, in order; each invalid one is in the DLQ on return."""
+    """The valid events among `origins`, in order; each invalid one is in the DLQ on return.
+    `agent` labels the counts (a batch consumer service is no Faust agent)."""
     batch: list[Received[E]] = []
-    MESSAGES_IN.labels(topic=spec.name).inc(len(origins))
+    MESSAGES_IN.labels(topic=spec.name, agent=agent).inc(len(origins))
     for origin in origins:
         try:
             if origin.value is None:
                 raise DecodeError("json", "empty message (no value)")
             event = decode(origin.value, model)
         except DecodeError as error:
-            await dead_letters.send(spec, origin, error.kind, error.reason)
+            await dead_letters.send(spec, origin, error.kind, error.reason, agent=agent)
             continue
         batch.append(Received(event, origin))
     return batch
@@ -56,6 +61,7 @@ async def decoded_batches(
 ) -> AsyncIterator[list[Received[E]]]:
     """Batches of valid events, in partition order. Faust acks a batch's messages when the
     agent asks for the next batch, so the caller must finish writing before it loops."""
+    agent = current_agent_name()
     async for faust_events in stream.take_events(max_batch, within=within):
         origins = [
             Origin(
@@ -67,6 +73,6 @@ async def decoded_batches(
             )
             for faust_event in faust_events
         ]
-        batch = await decoded(origins, spec, model, dead_letters)
+        batch = await decoded(origins, spec, model, dead_letters, agent)
         if batch:
             yield batch

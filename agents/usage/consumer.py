@@ -27,11 +27,14 @@ from agents.usage.outbox import publish_outbox
 from agents.usage.pricing import Priced, UsageLimits, price_usage
 from schemas.events import UsageEvent
 from schemas.model_catalog import load_catalog
+from scribe.consumer_lag import GroupOffsets, LagSampler
 from scribe.metrics import (
+    COST,
     PROCESSING_SECONDS,
     SINK_BATCH_SIZE,
     SINK_ERRORS,
     USAGE_EVENTS_COUNTED,
+    observe_end_to_end,
 )
 from scribe.resources import Resources
 from sinks.postgres.budgets import BudgetStore
@@ -50,6 +53,8 @@ from topics.publisher import RawRecord
 
 log = logging.getLogger(__name__)
 
+AGENT = "usage"  # the `agent` label of this flow's metrics
+SINK = "postgres.usage"
 MAX_BATCH = 5000
 POLL_TIMEOUT_MS = 500
 STOP_GRACE_S = 15.0
@@ -59,6 +64,7 @@ FIRST_PAUSE_S = 0.5
 MAX_PAUSE_S = 10.0
 MAINTENANCE_S = 3600.0
 MONTHS_AHEAD = 2
+LAG_INTERVAL_S = 5.0
 
 # PostgreSQL refused the data itself: retrying cannot help, so the batch is split until the
 # event at fault is found and dead-lettered.
@@ -91,12 +97,7 @@ async def write_isolating(
             return LedgerWrite(0, 0, 0)
     middle = len(items) // 2
     first = await write_isolating(items[:middle], write, refused, dead_letter)
-    second = await write_isolating(items[middle:], write, refused, dead_letter)
-    return LedgerWrite(
-        first.inserted + second.inserted,
-        first.alerts + second.alerts,
-        first.states + second.states,
-    )
+    return first + await write_isolating(items[middle:], write, refused, dead_letter)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class UsageBatchConsumer(mode.Service):
         self._consuming: asyncio.Future[None] | None = None
         self._pool: asyncpg.Pool | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: GroupOffsets | None = None
 
     @classmethod
     def bound_to(cls, resources: Resources) -> type[UsageBatchConsumer]:
@@ -162,6 +164,10 @@ class UsageBatchConsumer(mode.Service):
             **timeouts,
         )
         await self.consumer.start()
+        self._offsets = GroupOffsets(
+            settings.bootstrap_servers, usage_group_id(settings.base.app_id)
+        )
+        self._lag = LagSampler(self._offsets, [USAGE_EVENTS.name])
 
     async def on_started(self) -> None:
         self._consuming = self.add_future(self._consume())
@@ -176,6 +182,8 @@ class UsageBatchConsumer(mode.Service):
                 self._consuming.cancel()
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._offsets is not None:
+            await self._offsets.close()
         if self._pool is not None:
             await self._pool.close()
 
@@ -225,13 +233,15 @@ class UsageBatchConsumer(mode.Service):
 
     async def prepare(self, records: dict[TopicPartition, list[Any]]) -> PreparedBatch:
         """Decode and price; what is invalid, unpriced or implausible is in the DLQ on return."""
-        with PROCESSING_SECONDS.labels(agent="usage.prepare").time():
+        with PROCESSING_SECONDS.labels(agent=f"{AGENT}.prepare").time():
             origins = [
                 Origin(m.topic, m.partition, m.offset, m.key, m.value)
                 for messages in records.values()
                 for m in messages
             ]
-            received = await decoded(origins, USAGE_EVENTS, UsageEvent, self.resources.dead_letters)
+            received = await decoded(
+                origins, USAGE_EVENTS, UsageEvent, self.resources.dead_letters, AGENT
+            )
             priced = await self._price_or_dead_letter(
                 [(r.origin, r.event) for r in received], datetime.now(UTC)
             )
@@ -240,12 +250,15 @@ class UsageBatchConsumer(mode.Service):
 
     async def store(self, batch: PreparedBatch) -> None:
         """Write the batch in one transaction, publish what it made due, then commit."""
-        with PROCESSING_SECONDS.labels(agent="usage.store").time():
+        with PROCESSING_SECONDS.labels(agent=f"{AGENT}.store").time():
             if batch.priced:
-                SINK_BATCH_SIZE.labels(sink="postgres.usage").observe(len(batch.priced))
+                SINK_BATCH_SIZE.labels(sink=SINK).observe(len(batch.priced))
                 written = await write_isolating(
                     batch.priced, self._write, REFUSED, self._dead_letter_refused
                 )
+                observe_end_to_end(AGENT, SINK, (p.event.occurred_at for _, p in batch.priced))
+                for (service, model), cost in written.cost_by_model.items():
+                    COST.labels(service=service, model=model).inc(float(cost))
                 USAGE_EVENTS_COUNTED.labels(outcome="counted").inc(written.inserted)
                 USAGE_EVENTS_COUNTED.labels(outcome="duplicate").inc(
                     len(batch.priced) - written.inserted
@@ -266,21 +279,21 @@ class UsageBatchConsumer(mode.Service):
                 )
             else:
                 await self.resources.dead_letters.send(
-                    USAGE_EVENTS, origin, outcome.kind, outcome.reason
+                    USAGE_EVENTS, origin, outcome.kind, outcome.reason, agent=AGENT
                 )
                 USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
         return priced
 
     async def _write(self, items: Sequence[tuple[Origin, PricedUsage]]) -> LedgerWrite:
         return await until_written(
-            "postgres.usage", self.ledger.write, [p for _, p in items], retryable=RETRYABLE
+            SINK, self.ledger.write, [p for _, p in items], retryable=RETRYABLE
         )
 
     async def _dead_letter_refused(
         self, item: tuple[Origin, PricedUsage], error: BaseException
     ) -> None:
         await self.resources.dead_letters.send(
-            USAGE_EVENTS, item[0], "refused", f"PostgreSQL refused the event: {error}"
+            USAGE_EVENTS, item[0], "refused", f"PostgreSQL refused the event: {error}", AGENT
         )
         USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
 
@@ -324,6 +337,14 @@ class UsageBatchConsumer(mode.Service):
                 await self.publish_budget_outbox()
         except RETRYABLE as error:
             log.warning("usage: budget reconciliation failed (%r); will retry", error)
+
+    @mode.Service.timer(LAG_INTERVAL_S)
+    async def _sample_lag(self) -> None:
+        """The worker's lag sampler covers the Faust group; this group's lag is ours."""
+        try:
+            await self._lag.sample(self.consumer.assignment(), self.consumer)
+        except (KafkaError, OSError) as error:
+            log.warning("usage: consumer lag not sampled (%r); will retry", error)
 
     @mode.Service.timer(MAINTENANCE_S)
     async def _maintain(self) -> None:

@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from agents.usage.budget import alert_event, state_event
 from schemas import encode
+from scribe.metrics import BUDGET_ALERTS as ALERTS_PUBLISHED
 from scribe.metrics import MESSAGES_OUT
 from sinks.postgres.budgets import AlertRecord, BudgetStore, StateRecord
 from topics.catalog import BUDGET_ALERTS, BUDGET_STATE
 from topics.publisher import RawRecord
 
+AGENT = "usage"  # the `agent` label: the CLI publishes on the flow's behalf too
 SendAll = Callable[[list[RawRecord]], Awaitable[object]]
 
 
@@ -37,7 +39,9 @@ async def publish_outbox(
 
     async def deliver(alerts: Sequence[AlertRecord], states: Sequence[StateRecord]) -> None:
         await send_all(outbox_records(alerts, states, thresholds_pct))
-        MESSAGES_OUT.labels(topic=BUDGET_ALERTS.name).inc(len(alerts))
-        MESSAGES_OUT.labels(topic=BUDGET_STATE.name).inc(len(states))
+        MESSAGES_OUT.labels(topic=BUDGET_ALERTS.name, agent=AGENT).inc(len(alerts))
+        MESSAGES_OUT.labels(topic=BUDGET_STATE.name, agent=AGENT).inc(len(states))
+        for alert in alerts:
+            ALERTS_PUBLISHED.labels(threshold=str(alert.threshold_pct)).inc()
 
     return await store.publish_pending(deliver)

@@ -70,9 +70,9 @@ def _with_store(work: Callable[[BudgetStore, ResolvedSettings], Awaitable[T]]) -
 
 async def _publish(store: BudgetStore, settings: ResolvedSettings) -> tuple[int, int]:
     from agents.usage.outbox import publish_outbox
-    from topics.publisher import Publisher
+    from topics.publisher import publisher_for
 
-    async with Publisher(settings.bootstrap_servers) as publisher:
+    async with publisher_for(settings) as publisher:
         return await publish_outbox(
             store, publisher.publish_raw, settings.base.usage.alert_thresholds_pct
         )

@@ -11,7 +11,7 @@ returns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
@@ -131,9 +131,9 @@ WITH new_ids AS (
         "1, 2, 3",
     )
 })
-SELECT user_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month,
-       count(*) AS events
-FROM inserted GROUP BY 1, 2
+SELECT user_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month, service,
+       model, count(*) AS events, sum(cost_usd) AS cost_usd
+FROM inserted GROUP BY 1, 2, 3, 4
 """
 
 
@@ -149,6 +149,19 @@ class LedgerWrite:
     inserted: int  # events new to the ledger; the rest were already counted
     alerts: int  # budget alerts now due (pending publication)
     states: int  # budget states changed (pending publication)
+    # What the new events cost, by (service, model).
+    cost_by_model: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+
+    def __add__(self, other: LedgerWrite) -> LedgerWrite:
+        costs = dict(self.cost_by_model)
+        for key, cost in other.cost_by_model.items():
+            costs[key] = costs.get(key, Decimal(0)) + cost
+        return LedgerWrite(
+            self.inserted + other.inserted,
+            self.alerts + other.alerts,
+            self.states + other.states,
+            costs,
+        )
 
 
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -257,7 +270,11 @@ class UsageLedger:
         changed = await conn.fetch(_WRITE_FROM_STAGE)
         alerts, states = await refresh_budgets(
             conn,
-            [(c["user_id"], c["month"]) for c in changed if c["user_id"] in budgeted],
+            sorted({(c["user_id"], c["month"]) for c in changed if c["user_id"] in budgeted}),
             self.alert_thresholds_pct,
         )
-        return LedgerWrite(sum(c["events"] for c in changed), alerts, states)
+        costs: dict[tuple[str, str], Decimal] = {}
+        for c in changed:
+            key = (c["service"], c["model"])
+            costs[key] = costs.get(key, Decimal(0)) + c["cost_usd"]
+        return LedgerWrite(sum(c["events"] for c in changed), alerts, states, costs)
