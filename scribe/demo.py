@@ -43,6 +43,8 @@ PROGRESS_EVERY_S = 5.0
 GATEWAY_EVENTS = 100
 DEMO_PREFIX = "demo-"
 USAGE_ONLY = Mix(ai_requests=0, world_events=0, world_ticks=0, cache_invalidations=0)
+# A small monthly budget for the busiest demo user, so its alerts show up in the summary.
+BUDGET_USER, BUDGET_USD = f"{DEMO_PREFIX}user-1", Decimal(6)
 
 
 @dataclass
@@ -237,12 +239,57 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
             f"  {row['user_id']:<14} {row['day']} {row['model']:<18} "
             f"{row['requests']:>5} requests  {row['cost_usd']} USD"
         )
+    for line in await _budget_and_costs(database_url):
+        click.echo(line)
     if sample_reason:
         click.echo(f"a dead letter's reason: {sample_reason.decode(errors='replace')}")
     click.echo(
         f"worker: {'running' if worker.alive() else 'NOT RUNNING'}; log at {worker.log_path}"
     )
     return ok and worker.alive()
+
+
+async def _set_budget(database_url: str) -> None:
+    from sinks.postgres.budgets import BudgetStore
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        thresholds = Settings.from_env().usage.alert_thresholds_pct
+        await BudgetStore(pool).set_budget(BUDGET_USER, BUDGET_USD, thresholds)
+    finally:
+        await pool.close()
+
+
+async def _budget_and_costs(database_url: str) -> list[str]:
+    from datetime import UTC, datetime
+
+    from agents.usage.report import ReportPolicy, build_report
+    from schemas.model_catalog import load_catalog
+    from sinks.postgres.budgets import BudgetStore
+    from sinks.postgres.costs import load_cost_inputs
+
+    now = datetime.now(UTC)
+    month = now.date().replace(day=1)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        alerts = await BudgetStore(pool).alerts(BUDGET_USER, month)
+        inputs = await load_cost_inputs(pool, month, None)
+    finally:
+        await pool.close()
+    policy = ReportPolicy.from_settings(Settings.from_env().usage)
+    report = build_report(inputs, load_catalog(), policy, now)
+    crossed = ", ".join(f"{a.threshold_pct}%" for a in alerts)
+    share = (
+        "no images"
+        if report.free_image_share is None
+        else f"free-tier image share {report.free_image_share:.1%}"
+    )
+    return [
+        f"budget alerts for {BUDGET_USER} (budget {BUDGET_USD} USD): {crossed or 'none yet'}",
+        f"cost report {month:%Y-%m}: month-to-date {report.total_usd:.6f} USD, projected "
+        f"{report.projection.month_end_usd:.6f} USD, {share}, "
+        f"{len(report.recommendations)} recommendation(s) (scribe costs report)",
+    ]
 
 
 def run_demo(seconds: float, workdir: Path) -> int:
@@ -254,6 +301,7 @@ def run_demo(seconds: float, workdir: Path) -> int:
         stack.callback(worker.stop)
         worker.start()
         _say(f"worker ready: metrics at {worker.url}/metrics, health at {worker.url}/health")
+        asyncio.run(_set_budget(env["SCRIBE_DATABASE_URL"]))
         _say(f"publishing a mixed load at ~{EVENTS_PER_SECOND} events/s for {seconds:.0f} s ...")
         _say(f"watch it live: {worker.url}/dashboard")
         tally = LoadTally()

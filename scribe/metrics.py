@@ -133,6 +133,12 @@ COST_MONTH_TO_DATE = Gauge(
 BUDGET_ALERTS = Counter(
     "scribe_budget_alerts_total", "Budget alerts published, by threshold percent", ["threshold"]
 )
+USAGE_EVENTS_COUNTED = Counter(
+    "scribe_usage_events_total",
+    "Valid usage events by outcome: counted (new to the ledger), duplicate (already counted), "
+    "refused (dead-lettered: unpriced, implausible or refused by PostgreSQL)",
+    ["outcome"],
+)
 
 # --- Cache invalidation -----------------------------------------------------------------------
 

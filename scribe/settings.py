@@ -61,6 +61,56 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
 
 
+def _thresholds(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        values = sorted({int(part) for part in raw.split(",") if part.strip()})
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a comma-separated list of percents") from None
+    if not values or not all(1 <= v <= 1000 for v in values):
+        raise SettingsError(f"{name}: {raw!r}: each percent must be between 1 and 1000")
+    return tuple(values)
+
+
+def _hours(name: str, default: tuple[int, int]) -> tuple[int, int]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    start, sep, end = raw.partition("-")
+    if not (sep and start.strip().isdigit() and end.strip().isdigit()):
+        raise SettingsError(f"{name}: {raw!r} is not a UTC hour range such as 16-22")
+    hours = int(start), int(end)
+    if not (0 <= hours[0] < hours[1] <= 24):
+        raise SettingsError(f"{name}: {raw!r}: need 0 <= start < end <= 24")
+    return hours
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    """Usage aggregation, budgets and cost reports."""
+
+    alert_thresholds_pct: tuple[int, ...] = (50, 80, 100)
+    max_tokens_per_event: int = 2_000_000
+    # 0 keeps every month of the ledger; N detaches partitions older than N months.
+    retention_months: int = 0
+    # Peak hours [start, end) in UTC, for the off-peak recommendation.
+    peak_hours_utc: tuple[int, int] = (16, 22)
+    # Free-model requests the platform may make per day (OpenRouter's limit with credits).
+    free_tier_daily_requests: int = 1000
+
+    @classmethod
+    def from_env(cls) -> UsageSettings:
+        return cls(
+            alert_thresholds_pct=_thresholds("SCRIBE_BUDGET_ALERT_THRESHOLDS", (50, 80, 100)),
+            max_tokens_per_event=_int("SCRIBE_USAGE_MAX_TOKENS", 2_000_000),
+            retention_months=_int("SCRIBE_USAGE_RETENTION_MONTHS", 0),
+            peak_hours_utc=_hours("SCRIBE_PEAK_HOURS_UTC", (16, 22)),
+            free_tier_daily_requests=_int("SCRIBE_FREE_TIER_DAILY_REQUESTS", 1000),
+        )
+
+
 def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     raw = os.environ.get(name) or default
     if raw not in choices:
@@ -82,6 +132,7 @@ class Settings:
     topic_partitions: int = 4
     topic_replication: int = 1
     fast_rebalance: bool = False
+    usage: UsageSettings = field(default_factory=UsageSettings)
     producer_idempotence: str = "auto"
     producer_linger_ms: int = 5
 
@@ -108,6 +159,7 @@ class Settings:
             topic_partitions=_int("SCRIBE_TOPIC_PARTITIONS", 4),
             topic_replication=_int("SCRIBE_TOPIC_REPLICATION", 1),
             fast_rebalance=env.get("SCRIBE_FAST_REBALANCE", "") == "1",
+            usage=UsageSettings.from_env(),
             producer_idempotence=_choice(
                 "SCRIBE_PRODUCER_IDEMPOTENCE", ("auto", "on", "off"), "auto"
             ),

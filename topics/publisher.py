@@ -32,6 +32,8 @@ T = TypeVar("T")
 _brokers_without_idempotence: set[tuple[str, ...]] = set()
 
 DEFAULT_LINGER_MS = 5
+# (topic, key, value) as sent; a None value is a tombstone on a compacted topic.
+RawRecord = tuple[str, bytes | None, bytes | None]
 MAX_BATCH_BYTES = 256 * 1024
 
 
@@ -187,10 +189,10 @@ class Publisher:
         return future
 
     async def enqueue_raw(
-        self, topic: str, value: bytes, key: bytes | None = None
+        self, topic: str, value: bytes | None, key: bytes | None = None
     ) -> asyncio.Future[Any]:
-        """Bytes exactly as given, unchecked: for replays and deliberately bad input (the
-        demo, load tests). Producers of events use `publish`."""
+        """Bytes exactly as given, unchecked: for replays, deliberately bad input (the demo,
+        load tests) and tombstones (None). Producers of events use `publish`."""
         future: asyncio.Future[Any] = await self._running().send(topic, value, key=key)
         return future
 
@@ -201,6 +203,14 @@ class Publisher:
     async def publish_many(self, events: Iterable[Event], spec: TopicSpec | None = None) -> int:
         """Batch all, then wait for every acknowledgement; return the count."""
         futures = [await self.enqueue(event, spec) for event in events]
+        for future in futures:
+            await future
+        return len(futures)
+
+    async def publish_raw(self, records: Iterable[RawRecord]) -> int:
+        """Send each (topic, key, value) as given, then wait for every acknowledgement;
+        return the count."""
+        futures = [await self.enqueue_raw(topic, value, key) for topic, key, value in records]
         for future in futures:
             await future
         return len(futures)
