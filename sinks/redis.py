@@ -36,11 +36,11 @@ UNLINK_CHUNK = 500
 SCAN_COUNT = 1000
 TAG_POP_CHUNK = 500
 
-# KEYS[1] a tag set; ARGV[1] how many members to pop. Returns how many were popped.
+# KEYS[1] a tag set; ARGV[1] how many members to pop. Returns {popped, of which existed}.
 POP_AND_UNLINK = """
 local members = redis.call('SPOP', KEYS[1], ARGV[1])
-if #members > 0 then redis.call('UNLINK', unpack(members)) end
-return #members
+if #members == 0 then return {0, 0} end
+return {#members, redis.call('UNLINK', unpack(members))}
 """
 
 
@@ -70,7 +70,9 @@ class RedisInvalidator:
         finally:
             await probe.aclose()
         if info.get("cluster_enabled") == 1:
-            return cls(RedisCluster.from_url(url))
+            cluster = RedisCluster.from_url(url)
+            await cluster.initialize()  # learns the primaries, which `_scan` walks
+            return cls(cluster)
         return cls(aioredis.from_url(url))
 
     async def close(self) -> None:
@@ -148,11 +150,15 @@ class RedisInvalidator:
                 await self._pop_and_unlink(
                     keys=[tag_set_key(tag)], args=[TAG_POP_CHUNK], client=pipe
                 )
-            popped = await pipe.execute()
-            removed += int(sum(popped))
+            rounds = await pipe.execute()
+            removed += sum(int(existed) for _, existed in rounds)
             # A full chunk means the set may hold more; members added meanwhile are fine to
             # remove too, so this ends once a round pops less than a chunk.
-            pending = [tag for tag, n in zip(pending, popped, strict=True) if n >= TAG_POP_CHUNK]
+            pending = [
+                tag
+                for tag, (popped, _) in zip(pending, rounds, strict=True)
+                if int(popped) >= TAG_POP_CHUNK
+            ]
         return removed
 
     async def _unlink_tagged_on_cluster(self, tags: list[str]) -> int:
