@@ -15,3 +15,12 @@ def register_all(app: faust.App, resources: Resources) -> None:
 
     for flow in (router, usage, world, invalidation):
         flow.register(app, resources)
+
+
+def consumer_group(app_id: str, topic: str) -> str:
+    """The consumer group that reads `topic` in the workers of `app_id`: Faust's own group,
+    except for flows that run their own batch consumer."""
+    from agents.invalidation.consumer import consumer_group as invalidation_group
+    from topics.catalog import CACHE_INVALIDATIONS
+
+    return invalidation_group(app_id) if topic == CACHE_INVALIDATIONS.name else app_id

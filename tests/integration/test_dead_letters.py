@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
+from agents import consumer_group
 from schemas import encode
 from schemas.examples import example
 from scribe.settings import kafka_bootstrap_servers
@@ -77,7 +78,8 @@ async def test_bad_input_goes_to_dlq_and_valid_input_after_it_is_processed(
     _assert_dead_letter(by_value[violating], spec, "schema", sent[1].partition, sent[1].offset)
     assert b"Field required" in by_value[violating].headers[H_ERROR]
 
-    assert await _committed_past(kafka_url, worker.app_id, sent[2]), (
+    group = consumer_group(worker.app_id, spec.name)
+    assert await _committed_past(kafka_url, group, sent[2]), (
         f"the valid message after the bad ones was not processed:\n{worker.log_tail()}"
     )
     assert worker.alive()
