@@ -235,7 +235,8 @@ class Redis(Service):
 class CdnSimulator(Service):
     name = "cdn"
     env_var = "SCRIBE_CDN_URL"
-    extra_env = {"SCRIBE_CDN_PROVIDERS": "fastly,cloudflare"}
+    # The simulator speaks both APIs and accepts any token.
+    extra_env = {"SCRIBE_CDN_PROVIDERS": "fastly,cloudflare", "SCRIBE_CDN_TOKEN": "local-simulator"}
 
     def start(self, port: int) -> ProcessRecord:
         cmd = [sys.executable, "-m", "scribe.stack.cdn_simulator", "--host", LOOPBACK]

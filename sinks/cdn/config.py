@@ -3,7 +3,8 @@
 `SCRIBE_CDN_URL` is the purge API's base URL and `SCRIBE_CDN_PROVIDERS` names the API shapes
 to speak there (`fastly`, `cloudflare`, or both: the local simulator speaks both, and a
 multi-CDN setup purges each). Per provider, `SCRIBE_CDN_<PROVIDER>_URL` overrides the base
-URL and `_TOKEN`, `_RATE` (requests/s), `_BURST`, `_CONCURRENCY` tune it;
+URL, `_TOKEN` (or the shared `SCRIBE_CDN_TOKEN`) authenticates, and `_RATE` (requests/s),
+`_BURST` and `_CONCURRENCY` tune it;
 `SCRIBE_CDN_FASTLY_SERVICE_ID` and `SCRIBE_CDN_CLOUDFLARE_ZONE_ID` name what to purge.
 """
 
@@ -89,10 +90,13 @@ def _provider(provider: Provider, cdn_url: str | None) -> ProviderSettings:
         if provider is Provider.FASTLY
         else "SCRIBE_CDN_CLOUDFLARE_ZONE_ID"
     )
+    token = env.get(f"{prefix}_TOKEN") or env.get("SCRIBE_CDN_TOKEN", "")
+    if not token.strip():
+        raise SettingsError(f"{prefix}_TOKEN: no API token for {provider} (or SCRIBE_CDN_TOKEN)")
     return ProviderSettings(
         provider=provider,
         base_url=base_url.rstrip("/"),
-        token=env.get(f"{prefix}_TOKEN") or env.get("SCRIBE_CDN_TOKEN", ""),
+        token=token.strip(),
         account=env.get(account_var, "local"),
         rate=env_number(f"{prefix}_RATE", DEFAULT_RATE[provider], 0.001, 1_000_000),
         burst=int(env_number(f"{prefix}_BURST", DEFAULT_BURST[provider], 1, 1_000_000)),

@@ -11,6 +11,11 @@ def test_no_cdn_configured() -> None:
     assert CdnSettings.from_env(None, None) is None
 
 
+@pytest.fixture(autouse=True)
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCRIBE_CDN_TOKEN", "shared")
+
+
 def test_both_providers_at_one_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCRIBE_CDN_CLOUDFLARE_RATE", "25")
     monkeypatch.setenv("SCRIBE_CDN_FASTLY_TOKEN", "fk")
@@ -19,7 +24,8 @@ def test_both_providers_at_one_url(monkeypatch: pytest.MonkeyPatch) -> None:
     fastly, cloudflare = settings.providers
     assert (fastly.provider, cloudflare.provider) == (Provider.FASTLY, Provider.CLOUDFLARE)
     assert fastly.base_url == cloudflare.base_url == "http://127.0.0.1:9"
-    assert (fastly.token, cloudflare.rate, fastly.rate) == ("fk", 25.0, 50.0)
+    assert (fastly.token, cloudflare.token) == ("fk", "shared")
+    assert (cloudflare.rate, fastly.rate) == (25.0, 50.0)
 
 
 def test_a_provider_url_overrides_the_shared_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,3 +52,9 @@ def test_numbers_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCRIBE_CDN_MAX_ATTEMPTS", "0")
     with pytest.raises(SettingsError, match="SCRIBE_CDN_MAX_ATTEMPTS"):
         CdnSettings.from_env("http://127.0.0.1:9", "fastly")
+
+
+def test_a_token_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCRIBE_CDN_TOKEN")
+    with pytest.raises(SettingsError, match="SCRIBE_CDN_CLOUDFLARE_TOKEN: no API token"):
+        CdnSettings.from_env("http://127.0.0.1:9", "cloudflare")
