@@ -41,6 +41,8 @@ from topics.dlq import DeadLetters, Origin
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.1
+# How long the broker may hold a fetch open waiting for data (aiokafka defaults to 500 ms).
+FETCH_MAX_WAIT_MS = 20
 BUSY_POLL_S = 0.005
 
 
@@ -91,6 +93,7 @@ class InvalidationConsumer:
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **timeouts,
         )
         self._coalescer = Coalescer(settings.window_seconds)
