@@ -19,7 +19,9 @@ from pathlib import Path
 
 import asyncpg
 import click
+import httpx
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import encode
 from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldEvent, WorldTick
@@ -40,6 +42,7 @@ class LoadTally:
     bad: Counter[str] = field(default_factory=Counter)
     usage_cost: Decimal = Decimal(0)
     usage_ids: set[str] = field(default_factory=set)
+    invalidation_targets: int = 0
     # Bad messages carry this key, so a rerun on a stack still running counts only its own.
     bad_key: bytes = field(default_factory=lambda: b"demo-bad-" + uuid.uuid4().hex[:8].encode())
 
@@ -55,9 +58,9 @@ def _services(settings: Settings) -> Iterator[dict[str, str]]:
             "SCRIBE_KAFKA_URL": settings.kafka_url,
             "SCRIBE_DATABASE_URL": settings.database_url,
             "SCRIBE_REDIS_URL": settings.redis_url,
-        }
+        } | ({"SCRIBE_CDN_URL": settings.cdn_url} if settings.cdn_url else {})
         return
-    _say("starting the embedded stack (Tansu, PostgreSQL, Redis) ...")
+    _say("starting the embedded stack (Tansu, PostgreSQL, Redis, CDN simulator) ...")
     with LocalStack(settings.state_dir).running(report=_say) as env:
         yield env
 
@@ -75,7 +78,12 @@ def _next_event(rng: random.Random, tick: int) -> Event:
         return example(WorldEvent, world_id=world)
     if roll < 0.9:
         return example(WorldTick, world_id=world, tick=tick)
-    return example(CacheInvalidation, keys=[f"world:{world}", f"user:{user}"])
+    return example(
+        CacheInvalidation,
+        keys=[f"world:{world}", f"user:{user}"],
+        tags=[f"world:{world}"],
+        urls=[f"https://cdn.example/worlds/{world}"],
+    )
 
 
 async def _publish_load(kafka_url: str, seconds: float, tally: LoadTally) -> None:
@@ -101,6 +109,10 @@ async def _publish_load(kafka_url: str, seconds: float, tally: LoadTally) -> Non
                 spec = topic_for(event)
                 await producer.send(spec.name, encode(event), key=spec.key_of(event))
                 tally.published[spec.name] += 1
+                if isinstance(event, CacheInvalidation):
+                    tally.invalidation_targets += sum(
+                        map(len, (event.keys, event.patterns, event.tags, event.urls))
+                    )
                 if isinstance(event, UsageEvent):
                     tally.usage_ids.add(event.event_id)
                     tally.usage_cost += event.cost_usd or Decimal(0)
@@ -185,10 +197,57 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
         )
     if sample_reason:
         click.echo(f"a dead letter's reason: {sample_reason.decode(errors='replace')}")
+    ok &= await _invalidation_summary(env, tally, worker)
     click.echo(
         f"worker: {'running' if worker.alive() else 'NOT RUNNING'}; log at {worker.log_path}"
     )
     return ok and worker.alive()
+
+
+async def _worker_metrics(worker: WorkerProcess) -> list[tuple[str, dict[str, str], float]]:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{worker.url}/metrics", timeout=10)).text
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def _sum(metrics: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    return sum(v for n, ls, v in metrics if n == name and labels.items() <= ls.items())
+
+
+async def _invalidation_summary(
+    env: dict[str, str], tally: LoadTally, worker: WorkerProcess
+) -> bool:
+    """Invalidation counts, the coalescing ratio and purges per sink, from the worker's
+    metrics and (with the local CDN simulator) the purges it recorded."""
+    deadline = time.monotonic() + 30
+    while True:
+        metrics = await _worker_metrics(worker)
+        received = _sum(metrics, "scribe_invalidation_targets_total", stage="received")
+        if received >= tally.invalidation_targets or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    coalesced = _sum(metrics, "scribe_invalidation_targets_total", stage="coalesced")
+    ratio = f"{received / coalesced:.2f}" if coalesced else "n/a"
+    purges = ", ".join(
+        f"{sink} {_sum(metrics, 'scribe_cache_purges_total', sink=sink):,.0f}"
+        for sink in ("redis", "l1", "cdn.fastly", "cdn.cloudflare")
+    )
+    click.echo(
+        f"invalidations: {tally.published['cache.invalidations']:,} published, "
+        f"{received:,.0f} of {tally.invalidation_targets:,} targets received, "
+        f"{coalesced:,.0f} after coalescing (ratio {ratio}); purged: {purges}"
+    )
+    if env.get("SCRIBE_CDN_URL"):
+        async with httpx.AsyncClient() as http:
+            # Only the local simulator answers this; a real CDN's purges show above.
+            answer = await http.get(f"{env['SCRIBE_CDN_URL']}/_sim/stats", timeout=10)
+        if answer.status_code == 200:
+            click.echo(f"CDN simulator recorded purges: {answer.json()['purges']}")
+    return received >= tally.invalidation_targets
 
 
 def run_demo(seconds: float, workdir: Path) -> int:
