@@ -9,8 +9,9 @@ delivery: publish -> a plain aiokafka consumer in this process. The flow's own c
 ratio of the two: its coalescing window plus the Redis work.
 
 It also measures the coalescing ratio of a 10,000-invalidation burst over 1,000 keys (each ten
-times), with the repeats clustered (an entity written ten times in a row, as in the test) and
-shuffled over the whole burst. Results go to bench/results/ as JSON.
+times): repeats clustered (ten entities written ten times each, as in the test) and shuffled
+over the whole burst, both published at once, and shuffled repeats paced over one second
+(where only repeats within one window can merge). Results go to bench/results/ as JSON.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from scribe.settings import Settings, kafka_bootstrap_servers
 from scribe.stack import LocalStack
 from scribe.workers import WorkerProcess, new_worker
 from topics.catalog import CACHE_INVALIDATIONS
+from topics.publisher import Publisher
 
 RESULTS = Path(__file__).parent / "results"
 DELETED_CHANNEL = "__keyevent@0__:del"
@@ -222,8 +224,10 @@ async def measure_rate(env: dict[str, str], rate: int, seconds: float) -> dict[s
 
 
 async def measure_burst(
-    env: dict[str, str], worker: WorkerProcess, shuffled: bool
+    env: dict[str, str], worker: WorkerProcess, shuffled: bool, spread_seconds: float
 ) -> dict[str, Any]:
+    """10,000 invalidations over 1,000 keys, each key ten times, keyed by entity: published
+    at once (one produce batch per partition) or paced over `spread_seconds`."""
     run = uuid.uuid4().hex[:8]
     targets = [f"burst:{run}:{i}" for i in range(1000)]
     rng = random.Random(3)
@@ -236,18 +240,29 @@ async def measure_burst(
             group = [t for t in targets[start : start + 10] for _ in range(10)]
             rng.shuffle(group)
             order.extend(group)
+    events = [invalidation(f"entity-{t}", t) for t in order]
     received = await _metric(worker, "scribe_invalidation_targets_total", stage="received")
     purges = await _metric(worker, "scribe_cache_purges_total", sink="redis", kind="key")
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"]), acks="all"
-    )
-    await producer.start()
-    try:
-        futures = [await _send(producer, invalidation(f"entity-{t}", t)) for t in order]
-        for future in futures:
-            await future
-    finally:
-        await producer.stop()
+    bootstrap = kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"])
+    began = time.monotonic()
+    if spread_seconds <= 0:
+        async with Publisher(bootstrap) as publisher:
+            await publisher.publish_burst(events, CACHE_INVALIDATIONS)
+    else:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            futures = []
+            for i, event in enumerate(events):
+                delay = began + i * spread_seconds / len(events) - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                futures.append(await _send(producer, event))
+            for future in futures:
+                await future
+        finally:
+            await producer.stop()
+    published_in = time.monotonic() - began
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         now_received = await _metric(worker, "scribe_invalidation_targets_total", stage="received")
@@ -257,7 +272,8 @@ async def measure_burst(
     await asyncio.sleep(1.0)  # the last window's Redis stage
     done = await _metric(worker, "scribe_cache_purges_total", sink="redis", kind="key") - purges
     return {
-        "repeats": "shuffled over the whole burst" if shuffled else "clustered (ten in a row)",
+        "repeats": "shuffled over the burst" if shuffled else "clustered (ten entities at a time)",
+        "published_in_s": round(published_in, 3),
         "invalidations": len(order),
         "distinct_targets": len(targets),
         "redis_purges": int(done),
@@ -327,9 +343,9 @@ def main() -> int:
         for rate in rates:
             say(f"measuring {rate} invalidations/s for {args.seconds:.0f} s ...")
             results["rates"].append(asyncio.run(measure_rate(env, rate, args.seconds)))
-        for shuffled in (False, True):
-            say(f"burst of 10,000, repeats {'shuffled' if shuffled else 'clustered'} ...")
-            results["bursts"].append(asyncio.run(measure_burst(env, worker, shuffled)))
+        for shuffled, spread in ((False, 0.0), (True, 0.0), (True, 1.0)):
+            say(f"burst of 10,000, {'shuffled' if shuffled else 'clustered'}, spread {spread} s")
+            results["bursts"].append(asyncio.run(measure_burst(env, worker, shuffled, spread)))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"invalidation_latency-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -346,7 +362,8 @@ def main() -> int:
     for b in results["bursts"]:
         print(
             f"burst {b['invalidations']:,} over {b['distinct_targets']:,} keys, repeats "
-            f"{b['repeats']}: {b['redis_purges']:,} Redis purges, ratio {b['coalescing_ratio']}"
+            f"{b['repeats']}, published in {b['published_in_s']} s: "
+            f"{b['redis_purges']:,} Redis purges, ratio {b['coalescing_ratio']}"
         )
     print(f"results: {out}")
     return 0
