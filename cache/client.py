@@ -223,7 +223,11 @@ class CacheClient:
     async def get(
         self, key: str, loader: Loader, *, ttl: float | None = None, tags: Iterable[str] = ()
     ) -> Any:
-        """The value of `key`: from L1, else Redis, else `loader()` (then stored in both)."""
+        """The value of `key`: from L1, else Redis, else `loader()` (then stored in both).
+
+        `ttl` (seconds) bounds the Redis entry and L1 keeps it at most `l1_ttl`; `tags` are
+        the tags the key is filed under, the same on every call for one key. A loader's
+        exception reaches every caller waiting on that load and nothing is stored."""
         ttl = self._ttl(ttl)
         if self._l1 is not None and self._l1_live:
             hit, value = self._l1.get(key, time.monotonic())
