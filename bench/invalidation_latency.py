@@ -241,8 +241,8 @@ async def measure_burst(
             rng.shuffle(group)
             order.extend(group)
     events = [invalidation(f"entity-{t}", t) for t in order]
-    received = await _metric(worker, "scribe_invalidation_targets_total", stage="received")
-    purges = await _metric(worker, "scribe_cache_purges_total", sink="redis", kind="key")
+    received = await _metric(worker, "scribe_coalesce_targets_total", stage="received")
+    purges = await _metric(worker, "scribe_invalidations_total", sink="redis", kind="key")
     bootstrap = kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"])
     began = time.monotonic()
     if spread_seconds <= 0:
@@ -265,12 +265,12 @@ async def measure_burst(
     published_in = time.monotonic() - began
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        now_received = await _metric(worker, "scribe_invalidation_targets_total", stage="received")
+        now_received = await _metric(worker, "scribe_coalesce_targets_total", stage="received")
         if now_received - received >= len(order):
             break
         await asyncio.sleep(0.2)
     await asyncio.sleep(1.0)  # the last window's Redis stage
-    done = await _metric(worker, "scribe_cache_purges_total", sink="redis", kind="key") - purges
+    done = await _metric(worker, "scribe_invalidations_total", sink="redis", kind="key") - purges
     return {
         "repeats": "shuffled over the burst" if shuffled else "clustered (ten entities at a time)",
         "published_in_s": round(published_in, 3),

@@ -80,6 +80,13 @@ def env_number(
     return value
 
 
+def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = os.environ.get(name) or default
+    if raw not in choices:
+        raise SettingsError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """The pipeline's configuration; `from_env()` is the only constructor production uses."""
@@ -97,6 +104,8 @@ class Settings:
     topic_partitions: int = 4
     topic_replication: int = 1
     fast_rebalance: bool = False
+    producer_idempotence: str = "auto"
+    producer_linger_ms: int = 5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -126,6 +135,10 @@ class Settings:
             topic_partitions=_int("SCRIBE_TOPIC_PARTITIONS", 4),
             topic_replication=_int("SCRIBE_TOPIC_REPLICATION", 1),
             fast_rebalance=env.get("SCRIBE_FAST_REBALANCE", "") == "1",
+            producer_idempotence=_choice(
+                "SCRIBE_PRODUCER_IDEMPOTENCE", ("auto", "on", "off"), "auto"
+            ),
+            producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 5),
         )
 
     def require(self) -> ResolvedSettings:

@@ -1,5 +1,5 @@
-"""Wiring: the invalidation consumer as a service of the worker, and cache warming as an agent
-on world.events."""
+"""Wiring: the invalidation consumer as a service of the worker (with its health check), and
+cache warming as an agent on world.events."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from agents.invalidation.warming import CacheWarmer
 from cache import CacheClient
 from schemas import DecodeError, decode
 from schemas.events import WorldEvent
+from scribe.health import Finding, Status
 from scribe.metrics import CACHE_WARMING
 from scribe.resources import Resources
 from sinks.cdn import CdnPurger, CdnSettings
@@ -31,6 +32,20 @@ def register(app: faust.App, resources: Resources) -> None:
     config = InvalidationSettings.from_env()
     cdn_settings = CdnSettings.from_env(settings.base.cdn_url, settings.base.cdn_providers)
     warming_cache = CacheClient(settings.redis_url, l1=False)
+    running: list[InvalidationConsumer] = []  # the consumer, once the service has built it
+
+    async def consumer_health() -> Finding:
+        if not running:
+            return Finding(Status.DEGRADED, "starting: waiting for Redis")
+        consumer = running[0]
+        details = {"uncommitted": consumer.uncommitted, "paused": consumer.paused}
+        if consumer.delivery.redis_down:
+            return Finding(Status.DEGRADED, "Redis is down: partitions paused", details)
+        if consumer.paused:
+            return Finding(Status.DEGRADED, "backlog full: partitions paused", details)
+        return Finding(Status.HEALTHY, "consuming", details)
+
+    resources.health.add("invalidation", consumer_health, critical=False)
 
     @app.service
     class InvalidationFanOut(mode.Service):
@@ -56,6 +71,7 @@ def register(app: faust.App, resources: Resources) -> None:
                     dead_letters=resources.dead_letters,
                     fast_rebalance=settings.base.fast_rebalance,
                 )
+                running.append(self.consumer)
                 await self.consumer.run()
             finally:
                 await redis.close()

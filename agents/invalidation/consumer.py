@@ -28,18 +28,16 @@ from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import KAFKA_RETRYABLE, Delivery
 from schemas import DecodeError, decode
 from schemas.events import CacheInvalidation
-from scribe.metrics import (
-    INVALIDATION_COALESCING_RATIO,
-    INVALIDATION_PAUSED,
-    INVALIDATION_TARGETS,
-    MESSAGES_IN,
-)
+from scribe.consumer_lag import GroupOffsets, LagSampler
+from scribe.metrics import COALESCED_TARGETS, MESSAGES_IN
 from sinks.retry import until_written
 from topics.catalog import CACHE_INVALIDATIONS
 from topics.dlq import DeadLetters, Origin
 
 log = logging.getLogger(__name__)
 
+AGENT = "invalidation"  # the `agent` label of this flow's metrics
+LAG_INTERVAL_S = 5.0
 IDLE_POLL_S = 0.1
 # How long the broker may hold a fetch open waiting for data (aiokafka defaults to 500 ms).
 FETCH_MAX_WAIT_MS = 20
@@ -96,6 +94,9 @@ class InvalidationConsumer:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **timeouts,
         )
+        # Faust's lag sampler covers Faust's group only; this group reports its own.
+        self._offsets = GroupOffsets(bootstrap_servers, group_id)
+        self._lag = LagSampler(self._offsets, [CACHE_INVALIDATIONS.name])
         self._coalescer = Coalescer(settings.window_seconds)
         self._committed: dict[TopicPartition, int] = {}
         self._cdn_queue: list[Window] = []
@@ -104,10 +105,8 @@ class InvalidationConsumer:
         self._cdn_idle.set()
         self._redis_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._paused = False
+        self.paused = False
         self.uncommitted = 0
-        self.targets_received = 0
-        self.targets_coalesced = 0
 
     def stop(self) -> None:
         """Ask `run` to stop reading, deliver what it read (within the shutdown budget),
@@ -118,17 +117,21 @@ class InvalidationConsumer:
         self._consumer.subscribe([CACHE_INVALIDATIONS.name], listener=_Revocations(self._committed))
         await self._consumer.start()
         cdn_stage = asyncio.create_task(self._cdn_stage(), name="invalidation-cdn")
+        lag_sampler = asyncio.create_task(self._sample_lag(), name="invalidation-lag")
         try:
             await self._read_until_stopped(cdn_stage)
             await self._finish(cdn_stage)
         finally:
             cdn_stage.cancel()
+            lag_sampler.cancel()
             if self._redis_task is not None:
                 self._redis_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cdn_stage
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_sampler
+            await self._offsets.close()
             await self._consumer.stop()
-            INVALIDATION_PAUSED.set(0)
 
     async def _read_until_stopped(self, cdn_stage: asyncio.Task[None]) -> None:
         while not self._stopping.is_set():
@@ -147,11 +150,23 @@ class InvalidationConsumer:
             )
             for messages in batches.values():
                 if messages:
-                    MESSAGES_IN.labels(topic=CACHE_INVALIDATIONS.name).inc(len(messages))
+                    MESSAGES_IN.labels(topic=CACHE_INVALIDATIONS.name, agent=AGENT).inc(
+                        len(messages)
+                    )
                 for message in messages:
                     await self._take(message)
             if self._redis_task is None and self._coalescer.due(time.monotonic()):
                 self._start_window()
+
+    async def _sample_lag(self) -> None:
+        while True:
+            await asyncio.sleep(LAG_INTERVAL_S)
+            try:
+                await self._lag.sample(self._consumer.assignment(), self._consumer)
+            except Exception as exc:  # a service is down: /health says so; sample next time
+                log.warning(
+                    "invalidation: consumer lag not sampled: %s: %s", type(exc).__name__, exc
+                )
 
     def _poll_seconds(self) -> float:
         left = self._coalescer.time_left(time.monotonic())
@@ -168,12 +183,11 @@ class InvalidationConsumer:
         if pause:
             # Re-applied every round: partitions assigned meanwhile start unpaused.
             self._consumer.pause(*assignment)
-        elif self._paused:
+        elif self.paused:
             self._consumer.resume(*assignment)
-        if pause != self._paused:
+        if pause != self.paused:
             log.warning("invalidation: partitions %s", "paused" if pause else "resumed")
-        self._paused = pause
-        INVALIDATION_PAUSED.set(1 if pause else 0)
+        self.paused = pause
 
     async def _take(self, message: Any) -> None:
         origin = Origin(
@@ -200,12 +214,8 @@ class InvalidationConsumer:
 
     def _start_window(self) -> None:
         window = self._coalescer.drain()
-        INVALIDATION_TARGETS.labels(stage="received").inc(window.targets_in)
-        INVALIDATION_TARGETS.labels(stage="coalesced").inc(window.targets_out)
-        self.targets_received += window.targets_in
-        self.targets_coalesced += window.targets_out
-        if self.targets_coalesced:
-            INVALIDATION_COALESCING_RATIO.set(self.targets_received / self.targets_coalesced)
+        COALESCED_TARGETS.labels(stage="received").inc(window.targets_in)
+        COALESCED_TARGETS.labels(stage="emitted").inc(window.targets_out)
         self._redis_task = asyncio.create_task(self._redis_stage(window), name="invalidation-redis")
 
     async def _redis_stage(self, window: Window) -> None:

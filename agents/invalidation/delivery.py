@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 
 from agents.invalidation.coalesce import Target, TargetKind, Window
 from cache.layout import Broadcast
-from scribe.metrics import CACHE_PURGES, INVALIDATION_DELAY_SECONDS
+from scribe.metrics import INVALIDATIONS, observe_end_to_end
 from sinks.cdn import CdnPurger, PurgeKind
 from sinks.redis import RETRYABLE, RedisInvalidator
 from sinks.retry import until_written
@@ -22,6 +22,7 @@ from topics.dlq import DeadLetters, Origin
 log = logging.getLogger(__name__)
 
 KAFKA_RETRYABLE = (KafkaError, OSError, asyncio.TimeoutError)
+AGENT = "invalidation"  # the `agent` label of this flow's metrics
 NO_CDN = "no CDN configured (set SCRIBE_CDN_URL and SCRIBE_CDN_PROVIDERS) for url targets"
 MAX_LISTED = 5
 
@@ -69,11 +70,9 @@ class Delivery:
             ("pattern", applied.patterns),
             ("tag", applied.tags),
         ):
-            CACHE_PURGES.labels(sink="redis", kind=kind).inc(count)
-            CACHE_PURGES.labels(sink="l1", kind=kind).inc(count)
-        now = datetime.now(UTC)
-        for occurred_at in window.occurred_at:
-            INVALIDATION_DELAY_SECONDS.observe(max(0.0, (now - occurred_at).total_seconds()))
+            INVALIDATIONS.labels(sink="redis", kind=kind).inc(count)
+            INVALIDATIONS.labels(sink="l1", kind=kind).inc(count)
+        observe_end_to_end(AGENT, "redis", window.occurred_at)
 
     async def to_cdn(self, window: Window) -> int:
         """Purge the window's URLs and tags at the CDN; dead-letter the messages behind what
@@ -110,4 +109,6 @@ class Delivery:
             )
         if reasons:
             log.error("cdn: dead-lettered %d invalidation message(s)", len(reasons))
+        if self.cdn is not None and (urls or tags):
+            observe_end_to_end(AGENT, "cdn", window.occurred_at, datetime.now(UTC))
         return len(reasons)

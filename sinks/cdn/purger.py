@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 
 import httpx
 
-from scribe.metrics import CACHE_PURGES, CDN_REQUESTS
+from scribe.metrics import (
+    INVALIDATIONS,
+    SINK_BATCH_SIZE,
+    SINK_ERRORS,
+    SINK_RETRIES,
+    SINK_WRITE_SECONDS,
+)
 from sinks.cdn.adapters import Adapter, Outcome, PurgeCall, PurgeKind, classify
 from sinks.cdn.backoff import backoff_seconds, retry_after_seconds
 from sinks.cdn.config import CdnSettings, ProviderSettings
@@ -85,22 +91,28 @@ class CdnPurger:
         return [failure for failure in results if failure is not None]
 
     async def _send(self, lane: _Lane, call: PurgeCall) -> PurgeFailure | None:
+        """One call with its retries. Metrics use the sink `cdn.<provider>`: purged targets in
+        scribe_invalidations, failed attempts in scribe_sink_errors, retries in
+        scribe_sink_retries."""
+        sink = f"cdn.{call.provider.value}"
         attempts = self.settings.max_attempts
+        started = time.perf_counter()
         for attempt in range(1, attempts + 1):
             async with lane.slots:
                 await lane.wait_turn()
                 result = await self._attempt(lane, call)
-            CDN_REQUESTS.labels(provider=call.provider.value, outcome=result.outcome.value).inc()
             if result.outcome is Outcome.OK:
-                CACHE_PURGES.labels(sink=f"cdn.{call.provider.value}", kind=call.kind.value).inc(
-                    len(call.targets)
-                )
+                INVALIDATIONS.labels(sink=sink, kind=call.kind.value).inc(len(call.targets))
+                SINK_BATCH_SIZE.labels(sink=sink).observe(len(call.targets))
+                SINK_WRITE_SECONDS.labels(sink=sink).observe(time.perf_counter() - started)
                 return None
+            SINK_ERRORS.labels(sink=sink).inc()
             if not result.outcome.retryable or attempt == attempts:
                 tries = f" after {attempt} attempt{'s' if attempt > 1 else ''}"
                 return PurgeFailure(
                     call.provider.value, call.kind, call.targets, result.reason + tries
                 )
+            SINK_RETRIES.labels(sink=sink).inc()
             delay = self._delay(attempt, result)
             if result.outcome is Outcome.RATE_LIMITED:
                 lane.bucket.hold_until(time.monotonic() + delay)

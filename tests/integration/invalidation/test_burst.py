@@ -59,7 +59,7 @@ async def test_a_burst_with_tenfold_repeats_needs_at_most_1100_purges_per_sink(
     for tag in tags:
         await redis_client.set(f"{tag}:value", 1)
         await redis_client.sadd(tag_set_key(tag), f"{tag}:value")
-    before_redis = await metric(worker.url, "scribe_cache_purges_total", sink="redis", kind="tag")
+    before_redis = await metric(worker.url, "scribe_invalidations_total", sink="redis", kind="tag")
     now = datetime.now(UTC)
     # Keyed by the entity that changed (the topic's key), so an entity's invalidations stay
     # in one partition, in order.
@@ -79,7 +79,7 @@ async def test_a_burst_with_tenfold_repeats_needs_at_most_1100_purges_per_sink(
     published_in = time.monotonic() - started
     assert await committed_through(kafka_url, group, last, timeout=120), worker.log_tail()
     redis_purges = (
-        await metric(worker.url, "scribe_cache_purges_total", sink="redis", kind="tag")
+        await metric(worker.url, "scribe_invalidations_total", sink="redis", kind="tag")
         - before_redis
     )
     fastly = await purged(cdn, f"burst-{marker}-", "fastly", "tag")

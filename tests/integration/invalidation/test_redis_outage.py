@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -24,15 +25,23 @@ from schemas import encode
 from schemas.events import CacheInvalidation
 from scribe.settings import kafka_bootstrap_servers
 from scribe.stack import LocalStack
-from scribe.workers import read_until
+from scribe.workers import WorkerProcess, read_until
 from tests.integration.invalidation.conftest import Pipeline
-from tests.integration.invalidation.probes import committed_through, eventually, metric, purged
+from tests.integration.invalidation.probes import committed_through, eventually, purged
 from topics.catalog import CACHE_INVALIDATIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 OUTAGE_SECONDS = 10.0
 INVALIDATIONS = 100
+
+
+async def invalidation_health(worker: WorkerProcess) -> tuple[str, str]:
+    """The invalidation component of the worker's /health: status and reason."""
+    async with httpx.AsyncClient() as http:
+        report = (await http.get(f"{worker.url}/health", timeout=10)).json()
+    (component,) = [c for c in report["components"] if c["name"] == "invalidation"]
+    return component["status"], component["reason"]
 
 
 @pytest.fixture
@@ -81,7 +90,10 @@ async def test_invalidations_issued_while_redis_is_down_are_all_applied_after(
                 await asyncio.sleep(OUTAGE_SECONDS * 0.8 / INVALIDATIONS)
             await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - started)))
             assert await purged(cdn, marker) == [], "purges ran past a Redis that was down"
-            assert await metric(worker.url, "scribe_invalidation_paused") == 1
+            assert await invalidation_health(worker) == (
+                "degraded",
+                "Redis is down: partitions paused",
+            )
         restarted = time.monotonic()
 
         async def all_removed() -> bool:
@@ -105,7 +117,7 @@ async def test_invalidations_issued_while_redis_is_down_are_all_applied_after(
             timeout=3,
         )
         assert dead == []
-        assert await metric(worker.url, "scribe_invalidation_paused") == 0
+        assert (await invalidation_health(worker))[0] == "healthy"
         assert worker.alive()
     finally:
         await producer.stop()
