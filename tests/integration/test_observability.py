@@ -173,6 +173,7 @@ async def _outage(
     records: list[ProcessRecord],
 ) -> None:
     topic = CACHE_INVALIDATIONS.name
+
     async def healthy() -> bool | None:
         # Components may report `starting` for a moment after the worker is ready.
         code, body = await _health(worker)
