@@ -46,6 +46,10 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     config = faust_settings(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)
+    if settings.base.fast_rebalance:
+        from scribe.stack.faust_on_tansu import use_short_fetch_wait
+
+        use_short_fetch_wait(app)
     resources = Resources(app, settings)
     register_all(app, resources)
     register_pages(app, resources)

@@ -11,6 +11,8 @@ from schemas.events import (
     BudgetAlert,
     CacheInvalidation,
     Event,
+    RoutedRequest,
+    RouterSettlement,
     UsageEvent,
     WorldEvent,
     WorldTick,
@@ -61,6 +63,11 @@ WORLD_EVENTS = TopicSpec(
 WORLD_TICKS = TopicSpec("world.ticks", WorldTick, "world_id", retention_ms=DAY_MS, has_dlq=True)
 CACHE_INVALIDATIONS = TopicSpec("cache.invalidations", CacheInvalidation, "id", has_dlq=True)
 BUDGET_ALERTS = TopicSpec("budget.alerts", BudgetAlert, "user_id", retention_ms=90 * DAY_MS)
+# The router's internal topics: decided requests by lane, and execute's reports back to decide.
+AI_LANE_URGENT = TopicSpec("ai.lane.urgent", RoutedRequest, "user_id")
+AI_LANE_NORMAL = TopicSpec("ai.lane.normal", RoutedRequest, "user_id")
+AI_LANE_DEFERRED = TopicSpec("ai.lane.deferred", RoutedRequest, "user_id")
+AI_ROUTER_SETTLEMENTS = TopicSpec("ai.router.settlements", RouterSettlement, "user_id")
 
 TOPICS: tuple[TopicSpec, ...] = (
     AI_REQUESTS,
@@ -70,6 +77,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     WORLD_TICKS,
     CACHE_INVALIDATIONS,
     BUDGET_ALERTS,
+    AI_LANE_URGENT,
+    AI_LANE_NORMAL,
+    AI_LANE_DEFERRED,
+    AI_ROUTER_SETTLEMENTS,
 )
 INPUT_TOPICS: tuple[TopicSpec, ...] = tuple(t for t in TOPICS if t.has_dlq)
 DEAD_LETTER_TOPICS: tuple[DeadLetterSpec, ...] = tuple(

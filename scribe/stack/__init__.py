@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scribe.settings import Settings
 from scribe.stack.processes import ProcessRecord, StackError, free_port, port_is_free
-from scribe.stack.services import Postgres, Redis, Service, TansuBroker
+from scribe.stack.services import Postgres, ProviderSimulator, Redis, Service, TansuBroker
 
 __all__ = ["LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
 
@@ -51,6 +51,7 @@ class LocalStack:
             TansuBroker(self.root),
             Postgres(self.root),
             Redis(self.root),
+            ProviderSimulator(self.root),
         ]
 
     @property

