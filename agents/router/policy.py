@@ -19,8 +19,9 @@ Images: the free OpenRouter model while the user's free images for the UTC day l
 
 Budget: remaining = budget - max(spend the usage aggregator reports, what this router committed
 this month). Committing each estimate at decide time, in the worker that owns the user, is what
-stops concurrent requests from spending past the budget. Over budget, `downgrade` takes the
-cheapest model that fits (free included); `reject` answers with a clear error.
+stops concurrent requests from spending past the budget. When the chosen model's estimate is
+over the remaining budget (or the request's `max_cost_usd`), `downgrade` takes the best paid
+model that fits, else the free text model; `reject` answers with a clear error.
 """
 
 from __future__ import annotations
@@ -336,17 +337,20 @@ def _route_text(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rout
         notes.append(f"quality {need} needed")
     if not ask.fits(primary[0]):
         notes.append(f"{primary[1].model} est {_usd(primary[0])} over budget")
-        cheapest = sorted(
-            (p for p in priced if ask.fits(p[0])), key=lambda p: (p[0], -p[1].quality)
+        fitting = [p for p in paid if ask.fits(p[0])]
+        fallback = (
+            sorted((p for p in fitting if p[1].quality <= need), key=_best_first)
+            or sorted(fitting, key=lambda p: p[0])
+            or [p for p in free if ask.fits(p[0])]
         )
-        if ask.config.over_budget == "reject" or not cheapest:
+        if ask.config.over_budget == "reject" or not fallback:
             return Rejection(
                 f"over budget: {primary[1].model} would cost up to {_usd(primary[0])} USD; "
                 f"{_budget_note(ask.remaining)}",
                 "; ".join(notes),
                 ledger,
             )
-        primary = cheapest[0]
+        primary = fallback[0]
         notes.append(f"downgraded to {primary[1].model}")
     cheaper = sorted(
         (p for p in paid if p[1] is not primary[1] and p[0] < primary[0] and ask.fits(p[0])),
@@ -356,6 +360,10 @@ def _route_text(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rout
     chain = [_choice(m, c) for c, m in (primary, *cheaper, *tail)]
     notes.append(_budget_note(ask.remaining))
     return _route(ask, ledger, chain, notes, None)
+
+
+def _best_first(priced: tuple[Decimal, ModelPrice]) -> tuple[int, Decimal]:
+    return -priced[1].quality, priced[0]
 
 
 def _route(
