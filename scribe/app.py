@@ -26,6 +26,9 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "autodiscover": False,
         "broker_commit_interval": 1.0,
+        # Batch what agents produce for up to 5 ms, as Kafka's own producer does since 4.0:
+        # unbatched, the router's decide stage ran at half the rate on the embedded broker.
+        "producer_linger": 0.005,
         "datadir": str(base.state_dir / "worker" / base.app_id),
     }
     if base.fast_rebalance:

@@ -25,7 +25,7 @@ from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane, RouterSettlement
 from schemas.model_catalog import load_catalog
-from scribe.metrics import MESSAGES_IN
+from scribe.metrics import MESSAGES_IN, PROCESSING_SECONDS
 from scribe.resources import Resources
 from scribe.stack import LocalStack
 from sinks.retry import until_written
@@ -49,6 +49,10 @@ def router_settings(resources: Resources) -> RouterSettings:
         if "SCRIBE_PROVIDER_URL" in running:
             env["SCRIBE_PROVIDER_URL"] = running["SCRIBE_PROVIDER_URL"]
     return RouterSettings.from_env(env)
+
+
+# Short only where latency matters: each idle consumer polls the embedded broker this often.
+FETCH_WAIT_MS = {Lane.URGENT: 20, Lane.NORMAL: 50, Lane.DEFERRED: 250}
 
 
 def deferred_rate_limit(rate_per_s: float) -> Limit:
@@ -86,22 +90,30 @@ def register(app: faust.App, resources: Resources) -> None:
     )
 
     async def send(emits: list[Emit]) -> None:
+        """Not awaited to the broker's ack: the worker flushes its producer before it commits
+        the offsets, so a crash re-reads what was not yet sent."""
         for emit in emits:
             await resources.topic(emit.spec).send(key=emit.key, value=emit.value)
 
     @app.agent(resources.topic(AI_REQUESTS), name="router")
     async def decide_requests(stream: Any) -> None:
         async for event in stream.events():
-            request = await _decoded(event, AI_REQUESTS, AIRequest, resources)
-            if request is not None:
-                await send(decider.decide(request, event.message.partition, datetime.now(UTC)))
+            with PROCESSING_SECONDS.labels(agent="router").time():
+                request = await _decoded(event, AI_REQUESTS, AIRequest, resources)
+                if request is not None:
+                    now = datetime.now(UTC)
+                    await send(decider.decide(request, event.message.partition, now))
 
     @app.agent(resources.topic(AI_ROUTER_SETTLEMENTS), name="router-settle")
     async def settle_requests(stream: Any) -> None:
         async for event in stream.events():
-            settlement = await _decoded(event, AI_ROUTER_SETTLEMENTS, RouterSettlement, resources)
-            if settlement is not None:
-                await send(decider.settle(settlement, event.message.partition, datetime.now(UTC)))
+            with PROCESSING_SECONDS.labels(agent="router-settle").time():
+                settlement = await _decoded(
+                    event, AI_ROUTER_SETTLEMENTS, RouterSettlement, resources
+                )
+                if settlement is not None:
+                    now = datetime.now(UTC)
+                    await send(decider.settle(settlement, event.message.partition, now))
 
     images = ImageStore(
         resources.redis,
@@ -110,7 +122,7 @@ def register(app: faust.App, resources: Resources) -> None:
         settings.image_ttl_s,
     )
 
-    @app.page("/router/images/{image_id}")
+    @app.page("/ai/images/{image_id}")
     async def serve_image(web: Any, request: Any, image_id: str) -> Any:
         found = await images.load(image_id)
         if found is None:
@@ -235,8 +247,9 @@ async def _start_execution(
             "group_id": f"{base.app_id}-router-{lane.value}",
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
-            # The embedded broker answers a waiting fetch only when its wait runs out.
-            "fetch_max_wait_ms": 100,
+            # The embedded broker answers a waiting fetch only when its wait runs out (see
+            # scribe/stack/faust_on_tansu.py); Kafka answers when data arrives.
+            "fetch_max_wait_ms": FETCH_WAIT_MS[lane] if base.fast_rebalance else 500,
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 1_000,
             "rebalance_timeout_ms": 5_000 if base.fast_rebalance else 60_000,

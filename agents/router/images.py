@@ -1,5 +1,5 @@
 """Generated images: providers answer with the bytes inline, a response carries a URL. The bytes
-are kept in Redis for a while and any worker serves them at `/router/images/<id>`."""
+are kept in Redis for a while and any worker serves them at `/ai/images/<id>`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class ImageStore:
     async def save(self, request_id: str, data: bytes, content_type: str) -> str:
         ident = image_id(request_id)
         await self.client.set(PREFIX + ident, content_type.encode() + b"\n" + data, ex=self.ttl_s)
-        return f"{self.url_base}/router/images/{ident}"
+        return f"{self.url_base}/ai/images/{ident}"
 
     async def load(self, ident: str) -> tuple[bytes, str] | None:
         stored = await self.client.get(PREFIX + ident)
