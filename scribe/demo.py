@@ -21,12 +21,20 @@ import asyncpg
 import click
 from aiokafka import AIOKafkaProducer
 
-from schemas import encode
-from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldEvent, WorldTick
+from schemas import decode, encode
+from schemas.events import (
+    AIRequest,
+    AIResponse,
+    CacheInvalidation,
+    Event,
+    UsageEvent,
+    WorldEvent,
+    WorldTick,
+)
 from schemas.examples import example
 from scribe.settings import Settings, kafka_bootstrap_servers
 from scribe.stack import LocalStack
-from scribe.workers import WorkerProcess, new_worker, read_until
+from scribe.workers import Record, WorkerProcess, new_worker, read_until
 from topics.catalog import INPUT_TOPICS, TopicSpec, topic_for
 
 EVENTS_PER_SECOND = 200
@@ -40,6 +48,7 @@ class LoadTally:
     bad: Counter[str] = field(default_factory=Counter)
     usage_cost: Decimal = Decimal(0)
     usage_ids: set[str] = field(default_factory=set)
+    ai_request_ids: set[str] = field(default_factory=set)
     # Bad messages carry this key, so a rerun on a stack still running counts only its own.
     bad_key: bytes = field(default_factory=lambda: b"demo-bad-" + uuid.uuid4().hex[:8].encode())
 
@@ -70,7 +79,12 @@ def _next_event(rng: random.Random, tick: int) -> Event:
         cost = Decimal(rng.randint(1, 500_000)).scaleb(-9)
         return example(UsageEvent, user_id=user, cost_usd=cost, input_tokens=rng.randint(1, 4000))
     if roll < 0.65:
-        return example(AIRequest, user_id=user, priority=rng.choice(["urgent", "normal", "low"]))
+        return example(
+            AIRequest,
+            user_id=user,
+            priority=rng.choice(["urgent", "normal", "low"]),
+            kind=rng.choice(["text", "image"]),
+        )
     if roll < 0.8:
         return example(WorldEvent, world_id=world)
     if roll < 0.9:
@@ -104,6 +118,8 @@ async def _publish_load(kafka_url: str, seconds: float, tally: LoadTally) -> Non
                 if isinstance(event, UsageEvent):
                     tally.usage_ids.add(event.event_id)
                     tally.usage_cost += event.cost_usd or Decimal(0)
+                if isinstance(event, AIRequest):
+                    tally.ai_request_ids.add(event.request_id)
             if time.monotonic() >= next_progress:
                 next_progress += PROGRESS_EVERY_S
                 _say(
@@ -185,10 +201,36 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
         )
     if sample_reason:
         click.echo(f"a dead letter's reason: {sample_reason.decode(errors='replace')}")
+    click.echo(await _ai_responses(kafka_url, tally.ai_request_ids))
     click.echo(
         f"worker: {'running' if worker.alive() else 'NOT RUNNING'}; log at {worker.log_path}"
     )
     return ok and worker.alive()
+
+
+async def _ai_responses(kafka_url: str, request_ids: set[str]) -> str:
+    """One line: the router's answers to the demo's AI requests, by status, free vs paid."""
+    answered: dict[str, AIResponse] = {}
+
+    def keep(record: Record) -> bool:
+        if record.value is None:
+            return False
+        response = decode(record.value, AIResponse)
+        if response.request_id in request_ids:
+            answered.setdefault(response.request_id, response)
+        return False
+
+    deadline = time.monotonic() + 60
+    while len(answered) < len(request_ids) and time.monotonic() < deadline:
+        await read_until(kafka_url, "ai.responses", done=lambda _: False, match=keep, timeout=3)
+    statuses = Counter(r.status.value for r in answered.values())
+    free = sum(1 for r in answered.values() if r.free_tier)
+    paid = sum(1 for r in answered.values() if r.free_tier is False)
+    by_status = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items())) or "none"
+    return (
+        f"ai.responses: {len(answered):,} of {len(request_ids):,} requests answered "
+        f"({by_status}); served free {free:,}, paid {paid:,}"
+    )
 
 
 def run_demo(seconds: float, workdir: Path) -> int:
