@@ -101,6 +101,7 @@ class BudgetStateReader(Service):
 
     @Service.task
     async def _read(self) -> None:
+        partitions = await self._wait_for_topic()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
             group_id=None,
@@ -110,7 +111,6 @@ class BudgetStateReader(Service):
         )
         await consumer.start()
         try:
-            partitions = await self._wait_for_topic()
             consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
             await consumer.seek_to_beginning()
             while not self.should_stop:
