@@ -100,6 +100,10 @@ async def test_the_1001st_image_of_the_day_is_not_free_with_two_workers(
             assert last.status.value == "ok" and last.free_tier is False
             assert last.provider == "gemini" and last.model == "gemini-2.5-flash-image"
             assert last.rationale and "free images used up (1000/1000 today)" in last.rationale
+            assert last.image_url is not None
+            async with httpx.AsyncClient() as client:
+                image = await client.get(last.image_url, timeout=10)
+            assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
 
             usage = await router.usage(user, count=FREE_PER_DAY + 1)
             assert len({u.event_id for u in usage}) == FREE_PER_DAY + 1
