@@ -1,6 +1,6 @@
-"""ai.requests -> decide (per-user tables) -> lane topics -> execute -> ai.responses +
-usage.events, and execute's settlements back to the decide owner. Unreadable input goes to
-ai.requests.dlq with the reason."""
+"""ai.requests -> intake split by priority (low and background held back) -> decide (per-user
+tables) -> lane topics -> execute -> ai.responses + usage.events, and execute's settlements back
+to the decide owner. Unreadable input goes to ai.requests.dlq with the reason."""
 
 from __future__ import annotations
 
@@ -18,18 +18,31 @@ from agents.router.decide import LANE_TOPICS, Decider, Emit
 from agents.router.execute import ExecuteConfig, Executor, Upstream
 from agents.router.images import ImageStore
 from agents.router.keys import KeyPool, Limit, TokenBuckets
-from agents.router.lane_consumer import DeferredPlan, DoneMarks, LaneConsumer
+from agents.router.lane_consumer import (
+    DeferredPlan,
+    DoneMarks,
+    ExecuteRouted,
+    Job,
+    LaneConsumer,
+)
 from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
+from agents.router.splitter import PrioritySplitter
 from schemas import DecodeError, decode
-from schemas.events import AIRequest, Lane, RouterSettlement
+from schemas.events import AIRequest, Lane, RoutedRequest, RouterSettlement
 from schemas.model_catalog import load_catalog
 from scribe.metrics import MESSAGES_IN, PROCESSING_SECONDS
 from scribe.resources import Resources
 from scribe.stack import LocalStack
 from sinks.retry import until_written
-from topics.catalog import AI_REQUESTS, AI_ROUTER_SETTLEMENTS, TopicSpec
+from topics.catalog import (
+    AI_REQUESTS,
+    AI_REQUESTS_HELD,
+    AI_REQUESTS_READY,
+    AI_ROUTER_SETTLEMENTS,
+    TopicSpec,
+)
 from topics.dlq import Origin
 
 log = logging.getLogger(__name__)
@@ -52,7 +65,7 @@ def router_settings(resources: Resources) -> RouterSettings:
 
 
 # Short only where latency matters: each idle consumer polls the embedded broker this often.
-FETCH_WAIT_MS = {Lane.URGENT: 20, Lane.NORMAL: 50, Lane.DEFERRED: 250}
+FETCH_WAIT_MS = {"intake": 20, "urgent": 20, "normal": 50, "deferred": 100, "held": 250}
 
 
 def deferred_rate_limit(rate_per_s: float) -> Limit:
@@ -95,11 +108,11 @@ def register(app: faust.App, resources: Resources) -> None:
         for emit in emits:
             await resources.topic(emit.spec).send(key=emit.key, value=emit.value)
 
-    @app.agent(resources.topic(AI_REQUESTS), name="router")
+    @app.agent(resources.topic(AI_REQUESTS_READY), name="router")
     async def decide_requests(stream: Any) -> None:
         async for event in stream.events():
             with PROCESSING_SECONDS.labels(agent="router").time():
-                request = await _decoded(event, AI_REQUESTS, AIRequest, resources)
+                request = await _decoded(event, AI_REQUESTS_READY, AIRequest, resources)
                 if request is not None:
                     now = datetime.now(UTC)
                     await send(decider.decide(request, event.message.partition, now))
@@ -223,18 +236,61 @@ async def _start_execution(
     async def dead_letter(origin: Origin, kind: str, reason: str) -> None:
         await resources.dead_letters.send(AI_REQUESTS, origin, kind, reason)
 
-    marks = DoneMarks(resources.redis, settings.idempotency_window_s)
     base = resources.settings.base
-    deferred = DeferredPlan(
-        rate_gate=TokenBuckets(
-            resources.redis,
-            "lane:deferred",
-            ["deferred"],
-            [deferred_rate_limit(settings.deferred_rate_per_s)],
-        ),
-        offpeak=settings.offpeak,
-        promote_before=timedelta(seconds=settings.promote_before_s),
-        max_held=settings.deferred_max_held,
+
+    def consumer_settings(group: str, fetch_wait_ms: int) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": resources.settings.bootstrap_servers,
+            "group_id": f"{base.app_id}-router-{group}",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            # The embedded broker answers a waiting fetch only when its wait runs out (see
+            # scribe/stack/faust_on_tansu.py); Kafka answers when data arrives.
+            "fetch_max_wait_ms": fetch_wait_ms if base.fast_rebalance else 500,
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 1_000,
+            "rebalance_timeout_ms": 5_000 if base.fast_rebalance else 60_000,
+        }
+
+    await app.add_runtime_dependency(
+        PrioritySplitter(
+            consumer_settings("intake", FETCH_WAIT_MS["intake"]),
+            publish=publish,
+            dead_letter=dead_letter,
+        )
+    )
+
+    async def release(job: Job[AIRequest]) -> None:
+        await publish([Emit(AI_REQUESTS_READY, job.payload.user_id.encode(), job.value)])
+
+    await app.add_runtime_dependency(
+        LaneConsumer(
+            "held",
+            AI_REQUESTS_HELD,
+            consumer_settings("held", FETCH_WAIT_MS["held"]),
+            read=lambda value: decode(value, AIRequest),
+            deadline_of=lambda request: request.deadline,
+            handle=release,
+            dead_letter=dead_letter,
+            concurrency=settings.deferred_concurrency,
+            deferred=DeferredPlan(
+                rate_gate=TokenBuckets(
+                    resources.redis,
+                    "lane:held",
+                    ["held"],
+                    [deferred_rate_limit(settings.deferred_rate_per_s)],
+                ),
+                offpeak=settings.offpeak,
+                promote_before=timedelta(seconds=settings.promote_before_s),
+                max_held=settings.deferred_max_held,
+            ),
+        )
+    )
+    execute = ExecuteRouted(
+        executor,
+        publish,
+        dead_letter,
+        DoneMarks(resources.redis, settings.idempotency_window_s),
     )
     concurrency = {
         Lane.URGENT: settings.urgent_concurrency,
@@ -242,29 +298,16 @@ async def _start_execution(
         Lane.DEFERRED: settings.deferred_concurrency,
     }
     for lane, spec in LANE_TOPICS.items():
-        consumer_settings = {
-            "bootstrap_servers": resources.settings.bootstrap_servers,
-            "group_id": f"{base.app_id}-router-{lane.value}",
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            # The embedded broker answers a waiting fetch only when its wait runs out (see
-            # scribe/stack/faust_on_tansu.py); Kafka answers when data arrives.
-            "fetch_max_wait_ms": FETCH_WAIT_MS[lane] if base.fast_rebalance else 500,
-            "session_timeout_ms": 10_000,
-            "heartbeat_interval_ms": 1_000,
-            "rebalance_timeout_ms": 5_000 if base.fast_rebalance else 60_000,
-        }
         await app.add_runtime_dependency(
             LaneConsumer(
-                lane,
+                lane.value,
                 spec,
-                consumer_settings,
-                executor,
-                publish=publish,
+                consumer_settings(lane.value, FETCH_WAIT_MS[lane.value]),
+                read=lambda value: decode(value, RoutedRequest),
+                deadline_of=lambda routed: routed.request.deadline,
+                handle=execute,
                 dead_letter=dead_letter,
-                marks=marks,
                 concurrency=concurrency[lane],
-                deferred=deferred if lane is Lane.DEFERRED else None,
             )
         )
     await app.add_runtime_dependency(

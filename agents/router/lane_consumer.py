@@ -1,11 +1,12 @@
-"""One lane of execution: a plain aiokafka consumer (its own group, run as a service of the
-worker) feeding the executor, so a lane that waits never holds up another lane's fetches.
+"""A lane: a plain aiokafka consumer (its own group, run as a service of the worker) handing
+each message to a handler with bounded concurrency, so a lane that waits never holds up
+another lane's fetches. The execution lanes hand decided requests to the executor; the held
+lane keeps low and background requests back from decide: it releases them when the off-peak
+window (if any) is open, under a rate cap shared by all workers, except requests whose deadline
+is near, which go at once.
 
-Requests finish out of order; the committed offset is always the lowest one not finished, so
-a crash re-reads what was in flight or held (and a Redis mark skips what already finished).
-The deferred lane holds what it reads and runs it when the off-peak window (if any) is open,
-under a rate cap shared by all workers, except requests whose deadline is near, which run at
-once.
+Messages finish out of order; the committed offset is always the lowest one not finished, so a
+crash re-reads what was in flight or held (and a Redis mark skips what already executed).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -28,12 +29,13 @@ from agents.router.execute import Executor, Outcome
 from agents.router.keys import TokenBuckets, Wait
 from agents.router.lanes import DeferredQueue, OffPeak, OffsetTracker
 from agents.router.metrics import LANE_HELD, LANE_IN_FLIGHT, PROMOTIONS
-from schemas import DecodeError, decode, encode
-from schemas.events import AIResponse, Lane, ResponseStatus, RoutedRequest, RouterSettlement
+from schemas import DecodeError, encode
+from schemas.events import AIResponse, ResponseStatus, RoutedRequest, RouterSettlement
 from topics.catalog import AI_RESPONSES, AI_ROUTER_SETTLEMENTS, USAGE_EVENTS, TopicSpec
 from topics.dlq import Origin
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COMMIT_EVERY_S = 0.5
 POLL_MS = 100
@@ -54,12 +56,12 @@ class DeferredPlan:
 
 
 @dataclass(frozen=True)
-class _Job:
+class Job(Generic[T]):
     partition: TopicPartition
     offset: int
     key: bytes | None
     value: bytes
-    routed: RoutedRequest
+    payload: T
 
     @property
     def origin(self) -> Origin:
@@ -115,31 +117,59 @@ def internal_failure(routed: RoutedRequest, error: BaseException) -> Outcome:
     return Outcome(response, None, settlement)
 
 
-class LaneConsumer(Service):
+class ExecuteRouted:
+    """The execution lanes' handler: run a decided request, publish its response, usage and
+    settlement, and mark it done."""
+
     def __init__(
-        self,
-        lane: Lane,
-        spec: TopicSpec,
-        consumer_settings: dict[str, Any],
-        executor: Executor,
-        *,
-        publish: Publish,
-        dead_letter: DeadLetter,
-        marks: DoneMarks,
-        concurrency: int,
-        deferred: DeferredPlan | None = None,
+        self, executor: Executor, publish: Publish, dead_letter: DeadLetter, marks: DoneMarks
     ) -> None:
-        super().__init__()
-        self.lane = lane
-        self.spec = spec
-        self.consumer_settings = consumer_settings
         self.executor = executor
         self.publish = publish
         self.dead_letter = dead_letter
         self.marks = marks
+
+    async def __call__(self, job: Job[RoutedRequest]) -> None:
+        request_id = job.payload.request.request_id
+        if await self.marks.done(request_id):
+            log.info("router: %s already answered; not executed again", request_id)
+            return
+        try:
+            outcome = await self.executor.run(job.payload)
+        except Exception as error:  # a bug or a lost dependency: answer, dead-letter, go on
+            log.exception("router: executing %s failed", request_id)
+            outcome = internal_failure(job.payload, error)
+            await self.dead_letter(job.origin, "execute", str(outcome.response.error))
+        await self.publish(outcome_messages(outcome))
+        count_response(outcome.response)
+        await self.marks.mark(request_id)
+
+
+class LaneConsumer(Service, Generic[T]):
+    def __init__(
+        self,
+        name: str,
+        spec: TopicSpec,
+        consumer_settings: dict[str, Any],
+        *,
+        read: Callable[[bytes], T],
+        deadline_of: Callable[[T], datetime | None],
+        handle: Callable[[Job[T]], Awaitable[None]],
+        dead_letter: DeadLetter,
+        concurrency: int,
+        deferred: DeferredPlan | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.spec = spec
+        self.consumer_settings = consumer_settings
+        self.read = read
+        self.deadline_of = deadline_of
+        self.handle = handle
+        self.dead_letter = dead_letter
         self.concurrency = max(1, concurrency)
         self.deferred = deferred
-        self.queue: DeferredQueue[_Job] = DeferredQueue()
+        self.queue: DeferredQueue[Job[T]] = DeferredQueue()
         self.tracker = OffsetTracker()
         self.in_flight = 0
         self._slot_freed = asyncio.Event()
@@ -150,7 +180,7 @@ class LaneConsumer(Service):
         consumer = AIOKafkaConsumer(**self.consumer_settings)
         consumer.subscribe([self.spec.name], listener=_Rebalance(self, consumer))
         await consumer.start()
-        log.info("router: %s lane consuming %s", self.lane.value, self.spec.name)
+        log.info("router: %s lane consuming %s", self.name, self.spec.name)
         next_commit = time.monotonic() + COMMIT_EVERY_S
         try:
             while not self.should_stop:
@@ -174,7 +204,7 @@ class LaneConsumer(Service):
         try:
             if record.value is None:
                 raise DecodeError("json", "empty message (no value)")
-            routed = decode(record.value, RoutedRequest)
+            payload = self.read(record.value)
         except DecodeError as error:
             origin = Origin(
                 partition.topic, partition.partition, record.offset, record.key, record.value
@@ -182,13 +212,13 @@ class LaneConsumer(Service):
             await self.dead_letter(origin, error.kind, f"unreadable lane message: {error.reason}")
             self.tracker.finished(partition, record.offset)
             return
-        job = _Job(partition, record.offset, record.key, record.value, routed)
+        job = Job(partition, record.offset, record.key, record.value, payload)
         if self.deferred is None:
             await self._wait_for_slot()
             self._start(job)
         else:
-            self.queue.add(job, routed.request.deadline)
-            LANE_HELD.labels(lane=self.lane.value).set(len(self.queue))
+            self.queue.add(job, self.deadline_of(payload))
+            LANE_HELD.labels(lane=self.name).set(len(self.queue))
 
     async def _release_deferred(self) -> None:
         plan = self.deferred
@@ -204,39 +234,27 @@ class LaneConsumer(Service):
                     break
                 for job in self.queue.in_order(1):
                     self._start(job)
-        LANE_HELD.labels(lane=self.lane.value).set(len(self.queue))
+        LANE_HELD.labels(lane=self.name).set(len(self.queue))
 
     async def _wait_for_slot(self) -> None:
         while self.in_flight >= self.concurrency:
             self._slot_freed.clear()
             await self._slot_freed.wait()
 
-    def _start(self, job: _Job) -> None:
+    def _start(self, job: Job[T]) -> None:
         self.in_flight += 1
-        LANE_IN_FLIGHT.labels(lane=self.lane.value).set(self.in_flight)
-        task = asyncio.create_task(self._execute(job))
+        LANE_IN_FLIGHT.labels(lane=self.name).set(self.in_flight)
+        task = asyncio.create_task(self._run(job))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _execute(self, job: _Job) -> None:
-        request_id = job.routed.request.request_id
+    async def _run(self, job: Job[T]) -> None:
         try:
-            if await self.marks.done(request_id):
-                log.info("router: %s already answered; not executed again", request_id)
-                return
-            try:
-                outcome = await self.executor.run(job.routed)
-            except Exception as error:  # a bug or a lost dependency: answer, dead-letter, go on
-                log.exception("router: executing %s failed", request_id)
-                outcome = internal_failure(job.routed, error)
-                await self.dead_letter(job.origin, "execute", str(outcome.response.error))
-            await self.publish(outcome_messages(outcome))
-            count_response(outcome.response)
-            await self.marks.mark(request_id)
+            await self.handle(job)
         finally:
             self.tracker.finished(job.partition, job.offset)
             self.in_flight -= 1
-            LANE_IN_FLIGHT.labels(lane=self.lane.value).set(self.in_flight)
+            LANE_IN_FLIGHT.labels(lane=self.name).set(self.in_flight)
             self._slot_freed.set()
 
     def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
@@ -267,11 +285,12 @@ class LaneConsumer(Service):
         self.queue.drop(lambda job: job.partition not in revoked)
         for tp in revoked:
             self.tracker.forget(tp)
-        LANE_HELD.labels(lane=self.lane.value).set(len(self.queue))
+        if self.deferred is not None:
+            LANE_HELD.labels(lane=self.name).set(len(self.queue))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, lane: LaneConsumer, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, lane: LaneConsumer[Any], consumer: AIOKafkaConsumer) -> None:
         self.lane = lane
         self.consumer = consumer
 
@@ -281,6 +300,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info(
             "router: %s lane assigned partitions %s",
-            self.lane.lane.value,
+            self.lane.name,
             sorted(tp.partition for tp in assigned),
         )

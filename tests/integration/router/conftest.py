@@ -27,7 +27,7 @@ APP_ID = "scribe-router-it"
 OPENROUTER_KEYS = ("it-openrouter-1", "it-openrouter-2", "it-openrouter-3")
 GEMINI_KEYS = ("it-gemini-1", "it-gemini-2", "it-gemini-3")
 BREAKER_COOLDOWN_S = 2.0
-LANES = ("urgent", "normal", "deferred")
+LANES = ("intake", "held", "urgent", "normal", "deferred")
 
 
 def offpeak_excluding(now: datetime) -> str:
