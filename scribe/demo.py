@@ -23,7 +23,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import encode
-from schemas.events import UsageEvent
+from schemas.events import CacheInvalidation, UsageEvent
 from scribe.dashboard.figures import take_snapshot
 from scribe.gateway.access import TokenBook
 from scribe.gateway.config import GatewaySettings
@@ -57,6 +57,7 @@ class LoadTally:
     usage_cost: Decimal = Decimal(0)
     usage_ids: set[str] = field(default_factory=set)
     via_gateway: int = 0
+    invalidation_targets: int = 0
 
     @property
     def bad_key(self) -> bytes:
@@ -71,6 +72,10 @@ class LoadTally:
         if isinstance(message, UsageEvent):
             self.usage_ids.add(message.event_id)
             self.usage_cost += message.cost_usd or Decimal(0)
+        if isinstance(message, CacheInvalidation):
+            self.invalidation_targets += sum(
+                map(len, (message.keys, message.patterns, message.tags, message.urls))
+            )
 
 
 def _say(line: str) -> None:
@@ -84,9 +89,9 @@ def _services(settings: Settings) -> Iterator[dict[str, str]]:
             "SCRIBE_KAFKA_URL": settings.kafka_url,
             "SCRIBE_DATABASE_URL": settings.database_url,
             "SCRIBE_REDIS_URL": settings.redis_url,
-        }
+        } | ({"SCRIBE_CDN_URL": settings.cdn_url} if settings.cdn_url else {})
         return
-    _say("starting the embedded stack (Tansu, PostgreSQL, Redis) ...")
+    _say("starting the embedded stack (Tansu, PostgreSQL, Redis, CDN simulator) ...")
     with LocalStack(settings.state_dir).running(report=_say) as env:
         yield env
 
@@ -203,6 +208,46 @@ def _print_metric_families(worker: WorkerProcess) -> None:
         click.echo(f"  {spec.activity_sample:<42}{value:>16}")
 
 
+def _metric_sum(text: str, name: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+async def _invalidation_summary(
+    env: dict[str, str], tally: LoadTally, worker: WorkerProcess
+) -> bool:
+    """Invalidation targets received and left after coalescing, purges per sink, and what the
+    local CDN simulator recorded; true once every published target was received."""
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(timeout=10) as http:
+        while True:
+            text = (await http.get(f"{worker.url}/metrics")).text
+            received = _metric_sum(text, "scribe_coalesce_targets_total", stage="received")
+            if received >= tally.invalidation_targets or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        emitted = _metric_sum(text, "scribe_coalesce_targets_total", stage="emitted")
+        purges = ", ".join(
+            f"{sink} {_metric_sum(text, 'scribe_invalidations_total', sink=sink):,.0f}"
+            for sink in ("redis", "l1", "cdn.fastly", "cdn.cloudflare")
+        )
+        ratio = f"{received / emitted:.2f}" if emitted else "n/a"
+        click.echo(
+            f"invalidations: {received:,.0f} of {tally.invalidation_targets:,} targets received, "
+            f"{emitted:,.0f} after coalescing (ratio {ratio}); purged: {purges}"
+        )
+        if env.get("SCRIBE_CDN_URL"):
+            # Only the local simulator answers this; a real CDN's purges show above.
+            answer = await http.get(f"{env['SCRIBE_CDN_URL']}/_sim/stats")
+            if answer.status_code == 200:
+                click.echo(f"CDN simulator recorded purges: {answer.json()['purges']}")
+    return received >= tally.invalidation_targets
+
+
 async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProcess) -> bool:
     kafka_url, database_url = env["SCRIBE_KAFKA_URL"], env["SCRIBE_DATABASE_URL"]
     _say("waiting for the worker to drain ...")
@@ -243,6 +288,7 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
         click.echo(line)
     if sample_reason:
         click.echo(f"a dead letter's reason: {sample_reason.decode(errors='replace')}")
+    ok &= await _invalidation_summary(env, tally, worker)
     click.echo(
         f"worker: {'running' if worker.alive() else 'NOT RUNNING'}; log at {worker.log_path}"
     )

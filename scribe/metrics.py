@@ -152,6 +152,12 @@ COALESCED_TARGETS = Counter(
     "Invalidation targets before (received) and after (emitted) coalescing",
     ["stage"],
 )
+CACHE_WARMING = Counter(
+    "scribe_cache_warming_total",
+    "world_loaded events handled by cache warming, by outcome (warmed, already_cached, "
+    "refused, no_state, no_table, failed)",
+    ["outcome"],
+)
 
 # --- World simulation (fed by the world flow) -------------------------------------------------
 

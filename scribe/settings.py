@@ -111,6 +111,25 @@ class UsageSettings:
         )
 
 
+def env_number(
+    name: str,
+    default: float,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """A numeric `SCRIBE_*` variable within [minimum, maximum], or a SettingsError naming it."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise SettingsError(f"{name}: {raw} is outside [{minimum}, {maximum}]")
+    return value
+
+
 def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     raw = os.environ.get(name) or default
     if raw not in choices:
@@ -125,6 +144,9 @@ class Settings:
     kafka_url: str | None = None
     database_url: str | None = None
     redis_url: str | None = None
+    # The CDN purge API (the local simulator under `scribe stack up`); None: no CDN.
+    cdn_url: str | None = None
+    cdn_providers: str | None = None  # fastly, cloudflare or both (see sinks/cdn/config.py)
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     state_dir: Path = field(default_factory=lambda: Path(".scribe"))
@@ -148,10 +170,15 @@ class Settings:
         redis = env.get("SCRIBE_REDIS_URL") or None
         if redis:
             _check_url("SCRIBE_REDIS_URL", redis, ("redis", "rediss", "unix"))
+        cdn = env.get("SCRIBE_CDN_URL") or None
+        if cdn:
+            _check_url("SCRIBE_CDN_URL", cdn, ("http", "https"))
         return cls(
             kafka_url=kafka,
             database_url=database,
             redis_url=redis,
+            cdn_url=cdn,
+            cdn_providers=env.get("SCRIBE_CDN_PROVIDERS") or None,
             web_port=_int("SCRIBE_WEB_PORT", 6066),
             web_host=env.get("SCRIBE_WEB_HOST", "127.0.0.1"),
             state_dir=Path(env.get("SCRIBE_STATE_DIR", ".scribe")),

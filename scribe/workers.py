@@ -30,9 +30,12 @@ def services_for_tests(state_dir: Path) -> Iterator[dict[str, str]]:
     """The services named by SCRIBE_*_URL when all are set; else an embedded stack in
     `state_dir`, stopped afterwards (also when the tests fail)."""
     if all(os.environ.get(name) for name in SERVICE_VARS):
-        yield {name: os.environ[name] for name in SERVICE_VARS} | {
-            "SCRIBE_FAST_REBALANCE": os.environ.get("SCRIBE_FAST_REBALANCE", "")
-        }
+        optional = ("SCRIBE_CDN_URL", "SCRIBE_CDN_PROVIDERS", "SCRIBE_CDN_TOKEN")
+        yield (
+            {name: os.environ[name] for name in SERVICE_VARS}
+            | {name: os.environ[name] for name in optional if os.environ.get(name)}
+            | {"SCRIBE_FAST_REBALANCE": os.environ.get("SCRIBE_FAST_REBALANCE", "")}
+        )
         return
     with LocalStack(state_dir).running() as env:
         yield env

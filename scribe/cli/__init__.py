@@ -30,7 +30,8 @@ def main() -> None:
 
 @main.group()
 def stack() -> None:
-    """The embedded local stack: Kafka protocol (Tansu), PostgreSQL and Redis on loopback."""
+    """The embedded local stack on loopback: Kafka protocol (Tansu), PostgreSQL, Redis and the
+    CDN purge simulator."""
 
 
 def _stack() -> LocalStack:

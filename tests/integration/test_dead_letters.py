@@ -12,13 +12,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
-from agents.usage.consumer import usage_group_id
+from agents import consumer_group
 from schemas import encode
 from schemas.events import UsageEvent
 from schemas.examples import example
 from scribe.settings import kafka_bootstrap_servers
 from scribe.workers import Record, WorkerProcess, read_until
-from topics.catalog import INPUT_TOPICS, USAGE_EVENTS, TopicSpec
+from topics.catalog import INPUT_TOPICS, TopicSpec
 from topics.dlq import H_ERROR, H_ERROR_KIND, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 
 pytestmark = pytest.mark.integration
@@ -81,8 +81,7 @@ async def test_bad_input_goes_to_dlq_and_valid_input_after_it_is_processed(
     _assert_dead_letter(by_value[violating], spec, "schema", sent[1].partition, sent[1].offset)
     assert b"Field required" in by_value[violating].headers[H_ERROR]
 
-    # usage.events is read by the worker's batch consumer, in a group of its own.
-    group = usage_group_id(worker.app_id) if spec is USAGE_EVENTS else worker.app_id
+    group = consumer_group(worker.app_id, spec.name)
     assert await _committed_past(kafka_url, group, sent[2]), (
         f"the valid message after the bad ones was not processed:\n{worker.log_tail()}"
     )
