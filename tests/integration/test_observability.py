@@ -173,8 +173,13 @@ async def _outage(
     records: list[ProcessRecord],
 ) -> None:
     topic = CACHE_INVALIDATIONS.name
-    code, body = await _health(worker)
-    assert code == 200 and body["overall_status"] == "healthy", body
+
+    async def healthy() -> bool | None:
+        # Components may report `starting` for a moment after the worker is ready.
+        code, body = await _health(worker)
+        return True if code == 200 and body["overall_status"] == "healthy" else None
+
+    await _eventually("a healthy worker before the outage", healthy, timeout=30)
 
     async def caught_up() -> bool | None:
         # A new group reads the topic from the start; wait until it has committed all of it.
