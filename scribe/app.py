@@ -10,6 +10,9 @@ import faust
 
 from scribe.resources import Resources
 from scribe.settings import ResolvedSettings, faust_broker_url
+from scribe.transport import use_fetch_wait
+
+FAUST_FETCH_MAX_WAIT_MS = 1500  # what faust-streaming's aiokafka driver hard-codes
 
 
 def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
@@ -47,6 +50,8 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     config = faust_settings(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)
+    if settings.base.fetch_max_wait_ms != FAUST_FETCH_MAX_WAIT_MS:
+        use_fetch_wait(app, settings.base.fetch_max_wait_ms)
     resources = Resources(app, settings)
     register_all(app, resources)
     observability.register(app, resources)
