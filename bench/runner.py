@@ -1,9 +1,10 @@
 """Run every case side by side, run after run, on one broker; print the table and write
 `bench/results/latest.json` (plus a timestamped copy).
 
-Each run measures every case once, in turn, so the cases share the machine's noise; every
-figure is min / median / max over the runs, and each ratio is taken run by run (ours and its
-baseline measured minutes apart at most) before its min / median / max.
+Each run measures every case of a group once, in turn, so they share the machine's noise (the
+usage group: the limit, the peers and ours; each other flow is a group of its own, run after);
+every figure is min / median / max over the runs, and each ratio is taken run by run (ours and
+its baseline measured minutes apart at most) before its min / median / max.
 
     make bench                       # or: scribe bench, python -m bench
     BENCH_RUNS=5 BENCH_EVENTS=60000 make bench
@@ -96,10 +97,11 @@ def run_cases(
                 figures[(case.name, metric.name)].missing = reason
         else:
             active.append(case)
-    per_run: list[dict[tuple[str, str], float]] = []
-    for run in range(1, ctx.runs + 1):
-        measured: dict[tuple[str, str], float] = {}
-        for case in list(active):
+    per_run: list[dict[tuple[str, str], float]] = [{} for _ in range(ctx.runs)]
+    groups = list(dict.fromkeys(case.group for case in active))
+    for group, run in ((g, r) for g in groups for r in range(1, ctx.runs + 1)):
+        measured = per_run[run - 1]
+        for case in [c for c in active if c.group == group]:
             started = time.monotonic()
             say(f"run {run}/{ctx.runs}: {case.name} ...")
             try:
@@ -119,7 +121,6 @@ def run_cases(
                 for name, value in values.items()
             )
             say(f"run {run}/{ctx.runs}: {case.name}: {shown} ({time.monotonic() - started:.0f} s)")
-        per_run.append(measured)
     ratio_figures = []
     for ratio in ratios:
         figure = Figure(ratio.name, ratio.metric, "x")

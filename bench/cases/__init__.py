@@ -1,5 +1,6 @@
 """The benchmark cases. A case measures its metrics once per `measure` call; the runner calls
-every case once per run, in the order of `all_cases()`, so they share the machine's noise."""
+every case of a group once per run, in the order of `all_cases()`, so they share the machine's
+noise."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ class Context:
 class Case(ABC):
     name: str
     metrics: tuple[Metric, ...] = (EVENTS_PER_S,)
+    # Cases of one group run side by side, run after run; groups run one after the other, so
+    # a group's workers never meet another group's traffic on the broker.
+    group: str = "usage"
 
     def unavailable(self, ctx: Context) -> str | None:
         """Why this case cannot run here (printed, never a number), or None."""
