@@ -80,3 +80,23 @@ def test_unavailable_and_failed_cases_carry_their_reason_and_no_number() -> None
 def test_a_figure_without_values_prints_dashes() -> None:
     line = table([Figure("peer.absent", "events_per_s", "events/s", missing="why")])
     assert "-" in line.splitlines()[1]
+
+
+class Logged(Case):
+    def __init__(self, name: str, group: str, log: list[str]) -> None:
+        self.name, self.group, self.log = name, group, log
+
+    def measure(self, ctx: Context) -> dict[str, float]:
+        self.log.append(self.name)
+        return {EVENTS_PER_S.name: 1.0}
+
+
+def test_a_groups_cases_alternate_and_groups_run_one_after_the_other() -> None:
+    log: list[str] = []
+    cases: list[Case] = [
+        Logged("limit.a", "usage", log),
+        Logged("ours.b", "usage", log),
+        Logged("ours.flow", "ours.flow", log),
+    ]
+    run_cases(cases, [], context(2))
+    assert log == ["limit.a", "ours.b", "limit.a", "ours.b", "ours.flow", "ours.flow"]
