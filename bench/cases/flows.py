@@ -216,5 +216,48 @@ class InvalidationBench(FlowScript):
         }
 
 
+class FaustAgentLatency(Case):
+    """Publish -> Faust agent latency at 5 messages/s, with Faust's fixed 1500 ms fetch wait
+    and with SCRIBE_FETCH_MAX_WAIT_MS=50, side by side (`bench/cases/faust_agent_latency.py`)."""
+
+    name = "faust.agent_latency"
+    group = name
+    count = 40
+    fetch_wait_ms = 50
+    metrics = (
+        Metric("faust_wait_p50_ms", "ms"),
+        Metric("faust_wait_p99_ms", "ms"),
+        Metric("wait_50ms_p50_ms", "ms"),
+        Metric("wait_50ms_p99_ms", "ms"),
+    )
+
+    def measure(self, ctx: Context) -> dict[str, float]:
+        figures: dict[str, float] = {}
+        for wait, label in (("faust", "faust_wait"), (str(self.fetch_wait_ms), "wait_50ms")):
+            result = ctx.state_dir / f"latency-{label}-{time.monotonic_ns()}.result"
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).parent / "faust_agent_latency.py"),
+                    wait,
+                    str(self.count),
+                    str(result),
+                ],
+                env={**os.environ, **ctx.env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                timeout=120,
+                check=False,
+            )
+            if not result.exists():
+                raise RuntimeError(f"faust_agent_latency.py {wait} wrote no result")
+            seen, p50, p99 = result.read_text().split()
+            if int(seen) < self.count:
+                raise RuntimeError(f"the agent saw {seen} of {self.count} messages ({wait})")
+            figures |= {f"{label}_p50_ms": float(p50), f"{label}_p99_ms": float(p99)}
+        return figures
+
+
 def flow_cases() -> list[Case]:
-    return [RouterBench(), WorldBench(), InvalidationBench()]
+    return [RouterBench(), WorldBench(), InvalidationBench(), FaustAgentLatency()]
