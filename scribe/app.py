@@ -10,9 +10,6 @@ import faust
 
 from scribe.resources import Resources
 from scribe.settings import ResolvedSettings, faust_broker_url
-from scribe.transport import use_fetch_wait
-
-FAUST_FETCH_MAX_WAIT_MS = 1500  # what faust-streaming's aiokafka driver hard-codes
 
 
 def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
@@ -30,6 +27,9 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "autodiscover": False,
         "broker_commit_interval": 1.0,
+        # Batch what agents produce for up to 5 ms, as Kafka's own producer does since 4.0:
+        # unbatched, the router's decide stage ran at half the rate on the embedded broker.
+        "producer_linger": 0.005,
         "datadir": str(base.state_dir / "worker" / base.app_id),
     }
     if base.fast_rebalance:
@@ -50,8 +50,10 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     config = faust_settings(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)
-    if settings.base.fetch_max_wait_ms != FAUST_FETCH_MAX_WAIT_MS:
-        use_fetch_wait(app, settings.base.fetch_max_wait_ms)
+    if settings.base.fast_rebalance:
+        from scribe.stack.faust_on_tansu import use_short_fetch_wait
+
+        use_short_fetch_wait(app)
     resources = Resources(app, settings)
     register_all(app, resources)
     observability.register(app, resources)

@@ -157,9 +157,6 @@ class Settings:
     usage: UsageSettings = field(default_factory=UsageSettings)
     producer_idempotence: str = "auto"
     producer_linger_ms: int = 5
-    # How long the Faust worker's fetches wait for data (Faust hard-codes 1500 ms; see
-    # scribe/transport.py): on Tansu it is the delay of a message sent to an idle topic.
-    fetch_max_wait_ms: int = 1500
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -194,7 +191,6 @@ class Settings:
                 "SCRIBE_PRODUCER_IDEMPOTENCE", ("auto", "on", "off"), "auto"
             ),
             producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 5),
-            fetch_max_wait_ms=_int("SCRIBE_FETCH_MAX_WAIT_MS", 1500),
         )
 
     def require(self) -> ResolvedSettings:

@@ -1,10 +1,10 @@
 """Publish -> a Faust agent sees it, at a low rate (5 messages/s to one partition): the latency
 the worker consumer's fetch wait adds on a broker that answers an empty fetch only when that
-wait expires (Tansu). Faust hard-codes 1500 ms; `SCRIBE_FETCH_MAX_WAIT_MS` sets it
-(`scribe/transport.py`).
+wait expires (Tansu). Faust hard-codes 1500 ms; on the embedded stack the worker uses
+`scribe/stack/faust_on_tansu.py`'s short wait instead.
 
 Run by the `faust.agent_latency` case (`bench/cases/usage.py`) as a child process:
-    python bench/cases/faust_agent_latency.py FETCH_WAIT_MS|faust COUNT RESULT_FILE
+    python bench/cases/faust_agent_latency.py faust|short COUNT RESULT_FILE
 It writes `<messages seen> <p50 ms> <p99 ms>` to RESULT_FILE and exits.
 """
 
@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaProducer
 
 from scribe.app import faust_settings
 from scribe.settings import Settings, kafka_bootstrap_servers
+from scribe.stack.faust_on_tansu import use_short_fetch_wait
 from scribe.stack.processes import free_port
-from scribe.transport import use_fetch_wait
 
 WARM_UP_S = 8.0  # the worker joins its group before the first message
 INTERVAL_S = 0.2
@@ -41,8 +41,8 @@ def build_app(wait: str, count: int, result_file: Path) -> faust.App:
     app_id = f"bench-latency-{uuid.uuid4().hex[:6]}"
     config = faust_settings(settings) | {"web_port": free_port(), "datadir": f"/tmp/{app_id}"}
     app = faust.App(app_id, **config)
-    if wait != "faust":
-        use_fetch_wait(app, int(wait))
+    if wait == "short":
+        use_short_fetch_wait(app)
     name = f"bench-latency-{uuid.uuid4().hex[:6]}"
     topic = app.topic(
         name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
