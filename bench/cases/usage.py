@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -192,7 +193,11 @@ class UsageToPostgres(Case):
             worker.start()
             assert worker.process is not None
             with PeakRss(worker.process.pid) as rss:
-                rate = asyncio.run(_ledger_rate(database, ctx.events, timeout=PEER_TIMEOUT_S))
+                rate = asyncio.run(
+                    _ledger_rate(
+                        database, ctx.events, PEER_TIMEOUT_S, worker.alive, worker.log_path
+                    )
+                )
             return {"events_per_s": rate, "peak_rss_mb": rss.megabytes}
         finally:
             worker.stop()
@@ -206,7 +211,9 @@ async def _empty_ledger(database_url: str) -> None:
         await conn.close()
 
 
-async def _ledger_rate(database_url: str, count: int, timeout: float) -> float:
+async def _ledger_rate(
+    database_url: str, count: int, timeout: float, alive: Callable[[], bool], log: Path
+) -> float:
     """Events after the first batch over the span from the first to the last batch's
     transaction start."""
     conn = await asyncpg.connect(database_url)
@@ -215,6 +222,8 @@ async def _ledger_rate(database_url: str, count: int, timeout: float) -> float:
         while await conn.fetchval("SELECT count(*) FROM usage_event_ids") < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the worker did not store {count} events in {timeout} s")
+            if not alive():
+                raise RuntimeError(f"the worker exited before storing {count} events; see {log}")
             await asyncio.sleep(0.2)
         row = await conn.fetchrow(
             "SELECT min(ingested_at) AS first, max(ingested_at) AS last, "
