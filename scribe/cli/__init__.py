@@ -178,11 +178,13 @@ def demo(seconds: float) -> None:
 
 
 # Each flow's commands, registered here (imported last: they use the above).
+from scribe.cli.bench import bench  # noqa: E402
 from scribe.cli.budget import budget  # noqa: E402
 from scribe.cli.costs import costs  # noqa: E402
 from scribe.cli.gateway import gateway  # noqa: E402
 from scribe.cli.loadgen import loadgen  # noqa: E402
 
+main.add_command(bench)
 main.add_command(budget)
 main.add_command(costs)
 main.add_command(gateway)
