@@ -10,6 +10,7 @@ import faust
 
 from scribe.resources import Resources
 from scribe.settings import ResolvedSettings, faust_broker_url
+from topics.dlq import DEAD_LETTER_REQUEST_BYTES
 
 
 def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
@@ -27,6 +28,8 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "autodiscover": False,
         "broker_commit_interval": 1.0,
+        # Dead letters carry the original bytes (up to 1 MiB) plus headers.
+        "producer_max_request_size": DEAD_LETTER_REQUEST_BYTES,
         "datadir": str(base.state_dir / "worker" / base.app_id),
     }
     if base.fast_rebalance:
