@@ -47,6 +47,7 @@ class WorkerProcess:
     app_id: str
     web_port: int
     process: subprocess.Popen[bytes] | None = None
+    _log_start: int = 0
 
     @property
     def log_path(self) -> Path:
@@ -65,6 +66,8 @@ class WorkerProcess:
             "SCRIBE_STATE_DIR": str(self.state_dir),
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # A restart appends to the same log: only what this run writes can say it is ready.
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "scribe", "worker"],
@@ -82,7 +85,10 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"worker exited ({self.process.returncode}):\n{self.log_tail()}")
-            if "Worker ready" in self.log_path.read_text(errors="replace"):
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                this_run = log.read()
+            if b"Worker ready" in this_run:
                 try:
                     if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                         return

@@ -108,6 +108,17 @@ async def usage_totals(db: asyncpg.Connection, user_ids: Sequence[str]) -> Usage
     )
 
 
+def metric_total(worker: WorkerProcess, name: str, **labels: str) -> float:
+    """The sum of a counter's samples whose labels include `labels`, from /metrics."""
+    text = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
 def dead_letter_counts(worker: WorkerProcess) -> dict[str, float]:
     """scribe_dead_letters_total by source topic, from the worker's /metrics."""
     text = httpx.get(f"{worker.url}/metrics", timeout=5).text
