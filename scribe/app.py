@@ -32,6 +32,9 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         "producer_max_request_size": DEAD_LETTER_REQUEST_BYTES,
         "datadir": str(base.state_dir / "worker" / base.app_id),
     }
+    credentials = base.security.kafka.faust_credentials()
+    if credentials is not None:
+        config["broker_credentials"] = credentials
     if base.fast_rebalance:
         # A single-process broker answers at once; Kafka's defaults would hold every worker
         # start for ~30 s waiting out the rebalance timeout (see ARCHITECTURE.md).
