@@ -49,7 +49,7 @@ def _is_built(node: ast.expr) -> bool:
 
 
 def _literal_text(node: ast.JoinedStr) -> str:
-    return "".join(p.value for p in node.values if isinstance(p, ast.Constant))
+    return "".join(str(p.value) for p in node.values if isinstance(p, ast.Constant))
 
 
 def violations(source: str, name: str = "<source>") -> list[str]:
