@@ -6,7 +6,15 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from schemas.fields import Count, Identifier, Label, Money, Payload, UtcDatetime
 
@@ -150,3 +158,24 @@ class BudgetAlert(Event):
     budget_usd: Money
     spent_usd: Money
     occurred_at: UtcDatetime
+
+
+class BudgetState(Event):
+    """A user's monthly budget and month-to-date spend, keyed by user_id on the compacted
+    `budget.state` topic (a removed budget is a tombstone: no value).
+
+    A reader keeps, per user, the message with the highest `version`; when `month` is older
+    than the current UTC month, nothing has been spent yet this month.
+    """
+
+    user_id: Identifier
+    month: date
+    budget_usd: Money
+    spent_usd: Money
+    remaining_usd: Money
+    exhausted: StrictBool
+    thresholds_reached: Annotated[
+        list[Annotated[int, Field(strict=True, ge=1, le=1000)]], Field(max_length=32)
+    ]
+    version: Annotated[StrictInt, Field(ge=1)]
+    updated_at: UtcDatetime

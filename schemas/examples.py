@@ -14,6 +14,7 @@ from schemas.events import (
     AIRequest,
     AIResponse,
     BudgetAlert,
+    BudgetState,
     CacheInvalidation,
     Event,
     UsageEvent,
@@ -89,9 +90,21 @@ def _fields(model: type[Event], now: datetime) -> dict[str, Any]:
             "spent_usd": Decimal("8.01"),
             "occurred_at": now,
         }
+    if model is BudgetState:
+        return {
+            "user_id": "user-1",
+            "month": now.date().replace(day=1),
+            "budget_usd": Decimal("10"),
+            "spent_usd": Decimal("8.01"),
+            "remaining_usd": Decimal("1.99"),
+            "exhausted": False,
+            "thresholds_reached": [50, 80],
+            "version": 1,
+            "updated_at": now,
+        }
     raise LookupError(f"no example for {model.__name__}")
 
 
-def example(model: type[E], **overrides: Any) -> E:
+def example(model: type[E], /, **overrides: Any) -> E:
     now = datetime.now(UTC).replace(microsecond=0)
     return model.model_validate({**_fields(model, now), **overrides})

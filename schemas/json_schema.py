@@ -13,6 +13,7 @@ from schemas.events import (
     AIRequest,
     AIResponse,
     BudgetAlert,
+    BudgetState,
     CacheInvalidation,
     Event,
     UsageEvent,
@@ -30,6 +31,7 @@ FAMILIES: dict[str, type[Event]] = {
     "world_tick": WorldTick,
     "cache_invalidation": CacheInvalidation,
     "budget_alert": BudgetAlert,
+    "budget_state": BudgetState,
 }
 
 

@@ -30,9 +30,12 @@ def services_for_tests(state_dir: Path) -> Iterator[dict[str, str]]:
     """The services named by SCRIBE_*_URL when all are set; else an embedded stack in
     `state_dir`, stopped afterwards (also when the tests fail)."""
     if all(os.environ.get(name) for name in SERVICE_VARS):
-        yield {name: os.environ[name] for name in SERVICE_VARS} | {
-            "SCRIBE_FAST_REBALANCE": os.environ.get("SCRIBE_FAST_REBALANCE", "")
-        }
+        optional = ("SCRIBE_CDN_URL", "SCRIBE_CDN_PROVIDERS", "SCRIBE_CDN_TOKEN")
+        yield (
+            {name: os.environ[name] for name in SERVICE_VARS}
+            | {name: os.environ[name] for name in optional if os.environ.get(name)}
+            | {"SCRIBE_FAST_REBALANCE": os.environ.get("SCRIBE_FAST_REBALANCE", "")}
+        )
         return
     with LocalStack(state_dir).running() as env:
         yield env
@@ -47,7 +50,8 @@ class WorkerProcess:
     app_id: str
     web_port: int
     process: subprocess.Popen[bytes] | None = None
-    _log_start: int = 0
+    # Where this start's lines begin in the log: a restarted worker appends to the same file.
+    log_offset: int = 0
 
     @property
     def log_path(self) -> Path:
@@ -66,8 +70,7 @@ class WorkerProcess:
             "SCRIBE_STATE_DIR": str(self.state_dir),
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        # A restart appends to the same log: only what this run writes can say it is ready.
-        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "scribe", "worker"],
@@ -86,9 +89,9 @@ class WorkerProcess:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"worker exited ({self.process.returncode}):\n{self.log_tail()}")
             with open(self.log_path, "rb") as log:
-                log.seek(self._log_start)
-                this_run = log.read()
-            if b"Worker ready" in this_run:
+                log.seek(self.log_offset)
+                started = log.read().decode(errors="replace")
+            if "Worker ready" in started:
                 try:
                     if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                         return

@@ -9,6 +9,7 @@ from schemas.events import (
     AIRequest,
     AIResponse,
     BudgetAlert,
+    BudgetState,
     CacheInvalidation,
     Event,
     UsageEvent,
@@ -61,6 +62,10 @@ WORLD_EVENTS = TopicSpec(
 WORLD_TICKS = TopicSpec("world.ticks", WorldTick, "world_id", retention_ms=DAY_MS, has_dlq=True)
 CACHE_INVALIDATIONS = TopicSpec("cache.invalidations", CacheInvalidation, "id", has_dlq=True)
 BUDGET_ALERTS = TopicSpec("budget.alerts", BudgetAlert, "user_id", retention_ms=90 * DAY_MS)
+# The router reads it as a table: compaction keeps the latest state per user.
+BUDGET_STATE = TopicSpec(
+    "budget.state", BudgetState, "user_id", retention_ms=90 * DAY_MS, cleanup_policy="compact"
+)
 
 TOPICS: tuple[TopicSpec, ...] = (
     AI_REQUESTS,
@@ -70,6 +75,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     WORLD_TICKS,
     CACHE_INVALIDATIONS,
     BUDGET_ALERTS,
+    BUDGET_STATE,
 )
 INPUT_TOPICS: tuple[TopicSpec, ...] = tuple(t for t in TOPICS if t.has_dlq)
 DEAD_LETTER_TOPICS: tuple[DeadLetterSpec, ...] = tuple(

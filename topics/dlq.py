@@ -59,7 +59,10 @@ class DeadLetters:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def send(self, spec: TopicSpec, origin: Origin, kind: str, reason: str) -> None:
+    async def send(
+        self, spec: TopicSpec, origin: Origin, kind: str, reason: str, agent: str | None = None
+    ) -> None:
+        """`agent` labels the counts; by default the Faust agent running the call."""
         headers = dead_letter_headers(kind, reason, origin.topic, origin.partition, origin.offset)
         value = origin.value
         if value is not None and len(value) > MAX_ORIGINAL_BYTES:
@@ -73,6 +76,6 @@ class DeadLetters:
             timestamp=None,
             headers=headers,
         )
-        agent = current_agent_name()
+        agent = agent or current_agent_name()
         DEAD_LETTERS.labels(topic=spec.name, agent=agent, kind=kind).inc()
         MESSAGES_OUT.labels(topic=spec.dlq_name, agent=agent).inc()

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents import consumer_group
 from scribe.settings import kafka_bootstrap_servers
 from scribe.workers import Record, WorkerProcess, read_until
 from topics.catalog import TopicSpec
@@ -65,10 +66,11 @@ async def dead_letters(
     return await read_until(kafka_url, spec.dlq_name, done=lambda _: False, match=ours, timeout=3)
 
 
-async def committed_offset(kafka_url: str, group: str, topic: str, partition: int) -> int | None:
+async def committed_offset(kafka_url: str, app_id: str, topic: str, partition: int) -> int | None:
+    """What the workers of `app_id` committed on a partition, in the group that reads `topic`."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka_bootstrap_servers(kafka_url),
-        group_id=group,
+        group_id=consumer_group(app_id, topic),
         enable_auto_commit=False,
     )
     await consumer.start()
