@@ -1,7 +1,8 @@
 """A corpus of bad (and awkward but valid) input for every input topic.
 
 Each case is raw bytes as a producer might send them, with what the pipeline must do: process
-it (`VALID`) or dead-letter it with a reason of the given kind (`json`, `schema`, `size`).
+it (`VALID`) or dead-letter it with a reason of the given kind (`json`, `schema`, `size`, or
+a flow's own: `unpriced`, `implausible`).
 Cases are derived from the valid example of the topic's family, so they stay current when a
 family gains fields.
 """
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from agents.usage.pricing import UsageLimits
 from schemas import encode
 from schemas.codec import MAX_MESSAGE_BYTES
 from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldEvent, WorldTick
@@ -120,18 +123,24 @@ def _usage(new: Callable[..., UsageEvent]) -> Iterator[Case]:
     yield Case("free-tier-as-string", _with(event, free_tier="true"), "schema")
     yield Case("unknown-priority", _with(event, priority="whenever"), "schema")
     yield Case("nul-in-label", _with(event, model="gpt\u0000x"), "schema")
+    # Valid events the usage flow refuses (kinds from agents/usage/pricing.py).
+    unpriced = {k: v for k, v in _fields(event).items() if k != "cost_usd"}
+    yield Case("unpriced", orjson.dumps(unpriced | {"model": "no-such-model-7"}), "unpriced")
+    ceiling = UsageLimits().max_tokens_per_event
     yield Case(
-        "unpriced",
-        orjson.dumps({k: v for k, v in _fields(event).items() if k != "cost_usd"}),
-        "unpriced",
+        "implausible-tokens", _with(event, input_tokens=ceiling, output_tokens=1), "implausible"
     )
+    ahead = (datetime.now(UTC) + UsageLimits().max_clock_skew + timedelta(hours=1)).isoformat()
+    yield Case("implausible-future", _with(event, occurred_at=ahead), "implausible")
     smallest = new(cost_usd=Decimal("0.000000000001"))
     yield Case("valid-smallest-cost", encode(smallest), VALID, smallest)
     as_number = new(cost_usd=Decimal("1.25"))
     yield Case(
         "valid-cost-as-json-number", _token(as_number, "cost_usd", b"1.25"), VALID, as_number
     )
-    biggest = new(input_tokens=10_000_000, output_tokens=10_000_000, cost_usd=Decimal("1000000"))
+    biggest = new(
+        input_tokens=ceiling // 2, output_tokens=ceiling // 2, cost_usd=Decimal("1000000")
+    )
     yield Case("valid-largest-counts", encode(biggest), VALID, biggest)
     emoji = new(model="gpt-\U0001f600-\u05d0\u05d1-\u202e")
     yield Case("valid-emoji-rtl-label", encode(emoji), VALID, emoji)

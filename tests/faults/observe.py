@@ -110,6 +110,19 @@ async def usage_totals(db: asyncpg.Connection, user_ids: Sequence[str]) -> Usage
     )
 
 
+def log_size(worker: WorkerProcess) -> int:
+    return worker.log_path.stat().st_size if worker.log_path.exists() else 0
+
+
+def agent_crashes(worker: WorkerProcess, since: int) -> list[str]:
+    """Lines where Faust restarted a crashed agent, in the worker's log after byte `since`: a
+    live process whose agent died and restarted has still dropped what it held."""
+    with open(worker.log_path, "rb") as log:
+        log.seek(since)
+        text = log.read().decode(errors="replace")
+    return [line for line in text.splitlines() if "Restarting dead" in line]
+
+
 def metric_total(worker: WorkerProcess, name: str, **labels: str) -> float:
     """The sum of a counter's samples whose labels include `labels`, from /metrics."""
     text = httpx.get(f"{worker.url}/metrics", timeout=5).text

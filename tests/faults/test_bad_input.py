@@ -19,10 +19,12 @@ from tests.faults.conftest import FaultStack
 from tests.faults.corpus import VALID, Case, corpus
 from tests.faults.observe import (
     Outcome,
+    agent_crashes,
     committed_offset,
     dead_letter_counts,
     dead_letters,
     eventually,
+    log_size,
     publish_raw,
     usage_totals,
 )
@@ -38,6 +40,8 @@ from topics.dlq import (
 
 pytestmark = pytest.mark.faults
 
+FLOW_REFUSALS = ("unpriced", "implausible")  # valid events a flow refuses after decoding
+
 
 @pytest.mark.parametrize("spec", INPUT_TOPICS, ids=lambda s: s.name)
 def test_the_corpus_means_what_it_says(spec: TopicSpec) -> None:
@@ -47,7 +51,7 @@ def test_the_corpus_means_what_it_says(spec: TopicSpec) -> None:
             continue
         try:
             decode(case.value, spec.model)
-            outcome = VALID if case.expected in (VALID, "unpriced") else "decoded"
+            outcome = VALID if case.expected in (VALID, *FLOW_REFUSALS) else "decoded"
             assert outcome == VALID, f"{case.name} decoded but should fail ({case.expected})"
         except DecodeError as error:
             assert error.kind == case.expected, f"{case.name}: {error.kind}: {error.reason}"
@@ -74,6 +78,7 @@ async def test_corpus_on_every_input_topic(
         for key in (*doomed, kept):
             await cache.set(key, b"cached")
         metrics_before = dead_letter_counts(fault_worker)
+        log_start = log_size(fault_worker)
 
         sent = await publish_raw(
             kafka_url,
@@ -122,6 +127,7 @@ async def test_corpus_on_every_input_topic(
         assert await cache.get(kept) == b"cached"
 
         assert fault_worker.alive(), fault_worker.log_tail()
+        assert agent_crashes(fault_worker, log_start) == []
         metrics_after = dead_letter_counts(fault_worker)
         for spec, _valid, invalid, letters in outcomes:
             counted = metrics_after.get(spec.name, 0) - metrics_before.get(spec.name, 0)

@@ -17,7 +17,15 @@ from aiokafka.structs import RecordMetadata
 
 from scribe.workers import WorkerProcess
 from tests.faults.conftest import FaultStack
-from tests.faults.observe import Outcome, committed_offset, eventually, metric_total, usage_totals
+from tests.faults.observe import (
+    Outcome,
+    agent_crashes,
+    committed_offset,
+    eventually,
+    log_size,
+    metric_total,
+    usage_totals,
+)
 from tests.faults.workload import Workload, first_offsets
 from topics.catalog import CACHE_INVALIDATIONS, USAGE_EVENTS, TopicSpec
 
@@ -72,6 +80,7 @@ async def _run_fault(
     )
 
     retries_before = metric_total(worker, "scribe_sink_retries_total")
+    log_start = log_size(worker)
     await load.publish(*before)
     async with _connection(env) as db:  # mid-stream: some of it written, not all
         assert await eventually(lambda: _partly_written(db, load), timeout=60), (
@@ -110,6 +119,7 @@ async def _run_fault(
     assert outcome.lost == 0, worker.log_tail()
     assert outcome.duplicated == 0
     assert worker.alive(), worker.log_tail()
+    assert agent_crashes(worker, log_start) == []
     return outcome
 
 
