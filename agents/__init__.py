@@ -22,9 +22,10 @@ def consumer_group(app_id: str, topic: str) -> str:
     except for the firehose flows that run their own batch consumer."""
     from agents.invalidation.consumer import consumer_group as invalidation_group
     from agents.usage.consumer import usage_group_id
-    from topics.catalog import CACHE_INVALIDATIONS, USAGE_EVENTS
+    from topics.catalog import AI_REQUESTS, CACHE_INVALIDATIONS, USAGE_EVENTS
 
     own_groups = {
+        AI_REQUESTS.name: lambda app: f"{app}-router-intake",  # agents/router/agent.py
         CACHE_INVALIDATIONS.name: invalidation_group,
         USAGE_EVENTS.name: usage_group_id,
     }

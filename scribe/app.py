@@ -30,6 +30,9 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         "broker_commit_interval": 1.0,
         # Dead letters carry the original bytes (up to 1 MiB) plus headers.
         "producer_max_request_size": DEAD_LETTER_REQUEST_BYTES,
+        # Batch what agents produce for up to 5 ms, as Kafka's own producer does since 4.0:
+        # unbatched, the router's decide stage ran at half the rate on the embedded broker.
+        "producer_linger": 0.005,
         "datadir": str(base.state_dir / "worker" / base.app_id),
     }
     credentials = base.security.kafka.faust_credentials()
@@ -53,6 +56,10 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     config = faust_settings(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)
+    if settings.base.fast_rebalance:
+        from scribe.stack.faust_on_tansu import use_short_fetch_wait
+
+        use_short_fetch_wait(app)
     resources = Resources(app, settings)
     register_all(app, resources)
     observability.register(app, resources)

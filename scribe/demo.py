@@ -22,8 +22,8 @@ import click
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import encode
-from schemas.events import CacheInvalidation, UsageEvent
+from schemas import decode, encode
+from schemas.events import AIRequest, AIResponse, CacheInvalidation, UsageEvent
 from scribe.dashboard.figures import take_snapshot
 from scribe.gateway.access import TokenBook
 from scribe.gateway.config import GatewaySettings
@@ -33,7 +33,7 @@ from scribe.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadC
 from scribe.metrics import family_specs
 from scribe.settings import Settings, kafka_bootstrap_servers
 from scribe.stack import LocalStack
-from scribe.workers import WorkerProcess, new_worker, read_until
+from scribe.workers import Record, WorkerProcess, new_worker, read_until
 from topics.catalog import INPUT_TOPICS, TopicSpec, topic_for
 from topics.publisher import Publisher
 
@@ -58,6 +58,7 @@ class LoadTally:
     usage_ids: set[str] = field(default_factory=set)
     via_gateway: int = 0
     invalidation_targets: int = 0
+    ai_request_ids: set[str] = field(default_factory=set)
 
     @property
     def bad_key(self) -> bytes:
@@ -72,6 +73,8 @@ class LoadTally:
         if isinstance(message, UsageEvent):
             self.usage_ids.add(message.event_id)
             self.usage_cost += message.cost_usd or Decimal(0)
+        if isinstance(message, AIRequest):
+            self.ai_request_ids.add(message.request_id)
         if isinstance(message, CacheInvalidation):
             self.invalidation_targets += sum(
                 map(len, (message.keys, message.patterns, message.tags, message.urls))
@@ -289,6 +292,7 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
     if sample_reason:
         click.echo(f"a dead letter's reason: {sample_reason.decode(errors='replace')}")
     ok &= await _invalidation_summary(env, tally, worker)
+    click.echo(await _ai_responses(kafka_url, tally.ai_request_ids))
     click.echo(
         f"worker: {'running' if worker.alive() else 'NOT RUNNING'}; log at {worker.log_path}"
     )
@@ -358,3 +362,28 @@ def run_demo(seconds: float, workdir: Path) -> int:
         ok = asyncio.run(_summarize(env, tally, worker))
         click.echo("demo: " + ("every event accounted for" if ok else "MISMATCH (see above)"))
         return 0 if ok else 1
+
+
+async def _ai_responses(kafka_url: str, request_ids: set[str]) -> str:
+    """One line: the router's answers to the demo's AI requests, by status, free vs paid."""
+    answered: dict[str, AIResponse] = {}
+
+    def keep(record: Record) -> bool:
+        if record.value is None:
+            return False
+        response = decode(record.value, AIResponse)
+        if response.request_id in request_ids:
+            answered.setdefault(response.request_id, response)
+        return False
+
+    deadline = time.monotonic() + 60
+    while len(answered) < len(request_ids) and time.monotonic() < deadline:
+        await read_until(kafka_url, "ai.responses", done=lambda _: False, match=keep, timeout=3)
+    statuses = Counter(r.status.value for r in answered.values())
+    free = sum(1 for r in answered.values() if r.free_tier)
+    paid = sum(1 for r in answered.values() if r.free_tier is False)
+    by_status = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items())) or "none"
+    return (
+        f"ai.responses: {len(answered):,} of {len(request_ids):,} requests answered "
+        f"({by_status}); served free {free:,}, paid {paid:,}"
+    )

@@ -3,6 +3,7 @@ the benchmarks (and the platform's own tests) use to drive a real pipeline."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -176,3 +177,58 @@ async def read_until(
     finally:
         await consumer.stop()
     return kept
+
+
+class ArrivalWatch:
+    """Reads a topic from the beginning in the background and notes when each key of interest
+    (found by `key_of(value)`) first arrived, for latency measurements. Ready once it has read
+    what was already there (an empty poll), since end offsets are not trusted."""
+
+    def __init__(self, kafka_url: str, topic: str, key_of: Callable[[bytes], str | None]) -> None:
+        self.kafka_url = kafka_url
+        self.topic = topic
+        self.key_of = key_of
+        self.seen: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
+
+    async def __aenter__(self) -> ArrivalWatch:
+        self._task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self._caught_up.wait(), 120)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _read(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=kafka_bootstrap_servers(self.kafka_url),
+            group_id=None,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,
+        )
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=10)
+                now = time.monotonic()
+                if not batches:
+                    self._caught_up.set()
+                for records in batches.values():
+                    for record in records:
+                        key = self.key_of(record.value) if record.value is not None else None
+                        if key is not None:
+                            self.seen.setdefault(key, now)
+        finally:
+            await consumer.stop()
+
+    async def arrival(self, key: str, timeout: float = 60) -> float:
+        """The monotonic time `key` arrived, waiting for it up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        while key not in self.seen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{key} did not arrive on {self.topic} within {timeout:.0f} s")
+            await asyncio.sleep(0.001)
+        return self.seen[key]

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from scribe.settings import Settings
 from scribe.stack.processes import ProcessRecord, StackError, free_port, port_is_free
-from scribe.stack.services import CdnSimulator, Postgres, Redis, Service, TansuBroker
+from scribe.stack.services import (
+    CdnSimulator,
+    Postgres,
+    ProviderSimulator,
+    Redis,
+    Service,
+    TansuBroker,
+)
 
 __all__ = ["LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
 
@@ -52,6 +59,7 @@ class LocalStack:
             Postgres(self.root),
             Redis(self.root),
             CdnSimulator(self.root),
+            ProviderSimulator(self.root),
         ]
 
     @property

