@@ -13,8 +13,9 @@ import pytest
 import redis
 import redis.exceptions
 
+from scribe.stack import LocalStack
 from scribe.stack.processes import ProcessRecord, free_port
-from scribe.stack.services import LOOPBACK, Postgres, Redis, Service, TansuBroker
+from scribe.stack.services import LOOPBACK, Postgres, Redis, Service
 from scribe.workers import WorkerProcess, new_worker
 
 
@@ -22,15 +23,13 @@ class FaultStack:
     """Servers a test may stop: each restarts on the port and data directory it had."""
 
     def __init__(self, root: Path) -> None:
-        self.kafka = TansuBroker(root)
-        self.postgres = Postgres(root)
-        self.redis = Redis(root)
+        # Whatever the embedded stack runs (simulators included), so the worker has it all.
+        self.services: list[Service] = LocalStack(root).services
+        by_type = {type(s): s for s in self.services}
+        self.postgres = by_type[Postgres]
+        self.redis = by_type[Redis]
         self.ports: dict[str, int] = {}
         self.records: dict[str, ProcessRecord] = {}
-
-    @property
-    def services(self) -> tuple[Service, ...]:
-        return (self.kafka, self.postgres, self.redis)
 
     def start(self, service: Service) -> None:
         port = self.ports.setdefault(service.name, free_port())
@@ -61,9 +60,10 @@ class FaultStack:
             self.start(service)
 
     def env(self) -> dict[str, str]:
-        return {s.env_var: s.url(self.ports[s.name]) for s in self.services} | {
-            "SCRIBE_FAST_REBALANCE": "1"
-        }
+        env = {s.env_var: s.url(self.ports[s.name]) for s in self.services}
+        for service in self.services:
+            env.update(service.extra_env)
+        return env | {"SCRIBE_FAST_REBALANCE": "1"}
 
     def stop_all(self) -> None:
         for service in reversed(self.services):

@@ -223,7 +223,7 @@ def corpus(spec: TopicSpec, marker: str) -> list[Case]:
     if spec is CACHE_INVALIDATIONS:
         return [*_generic(new_invalidation(), spec), *_invalidations(new_invalidation)]
     if spec is AI_REQUESTS:
-        request = example(AIRequest, user_id=f"corpus-{marker}")
+        request = example(AIRequest, user_id=f"corpus-requests-{marker}")  # the router bills it
         return [*_generic(request, spec), *_requests(request)]
     if spec is WORLD_EVENTS:
         world_event = example(WorldEvent, world_id=f"corpus-{marker}")
