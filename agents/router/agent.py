@@ -250,6 +250,7 @@ async def _start_execution(
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 1_000,
             "rebalance_timeout_ms": 5_000 if base.fast_rebalance else 60_000,
+            **resources.settings.kafka_client_options,  # security settings
         }
 
     await app.add_runtime_dependency(
@@ -312,7 +313,10 @@ async def _start_execution(
         )
     await app.add_runtime_dependency(
         BudgetStateReader(
-            resources.settings.bootstrap_servers, settings.budget_state_topic, budgets
+            resources.settings.bootstrap_servers,
+            settings.budget_state_topic,
+            budgets,
+            client_options=resources.settings.kafka_client_options,
         )
     )
     log.info(

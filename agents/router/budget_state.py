@@ -93,9 +93,16 @@ class BudgetStateReader(Service):
     """Reads the budget state topic from the beginning into a BudgetBook, without a consumer
     group; waits for the topic to exist rather than creating it (its owner sets compaction)."""
 
-    def __init__(self, bootstrap_servers: list[str], topic: str, book: BudgetBook) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: list[str],
+        topic: str,
+        book: BudgetBook,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.bootstrap_servers = bootstrap_servers
+        self.client_options = client_options or {}  # security settings
         self.topic = topic
         self.book = book
 
@@ -108,6 +115,7 @@ class BudgetStateReader(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=500,
+            **self.client_options,
         )
         await consumer.start()
         try:
@@ -124,7 +132,7 @@ class BudgetStateReader(Service):
     async def _wait_for_topic(self) -> set[int]:
         """The topic's partitions once it exists. Listing all topics never creates one (asking
         for this topic's metadata could auto-create it without compaction)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, **self.client_options)
         await admin.start()
         try:
             announced = False
