@@ -17,6 +17,8 @@ from schemas.events import (
     BudgetState,
     CacheInvalidation,
     Event,
+    RoutedRequest,
+    RouterSettlement,
     UsageEvent,
     WorldEvent,
     WorldTick,
@@ -101,6 +103,30 @@ def _fields(model: type[Event], now: datetime) -> dict[str, Any]:
             "thresholds_reached": [50, 80],
             "version": 1,
             "updated_at": now,
+        }
+    if model is RoutedRequest:
+        return {
+            "request": _fields(AIRequest, now),
+            "lane": "normal",
+            "chain": [
+                {
+                    "service": "gemini",
+                    "model": "gemini-2.5-flash",
+                    "free_tier": False,
+                    "estimated_cost_usd": Decimal("0.0012"),
+                }
+            ],
+            "estimated_cost_usd": Decimal("0.0012"),
+            "rationale": "normal priority, simple prompt: flash",
+            "decided_at": now,
+        }
+    if model is RouterSettlement:
+        return {
+            "request_id": _id("req"),
+            "user_id": "user-1",
+            "response": _fields(AIResponse, now),
+            "estimated_cost_usd": Decimal("0.0012"),
+            "actual_cost_usd": Decimal("0.0011"),
         }
     raise LookupError(f"no example for {model.__name__}")
 

@@ -16,6 +16,8 @@ from schemas.events import (
     BudgetState,
     CacheInvalidation,
     Event,
+    RoutedRequest,
+    RouterSettlement,
     UsageEvent,
     WorldEvent,
     WorldTick,
@@ -32,6 +34,8 @@ FAMILIES: dict[str, type[Event]] = {
     "cache_invalidation": CacheInvalidation,
     "budget_alert": BudgetAlert,
     "budget_state": BudgetState,
+    "routed_request": RoutedRequest,
+    "router_settlement": RouterSettlement,
 }
 
 
