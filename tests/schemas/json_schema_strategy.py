@@ -74,8 +74,11 @@ def from_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -> A
     if kind == "null":
         return st.none()
     if kind == "array":
+        low = schema.get("minItems", 0)
         return st.lists(
-            from_schema(schema.get("items", {}), root), max_size=min(schema.get("maxItems", 5), 5)
+            from_schema(schema.get("items", {}), root),
+            min_size=low,
+            max_size=max(low, min(schema.get("maxItems", 5), 5)),
         )
     if kind == "object":
         return _object(schema, root)
