@@ -58,7 +58,7 @@ def _literal_text(node: ast.JoinedStr) -> str:
 IDENTIFIERS_ONLY = {
     ("sinks/postgres/usage.py", "_rollup"),  # table and key column names, from literals
     ("sinks/postgres/usage.py", "_WRITE_FROM_STAGE"),  # the staging table's column list
-    ("bench/usage_throughput.py", "empty_ledger"),  # TRUNCATE of the ledger's table names
+    ("bench/cases/usage.py", "_empty_ledger"),  # TRUNCATE of the ledger's table names
 }
 
 
