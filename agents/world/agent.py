@@ -1,4 +1,5 @@
-"""world.events + world.ticks -> per-world state."""
+"""world.events + world.ticks: validated, bad input dead-lettered. The simulation itself (issue
+6) is on branch issue-6-world and not merged yet."""
 
 from __future__ import annotations
 
