@@ -57,7 +57,9 @@ log = logging.getLogger(__name__)
 
 AGENT = "usage"  # the `agent` label of this flow's metrics
 SINK = "postgres.usage"
-MAX_BATCH = 5000
+# A rollup row that many events of a batch touch is upserted once per batch: at 10,000 events
+# (vs 5,000) PostgreSQL alone stored ~15-25 % more events/s with 1,000 live users.
+MAX_BATCH = 10_000
 PREPARE_CHUNK = 250  # events decoded between two turns of the event loop (a few ms of CPU)
 POLL_TIMEOUT_MS = 500
 STOP_GRACE_S = 15.0
