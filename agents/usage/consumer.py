@@ -60,6 +60,8 @@ SINK = "postgres.usage"
 # A rollup row that many events of a batch touch is upserted once per batch: at 10,000 events
 # (vs 5,000) PostgreSQL alone stored ~15-25 % more events/s with 1,000 live users.
 MAX_BATCH = 10_000
+# A full garbage collection after this many generation-1 collections (Python's default: 10).
+FULL_COLLECTION_EVERY = 100
 PREPARE_CHUNK = 250  # events decoded between two turns of the event loop (a few ms of CPU)
 POLL_TIMEOUT_MS = 500
 STOP_GRACE_S = 15.0
@@ -188,10 +190,15 @@ class UsageBatchConsumer(mode.Service):
         self._lag = LagSampler(self._offsets, [USAGE_EVENTS.name])
 
     async def on_started(self) -> None:
-        # Every object alive once the worker is up (modules, the app, its clients) lives as
-        # long as the process; frozen, a full collection no longer walks them each time the
-        # batches' garbage triggers one (measured here: ~90 ms each, one every ~2 batches).
+        # The collector, not the work, was a fifth of this worker's CPU. Every object alive
+        # once the worker is up (modules, the app, its clients) lives as long as the process:
+        # frozen, a full collection no longer walks them (~90 ms each before). And a full
+        # collection, triggered every ~2 batches by the batches' own objects, walked the
+        # batches in flight (~75 ms each at 10,000 events): ten times rarer now. Measured on
+        # 100,000 events: 1.5 s in the collector before, ~0.3 s after.
         gc.freeze()
+        gen0, gen1, _ = gc.get_threshold()
+        gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
         self._consuming = self.add_future(self._consume())
 
     async def on_stop(self) -> None:
