@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 AGENT = "usage"  # the `agent` label of this flow's metrics
 SINK = "postgres.usage"
 # A rollup row that many events of a batch touch is upserted once per batch: at 10,000 events
-# (vs 5,000) PostgreSQL alone stored ~15-25 % more events/s with 1,000 live users.
+# (vs 5,000) PostgreSQL alone stored ~10-15 % more events/s with 1,000 live users.
 MAX_BATCH = 10_000
 # A full garbage collection after this many generation-1 collections (Python's default: 10).
 FULL_COLLECTION_EVERY = 100
