@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import faust
 
+from scribe.metrics import ASSIGNED_PARTITIONS
 from scribe.resources import Resources
 from scribe.settings import ResolvedSettings, faust_broker_url
+from topics.catalog import TOPICS
 
 
 def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
@@ -27,6 +30,7 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         "autodiscover": False,
         "broker_commit_interval": 1.0,
         "datadir": str(base.state_dir / "worker" / base.app_id),
+        "processing_guarantee": base.processing_guarantee,
     }
     if base.fast_rebalance:
         # A single-process broker answers at once; Kafka's defaults would hold every worker
@@ -39,6 +43,14 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
     return config
 
 
+def count_assignment(assigned: Any) -> None:
+    """Per pipeline topic, how many partitions this worker holds: how evenly a group of
+    workers shares the load shows on every worker's /metrics."""
+    held = Counter(tp.topic for tp in assigned)
+    for spec in TOPICS:
+        ASSIGNED_PARTITIONS.labels(topic=spec.name).set(held[spec.name])
+
+
 def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     from agents import register_all
     from scribe.web import register_pages
@@ -49,6 +61,10 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     resources = Resources(app, settings)
     register_all(app, resources)
     register_pages(app, resources)
+
+    @app.on_partitions_assigned.connect
+    async def _count_assignment(sender: Any, /, assigned: Any, **kwargs: Any) -> None:
+        count_assignment(assigned)
 
     @app.on_before_shutdown.connect
     async def _close_resources(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

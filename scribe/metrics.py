@@ -3,7 +3,7 @@ agent, sink and reason kind, never a user or world id."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_IN = Counter(
     "scribe_messages_in_total", "Messages consumed from an input topic", ["topic"]
@@ -40,4 +40,9 @@ GATEWAY_SECONDS = Histogram(
     "Time from request to answer, including the broker's acknowledgement",
     ["topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "scribe_assigned_partitions",
+    "Partitions of a pipeline topic assigned to this worker after the last rebalance",
+    ["topic"],
 )

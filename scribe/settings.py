@@ -61,6 +61,10 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
 
 
+# `exactly_once` needs Kafka transactions: Apache Kafka has them, the embedded Tansu does not.
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+
+
 def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     raw = os.environ.get(name) or default
     if raw not in choices:
@@ -84,6 +88,7 @@ class Settings:
     fast_rebalance: bool = False
     producer_idempotence: str = "auto"
     producer_linger_ms: int = 5
+    processing_guarantee: str = "at_least_once"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -112,6 +117,9 @@ class Settings:
                 "SCRIBE_PRODUCER_IDEMPOTENCE", ("auto", "on", "off"), "auto"
             ),
             producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 5),
+            processing_guarantee=_choice(
+                "SCRIBE_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES, "at_least_once"
+            ),
         )
 
     def require(self) -> ResolvedSettings:

@@ -28,11 +28,17 @@ SERVICE_VARS = ("SCRIBE_KAFKA_URL", "SCRIBE_DATABASE_URL", "SCRIBE_REDIS_URL")
 @contextmanager
 def services_for_tests(state_dir: Path) -> Iterator[dict[str, str]]:
     """The services named by SCRIBE_*_URL when all are set; else an embedded stack in
-    `state_dir`, stopped afterwards (also when the tests fail)."""
+    `state_dir`, stopped afterwards (also when the tests fail). With only SCRIBE_KAFKA_URL set
+    (the engine tests on Apache Kafka), the embedded stack brings PostgreSQL and Redis."""
     if all(os.environ.get(name) for name in SERVICE_VARS):
         yield {name: os.environ[name] for name in SERVICE_VARS} | {
             "SCRIBE_FAST_REBALANCE": os.environ.get("SCRIBE_FAST_REBALANCE", "")
         }
+        return
+    kafka_url = os.environ.get("SCRIBE_KAFKA_URL")
+    if kafka_url:
+        with LocalStack(state_dir, broker=None).running() as env:
+            yield env | {"SCRIBE_KAFKA_URL": kafka_url}
         return
     with LocalStack(state_dir).running() as env:
         yield env
@@ -40,13 +46,15 @@ def services_for_tests(state_dir: Path) -> Iterator[dict[str, str]]:
 
 @dataclass
 class WorkerProcess:
-    """`scribe worker` as a child process, the way production runs it."""
+    """`scribe worker` as a child process, the way production runs it. `command` (the
+    arguments after `python`) may name another Faust app's worker, e.g. a test's probe."""
 
     env: dict[str, str]
     state_dir: Path
     app_id: str
     web_port: int
     process: subprocess.Popen[bytes] | None = None
+    command: tuple[str, ...] = ("-m", "scribe", "worker")
 
     @property
     def log_path(self) -> Path:
@@ -67,7 +75,7 @@ class WorkerProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "scribe", "worker"],
+                [sys.executable, *self.command],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

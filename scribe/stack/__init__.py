@@ -2,6 +2,8 @@
 
 `up` starts what is not already running and records each process in `<root>/stack.json`;
 `down` stops exactly the processes recorded there. Test fixtures use the same class.
+The broker is Tansu by default, or one Apache Kafka node (`broker="apache"`), or none when Kafka
+runs elsewhere (`broker=None`: the engine tests use PostgreSQL and Redis from here).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from pathlib import Path
 
 from scribe.settings import Settings
 from scribe.stack.processes import ProcessRecord, StackError, free_port, port_is_free
-from scribe.stack.services import Postgres, Redis, Service, TansuBroker
+from scribe.stack.services import ApacheKafkaBroker, Postgres, Redis, Service, TansuBroker
 
-__all__ = ["LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
+__all__ = ["BROKERS", "LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
 
 STATE_FILE = "stack.json"
+BROKERS = ("tansu", "apache")
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,28 @@ class _Entry:
 
 
 class LocalStack:
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, broker: str | None = "tansu", kafka_jars: Path | None = None
+    ) -> None:
+        """`kafka_jars`: where the Apache Kafka jars are cached (default `<root>/kafka`)."""
         self.root = root.resolve()
+        self.broker = broker
         self.started: list[str] = []
-        self.services: list[Service] = [
-            TansuBroker(self.root),
-            Postgres(self.root),
-            Redis(self.root),
-        ]
+        brokers: list[Service] = []
+        if broker == "tansu":
+            brokers = [TansuBroker(self.root)]
+        elif broker == "apache":
+            brokers = [ApacheKafkaBroker(self.root, kafka_jars)]
+        elif broker is not None:
+            raise StackError(f"unknown broker {broker!r}; choose one of {', '.join(BROKERS)}")
+        self.services = [*brokers, Postgres(self.root), Redis(self.root)]
+
+    @classmethod
+    def at(cls, root: Path) -> LocalStack:
+        """The stack recorded under `root`, with the broker it was started with (Tansu when
+        nothing is recorded)."""
+        recorded = cls(root)._load()
+        return cls(root, broker="apache" if ApacheKafkaBroker.name in recorded else "tansu")
 
     @property
     def _state_path(self) -> Path:
@@ -76,6 +93,13 @@ class LocalStack:
         self.root.mkdir(parents=True, exist_ok=True)
         self.started = []
         state = self._load()
+        ours = {s.name for s in self.services}
+        other_broker = {TansuBroker.name, ApacheKafkaBroker.name} & set(state) - ours
+        if other_broker:
+            raise StackError(
+                f"the stack in {self.root} runs another broker ({other_broker.pop()}); "
+                "stop it first with `scribe stack down`"
+            )
         for service in self.services:
             entry = state.get(service.name)
             if entry is not None and entry.record.alive() and service.ready(entry.port):
@@ -98,7 +122,8 @@ class LocalStack:
     def environment(self) -> dict[str, str]:
         state = self._load()
         env = {s.env_var: state[s.name].url for s in self.services if s.name in state}
-        env["SCRIBE_FAST_REBALANCE"] = "1"
+        if self.broker == "tansu":
+            env["SCRIBE_FAST_REBALANCE"] = "1"
         return env
 
     def status(self) -> list[ServiceStatus]:
@@ -154,7 +179,7 @@ def settings_with_stack(settings: Settings) -> Settings:
     """Fill the service URLs that are not set from the running embedded stack, if any."""
     if settings.kafka_url and settings.database_url and settings.redis_url:
         return settings
-    stack = LocalStack(settings.state_dir)
+    stack = LocalStack.at(settings.state_dir)
     if not stack.is_running():
         return settings
     env = stack.environment()
@@ -163,5 +188,6 @@ def settings_with_stack(settings: Settings) -> Settings:
         kafka_url=settings.kafka_url or env["SCRIBE_KAFKA_URL"],
         database_url=settings.database_url or env["SCRIBE_DATABASE_URL"],
         redis_url=settings.redis_url or env["SCRIBE_REDIS_URL"],
-        fast_rebalance=settings.fast_rebalance or not settings.kafka_url,
+        fast_rebalance=settings.fast_rebalance
+        or (not settings.kafka_url and env.get("SCRIBE_FAST_REBALANCE") == "1"),
     )

