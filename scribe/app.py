@@ -63,8 +63,8 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     register_pages(app, resources)
 
     @app.on_partitions_assigned.connect
-    async def _count_assignment(sender: Any, /, assigned: Any, **kwargs: Any) -> None:
-        count_assignment(assigned)
+    async def _count_assignment(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        count_assignment(args[0])
 
     @app.on_before_shutdown.connect
     async def _close_resources(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
