@@ -1,0 +1,242 @@
+"""Scale-out on Apache Kafka: the same usage load through 1, 2 and 3 `scribe worker` processes
+in one consumer group, side by side, reported as events/s, the ratio to 1 worker, and how the
+partitions and the events were spread over the workers.
+
+    .venv/bin/python bench/scale_out.py [--events 60000] [--rounds 2] [--brokers 1]
+
+Kafka: SCRIBE_KAFKA_URL if set, else a fresh Apache Kafka cluster of --brokers nodes started
+here (the jars `scripts/kafka.sh` caches). PostgreSQL and Redis: the embedded stack. Each round
+starts a new group at the topic's current end, waits until every worker holds partitions, then
+publishes the load as fast as one producer can; events/s is the events over the time between the
+first and the last ledger write (PostgreSQL's `ingested_at`), so worker start-up is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from scribe.load import ledger_count, publish_usage, usage_events
+from scribe.settings import kafka_bootstrap_servers
+from scribe.stack import LocalStack
+from scribe.stack.apache_kafka import KafkaCluster, fetch
+from scribe.workers import WorkerProcess, new_worker
+from topics.admin import ensure_topics
+from topics.catalog import USAGE_EVENTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PARTITIONS = 6  # for topics created here: divisible by 1, 2 and 3 workers
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    workers: int
+    events: int
+    events_per_s: float
+    wall_s: float
+    partitions: list[int]
+    events_per_worker: list[int]
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def metric(worker: WorkerProcess, name: str) -> float:
+    body = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    prefix = f'{name}{{topic="{USAGE_EVENTS.name}"}} '
+    return sum(float(line[len(prefix) :]) for line in body.splitlines() if line.startswith(prefix))
+
+
+async def start_group_at_end(kafka_url: str, group: str, partitions: int) -> None:
+    """Commit the group's offsets at the topic's end, so the round reads only its own load."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap_servers(kafka_url),
+        group_id=group,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(USAGE_EVENTS.name, p) for p in range(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.commit(dict(ends.items()))
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_spread(workers: list[WorkerProcess], partitions: int) -> list[int]:
+    deadline = time.monotonic() + 120
+    spread: list[int] = []
+    while time.monotonic() < deadline:
+        spread = [int(metric(w, "scribe_assigned_partitions")) for w in workers]
+        if sum(spread) == partitions and all(spread):
+            return spread
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"partitions not shared within 120 s: {spread}")
+
+
+async def one_round(
+    env: dict[str, str], state_dir: Path, workers: int, events: int, partitions: int
+) -> RoundResult:
+    app_id = f"bench-scale-{uuid.uuid4().hex[:8]}"
+    kafka_url, database_url = env["SCRIBE_KAFKA_URL"], env["SCRIBE_DATABASE_URL"]
+    await start_group_at_end(kafka_url, app_id, partitions)
+    with ExitStack() as stack:
+        group = []
+        for _ in range(workers):
+            worker = new_worker(env, state_dir, app_id)
+            stack.callback(worker.stop)
+            group.append(worker.start())
+        spread = await wait_for_spread(group, partitions)
+        before = [metric(w, "scribe_messages_in_total") for w in group]
+
+        run_id = f"bench-{uuid.uuid4().hex[:8]}"
+        load = usage_events(run_id, events, users=500)
+        conn = await asyncpg.connect(database_url)
+        try:
+            started = time.monotonic()
+            await publish_usage(kafka_url, load, report=say)
+            next_report = time.monotonic() + 10
+            while (stored := await ledger_count(conn, run_id)) < events:
+                if time.monotonic() > started + 600:
+                    raise RuntimeError(f"only {stored} of {events} stored after 600 s")
+                if time.monotonic() >= next_report:
+                    next_report += 10
+                    say(f"  {workers} worker(s): {stored:,}/{events:,} stored")
+                await asyncio.sleep(0.25)
+            wall = time.monotonic() - started
+            window = await conn.fetchval(
+                "SELECT extract(epoch FROM max(ingested_at) - min(ingested_at)) "
+                "FROM usage_events WHERE starts_with(event_id, $1)",
+                f"{run_id}-",
+            )
+        finally:
+            await conn.close()
+        after = [metric(w, "scribe_messages_in_total") for w in group]
+    return RoundResult(
+        workers=workers,
+        events=events,
+        events_per_s=events / max(float(window), 1e-3),
+        wall_s=wall,
+        partitions=spread,
+        events_per_worker=[int(a - b) for a, b in zip(after, before, strict=True)],
+    )
+
+
+@contextmanager
+def kafka(brokers: int, state_dir: Path) -> Iterator[str]:
+    url = os.environ.get("SCRIBE_KAFKA_URL")
+    if url:
+        yield url
+        return
+    cluster = KafkaCluster(state_dir / "kafka", fetch(ROOT / ".scribe" / "kafka", report=say))
+    try:
+        yield cluster.up(brokers, report=say)
+    finally:
+        cluster.down(report=say, purge=True)
+
+
+async def usage_partitions(kafka_url: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap_servers(kafka_url))
+    await consumer.start()
+    try:
+        return len(await consumer.partitions_for_topic(USAGE_EVENTS.name) or ())
+    finally:
+        await consumer.stop()
+
+
+async def run(args: argparse.Namespace, env: dict[str, str], state_dir: Path) -> list[RoundResult]:
+    await ensure_topics(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"]), PARTITIONS, args.rf)
+    partitions = await usage_partitions(env["SCRIBE_KAFKA_URL"])
+    say(f"{USAGE_EVENTS.name} has {partitions} partitions")
+    results = []
+    for round_number in range(1, args.rounds + 1):
+        for workers in (1, 2, 3):
+            say(f"round {round_number}: {workers} worker(s), {args.events:,} events ...")
+            result = await one_round(env, state_dir, workers, args.events, partitions)
+            say(
+                f"  {result.events_per_s:,.0f} events/s; partitions {result.partitions}; "
+                f"events per worker {result.events_per_worker}"
+            )
+            results.append(result)
+    return results
+
+
+def report(results: list[RoundResult], args: argparse.Namespace, load_before: float) -> None:
+    by_workers = {n: [r for r in results if r.workers == n] for n in (1, 2, 3)}
+    baseline = statistics.median(r.events_per_s for r in by_workers[1])
+    print(
+        f"\nscale-out on Apache Kafka ({args.kafka}); {os.cpu_count()} cores; "
+        f"load average before: {load_before:.2f}; {args.events:,} usage events per run"
+    )
+    print(
+        f"{'workers':>7} {'events/s (median)':>18} {'vs 1':>6} {'runs':>24}  "
+        "partitions  events/worker"
+    )
+    for n, rounds in by_workers.items():
+        median = statistics.median(r.events_per_s for r in rounds)
+        runs = ", ".join(f"{r.events_per_s:,.0f}" for r in rounds)
+        last = rounds[-1]
+        print(
+            f"{n:>7} {median:>18,.0f} {median / baseline:>5.2f}x {runs:>24}  "
+            f"{last.partitions!s:<11} {last.events_per_worker}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--brokers", type=int, default=1, help="when no SCRIBE_KAFKA_URL")
+    args = parser.parse_args()
+    args.rf = (
+        min(3, args.brokers)
+        if not os.environ.get("SCRIBE_KAFKA_URL")
+        else int(os.environ.get("SCRIBE_TOPIC_REPLICATION", "1"))
+    )
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="scribe-bench-") as tmp:
+        state_dir = Path(tmp)
+        with (
+            kafka(args.brokers, state_dir) as kafka_url,
+            LocalStack(state_dir / "stack", broker=None).running(report=say) as stack_env,
+        ):
+            args.kafka = (
+                "SCRIBE_KAFKA_URL"
+                if os.environ.get("SCRIBE_KAFKA_URL")
+                else f"{args.brokers} broker(s)"
+            )
+            env = {
+                **stack_env,
+                "SCRIBE_KAFKA_URL": kafka_url,
+                "SCRIBE_TOPIC_PARTITIONS": str(PARTITIONS),
+                "SCRIBE_TOPIC_REPLICATION": str(args.rf),
+                "SCRIBE_FAST_REBALANCE": "1",
+            }
+            results = asyncio.run(run(args, env, state_dir / "workers"))
+    report(results, args, load_before)
+    out = ROOT / "bench" / "results" / f"scale_out-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    print(f"results: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
