@@ -30,6 +30,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from scribe.load import ledger_count, publish_usage, usage_events
 from scribe.settings import kafka_bootstrap_servers
@@ -154,12 +155,13 @@ def kafka(brokers: int, state_dir: Path) -> Iterator[str]:
 
 
 async def usage_partitions(kafka_url: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap_servers(kafka_url))
-    await consumer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers(kafka_url))
+    await admin.start()
     try:
-        return len(await consumer.partitions_for_topic(USAGE_EVENTS.name) or ())
+        (described,) = await admin.describe_topics([USAGE_EVENTS.name])
+        return len(described["partitions"])
     finally:
-        await consumer.stop()
+        await admin.close()
 
 
 async def run(args: argparse.Namespace, env: dict[str, str], state_dir: Path) -> list[RoundResult]:
