@@ -6,8 +6,6 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEMO_SECONDS ?= 60
 
-ENGINE_BROKERS ?= 3
-
 .PHONY: install demo test test-engine test-fast lint schemas stack-up stack-down clean
 
 $(INSTALLED): pyproject.toml
@@ -33,7 +31,7 @@ test: $(INSTALLED) lint
 ## is stopped and deleted, also when the tests fail.
 test-engine: $(INSTALLED)
 	SCRIBE_TOPIC_REPLICATION=3 SCRIBE_TOPIC_PARTITIONS=6 scripts/kafka.sh run \
-		--brokers $(ENGINE_BROKERS) --dir .scribe/kafka-engine -- \
+		--brokers 3 --dir .scribe/kafka-engine -- \
 		$(PY) -m pytest -m "engine or integration" --basetemp=.scribe/engine-tmp
 
 ## Unit tests only: no servers.

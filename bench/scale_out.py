@@ -26,9 +26,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -53,6 +55,8 @@ class RoundResult:
     wall_s: float
     partitions: list[int]
     events_per_worker: list[int]
+    worker_cpu_s_per_1k: float  # CPU seconds all workers spent per 1,000 events
+    machine_busy: float  # share of all cores busy (every process) while the load ran
 
 
 def say(line: str) -> None:
@@ -63,6 +67,19 @@ def metric(worker: WorkerProcess, name: str) -> float:
     body = httpx.get(f"{worker.url}/metrics", timeout=5).text
     prefix = f'{name}{{topic="{USAGE_EVENTS.name}"}} '
     return sum(float(line[len(prefix) :]) for line in body.splitlines() if line.startswith(prefix))
+
+
+def cpu_seconds(worker: WorkerProcess) -> float:
+    assert worker.process is not None
+    times = psutil.Process(worker.process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def machine_busy_since(before: Any) -> float:
+    after = psutil.cpu_times()
+    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+    total = sum(after) - sum(before)
+    return 1 - idle / total if total else 0.0
 
 
 async def start_group_at_end(kafka_url: str, group: str, partitions: int) -> None:
@@ -107,6 +124,8 @@ async def one_round(
             group.append(worker.start())
         spread = await wait_for_spread(group, partitions)
         before = [metric(w, "scribe_messages_in_total") for w in group]
+        cpu_before = sum(cpu_seconds(w) for w in group)
+        machine_before = psutil.cpu_times()
 
         run_id = f"bench-{uuid.uuid4().hex[:8]}"
         load = usage_events(run_id, events, users=500)
@@ -123,6 +142,8 @@ async def one_round(
                     say(f"  {workers} worker(s): {stored:,}/{events:,} stored")
                 await asyncio.sleep(0.25)
             wall = time.monotonic() - started
+            worker_cpu = sum(cpu_seconds(w) for w in group) - cpu_before
+            busy = machine_busy_since(machine_before)
             window = await conn.fetchval(
                 "SELECT extract(epoch FROM max(ingested_at) - min(ingested_at)) "
                 "FROM usage_events WHERE starts_with(event_id, $1)",
@@ -138,6 +159,8 @@ async def one_round(
         wall_s=wall,
         partitions=spread,
         events_per_worker=[int(a - b) for a, b in zip(after, before, strict=True)],
+        worker_cpu_s_per_1k=worker_cpu / events * 1000,
+        machine_busy=busy,
     )
 
 
@@ -189,16 +212,18 @@ def report(results: list[RoundResult], args: argparse.Namespace, load_before: fl
         f"load average before: {load_before:.2f}; {args.events:,} usage events per run"
     )
     print(
-        f"{'workers':>7} {'events/s (median)':>18} {'vs 1':>6} {'runs':>24}  "
-        "partitions  events/worker"
+        f"{'workers':>7} {'events/s (median)':>18} {'vs 1':>6} {'runs':>26}  "
+        f"{'worker CPU s/1k':>15} {'cores busy':>10}  partitions  events/worker"
     )
     for n, rounds in by_workers.items():
         median = statistics.median(r.events_per_s for r in rounds)
         runs = ", ".join(f"{r.events_per_s:,.0f}" for r in rounds)
+        cpu = statistics.median(r.worker_cpu_s_per_1k for r in rounds)
+        busy = statistics.median(r.machine_busy for r in rounds)
         last = rounds[-1]
         print(
-            f"{n:>7} {median:>18,.0f} {median / baseline:>5.2f}x {runs:>24}  "
-            f"{last.partitions!s:<11} {last.events_per_worker}"
+            f"{n:>7} {median:>18,.0f} {median / baseline:>5.2f}x {runs:>26}  "
+            f"{cpu:>15.3f} {busy:>10.0%}  {last.partitions!s:<11} {last.events_per_worker}"
         )
 
 

@@ -34,7 +34,8 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
     }
     if base.fast_rebalance:
         # A single-process broker answers at once; Kafka's defaults would hold every worker
-        # start for ~30 s waiting out the rebalance timeout (see ARCHITECTURE.md).
+        # start for ~30 s waiting out the rebalance timeout (see ARCHITECTURE.md). The engine
+        # tests set it on Apache Kafka too, so a SIGKILLed worker's partitions move after 10 s.
         config.update(
             broker_rebalance_timeout=5,
             broker_session_timeout=10,

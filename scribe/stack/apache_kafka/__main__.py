@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -117,10 +118,18 @@ def run(root: Path, cache: Path, brokers: int, heap: str, command: tuple[str, ..
     pointing at it, then stop and delete the cluster, also when COMMAND fails; exit with
     COMMAND's code."""
     cluster = _cluster(root, cache, heap)
+    # A CI runner or `kill` stops us with SIGTERM: exit through `finally`, stopping the cluster.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         cluster.down(report=_say, purge=True)
         cluster.up(brokers, report=_say)
-        code = subprocess.call(list(command), env={**os.environ, **_environment(cluster)})
+        child = subprocess.Popen(list(command), env={**os.environ, **_environment(cluster)})
+        try:
+            code = child.wait()
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                child.wait(60)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
