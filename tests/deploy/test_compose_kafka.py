@@ -16,15 +16,20 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+import scribe.gateway.config
 import scribe.metrics
 import scribe.settings
+from scribe.gateway.config import GatewaySettings
 from scribe.settings import Settings, kafka_bootstrap_servers
 from topics.admin import min_insync_replicas
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.kafka.yml"
 KAFKA_SERVICES = ("kafka-1", "kafka-2", "kafka-3")
-SERVICES = {*KAFKA_SERVICES, "postgres", "redis", "worker", "prometheus", "grafana"}
+SERVICES = {*KAFKA_SERVICES, "postgres", "redis", "worker", "gateway", "prometheus", "grafana"}
+PIPELINE = ("worker", "gateway")  # run the pipeline's own image, configured by SCRIBE_* settings
+# A value each required variable could have, in the form its reader expects.
+EXPORTED = {"SCRIBE_GATEWAY_TOKENS": "game:a-token-of-sixteen-chars:usage.events|world.events"}
 STATEFUL = {*KAFKA_SERVICES, "postgres", "redis", "prometheus", "grafana"}
 SAMPLE_SUFFIXES = {
     "counter": ("_total",),
@@ -41,7 +46,9 @@ def _compose() -> dict[str, Any]:
 
 def _substitute(value: str) -> str:
     """What `docker compose` would pass once the required variables are exported."""
-    return INTERPOLATION.sub(lambda m: f"value-of-{m.group(1).lower()}", value)
+    return INTERPOLATION.sub(
+        lambda m: EXPORTED.get(m.group(1), f"value-of-{m.group(1).lower()}"), value
+    )
 
 
 def _env(service: str) -> dict[str, str]:
@@ -50,14 +57,22 @@ def _env(service: str) -> dict[str, str]:
 
 
 def _setting_names() -> set[str]:
-    return set(re.findall(r'"(SCRIBE_[A-Z_]+)"', Path(scribe.settings.__file__).read_text()))
+    """Every SCRIBE_* variable the pipeline's and the gateway's settings read."""
+    sources = (scribe.settings.__file__, scribe.gateway.config.__file__)
+    return {
+        name for f in sources for name in re.findall(r'"(SCRIBE_[A-Z_]+)"', Path(f).read_text())
+    }
 
 
-def _worker_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+def _use_env(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in os.environ if n.startswith("SCRIBE_")]:
         monkeypatch.delenv(name)
-    for name, value in _env("worker").items():
+    for name, value in _env(service).items():
         monkeypatch.setenv(name, value)
+
+
+def _worker_settings(monkeypatch: pytest.MonkeyPatch, service: str = "worker") -> Settings:
+    _use_env(service, monkeypatch)
     return Settings.from_env()
 
 
@@ -101,21 +116,42 @@ def test_published_ports_bind_to_loopback_only() -> None:
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
 
 
-def test_worker_environment_is_made_of_real_settings_with_usable_values(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("service", PIPELINE)
+def test_pipeline_environment_is_made_of_real_settings_with_usable_values(
+    service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = _env("worker")
+    env = _env(service)
     unknown = set(env) - _setting_names()
-    assert not unknown, f"not settings of scribe/settings.py: {unknown}"
-    settings = _worker_settings(monkeypatch).require()  # raises on any unusable value
-    assert settings.base.web_host == "0.0.0.0"  # reachable by Prometheus from its container
-    assert settings.base.processing_guarantee in scribe.settings.PROCESSING_GUARANTEES
+    assert not unknown, f"{service}: not settings the pipeline reads: {unknown}"
+    _worker_settings(monkeypatch, service).require()  # raises on any unusable value
 
 
-def test_worker_reaches_every_broker_postgres_and_redis_where_they_listen(
-    monkeypatch: pytest.MonkeyPatch,
+def test_worker_serves_metrics_beyond_its_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _worker_settings(monkeypatch)
+    assert settings.web_host == "0.0.0.0"  # reachable by Prometheus from its container
+    assert settings.processing_guarantee in scribe.settings.PROCESSING_GUARANTEES
+
+
+def test_gateway_serves_its_clients_and_prometheus(monkeypatch: pytest.MonkeyPatch) -> None:
+    _use_env("gateway", monkeypatch)
+    config = GatewaySettings.from_env()
+    assert config.host == "0.0.0.0"
+    assert config.tokens.clients, "the gateway would refuse to start without a client token"
+    gateway = _compose()["services"]["gateway"]
+    assert gateway["command"] == ["scribe", "gateway"]
+    assert gateway["ports"] == [f"127.0.0.1:{config.port}:{config.port}"]
+    assert f":{config.port}/health" in " ".join(gateway["healthcheck"]["test"])
+    assert gateway["image"] == _compose()["services"]["worker"]["image"]
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert jobs["scribe-gateway"]["static_configs"] == [{"targets": [f"gateway:{config.port}"]}]
+
+
+@pytest.mark.parametrize("service", PIPELINE)
+def test_pipeline_reaches_every_broker_postgres_and_redis_where_they_listen(
+    service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = _worker_settings(monkeypatch).require()
+    settings = _worker_settings(monkeypatch, service).require()
     broker_port = _kafka_listener_port("PLAINTEXT")
     assert kafka_bootstrap_servers(settings.kafka_url) == [
         f"{name}:{broker_port}" for name in KAFKA_SERVICES
@@ -145,7 +181,7 @@ def test_worker_scales_and_prometheus_scrapes_every_replica(
     assert 'CMD ["scribe", "worker"]' in dockerfile
 
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    (job,) = prometheus["scrape_configs"]
+    job = {job["job_name"]: job for job in prometheus["scrape_configs"]}["scribe-worker"]
     assert job["metrics_path"] == "/metrics"
     (discovery,) = job["dns_sd_configs"]
     assert discovery == {**discovery, "names": ["worker"], "type": "A", "port": settings.web_port}
@@ -166,6 +202,7 @@ def test_kafka_is_a_three_node_kraft_quorum_with_the_pipelines_durability(
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
         assert len(base64.urlsafe_b64decode(env["CLUSTER_ID"] + "==")) == 16
     replication = _worker_settings(monkeypatch).topic_replication
+    assert _worker_settings(monkeypatch, "gateway").topic_replication == replication
     any_broker = envs["kafka-1"]
     assert replication == len(KAFKA_SERVICES)
     assert int(any_broker["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == replication
