@@ -6,9 +6,9 @@ partitions and the events were spread over the workers.
 
 Kafka: SCRIBE_KAFKA_URL if set, else a fresh Apache Kafka cluster of --brokers nodes started
 here (the jars `scripts/kafka.sh` caches). PostgreSQL and Redis: the embedded stack. Each round
-starts a new group at the topic's current end, waits until every worker holds partitions, then
-publishes the load as fast as one producer can; events/s is the events over the time between the
-first and the last ledger write (PostgreSQL's `ingested_at`), so worker start-up is not counted.
+publishes its load as a backlog for a new consumer group, then starts the workers together; from
+the moment every worker holds partitions, events/s is the events still to do over the time until
+the last ledger write (PostgreSQL's `ingested_at`): start-up and the producer are not counted.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ PARTITIONS = 6  # for topics created here: divisible by 1, 2 and 3 workers
 @dataclass(frozen=True)
 class RoundResult:
     workers: int
-    events: int
+    events: int  # processed once every worker held partitions: the events measured
     events_per_s: float
     wall_s: float
     partitions: list[int]
@@ -113,30 +113,39 @@ async def wait_for_spread(workers: list[WorkerProcess], partitions: int) -> list
 async def one_round(
     env: dict[str, str], state_dir: Path, workers: int, events: int, partitions: int
 ) -> RoundResult:
+    """The backlog first, then the workers, all started at once: events/s counts only what the
+    group processed once every worker held its partitions, so neither start-up nor the producer
+    takes a share of the time measured."""
     app_id = f"bench-scale-{uuid.uuid4().hex[:8]}"
     kafka_url, database_url = env["SCRIBE_KAFKA_URL"], env["SCRIBE_DATABASE_URL"]
     await start_group_at_end(kafka_url, app_id, partitions)
-    with ExitStack() as stack:
-        group = []
-        for _ in range(workers):
-            worker = new_worker(env, state_dir, app_id)
-            stack.callback(worker.stop)
-            group.append(worker.start())
-        spread = await wait_for_spread(group, partitions)
-        before = [metric(w, "scribe_messages_in_total") for w in group]
-        cpu_before = sum(cpu_seconds(w) for w in group)
-        machine_before = psutil.cpu_times()
-
-        run_id = f"bench-{uuid.uuid4().hex[:8]}"
-        load = usage_events(run_id, events, users=500)
-        conn = await asyncpg.connect(database_url)
-        try:
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    published = time.monotonic()
+    await publish_usage(kafka_url, usage_events(run_id, events, users=500), report=say)
+    say(f"  backlog of {events:,} events published in {time.monotonic() - published:.1f} s")
+    conn = await asyncpg.connect(database_url)
+    try:
+        with ExitStack() as stack:
+            group = [new_worker(env, state_dir, app_id) for _ in range(workers)]
+            for worker in group:
+                stack.callback(worker.stop)
+            await asyncio.gather(*(asyncio.to_thread(w.start) for w in group))
+            spread = await wait_for_spread(group, partitions)
+            measured_from = await conn.fetchval("SELECT clock_timestamp()")
+            stored_before = await ledger_count(conn, run_id)
+            if stored_before > events // 2:
+                raise RuntimeError(
+                    f"{stored_before:,} of {events:,} events were processed before all "
+                    f"{workers} workers held partitions; run with more --events"
+                )
+            before = [metric(w, "scribe_messages_in_total") for w in group]
+            cpu_before = sum(cpu_seconds(w) for w in group)
+            machine_before = psutil.cpu_times()
             started = time.monotonic()
-            await publish_usage(kafka_url, load, report=say)
-            next_report = time.monotonic() + 10
+            next_report = started + 10
             while (stored := await ledger_count(conn, run_id)) < events:
                 if time.monotonic() > started + 600:
-                    raise RuntimeError(f"only {stored} of {events} stored after 600 s")
+                    raise RuntimeError(f"only {stored:,} of {events:,} stored after 600 s")
                 if time.monotonic() >= next_report:
                     next_report += 10
                     say(f"  {workers} worker(s): {stored:,}/{events:,} stored")
@@ -144,22 +153,24 @@ async def one_round(
             wall = time.monotonic() - started
             worker_cpu = sum(cpu_seconds(w) for w in group) - cpu_before
             busy = machine_busy_since(machine_before)
-            window = await conn.fetchval(
-                "SELECT extract(epoch FROM max(ingested_at) - min(ingested_at)) "
-                "FROM usage_events WHERE starts_with(event_id, $1)",
-                f"{run_id}-",
-            )
-        finally:
-            await conn.close()
-        after = [metric(w, "scribe_messages_in_total") for w in group]
+            after = [metric(w, "scribe_messages_in_total") for w in group]
+        window = await conn.fetchval(
+            "SELECT extract(epoch FROM max(ingested_at) - $2::timestamptz) "
+            "FROM usage_events WHERE starts_with(event_id, $1)",
+            f"{run_id}-",
+            measured_from,
+        )
+    finally:
+        await conn.close()
+    measured = events - stored_before
     return RoundResult(
         workers=workers,
-        events=events,
-        events_per_s=events / max(float(window), 1e-3),
+        events=measured,
+        events_per_s=measured / max(float(window), 1e-3),
         wall_s=wall,
         partitions=spread,
         events_per_worker=[int(a - b) for a, b in zip(after, before, strict=True)],
-        worker_cpu_s_per_1k=worker_cpu / events * 1000,
+        worker_cpu_s_per_1k=worker_cpu / measured * 1000,
         machine_busy=busy,
     )
 
