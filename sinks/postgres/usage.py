@@ -21,6 +21,9 @@ RETRYABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    # Workers in one group upsert shared rollup rows (usage_hourly_by_model) at once: PostgreSQL
+    # may abort one transaction as a deadlock. It rolled back whole, so writing again is safe.
+    asyncpg.exceptions.TransactionRollbackError,
 )
 
 _WRITE_BATCH = """
