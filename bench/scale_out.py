@@ -56,7 +56,9 @@ class RoundResult:
     partitions: list[int]
     events_per_worker: list[int]
     worker_cpu_s_per_1k: float  # CPU seconds all workers spent per 1,000 events
+    service_cpu_s_per_1k: dict[str, float]  # the same for Kafka and PostgreSQL, when ours
     machine_busy: float  # share of all cores busy (every process) while the load ran
+    sink_retries: int  # ledger writes retried (e.g. a deadlock between workers)
 
 
 def say(line: str) -> None:
@@ -73,6 +75,26 @@ def cpu_seconds(worker: WorkerProcess) -> float:
     assert worker.process is not None
     times = psutil.Process(worker.process.pid).cpu_times()
     return float(times.user + times.system)
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU of these processes and their children (PostgreSQL's backends)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for proc in (root, *root.children(recursive=True)):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def sink_retries(worker: WorkerProcess) -> float:
+    body = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    prefix = 'scribe_sink_errors_total{sink="postgres.usage"} '
+    return sum(float(line[len(prefix) :]) for line in body.splitlines() if line.startswith(prefix))
 
 
 def machine_busy_since(before: Any) -> float:
@@ -111,7 +133,13 @@ async def wait_for_spread(workers: list[WorkerProcess], partitions: int) -> list
 
 
 async def one_round(
-    env: dict[str, str], state_dir: Path, workers: int, events: int, partitions: int
+    env: dict[str, str],
+    state_dir: Path,
+    workers: int,
+    events: int,
+    partitions: int,
+    *,
+    services: dict[str, list[int]],
 ) -> RoundResult:
     """The backlog first, then the workers, all started at once: events/s counts only what the
     group processed once every worker held its partitions, so neither start-up nor the producer
@@ -140,6 +168,7 @@ async def one_round(
                 )
             before = [metric(w, "scribe_messages_in_total") for w in group]
             cpu_before = sum(cpu_seconds(w) for w in group)
+            services_before = {name: tree_cpu_seconds(pids) for name, pids in services.items()}
             machine_before = psutil.cpu_times()
             started = time.monotonic()
             next_report = started + 10
@@ -152,6 +181,11 @@ async def one_round(
                 await asyncio.sleep(0.25)
             wall = time.monotonic() - started
             worker_cpu = sum(cpu_seconds(w) for w in group) - cpu_before
+            services_cpu = {
+                name: tree_cpu_seconds(pids) - services_before[name]
+                for name, pids in services.items()
+            }
+            retries = sum(sink_retries(w) for w in group)
             busy = machine_busy_since(machine_before)
             after = [metric(w, "scribe_messages_in_total") for w in group]
         window = await conn.fetchval(
@@ -171,19 +205,23 @@ async def one_round(
         partitions=spread,
         events_per_worker=[int(a - b) for a, b in zip(after, before, strict=True)],
         worker_cpu_s_per_1k=worker_cpu / measured * 1000,
+        service_cpu_s_per_1k={name: cpu / measured * 1000 for name, cpu in services_cpu.items()},
         machine_busy=busy,
+        sink_retries=int(retries),
     )
 
 
 @contextmanager
-def kafka(brokers: int, state_dir: Path) -> Iterator[str]:
+def kafka(brokers: int, state_dir: Path) -> Iterator[tuple[str, list[int]]]:
+    """Kafka's URL and, when it is started here, its processes."""
     url = os.environ.get("SCRIBE_KAFKA_URL")
     if url:
-        yield url
+        yield url, []
         return
     cluster = KafkaCluster(state_dir / "kafka", fetch(ROOT / ".scribe" / "kafka", report=say))
     try:
-        yield cluster.up(brokers, report=say)
+        url = cluster.up(brokers, report=say)
+        yield url, [node.pid for node in cluster.nodes()]
     finally:
         cluster.down(report=say, purge=True)
 
@@ -198,7 +236,12 @@ async def usage_partitions(kafka_url: str) -> int:
         await admin.close()
 
 
-async def run(args: argparse.Namespace, env: dict[str, str], state_dir: Path) -> list[RoundResult]:
+async def run(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    state_dir: Path,
+    services: dict[str, list[int]],
+) -> list[RoundResult]:
     await ensure_topics(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"]), PARTITIONS, args.rf)
     partitions = await usage_partitions(env["SCRIBE_KAFKA_URL"])
     say(f"{USAGE_EVENTS.name} has {partitions} partitions")
@@ -206,7 +249,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], state_dir: Path) ->
     for round_number in range(1, args.rounds + 1):
         for workers in (1, 2, 3):
             say(f"round {round_number}: {workers} worker(s), {args.events:,} events ...")
-            result = await one_round(env, state_dir, workers, args.events, partitions)
+            result = await one_round(
+                env, state_dir, workers, args.events, partitions, services=services
+            )
             say(
                 f"  {result.events_per_s:,.0f} events/s; partitions {result.partitions}; "
                 f"events per worker {result.events_per_worker}"
@@ -222,19 +267,26 @@ def report(results: list[RoundResult], args: argparse.Namespace, load_before: fl
         f"\nscale-out on Apache Kafka ({args.kafka}); {os.cpu_count()} cores; "
         f"load average before: {load_before:.2f}; {args.events:,} usage events per run"
     )
+    names = sorted(results[0].service_cpu_s_per_1k)
     print(
-        f"{'workers':>7} {'events/s (median)':>18} {'vs 1':>6} {'runs':>26}  "
-        f"{'worker CPU s/1k':>15} {'cores busy':>10}  partitions  events/worker"
+        f"{'workers':>7} {'events/s (median)':>18} {'vs 1':>6} {'runs':>22}  "
+        f"CPU s per 1k events: {'workers':>7} {' '.join(f'{n:>8}' for n in names)}  "
+        f"{'busy':>5} {'retries':>7}  partitions  events/worker"
     )
     for n, rounds in by_workers.items():
         median = statistics.median(r.events_per_s for r in rounds)
         runs = ", ".join(f"{r.events_per_s:,.0f}" for r in rounds)
         cpu = statistics.median(r.worker_cpu_s_per_1k for r in rounds)
+        services = " ".join(
+            f"{statistics.median(r.service_cpu_s_per_1k[s] for r in rounds):>8.3f}" for s in names
+        )
         busy = statistics.median(r.machine_busy for r in rounds)
+        retries = sum(r.sink_retries for r in rounds)
         last = rounds[-1]
         print(
-            f"{n:>7} {median:>18,.0f} {median / baseline:>5.2f}x {runs:>26}  "
-            f"{cpu:>15.3f} {busy:>10.0%}  {last.partitions!s:<11} {last.events_per_worker}"
+            f"{n:>7} {median:>18,.0f} {median / baseline:>5.2f}x {runs:>22}  "
+            f"{'':>20} {cpu:>7.3f} {services}  {busy:>5.0%} {retries:>7}  "
+            f"{last.partitions!s:<11} {last.events_per_worker}"
         )
 
 
@@ -252,10 +304,14 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="scribe-bench-") as tmp:
         state_dir = Path(tmp)
+        stack = LocalStack(state_dir / "stack", broker=None)
         with (
-            kafka(args.brokers, state_dir) as kafka_url,
-            LocalStack(state_dir / "stack", broker=None).running(report=say) as stack_env,
+            kafka(args.brokers, state_dir) as (kafka_url, kafka_pids),
+            stack.running(report=say) as stack_env,
         ):
+            services = {"postgres": [s.pid for s in stack.status() if s.name == "postgres"]}
+            if kafka_pids:
+                services["kafka"] = kafka_pids
             args.kafka = (
                 "SCRIBE_KAFKA_URL"
                 if os.environ.get("SCRIBE_KAFKA_URL")
@@ -268,7 +324,7 @@ def main() -> None:
                 "SCRIBE_TOPIC_REPLICATION": str(args.rf),
                 "SCRIBE_FAST_REBALANCE": "1",
             }
-            results = asyncio.run(run(args, env, state_dir / "workers"))
+            results = asyncio.run(run(args, env, state_dir / "workers", services))
     report(results, args, load_before)
     out = ROOT / "bench" / "results" / f"scale_out-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
