@@ -72,7 +72,7 @@ def stack_status() -> None:
         sys.exit(1)
     for status in statuses:
         state = "running" if status.running else "stopped"
-        click.echo(f"{status.name:<9} {state:<8} pid {status.pid:<8} {status.url}")
+        click.echo(f"{status.name:<12} {state:<8} pid {status.pid:<8} {status.url}")
     sys.exit(0 if all(s.running for s in statuses) else 1)
 
 
