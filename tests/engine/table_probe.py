@@ -19,7 +19,7 @@ import faust
 from scribe.app import faust_settings
 from scribe.settings import Settings
 
-TOPIC_VAR = "TABLE_PROBE_TOPIC"  # each test run its own input topic, read from its start
+TOPIC_VAR = "TABLE_PROBE_TOPIC"  # each test its own input topic, created before the probe starts
 
 
 def create_probe_app() -> faust.App:
@@ -34,7 +34,6 @@ def create_probe_app() -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.base.topic_partitions,
-        internal=True,
     )
     totals = app.Table("totals", default=int, partitions=settings.base.topic_partitions)
 
