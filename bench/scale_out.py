@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents.usage.consumer import usage_group_id
 from scribe.load import ledger_count, publish_usage, usage_events
 from scribe.settings import kafka_bootstrap_servers
 from scribe.stack import LocalStack
 from scribe.stack.apache_kafka import KafkaCluster, fetch
-from scribe.workers import WorkerProcess, new_worker
+from scribe.workers import WorkerProcess, group_assignment, new_worker
 from topics.admin import ensure_topics
 from topics.catalog import USAGE_EVENTS
 
@@ -65,12 +65,6 @@ def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def metric(worker: WorkerProcess, name: str) -> float:
-    body = httpx.get(f"{worker.url}/metrics", timeout=5).text
-    prefix = f'{name}{{topic="{USAGE_EVENTS.name}"}} '
-    return sum(float(line[len(prefix) :]) for line in body.splitlines() if line.startswith(prefix))
-
-
 def cpu_seconds(worker: WorkerProcess) -> float:
     assert worker.process is not None
     times = psutil.Process(worker.process.pid).cpu_times()
@@ -89,12 +83,6 @@ def tree_cpu_seconds(pids: list[int]) -> float:
         except psutil.NoSuchProcess:
             continue
     return total
-
-
-def sink_retries(worker: WorkerProcess) -> float:
-    body = httpx.get(f"{worker.url}/metrics", timeout=5).text
-    prefix = 'scribe_sink_errors_total{sink="postgres.usage"} '
-    return sum(float(line[len(prefix) :]) for line in body.splitlines() if line.startswith(prefix))
 
 
 def machine_busy_since(before: Any) -> float:
@@ -121,15 +109,20 @@ async def start_group_at_end(kafka_url: str, group: str, partitions: int) -> Non
         await consumer.stop()
 
 
-async def wait_for_spread(workers: list[WorkerProcess], partitions: int) -> list[int]:
+async def wait_for_spread(
+    kafka_url: str, group_id: str, workers: int, partitions: int
+) -> list[int]:
+    """Until the usage consumers of every worker are Stable and each holds partitions."""
     deadline = time.monotonic() + 120
-    spread: list[int] = []
+    seen = None
     while time.monotonic() < deadline:
-        spread = [int(metric(w, "scribe_assigned_partitions")) for w in workers]
-        if sum(spread) == partitions and all(spread):
-            return spread
+        seen = await group_assignment(kafka_url, group_id, USAGE_EVENTS.name)
+        spread = seen.partitions
+        stable = seen.state == "Stable" and len(spread) == workers and all(spread)
+        if stable and sum(spread) == partitions:
+            return sorted(spread, reverse=True)
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"partitions not shared within 120 s: {spread}")
+    raise RuntimeError(f"partitions not shared within 120 s: {seen}")
 
 
 async def one_round(
@@ -146,7 +139,7 @@ async def one_round(
     takes a share of the time measured."""
     app_id = f"bench-scale-{uuid.uuid4().hex[:8]}"
     kafka_url, database_url = env["SCRIBE_KAFKA_URL"], env["SCRIBE_DATABASE_URL"]
-    await start_group_at_end(kafka_url, app_id, partitions)
+    await start_group_at_end(kafka_url, usage_group_id(app_id), partitions)
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     published = time.monotonic()
     await publish_usage(kafka_url, usage_events(run_id, events, users=500), report=say)
@@ -158,7 +151,7 @@ async def one_round(
             for worker in group:
                 stack.callback(worker.stop)
             await asyncio.gather(*(asyncio.to_thread(w.start) for w in group))
-            spread = await wait_for_spread(group, partitions)
+            spread = await wait_for_spread(kafka_url, usage_group_id(app_id), workers, partitions)
             measured_from = await conn.fetchval("SELECT clock_timestamp()")
             stored_before = await ledger_count(conn, run_id)
             if stored_before > events // 2:
@@ -166,7 +159,7 @@ async def one_round(
                     f"{stored_before:,} of {events:,} events were processed before all "
                     f"{workers} workers held partitions; run with more --events"
                 )
-            before = [metric(w, "scribe_messages_in_total") for w in group]
+            before = [w.metric("scribe_usage_events_total") for w in group]
             cpu_before = sum(cpu_seconds(w) for w in group)
             services_before = {name: tree_cpu_seconds(pids) for name, pids in services.items()}
             machine_before = psutil.cpu_times()
@@ -185,9 +178,11 @@ async def one_round(
                 name: tree_cpu_seconds(pids) - services_before[name]
                 for name, pids in services.items()
             }
-            retries = sum(sink_retries(w) for w in group)
+            retries = sum(
+                w.metric("scribe_sink_retries_total", sink="postgres.usage") for w in group
+            )
             busy = machine_busy_since(machine_before)
-            after = [metric(w, "scribe_messages_in_total") for w in group]
+            after = [w.metric("scribe_usage_events_total") for w in group]
         window = await conn.fetchval(
             "SELECT extract(epoch FROM max(ingested_at) - $2::timestamptz) "
             "FROM usage_events WHERE starts_with(event_id, $1)",

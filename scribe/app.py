@@ -1,4 +1,5 @@
-"""The Faust app: one worker process runs every agent, serves /metrics and /health."""
+"""The Faust app: one worker process runs every agent and serves /metrics, /health, /ready and
+the live /dashboard."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "autodiscover": False,
         "broker_commit_interval": 1.0,
+        # Batch what agents produce for up to 5 ms, as Kafka's own producer does since 4.0:
+        # unbatched, the router's decide stage ran at half the rate on the embedded broker.
+        "producer_linger": 0.005,
         "datadir": str(base.state_dir / "worker" / base.app_id),
         "processing_guarantee": base.processing_guarantee,
     }
@@ -54,14 +58,18 @@ def count_assignment(assigned: Any) -> None:
 
 def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     from agents import register_all
-    from scribe.web import register_pages
+    from scribe import observability
 
     config = faust_settings(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)
+    if settings.base.fast_rebalance:
+        from scribe.stack.faust_on_tansu import use_short_fetch_wait
+
+        use_short_fetch_wait(app)
     resources = Resources(app, settings)
     register_all(app, resources)
-    register_pages(app, resources)
+    observability.register(app, resources)
 
     @app.on_partitions_assigned.connect
     async def _count_assignment(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from scribe.metrics import DEAD_LETTERS
+from scribe.metrics import DEAD_LETTERS, MESSAGES_OUT, current_agent_name
 from topics.catalog import TopicSpec
 
 MAX_REASON_BYTES = 4096
@@ -52,7 +52,10 @@ class DeadLetters:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def send(self, spec: TopicSpec, origin: Origin, kind: str, reason: str) -> None:
+    async def send(
+        self, spec: TopicSpec, origin: Origin, kind: str, reason: str, agent: str | None = None
+    ) -> None:
+        """`agent` labels the counts; by default the Faust agent running the call."""
         headers = dead_letter_headers(kind, reason, origin.topic, origin.partition, origin.offset)
         await self.app.producer.send_and_wait(
             spec.dlq_name,
@@ -62,4 +65,6 @@ class DeadLetters:
             timestamp=None,
             headers=headers,
         )
-        DEAD_LETTERS.labels(topic=spec.name, kind=kind).inc()
+        agent = agent or current_agent_name()
+        DEAD_LETTERS.labels(topic=spec.name, agent=agent, kind=kind).inc()
+        MESSAGES_OUT.labels(topic=spec.dlq_name, agent=agent).inc()

@@ -30,7 +30,8 @@ def main() -> None:
 
 @main.group()
 def stack() -> None:
-    """The embedded local stack: Kafka protocol (Tansu), PostgreSQL and Redis on loopback."""
+    """The embedded local stack on loopback: Kafka protocol (Tansu), PostgreSQL, Redis and the
+    CDN purge simulator."""
 
 
 def _stack() -> LocalStack:
@@ -185,8 +186,13 @@ def demo(seconds: float) -> None:
     sys.exit(run_demo(seconds, Path.cwd()))
 
 
+# Each flow's commands, registered here (imported last: they use the above).
+from scribe.cli.budget import budget  # noqa: E402
+from scribe.cli.costs import costs  # noqa: E402
 from scribe.cli.gateway import gateway  # noqa: E402
 from scribe.cli.loadgen import loadgen  # noqa: E402
 
+main.add_command(budget)
+main.add_command(costs)
 main.add_command(gateway)
 main.add_command(loadgen)

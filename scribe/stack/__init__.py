@@ -17,7 +17,15 @@ from pathlib import Path
 
 from scribe.settings import Settings
 from scribe.stack.processes import ProcessRecord, StackError, free_port, port_is_free
-from scribe.stack.services import ApacheKafkaBroker, Postgres, Redis, Service, TansuBroker
+from scribe.stack.services import (
+    ApacheKafkaBroker,
+    CdnSimulator,
+    Postgres,
+    ProviderSimulator,
+    Redis,
+    Service,
+    TansuBroker,
+)
 
 __all__ = ["BROKERS", "LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
 
@@ -61,7 +69,13 @@ class LocalStack:
             brokers = [ApacheKafkaBroker(self.root, kafka_jars)]
         elif broker is not None:
             raise StackError(f"unknown broker {broker!r}; choose one of {', '.join(BROKERS)}")
-        self.services = [*brokers, Postgres(self.root), Redis(self.root)]
+        self.services = [
+            *brokers,
+            Postgres(self.root),
+            Redis(self.root),
+            CdnSimulator(self.root),
+            ProviderSimulator(self.root),
+        ]
 
     @classmethod
     def at(cls, root: Path) -> LocalStack:
@@ -122,6 +136,9 @@ class LocalStack:
     def environment(self) -> dict[str, str]:
         state = self._load()
         env = {s.env_var: state[s.name].url for s in self.services if s.name in state}
+        for service in self.services:
+            if service.name in state:
+                env.update(service.extra_env)
         if self.broker == "tansu":
             env["SCRIBE_FAST_REBALANCE"] = "1"
         return env
@@ -166,6 +183,22 @@ class LocalStack:
             self._state_path.unlink()
 
     @contextmanager
+    def stopped(self, name: str) -> Iterator[None]:
+        """Stop one running service for the duration of the block, then start it again on the
+        same port and record the new process (fault tests)."""
+        service = next(s for s in self.services if s.name == name)
+        entry = self._load()[name]
+        service.stop(entry.record, entry.port)
+        try:
+            yield
+        finally:
+            record = service.start(entry.port)
+            state = self._load()
+            state[name] = _Entry(record.pid, record.started_at, entry.port, entry.url)
+            self._save(state)
+            service.wait_ready(record, entry.port)
+
+    @contextmanager
     def running(self, report: Callable[[str], None] = lambda _: None) -> Iterator[dict[str, str]]:
         """Up for the duration of the block; afterwards, also on error or Ctrl-C, stop what
         this block started (a stack that was already running is left running)."""
@@ -188,6 +221,8 @@ def settings_with_stack(settings: Settings) -> Settings:
         kafka_url=settings.kafka_url or env["SCRIBE_KAFKA_URL"],
         database_url=settings.database_url or env["SCRIBE_DATABASE_URL"],
         redis_url=settings.redis_url or env["SCRIBE_REDIS_URL"],
+        cdn_url=settings.cdn_url or env.get("SCRIBE_CDN_URL"),
+        cdn_providers=settings.cdn_providers or env.get("SCRIBE_CDN_PROVIDERS"),
         fast_rebalance=settings.fast_rebalance
         or (not settings.kafka_url and env.get("SCRIBE_FAST_REBALANCE") == "1"),
     )

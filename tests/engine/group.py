@@ -12,8 +12,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import asyncpg
-import httpx
 
+from agents.usage.consumer import usage_group_id
 from scribe.load import (
     expected_daily,
     ledger_daily,
@@ -23,7 +23,7 @@ from scribe.load import (
     with_redeliveries,
 )
 from scribe.settings import Settings
-from scribe.workers import WorkerProcess, new_worker
+from scribe.workers import WorkerProcess, group_assignment, new_worker
 from topics.catalog import USAGE_EVENTS
 
 EVENTS = 12_000
@@ -59,25 +59,26 @@ class WorkerGroup:
         return "\n\n".join(f"== {w.log_path}\n{w.log_tail(30)}" for w in self.workers)
 
 
-def metric(worker: WorkerProcess, name: str, topic: str = USAGE_EVENTS.name) -> float:
-    """One sample of the worker's /metrics, for the topic; 0 when absent."""
-    body = httpx.get(f"{worker.url}/metrics", timeout=5).text
-    prefix = f'{name}{{topic="{topic}"}} '
-    return sum(float(line[len(prefix) :]) for line in body.splitlines() if line.startswith(prefix))
-
-
-async def wait_for_spread(workers: list[WorkerProcess], timeout: float = 90) -> list[int]:
-    """Until every worker holds some usage.events partitions and together they hold all;
-    returns how many each holds."""
+async def wait_for_spread(group: WorkerGroup, kafka_url: str, timeout: float = 90) -> list[int]:
+    """Until the group's usage consumers (one per worker, in their own consumer group) are
+    Stable, one per live worker, each holding some usage.events partitions and all together
+    holding every one; returns how many each holds."""
     total = Settings.from_env().topic_partitions
+    expected_members = len(group.alive())
     deadline = time.monotonic() + timeout
-    spread: list[int] = []
+    seen = None
     while time.monotonic() < deadline:
-        spread = [int(metric(w, "scribe_assigned_partitions")) for w in workers]
-        if sum(spread) == total and all(spread):
-            return spread
+        seen = await group_assignment(kafka_url, usage_group_id(group.app_id), USAGE_EVENTS.name)
+        spread = seen.partitions
+        if (
+            seen.state == "Stable"
+            and len(spread) == expected_members
+            and all(spread)
+            and sum(spread) == total
+        ):
+            return sorted(spread, reverse=True)
         await asyncio.sleep(0.5)
-    raise AssertionError(f"partitions not shared within {timeout:.0f} s: {spread} of {total}")
+    raise AssertionError(f"partitions not shared within {timeout:.0f} s: {seen} of {total}")
 
 
 async def stream_with_a_failure(

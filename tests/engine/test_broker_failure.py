@@ -24,8 +24,8 @@ async def test_processing_continues_and_nothing_is_lost_when_a_broker_is_killed(
     assert len(nodes) == 3, "the broker-failure test needs the 3-broker cluster"
     assert all(n.record.alive() for n in nodes)
     victim = nodes[-1].node_id
-    started = worker_group.start(2)
-    await wait_for_spread(started)
+    worker_group.start(2)
+    await wait_for_spread(worker_group, kafka_url)
     try:
         await stream_with_a_failure(
             worker_group, db, kafka_url, lambda: kafka_cluster.kill(victim), name="broker"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from tests.engine.group import WorkerGroup, metric, stream_with_a_failure, wait_for_spread
+from tests.engine.group import WorkerGroup, stream_with_a_failure, wait_for_spread
 
 pytestmark = pytest.mark.engine
 
@@ -17,12 +17,12 @@ async def test_workers_share_partitions_and_survivors_take_over_a_killed_one(
     workers: int, worker_group: WorkerGroup, db: asyncpg.Connection, kafka_url: str
 ) -> None:
     started = worker_group.start(workers)
-    print(f"partitions per worker: {await wait_for_spread(started)}")
+    print(f"partitions per worker: {await wait_for_spread(worker_group, kafka_url)}")
     victim = started[0]
     processed_before_kill: list[float] = []
 
     def kill_a_worker() -> None:
-        processed_before_kill.append(metric(victim, "scribe_messages_in_total"))
+        processed_before_kill.append(victim.metric("scribe_usage_events_total", outcome="counted"))
         victim.kill()
 
     await stream_with_a_failure(worker_group, db, kafka_url, kill_a_worker, name="scale")
@@ -30,4 +30,4 @@ async def test_workers_share_partitions_and_survivors_take_over_a_killed_one(
     assert processed_before_kill[0] > 0, "the killed worker had processed nothing"
     survivors = worker_group.alive()
     assert len(survivors) == workers - 1, worker_group.logs()
-    print(f"partitions per survivor: {await wait_for_spread(survivors)}")
+    print(f"partitions per survivor: {await wait_for_spread(worker_group, kafka_url)}")
