@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+from scribe.security import Security, SecuritySettingsError, mask_url
 
 
 class SettingsError(ValueError):
@@ -47,7 +50,7 @@ def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> str:
     scheme = urlsplit(url).scheme
     if scheme not in schemes:
         allowed = ", ".join(f"{s}://" for s in schemes)
-        raise SettingsError(f"{name}: {url!r} must start with one of {allowed}")
+        raise SettingsError(f"{name}: {mask_url(url)!r} must start with one of {allowed}")
     return url
 
 
@@ -162,6 +165,7 @@ class Settings:
     producer_idempotence: str = "auto"
     producer_linger_ms: int = 5
     processing_guarantee: str = "at_least_once"
+    security: Security = field(default_factory=Security)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -178,6 +182,10 @@ class Settings:
         cdn = env.get("SCRIBE_CDN_URL") or None
         if cdn:
             _check_url("SCRIBE_CDN_URL", cdn, ("http", "https"))
+        try:
+            security = Security.from_env(env)
+        except SecuritySettingsError as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             kafka_url=kafka,
             database_url=database,
@@ -199,6 +207,7 @@ class Settings:
             processing_guarantee=_choice(
                 "SCRIBE_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES, "at_least_once"
             ),
+            security=security,
         )
 
     def require(self) -> ResolvedSettings:
@@ -233,3 +242,13 @@ class ResolvedSettings:
     @property
     def bootstrap_servers(self) -> list[str]:
         return kafka_bootstrap_servers(self.kafka_url)
+
+    @property
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security options for every aiokafka client (producer, consumer, admin)."""
+        return self.base.security.kafka.aiokafka_kwargs()
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value configured, URL passwords included: for the log redactor."""
+        return self.base.security.secrets([self.kafka_url, self.database_url, self.redis_url])

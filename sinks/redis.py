@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -62,18 +63,20 @@ class RedisInvalidator:
         self._pop_and_unlink = client.register_script(POP_AND_UNLINK)
 
     @classmethod
-    async def connect(cls, url: str) -> RedisInvalidator:
-        """A cluster client when the server at `url` runs in cluster mode, else a plain one."""
-        probe = aioredis.from_url(url)
+    async def connect(cls, url: str, options: Mapping[str, Any] | None = None) -> RedisInvalidator:
+        """A cluster client when the server at `url` runs in cluster mode, else a plain one.
+        `options`: password and TLS (`RedisSecurity.redis_kwargs`)."""
+        options = options or {}
+        probe = aioredis.from_url(url, **options)
         try:
             info = await probe.info("cluster")
         finally:
             await probe.aclose()
         if info.get("cluster_enabled") == 1:
-            cluster = RedisCluster.from_url(url)
+            cluster = RedisCluster.from_url(url, **options)
             await cluster.initialize()  # learns the primaries, which `_scan` walks
             return cls(cluster)
-        return cls(aioredis.from_url(url))
+        return cls(aioredis.from_url(url, **options))
 
     async def close(self) -> None:
         await self.client.aclose()

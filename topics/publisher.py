@@ -97,8 +97,12 @@ class Publisher:
         idempotence: Idempotence | str = Idempotence.AUTO,
         linger_ms: int = DEFAULT_LINGER_MS,
         request_timeout_ms: int = 30_000,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.client_options = (
+            client_options or {}
+        )  # security: ResolvedSettings.kafka_client_options
         self.idempotence = Idempotence(idempotence)
         self.linger_ms = linger_ms
         self.request_timeout_ms = request_timeout_ms
@@ -113,6 +117,7 @@ class Publisher:
             linger_ms=self.linger_ms,
             max_batch_size=MAX_BATCH_BYTES,
             request_timeout_ms=self.request_timeout_ms,
+            **self.client_options,
         )
 
     async def start(self) -> None:
@@ -260,6 +265,7 @@ def publisher_for(settings: ResolvedSettings) -> Publisher:
         settings.bootstrap_servers,
         idempotence=settings.base.producer_idempotence,
         linger_ms=settings.base.producer_linger_ms,
+        client_options=settings.kafka_client_options,
     )
 
 

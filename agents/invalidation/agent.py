@@ -59,7 +59,11 @@ def register(app: faust.App, resources: Resources) -> None:
 
         async def _run(self) -> None:
             redis = await until_written(
-                "redis", RedisInvalidator.connect, settings.redis_url, retryable=RETRYABLE
+                "redis",
+                RedisInvalidator.connect,
+                settings.redis_url,
+                settings.base.security.redis.redis_kwargs(settings.redis_url),
+                retryable=RETRYABLE,
             )
             cdn = CdnPurger(cdn_settings) if cdn_settings is not None else None
             try:
@@ -70,6 +74,7 @@ def register(app: faust.App, resources: Resources) -> None:
                     delivery=Delivery(redis, cdn, resources.dead_letters),
                     dead_letters=resources.dead_letters,
                     fast_rebalance=settings.base.fast_rebalance,
+                    client_options=settings.kafka_client_options,
                 )
                 running.append(self.consumer)
                 await self.consumer.run()
@@ -96,6 +101,8 @@ def register(app: faust.App, resources: Resources) -> None:
         async for values in stream.take(500, within=0.2):
             events = []
             for value in values:
+                if value is None:  # a tombstone: nothing to warm (the world flow dead-letters it)
+                    continue
                 with contextlib.suppress(DecodeError):
                     events.append(decode(value, WorldEvent))
             for world_id in worlds_to_warm(events):

@@ -73,6 +73,7 @@ class InvalidationConsumer:
         delivery: Delivery,
         dead_letters: DeadLetters,
         fast_rebalance: bool,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.delivery = delivery
@@ -93,9 +94,10 @@ class InvalidationConsumer:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **timeouts,
+            **(client_options or {}),  # security settings
         )
         # Faust's lag sampler covers Faust's group only; this group reports its own.
-        self._offsets = GroupOffsets(bootstrap_servers, group_id)
+        self._offsets = GroupOffsets(bootstrap_servers, group_id, client_options)
         self._lag = LagSampler(self._offsets, [CACHE_INVALIDATIONS.name])
         self._coalescer = Coalescer(settings.window_seconds)
         self._committed: dict[TopicPartition, int] = {}

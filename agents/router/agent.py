@@ -180,7 +180,7 @@ def _upstreams(resources: Resources, settings: RouterSettings) -> dict[str, Upst
 async def _decoded(event: Any, spec: TopicSpec, model: type[Any], resources: Resources) -> Any:
     """The event's value as `model`, or None after dead-lettering it to ai.requests.dlq."""
     message = event.message
-    MESSAGES_IN.labels(topic=spec.name).inc()
+    MESSAGES_IN.labels(topic=spec.name, agent="router").inc()
     origin = Origin(spec.name, message.partition, message.offset, message.key, event.value)
     try:
         if origin.value is None:

@@ -59,7 +59,7 @@ class PrioritySplitter(Service):
                     continue
                 emits = []
                 for partition, records in batches.items():
-                    MESSAGES_IN.labels(topic=AI_REQUESTS.name).inc(len(records))
+                    MESSAGES_IN.labels(topic=AI_REQUESTS.name, agent="router").inc(len(records))
                     for record in records:
                         origin = Origin(
                             partition.topic,

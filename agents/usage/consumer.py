@@ -144,7 +144,12 @@ class UsageBatchConsumer(mode.Service):
 
     async def on_start(self) -> None:
         settings = self.resources.settings
-        self._pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+        self._pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=3,
+            **settings.base.security.postgres.asyncpg_kwargs(),
+        )
         self.ledger = UsageLedger(self.pool, self.usage.alert_thresholds_pct)
         self.budgets = BudgetStore(self.pool)
         await self._maintain_partitions()
@@ -162,10 +167,13 @@ class UsageBatchConsumer(mode.Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             **timeouts,
+            **settings.kafka_client_options,
         )
         await self.consumer.start()
         self._offsets = GroupOffsets(
-            settings.bootstrap_servers, usage_group_id(settings.base.app_id)
+            settings.bootstrap_servers,
+            usage_group_id(settings.base.app_id),
+            settings.kafka_client_options,
         )
         self._lag = LagSampler(self._offsets, [USAGE_EVENTS.name])
 

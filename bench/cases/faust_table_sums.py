@@ -2,8 +2,8 @@
 that keeps the same daily sums (requests, tokens, images, free-tier counts, exact cost) in a
 Faust Table, one table update per event.
 
-Run by `bench/usage_throughput.py` as a child process:
-    python bench/faust_table_sums.py APP_ID WEB_PORT EXPECTED_EVENTS RESULT_FILE
+Run by the `peer.faust_table` case (`bench/cases/usage.py`) as a child process:
+    python bench/cases/faust_table_sums.py APP_ID EXPECTED_EVENTS RESULT_FILE
 It writes `<events> <seconds from the first to the last event>` to RESULT_FILE once it has
 processed EXPECTED_EVENTS events, and keeps running until it is stopped.
 """
@@ -27,6 +27,7 @@ from schemas.model_catalog import load_catalog
 from scribe.app import faust_settings
 from scribe.settings import Settings
 from scribe.stack import settings_with_stack
+from scribe.stack.processes import free_port
 from topics.catalog import USAGE_EVENTS
 
 
@@ -78,8 +79,8 @@ def build_app(app_id: str, web_port: int, expected: int, result_file: Path) -> f
 
 
 def main() -> None:
-    app_id, web_port, expected, result_file = sys.argv[1:5]
-    app = build_app(app_id, int(web_port), int(expected), Path(result_file))
+    app_id, expected, result_file = sys.argv[1:4]
+    app = build_app(app_id, free_port(), int(expected), Path(result_file))
     worker = faust.Worker(app, loglevel="warning", quiet=True)
     sys.argv = sys.argv[:1]
     worker.execute_from_commandline()
