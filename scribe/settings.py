@@ -64,6 +64,10 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
 
 
+# `exactly_once` needs Kafka transactions: Apache Kafka has them, the embedded Tansu does not.
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+
+
 def _thresholds(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -160,6 +164,7 @@ class Settings:
     usage: UsageSettings = field(default_factory=UsageSettings)
     producer_idempotence: str = "auto"
     producer_linger_ms: int = 5
+    processing_guarantee: str = "at_least_once"
     security: Security = field(default_factory=Security)
 
     @classmethod
@@ -199,6 +204,9 @@ class Settings:
                 "SCRIBE_PRODUCER_IDEMPOTENCE", ("auto", "on", "off"), "auto"
             ),
             producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 5),
+            processing_guarantee=_choice(
+                "SCRIBE_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES, "at_least_once"
+            ),
             security=security,
         )
 
