@@ -12,7 +12,7 @@ import click
 
 from schemas import DecodeError, decode
 from schemas.events import Event
-from scribe.security import Redactor
+from scribe.security import Redactor, mask_url
 from scribe.settings import ResolvedSettings, Settings, SettingsError
 from scribe.stack import BROKERS, LocalStack, StackError, settings_with_stack
 
@@ -89,16 +89,23 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Apply the SQL migrations not yet applied."""
+    import asyncpg
+
     from sinks.postgres.migrate import migrate
 
     settings = resolved_settings()
-    applied = asyncio.run(
-        migrate(
-            settings.database_url,
-            report=click.echo,
-            connect_options=settings.base.security.postgres.asyncpg_kwargs(),
+    try:
+        applied = asyncio.run(
+            migrate(
+                settings.database_url,
+                report=click.echo,
+                connect_options=settings.base.security.postgres.asyncpg_kwargs(),
+            )
         )
-    )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        where = mask_url(settings.database_url)
+        reason = Redactor(settings.secrets).redact(f"{type(exc).__name__}: {exc}")
+        raise click.ClickException(f"PostgreSQL at {where}: {reason}") from None
     click.echo(f"{len(applied)} migration(s) applied; the schema is up to date")
 
 
