@@ -6,6 +6,7 @@ stack": the CLI then reads the URLs that `scribe stack up` recorded under `.scri
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,19 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"{name}: {raw!r} must be a finite number >= 0")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The pipeline's configuration; `from_env()` is the only constructor production uses."""
@@ -75,6 +89,12 @@ class Settings:
     topic_partitions: int = 4
     topic_replication: int = 1
     fast_rebalance: bool = False
+    # World simulation: seconds between ticks of an active world (0: no timer, ticks come
+    # only from `world.ticks`), seconds without player activity before a world goes idle,
+    # and the most ticks one world catches up per scheduling round.
+    world_tick_seconds: float = 1.0
+    world_idle_seconds: float = 300.0
+    world_catch_up_ticks: int = 20
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -99,6 +119,9 @@ class Settings:
             topic_partitions=_int("SCRIBE_TOPIC_PARTITIONS", 4),
             topic_replication=_int("SCRIBE_TOPIC_REPLICATION", 1),
             fast_rebalance=env.get("SCRIBE_FAST_REBALANCE", "") == "1",
+            world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
+            world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0),
+            world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
         )
 
     def require(self) -> ResolvedSettings:

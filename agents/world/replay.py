@@ -31,8 +31,11 @@ class LoggedInput:
     event: WorldEvent | None = None
 
 
-def rebuild(world_id: str, inputs: Iterable[LoggedInput]) -> WorldState:
-    state = WorldState(world_id)
+def rebuild(
+    world_id: str, inputs: Iterable[LoggedInput], start: WorldState | None = None
+) -> WorldState:
+    """Apply `inputs` in order to `start` (default: an empty world)."""
+    state = start if start is not None else WorldState(world_id)
     for logged in inputs:
         if logged.seq != state.version + 1:
             raise ReplayError(

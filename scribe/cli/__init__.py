@@ -174,3 +174,8 @@ def demo(seconds: float) -> None:
     from scribe.demo import run_demo
 
     sys.exit(run_demo(seconds, Path.cwd()))
+
+
+from scribe.cli.world import world as _world  # noqa: E402 (a flow's group, registered last)
+
+main.add_command(_world)
