@@ -1,5 +1,5 @@
-"""A world rebuilt from its stored log: what `scribe world replay` compares with the live
-state, and what a worker falls back to if a stored snapshot does not match its own hash."""
+"""A world rebuilt from its stored log: how a worker loads a world (its checkpoint plus the
+inputs logged after it), and what `scribe world replay` compares with the checkpoint."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ def logged_input(world_id: str, record: LogRecord) -> LoggedInput:
     return LoggedInput(record.seq, record.tick, event)
 
 
-async def rebuild_from_log(conn: Connection, world_id: str, up_to: int) -> WorldState:
-    """The world after its stored inputs 1..`up_to`, replayed from an empty world."""
-    state = WorldState(world_id)
-    async for chunk in logged_inputs(conn, world_id, up_to):
+async def rebuild_from_log(
+    conn: Connection, world_id: str, up_to: int, start: WorldState | None = None
+) -> WorldState:
+    """The world after its stored inputs up to `up_to`, replayed on `start` (a checkpoint)
+    or from an empty world."""
+    state = start if start is not None else WorldState(world_id)
+    async for chunk in logged_inputs(conn, world_id, up_to, after=state.version):
         state = rebuild(world_id, (logged_input(world_id, r) for r in chunk), start=state)
     return state

@@ -2,10 +2,11 @@
 
 Ownership follows the partitions of `world.events` and `world.ticks`: both are keyed by
 world_id with the same partition count, so Faust assigns partition p of both to one worker.
-A world is loaded from its `world_state` snapshot when its first message arrives, or (if it
-is still active) when its partition is assigned, and dropped when the partition is revoked.
-PostgreSQL, not a Faust changelog, is what a restarted worker recovers from: the embedded
-broker answers end offsets wrongly, so changelog recovery could not be trusted there.
+A world is loaded from PostgreSQL (its checkpoint plus the inputs logged after it) when its
+first message arrives, or (if it is still active) when its partition is assigned, and dropped
+when the partition is revoked. PostgreSQL, not a Faust changelog, is what a restarted worker
+recovers from: the embedded broker answers end offsets wrongly, so changelog recovery could
+not be trusted there.
 
 Every change to a world happens synchronously in memory (apply an event, step a tick) and
 appends its rows to one pending batch; `flush` writes that batch in one transaction (a group
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,12 +49,13 @@ from scribe.metrics import (
 )
 from sinks.postgres.world import (
     RETRYABLE,
+    Checkpoint,
     LogRow,
     MemoryRow,
-    Snapshot,
     StoredWorld,
     WorldBatch,
     WorldConflictError,
+    WorldHead,
     WorldStore,
 )
 from sinks.retry import until_written
@@ -69,6 +72,10 @@ MAX_TICK_JUMP = 1440
 ROUND_BUDGET = 2000
 # The timer yields to the event loop after this many ticks, so consumers and heartbeats run.
 YIELD_EVERY = 200
+# A world's state is checkpointed every 10-20 s (spread by world id, so worlds loaded together
+# do not checkpoint together); in between only its log head moves. Loading a world replays
+# the inputs logged after its checkpoint.
+CHECKPOINT_SECONDS = 10.0
 
 Publish = Callable[[list[CacheInvalidation]], Awaitable[None]]
 
@@ -92,11 +99,16 @@ def _at(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
+def checkpoint_interval(world_id: str) -> float:
+    return CHECKPOINT_SECONDS * (1 + (zlib.crc32(world_id.encode()) % 1000) / 1000)
+
+
 @dataclass
 class OwnedWorld:
     state: WorldState
     partition: int
-    stored: WorldState | None  # as last written to PostgreSQL; None: never written
+    stored: WorldState | None  # as of the last write to PostgreSQL; None: never written
+    checkpoint_due_at: float = 0.0  # 0: at the next write
 
 
 @dataclass
@@ -144,12 +156,15 @@ class WorldOwner:
         self._owned = set(partitions)
 
     async def revoked(self, partitions: set[int]) -> None:
-        """Write what is pending, then forget the worlds of partitions this worker lost."""
+        """Checkpoint and write the worlds of partitions this worker lost, then forget them."""
+        lost = [w for w, owned in self.worlds.items() if owned.partition in partitions]
+        for world_id in lost:
+            self.worlds[world_id].checkpoint_due_at = 0.0
+            self._pending.dirty[world_id] = None
         await self.flush()
         self._owned -= partitions
         self._unloaded -= partitions
-        lost = [w for w, owned in self.worlds.items() if owned.partition in partitions]
-        self._forget(lost)
+        self._forget(w for w, owned in self.worlds.items() if owned.partition in partitions)
 
     def _forget(self, world_ids: Iterable[str]) -> None:
         """Drop worlds from memory with their unwritten changes (a later owner re-derives
@@ -164,27 +179,35 @@ class WorldOwner:
         WORLDS_LOADED.set(len(self.worlds))
 
     async def _adopt(self, stored: StoredWorld, partition: int) -> None:
-        problem = None
+        """Take a stored world into memory: its checkpoint, then the inputs logged after it.
+        A checkpoint that does not read back to its own hash is ignored and the world is
+        replayed from its whole log; a log that does not replay (a ReplayError) stops the
+        caller rather than invent a state."""
+        checkpoint: WorldState | None = None
         try:
-            state = WorldState.from_dict(orjson.loads(stored.state_json))
-            if state_hash(state) != stored.state_hash:
-                problem = "does not match its hash"
+            checkpoint = WorldState.from_dict(orjson.loads(stored.state_json))
+            if state_hash(checkpoint) != stored.state_hash:
+                raise ValueError("it does not match its hash")
         except (KeyError, TypeError, ValueError) as exc:
-            problem = f"cannot be read ({type(exc).__name__}: {exc})"
-        if problem:
-            # The log is the truth; a ReplayError here means the log itself is broken, and
-            # the worker stops on it rather than invent a state.
             log.error(
-                "world %s: stored snapshot (version %d) %s; rebuilding it from the log",
+                "world %s: checkpoint (version %d) is unusable (%s: %s); replaying the log",
                 stored.world_id,
                 stored.version,
-                problem,
+                type(exc).__name__,
+                exc,
             )
+            checkpoint = None
+        if checkpoint is not None and checkpoint.version == stored.head_version:
+            state = checkpoint
+        else:
             async with self.store.pool.acquire() as conn:
-                state = await rebuild_from_log(conn, stored.world_id, stored.version)
+                state = await rebuild_from_log(
+                    conn, stored.world_id, stored.head_version, start=checkpoint
+                )
         if stored.world_id in self.worlds:
             return  # loaded by another path while this one waited
-        self.worlds[stored.world_id] = OwnedWorld(state, partition, state)
+        due = self.clock() + checkpoint_interval(stored.world_id)
+        self.worlds[stored.world_id] = OwnedWorld(state, partition, state, due)
         if self.schedule is not None and stored.active:
             now = self.clock()
             self.schedule.resume(
@@ -316,7 +339,9 @@ class WorldOwner:
                     await asyncio.sleep(0)
         for world_id in round_.went_idle:
             if world_id in self.worlds:
-                self._pending.dirty[world_id] = None  # store active = false
+                # Store active = false, with a checkpoint: the world may sleep a long time.
+                self.worlds[world_id].checkpoint_due_at = 0.0
+                self._pending.dirty[world_id] = None
         WORLD_TICK_BACKLOG.set(round_.backlog)
         WORLDS_TICKING.set(len(self.schedule))
         await self.flush()
@@ -394,20 +419,21 @@ class WorldOwner:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _snapshot(self, world: OwnedWorld) -> Snapshot:
+    def _head(self, world: OwnedWorld, now: float) -> WorldHead:
         state = world.state
         schedule = self.schedule
-        ticking = schedule is not None and state.world_id in schedule
-        return Snapshot(
+        checkpoint = None
+        if world.stored is None or now >= world.checkpoint_due_at:
+            checkpoint = Checkpoint(state.tick, canonical_json(state).decode(), state_hash(state))
+            world.checkpoint_due_at = now + checkpoint_interval(state.world_id)
+        return WorldHead(
             world_id=state.world_id,
             base_version=world.stored.version if world.stored is not None else 0,
-            version=state.version,
-            tick=state.tick,
-            state_json=canonical_json(state).decode(),
-            state_hash=state_hash(state),
-            active=ticking,
+            head_version=state.version,
+            active=schedule is not None and state.world_id in schedule,
             last_activity_at=_at(schedule.last_activity_at(state.world_id) if schedule else None),
             next_tick_at=_at(schedule.next_tick_at(state.world_id) if schedule else None),
+            checkpoint=checkpoint,
         )
 
     async def flush(self) -> None:
@@ -418,7 +444,8 @@ class WorldOwner:
                 return
             captured = {w: self.worlds[w].state for w in pending.dirty if w in self.worlds}
             batch = pending.batch
-            batch.snapshots = [self._snapshot(self.worlds[w]) for w in captured]
+            now = self.clock()
+            batch.heads = [self._head(self.worlds[w], now) for w in captured]
             while True:
                 try:
                     await until_written(

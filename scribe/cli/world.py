@@ -13,7 +13,7 @@ import orjson
 from agents.world.history import rebuild_from_log
 from agents.world.model import Clock, WorldState, canonical_json, state_hash
 from agents.world.replay import ReplayError, first_difference
-from sinks.postgres.world import StoredWorld, WorldStore
+from sinks.postgres.world import StoredWorld
 
 
 @click.group()
@@ -21,15 +21,25 @@ def world() -> None:
     """Persistent worlds: their state in PostgreSQL and their replayable event log."""
 
 
-async def _stored(database_url: str, world_id: str) -> StoredWorld:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+async def current_state(database_url: str, world_id: str) -> tuple[StoredWorld, WorldState]:
+    """A world as stored: its checkpoint with the inputs logged after it replayed on top."""
+    conn = await asyncpg.connect(database_url)
     try:
-        found = await WorldStore(pool).load([world_id])
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            row = await conn.fetchrow(
+                "SELECT world_id, version, tick, state::text AS state_json, state_hash, "
+                "head_version, active, last_activity_at, next_tick_at, updated_at "
+                "FROM world_state WHERE world_id = $1",
+                world_id,
+            )
+            if row is None:
+                raise click.ClickException(f"world {world_id!r} has no stored state")
+            stored = StoredWorld(**dict(row))
+            checkpoint = WorldState.from_dict(orjson.loads(stored.state_json))
+            state = await rebuild_from_log(conn, world_id, stored.head_version, start=checkpoint)
     finally:
-        await pool.close()
-    if not found:
-        raise click.ClickException(f"world {world_id!r} has no stored state")
-    return found[0]
+        await conn.close()
+    return stored, state
 
 
 def summary(state: WorldState) -> list[str]:
@@ -65,22 +75,25 @@ def summary(state: WorldState) -> list[str]:
 @world.command("show")
 @click.argument("world_id")
 def show(world_id: str) -> None:
-    """A readable summary of WORLD's stored state."""
+    """A readable summary of WORLD as stored (its last checkpoint and the log after it)."""
     from scribe.cli import resolved_settings
 
-    stored = asyncio.run(_stored(resolved_settings().database_url, world_id))
-    state = WorldState.from_dict(orjson.loads(stored.state_json))
+    stored, state = asyncio.run(current_state(resolved_settings().database_url, world_id))
     for line in summary(state):
         click.echo(line)
     status = "ticking" if stored.active else "idle"
-    click.echo(f"  {status}; stored {stored.updated_at:%Y-%m-%d %H:%M:%S} UTC")
-    click.echo(f"  state hash {stored.state_hash}")
+    click.echo(
+        f"  {status}; log head version {stored.head_version}, checkpoint at version "
+        f"{stored.version}; written {stored.updated_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    click.echo(f"  state hash {state_hash(state)}")
 
 
 @dataclass(frozen=True)
 class ReplayResult:
     world_id: str
-    version: int
+    version: int  # the checkpoint compared
+    head_version: int
     live_hash: str
     replayed_hash: str
     difference: str | None
@@ -91,31 +104,37 @@ class ReplayResult:
 
 
 async def replay_world(database_url: str, world_id: str) -> ReplayResult:
-    """Rebuild WORLD from its stored inputs up to the live snapshot's version and compare."""
+    """Rebuild WORLD from an empty world through its stored inputs up to its checkpoint (the
+    state the live worker computed and stored), compare the two, then check that the inputs
+    logged after the checkpoint replay too."""
     conn = await asyncpg.connect(database_url)
     try:
+        # One snapshot of the database: the log and world_state as of the same moment.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            # One snapshot of the database: the log and world_state as of the same moment.
             row = await conn.fetchrow(
-                "SELECT version, state::text AS state, state_hash FROM world_state "
-                "WHERE world_id = $1",
+                "SELECT version, head_version, state::text AS state, state_hash "
+                "FROM world_state WHERE world_id = $1",
                 world_id,
             )
             if row is None:
                 raise click.ClickException(f"world {world_id!r} has no stored state")
+            version, head, live_hash = row["version"], row["head_version"], row["state_hash"]
             try:
-                replayed = await rebuild_from_log(conn, world_id, row["version"])
+                replayed = await rebuild_from_log(conn, world_id, version)
+                tail = await rebuild_from_log(conn, world_id, head, start=replayed)
             except ReplayError as exc:
-                return ReplayResult(world_id, row["version"], row["state_hash"], "", str(exc))
+                return ReplayResult(world_id, version, head, live_hash, "", str(exc))
     finally:
         await conn.close()
-    live = orjson.loads(row["state"])
-    replayed_dict = orjson.loads(canonical_json(replayed))
-    difference = first_difference(live, replayed_dict)
+    difference = first_difference(
+        orjson.loads(row["state"]), orjson.loads(canonical_json(replayed))
+    )
     replayed_hash = state_hash(replayed)
-    if difference is None and replayed_hash != row["state_hash"]:
-        difference = f"state_hash: stored {row['state_hash']} != recomputed {replayed_hash}"
-    return ReplayResult(world_id, row["version"], row["state_hash"], replayed_hash, difference)
+    if difference is None and replayed_hash != live_hash:
+        difference = f"state_hash: stored {live_hash} != recomputed {replayed_hash}"
+    if difference is None and tail.version != head:
+        difference = f"the log after the checkpoint ends at version {tail.version}, not {head}"
+    return ReplayResult(world_id, version, head, live_hash, replayed_hash, difference)
 
 
 async def _stored_world_ids(database_url: str) -> list[str]:
@@ -147,7 +166,10 @@ def replay(world_ids: tuple[str, ...], every: bool) -> None:
     for world_id in dict.fromkeys(world_ids):
         result = asyncio.run(replay_world(database_url, world_id))
         if result.matches:
-            click.echo(f"match  {world_id} version {result.version} hash {result.live_hash}")
+            click.echo(
+                f"match  {world_id} version {result.version} hash {result.live_hash} "
+                f"(and {result.head_version - result.version} input(s) logged after it replay)"
+            )
         else:
             mismatches += 1
             click.echo(f"MISMATCH  {world_id} version {result.version}: {result.difference}")

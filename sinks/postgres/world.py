@@ -1,10 +1,11 @@
 """World persistence in PostgreSQL, the durable truth of every world.
 
 `write` stores one batch in one transaction: the log rows (`world_events`), the ids of the
-player events applied (`world_event_ids`), memories, and the latest snapshot of each world
-touched (`world_state`). Each snapshot names the version it was computed from; if the stored
-version is not that one, another writer got there first and the batch is refused with
-`WorldConflictError` naming the worlds, so two workers can never interleave one world's log.
+player events applied (`world_event_ids`), memories, and for each world touched its new log
+head (and, every few seconds, a checkpoint of its state) in `world_state`. Each head names
+the head it continues; if the stored head is another, another writer got there first and the
+batch is refused with `WorldConflictError` naming the worlds, so two workers can never
+interleave one world's log.
 """
 
 from __future__ import annotations
@@ -55,29 +56,39 @@ class MemoryRow:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    world_id: str
-    base_version: int  # the stored version this snapshot was computed from (0: none stored)
-    version: int
+class Checkpoint:
+    """A world's state at its new head, in canonical JSON, with its hash."""
+
     tick: int
     state_json: str
     state_hash: str
+
+
+@dataclass(frozen=True)
+class WorldHead:
+    """Where a world's log ends after a batch, its scheduling facts, and sometimes a
+    checkpoint of its state there (always for a world stored for the first time)."""
+
+    world_id: str
+    base_version: int  # the stored head this batch continues (0: a new world)
+    head_version: int
     active: bool
     last_activity_at: datetime | None
     next_tick_at: datetime | None
+    checkpoint: Checkpoint | None = None
 
 
 @dataclass
 class WorldBatch:
     rows: list[LogRow] = field(default_factory=list)
-    snapshots: list[Snapshot] = field(default_factory=list)
+    heads: list[WorldHead] = field(default_factory=list)
     memories: list[MemoryRow] = field(default_factory=list)
     event_ids: list[tuple[str, str, int]] = field(default_factory=list)
 
     def without(self, world_ids: set[str]) -> WorldBatch:
         return WorldBatch(
             [r for r in self.rows if r.world_id not in world_ids],
-            [s for s in self.snapshots if s.world_id not in world_ids],
+            [h for h in self.heads if h.world_id not in world_ids],
             [m for m in self.memories if m.world_id not in world_ids],
             [e for e in self.event_ids if e[0] not in world_ids],
         )
@@ -85,11 +96,14 @@ class WorldBatch:
 
 @dataclass(frozen=True)
 class StoredWorld:
+    """A world's checkpoint (`version`, `tick`, state) and the head of its log."""
+
     world_id: str
     version: int
     tick: int
     state_json: str
     state_hash: str
+    head_version: int
     active: bool
     last_activity_at: datetime | None
     next_tick_at: datetime | None
@@ -122,14 +136,14 @@ class WorldConflictError(RuntimeError):
 
 
 _STORED_COLUMNS = (
-    "world_id, version, tick, state::text AS state_json, state_hash, active, "
+    "world_id, version, tick, state::text AS state_json, state_hash, head_version, active, "
     "last_activity_at, next_tick_at, updated_at"
 )
 
-_UPSERT_STATE = """
-INSERT INTO world_state AS w (world_id, version, tick, state, state_hash, active,
+_UPSERT_CHECKPOINTS = """
+INSERT INTO world_state AS w (world_id, version, tick, state, state_hash, head_version, active,
                               last_activity_at, next_tick_at, updated_at)
-SELECT b.world_id, b.version, b.tick, b.state::jsonb, b.state_hash, b.active,
+SELECT b.world_id, b.version, b.tick, b.state::jsonb, b.state_hash, b.version, b.active,
        b.last_activity_at, b.next_tick_at, now()
 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::boolean[],
             $7::timestamptz[], $8::timestamptz[])
@@ -139,11 +153,24 @@ ON CONFLICT (world_id) DO UPDATE SET
     tick = EXCLUDED.tick,
     state = EXCLUDED.state,
     state_hash = EXCLUDED.state_hash,
+    head_version = EXCLUDED.head_version,
     active = EXCLUDED.active,
     last_activity_at = EXCLUDED.last_activity_at,
     next_tick_at = EXCLUDED.next_tick_at,
     updated_at = now()
 RETURNING world_id, (xmax = 0) AS inserted
+"""
+
+_MOVE_HEADS = """
+UPDATE world_state AS w SET
+    head_version = b.head_version,
+    active = b.active,
+    last_activity_at = b.last_activity_at,
+    next_tick_at = b.next_tick_at,
+    updated_at = now()
+FROM unnest($1::text[], $2::bigint[], $3::boolean[], $4::timestamptz[], $5::timestamptz[])
+     AS b(world_id, head_version, active, last_activity_at, next_tick_at)
+WHERE w.world_id = b.world_id
 """
 
 _INSERT_EVENTS = """
@@ -205,7 +232,7 @@ class WorldStore:
         async with self.pool.acquire() as conn:
             await self._ensure_partitions(conn, batch.rows)
             async with conn.transaction():
-                await self._write_snapshots(conn, batch.snapshots)
+                await self._write_heads(conn, batch.heads)
                 if batch.event_ids:
                     await conn.execute(
                         _INSERT_EVENT_IDS,
@@ -241,40 +268,55 @@ class WorldStore:
                         [m.occurred_at for m in mems],
                     )
 
-    async def _write_snapshots(self, conn: Connection, snapshots: Sequence[Snapshot]) -> None:
-        if not snapshots:
+    async def _write_heads(self, conn: Connection, heads: Sequence[WorldHead]) -> None:
+        if not heads:
             return
-        ids = [s.world_id for s in snapshots]
+        ids = [h.world_id for h in heads]
         if len(set(ids)) != len(ids):
-            raise ValueError("a batch holds one snapshot per world")
-        # Lock the stored rows, then check each snapshot was computed from the stored version.
+            raise ValueError("a batch holds one head per world")
+        # Lock the stored rows, then check each head continues the stored one.
         stored = {
-            row["world_id"]: row["version"]
+            row["world_id"]: row["head_version"]
             for row in await conn.fetch(
-                "SELECT world_id, version FROM world_state WHERE world_id = ANY($1::text[]) "
-                "ORDER BY world_id FOR UPDATE",
+                "SELECT world_id, head_version FROM world_state "
+                "WHERE world_id = ANY($1::text[]) ORDER BY world_id FOR UPDATE",
                 ids,
             )
         }
-        conflicts = {s.world_id for s in snapshots if stored.get(s.world_id, 0) != s.base_version}
+        conflicts = {h.world_id for h in heads if stored.get(h.world_id, 0) != h.base_version}
         if conflicts:
             raise WorldConflictError(conflicts)
-        written = await conn.fetch(
-            _UPSERT_STATE,
-            ids,
-            [s.version for s in snapshots],
-            [s.tick for s in snapshots],
-            [s.state_json for s in snapshots],
-            [s.state_hash for s in snapshots],
-            [s.active for s in snapshots],
-            [s.last_activity_at for s in snapshots],
-            [s.next_tick_at for s in snapshots],
-        )
-        # A world absent above but inserted by another writer meanwhile was updated, not
-        # inserted: that is a conflict too.
-        raced = {row["world_id"] for row in written if not row["inserted"]} - stored.keys()
-        if raced:
-            raise WorldConflictError(raced)
+        unseen = [h.world_id for h in heads if h.world_id not in stored and not h.checkpoint]
+        if unseen:
+            raise ValueError(f"a world's first write needs a checkpoint: {unseen[:5]}")
+        checkpoints = [(h, h.checkpoint) for h in heads if h.checkpoint is not None]
+        if checkpoints:
+            written = await conn.fetch(
+                _UPSERT_CHECKPOINTS,
+                [h.world_id for h, _ in checkpoints],
+                [h.head_version for h, _ in checkpoints],
+                [c.tick for _, c in checkpoints],
+                [c.state_json for _, c in checkpoints],
+                [c.state_hash for _, c in checkpoints],
+                [h.active for h, _ in checkpoints],
+                [h.last_activity_at for h, _ in checkpoints],
+                [h.next_tick_at for h, _ in checkpoints],
+            )
+            # A world absent above but inserted by another writer meanwhile was updated, not
+            # inserted: that is a conflict too.
+            raced = {row["world_id"] for row in written if not row["inserted"]} - stored.keys()
+            if raced:
+                raise WorldConflictError(raced)
+        moved = [h for h in heads if h.checkpoint is None]
+        if moved:
+            await conn.execute(
+                _MOVE_HEADS,
+                [h.world_id for h in moved],
+                [h.head_version for h in moved],
+                [h.active for h in moved],
+                [h.last_activity_at for h in moved],
+                [h.next_tick_at for h in moved],
+            )
 
     async def load(self, world_ids: Sequence[str]) -> list[StoredWorld]:
         rows = await self.pool.fetch(
@@ -302,10 +344,9 @@ class WorldStore:
 
 
 async def logged_inputs(
-    conn: Connection, world_id: str, up_to: int, chunk: int = 5000
+    conn: Connection, world_id: str, up_to: int, after: int = 0, chunk: int = 5000
 ) -> AsyncIterator[list[LogRecord]]:
-    """A world's stored inputs with seq <= `up_to`, in order, a chunk at a time."""
-    after = 0
+    """A world's stored inputs with `after` < seq <= `up_to`, in order, a chunk at a time."""
     while after < up_to:
         rows = await conn.fetch(
             "SELECT seq, source, tick, event_id, type, payload::text AS payload, occurred_at, "

@@ -2,8 +2,12 @@
 -- PostgreSQL is the durable truth: a worker rebuilds the worlds it owns from `world_state`,
 -- and `scribe world replay` rebuilds any world from `world_events` alone.
 
--- The latest snapshot of each world, written in the same transaction as the log rows that
--- produced it, so `version` is always the last `seq` in `world_events` for that world.
+-- One row per world: a checkpoint of its state (`version`, `tick`, `state`, `state_hash`:
+-- the world after its first `version` logged inputs) and the head of its log
+-- (`head_version`: the last `seq` written for it). Both move in the same transaction as the
+-- log rows; the checkpoint moves only every few seconds per world (a world is loaded as its
+-- checkpoint plus the inputs logged after it), the head with every batch, and a writer must
+-- name the head it started from, so two workers can never interleave one world's log.
 -- `active`, `last_activity_at` and `next_tick_at` are scheduling facts, not world state: they
 -- tell a restarted worker which worlds to keep ticking and from when.
 CREATE TABLE world_state (
@@ -12,10 +16,12 @@ CREATE TABLE world_state (
     tick bigint NOT NULL CHECK (tick >= 0),
     state jsonb NOT NULL,
     state_hash text NOT NULL CHECK (length(state_hash) = 64),
+    head_version bigint NOT NULL,
     active boolean NOT NULL DEFAULT true,
     last_activity_at timestamptz,
     next_tick_at timestamptz,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (head_version >= version)
 );
 CREATE INDEX world_state_active ON world_state (world_id) WHERE active;
 
@@ -33,7 +39,7 @@ CREATE TABLE world_events (
     producer_version bigint,
     payload jsonb NOT NULL,
     occurred_at timestamptz NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT now(),
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),  -- when this row was written
     PRIMARY KEY (world_id, seq, ordinal, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
 CREATE INDEX world_events_payload ON world_events USING gin (payload jsonb_path_ops);
