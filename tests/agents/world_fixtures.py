@@ -32,14 +32,15 @@ def applied(state: WorldState, event: WorldEvent) -> WorldState:
     return outcome.state
 
 
-def village(world_id: str = "w-test") -> WorldState:
-    return applied(
-        WorldState(world_id),
-        world_event(
-            world_id,
-            "world_loaded",
-            event_id=f"load-{world_id}",
-            template="village",
-            image_base_url=f"https://cdn.scribe.invalid/worlds/{world_id}",
-        ),
+def village_loaded(world_id: str) -> WorldEvent:
+    return world_event(
+        world_id,
+        "world_loaded",
+        event_id=f"load-{world_id}",
+        template="village",
+        image_base_url=f"https://cdn.scribe.invalid/worlds/{world_id}",
     )
+
+
+def village(world_id: str = "w-test") -> WorldState:
+    return applied(WorldState(world_id), village_loaded(world_id))

@@ -214,18 +214,20 @@ async def test_replay_matches_every_world_after_sigkill_mid_stream_and_restart(
             published += await publisher.publish_many(batch)
             await asyncio.sleep(0.05)
 
+    async def logged_after_checkpoint() -> int:
+        behind: int = await db.fetchval(
+            "SELECT count(*) FROM world_state WHERE world_id = ANY($1::text[]) "
+            "AND head_version > version",
+            worlds,
+        )
+        return behind
+
     stream = asyncio.create_task(player_stream(seconds=8))
-    await eventually(lambda: applied_ids(db, worlds), lambda n: n > 60, "events applied")
-    assert not stream.done()
+    # Kill once inputs are logged after the worlds' checkpoints, so the restarted worker must
+    # replay a log tail to load them.
+    await eventually(logged_after_checkpoint, lambda n: n > 0, "inputs after checkpoints")
     worker.kill()
     assert not stream.done(), "the kill did not land mid-stream"
-    # Inputs were logged after the worlds' checkpoints: the restarted worker must replay them.
-    behind = await db.fetchval(
-        "SELECT count(*) FROM world_state WHERE world_id = ANY($1::text[]) "
-        "AND head_version > version",
-        worlds,
-    )
-    assert behind > 0
     worker.log_path.rename(worker.log_path.with_suffix(f".killed-{marker}.log"))
     await asyncio.sleep(1)
     await asyncio.to_thread(worker.start)  # the stream keeps publishing meanwhile
