@@ -144,6 +144,17 @@ async def publish_players(
     return sent
 
 
+def histogram_mean(metrics: str, name: str, labels: str = "") -> float | None:
+    """Mean of a histogram over the worker's life, from its _sum and _count."""
+    values = {}
+    for kind in ("sum", "count"):
+        found = re.search(rf"^{name}_{kind}{re.escape(labels)} ([0-9.e+-]+)$", metrics, re.M)
+        if found is None:
+            return None
+        values[kind] = float(found.group(1))
+    return values["sum"] / values["count"] if values["count"] else None
+
+
 def histogram_p99(metrics: str) -> float | None:
     """p99 upper bound from the worker's `scribe_world_tick_lag_seconds` buckets (timer)."""
     buckets = []
@@ -214,6 +225,13 @@ async def measure(
         "tick_lag_p99_s": round(float(ticks["p99"] or 0), 3),
         "tick_lag_max_s": round(float(ticks["max"] or 0), 3),
         "worker_histogram_p99_upper_bound_s": histogram_p99(metrics),
+        "worker_mean_write_s": histogram_mean(metrics, "scribe_world_write_seconds"),
+        "worker_mean_rows_per_write": histogram_mean(
+            metrics, "scribe_sink_batch_size", '{sink="postgres.world"}'
+        ),
+        "worker_mean_timer_round_s": histogram_mean(
+            metrics, "scribe_processing_seconds", '{agent="world-timer"}'
+        ),
         "worker_cpu_utilization": round(cpu_s / window, 3),
         "worker_cpu_ms_per_tick": round(1000 * cpu_s / max(1, ticks["n"]), 3),
     }

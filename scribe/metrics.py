@@ -51,3 +51,8 @@ WORLD_CONFLICTS = Counter(
     "scribe_world_conflicts_total",
     "Worlds found written by another worker; this worker's unsaved changes were dropped",
 )
+WORLD_WRITE_SECONDS = Histogram(
+    "scribe_world_write_seconds",
+    "Time to write one batch of world changes to PostgreSQL (one transaction)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -32,7 +32,7 @@ def invalidations_for(
     old_npcs = before.npcs if before is not None else {}
     for npc_id in sorted(old_npcs.keys() | after.npcs.keys()):
         old, new = old_npcs.get(npc_id), after.npcs.get(npc_id)
-        if old is not None and new is not None and old.card() == new.card():
+        if old is not None and new is not None and old.same_card(new):
             continue
         changed_npcs.append(npc_id)
         urls.update(npc.image_url for npc in (old, new) if npc is not None and npc.image_url)

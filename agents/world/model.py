@@ -89,6 +89,11 @@ class Location:
             "image_url": self.image_url,
         }
 
+    def copy(self) -> Location:
+        return Location(
+            self.location_id, self.name, self.kind, self.capacity, dict(self.stock), self.image_url
+        )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Location:
         return cls(
@@ -136,6 +141,24 @@ class Npc:
             "image_url": self.image_url,
         }
 
+    def copy(self) -> Npc:
+        return Npc(
+            self.npc_id,
+            self.name,
+            self.location_id,
+            self.home_id,
+            self.work_id,
+            self.faction_id,
+            self.activity,
+            self.hunger,
+            self.energy,
+            self.wealth,
+            dict(self.inventory),
+            dict(self.relationships),
+            self.memories,
+            self.image_url,
+        )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Npc:
         return cls(
@@ -155,15 +178,16 @@ class Npc:
             image_url=data["image_url"],
         )
 
-    def card(self) -> tuple[Any, ...]:
-        """What a cached NPC card shows; needs drift every tick and are not cached."""
+    def same_card(self, other: Npc) -> bool:
+        """Whether a cached NPC card (name, place, faction, activity, image, relationships)
+        would show the same; needs drift every tick and are not cached."""
         return (
-            self.name,
-            self.location_id,
-            self.faction_id,
-            self.activity,
-            self.image_url,
-            tuple(sorted(self.relationships.items())),
+            self.name == other.name
+            and self.location_id == other.location_id
+            and self.faction_id == other.faction_id
+            and self.activity == other.activity
+            and self.image_url == other.image_url
+            and self.relationships == other.relationships
         )
 
 
@@ -183,6 +207,11 @@ class Faction:
             "reputation": self.reputation,
             "attitudes": dict(self.attitudes),
         }
+
+    def copy(self) -> Faction:
+        return Faction(
+            self.faction_id, self.name, self.treasury, self.reputation, dict(self.attitudes)
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faction:
@@ -212,6 +241,9 @@ class Item:
             "owner_id": self.owner_id,
         }
 
+    def copy(self) -> Item:
+        return Item(self.item_id, self.name, self.value, self.location_id, self.owner_id)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Item:
         return cls(
@@ -240,6 +272,9 @@ class Market:
 
     def to_dict(self) -> dict[str, Any]:
         return {"prices": dict(self.prices), "stock": dict(self.stock), "treasury": self.treasury}
+
+    def copy(self) -> Market:
+        return Market(dict(self.prices), dict(self.stock), self.treasury)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Market:
@@ -311,8 +346,25 @@ class WorldState:
         )
 
     def clone(self) -> WorldState:
-        """A deep copy, so `step` and `apply_event` never change the state they were given."""
-        return WorldState.from_dict(self.to_dict())
+        """A deep copy, so `step` and `apply_event` never change the state they were given.
+        Maps are copied in sorted order, as `from_dict` builds them."""
+        return WorldState(
+            self.world_id,
+            self.name,
+            self.version,
+            self.tick,
+            self.event_version,
+            self.loaded,
+            self.weather,
+            self.image_url,
+            {k: self.locations[k].copy() for k in sorted(self.locations)},
+            {k: self.npcs[k].copy() for k in sorted(self.npcs)},
+            {k: self.factions[k].copy() for k in sorted(self.factions)},
+            {k: self.items[k].copy() for k in sorted(self.items)},
+            self.market.copy(),
+            self.memories,
+            list(self.recent_event_ids),
+        )
 
     def image_urls(self) -> list[str]:
         """Every CDN URL this world's images live at, sorted."""

@@ -39,11 +39,13 @@ from agents.world.schedule import TickSchedule
 from agents.world.step import step
 from schemas.events import CacheInvalidation, WorldEvent, WorldTick
 from scribe.metrics import (
+    SINK_BATCH_SIZE,
     WORLD_CONFLICTS,
     WORLD_EVENTS,
     WORLD_TICK_BACKLOG,
     WORLD_TICK_LAG_SECONDS,
     WORLD_TICKS,
+    WORLD_WRITE_SECONDS,
     WORLDS_LOADED,
     WORLDS_TICKING,
 )
@@ -448,9 +450,11 @@ class WorldOwner:
             batch.heads = [self._head(self.worlds[w], now) for w in captured]
             while True:
                 try:
-                    await until_written(
-                        "postgres.world", self.store.write, batch, retryable=RETRYABLE
-                    )
+                    with WORLD_WRITE_SECONDS.time():
+                        await until_written(
+                            "postgres.world", self.store.write, batch, retryable=RETRYABLE
+                        )
+                    SINK_BATCH_SIZE.labels(sink="postgres.world").observe(len(batch.rows))
                     break
                 except WorldConflictError as conflict:
                     WORLD_CONFLICTS.inc(len(conflict.world_ids))

@@ -36,7 +36,11 @@ def _reverse_keys(value: Any) -> Any:
 
 def test_clone_is_independent() -> None:
     world = village()
+    for tick in range(1, 30):
+        world, _ = step(world, tick)
     copy = world.clone()
+    assert canonical_json(copy) == canonical_json(world)
+    assert copy == WorldState.from_dict(world.to_dict())
     copy.npcs["npc-1"].inventory["grain"] = 99
     copy.market.prices["grain"] = 77
     assert "grain" not in world.npcs["npc-1"].inventory
