@@ -62,7 +62,7 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
 
 
-def _float(name: str, default: float) -> float:
+def _float(name: str, default: float, positive: bool = False) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -70,8 +70,9 @@ def _float(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}: {raw!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise SettingsError(f"{name}: {raw!r} must be a finite number >= 0")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise SettingsError(f"{name}: {raw!r} must be a finite number {bound}")
     return value
 
 
@@ -120,7 +121,7 @@ class Settings:
             topic_replication=_int("SCRIBE_TOPIC_REPLICATION", 1),
             fast_rebalance=env.get("SCRIBE_FAST_REBALANCE", "") == "1",
             world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
-            world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0),
+            world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),
             world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
         )
 
