@@ -466,7 +466,7 @@ class WorldOwner:
                 except Exception:
                     # Not retryable and not understood: memory is now ahead of PostgreSQL for
                     # these worlds, and writing later changes would leave a gap in their log.
-                    # Forget them (they reload from their snapshots) and let the caller fail.
+                    # Forget them (they reload from PostgreSQL) and let the caller fail.
                     lost = set(captured) | {r.world_id for r in batch.rows}
                     log.exception("world batch write failed; forgetting %d world(s)", len(lost))
                     self._forget(lost)
