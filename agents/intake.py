@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from schemas import DecodeError, decode
 from schemas.events import Event
-from scribe.metrics import MESSAGES_IN
+from scribe.metrics import MESSAGES_IN, current_agent_name
 from topics.catalog import TopicSpec
 from topics.dlq import DeadLetters, Origin
 
@@ -38,9 +38,10 @@ async def decoded_batches(
 ) -> AsyncIterator[list[Received[E]]]:
     """Batches of valid events, in partition order. Faust acks a batch's messages when the
     agent asks for the next batch, so the caller must finish writing before it loops."""
+    messages_in = MESSAGES_IN.labels(topic=spec.name, agent=current_agent_name())
     async for faust_events in stream.take_events(max_batch, within=within):
         batch: list[Received[E]] = []
-        MESSAGES_IN.labels(topic=spec.name).inc(len(faust_events))
+        messages_in.inc(len(faust_events))
         for faust_event in faust_events:
             message = faust_event.message
             origin = Origin(

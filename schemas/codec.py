@@ -35,11 +35,11 @@ def describe(error: ValidationError, limit: int = 5) -> list[str]:
     return lines
 
 
-def parse_json(raw: bytes | str) -> Any:
+def parse_json(raw: bytes | str, limit: int = MAX_MESSAGE_BYTES) -> Any:
     """Parse JSON with exact decimals; NaN and Infinity are not JSON and are refused."""
     data = raw.encode() if isinstance(raw, str) else raw
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise DecodeError("size", f"message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    if len(data) > limit:
+        raise DecodeError("size", f"message is {len(data)} bytes; the limit is {limit}")
     try:
         return jiter.from_json(data, allow_inf_nan=False, float_mode="decimal")
     except ValueError as exc:
@@ -62,7 +62,7 @@ def decode(raw: bytes | str, model: type[E]) -> E:
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")  # plain digits: '0.000000000001', never '1E-12'
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 

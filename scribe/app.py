@@ -1,4 +1,5 @@
-"""The Faust app: one worker process runs every agent, serves /metrics and /health."""
+"""The Faust app: one worker process runs every agent and serves /metrics, /health, /ready and
+the live /dashboard."""
 
 from __future__ import annotations
 
@@ -41,14 +42,14 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
 
 def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     from agents import register_all
-    from scribe.web import register_pages
+    from scribe import observability
 
     config = faust_settings(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)
     resources = Resources(app, settings)
     register_all(app, resources)
-    register_pages(app, resources)
+    observability.register(app, resources)
 
     @app.on_before_shutdown.connect
     async def _close_resources(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -7,23 +7,31 @@ sprinkle of bad ones, prints progress, then a summary of what came out; stops wh
 from __future__ import annotations
 
 import asyncio
-import random
+import secrets
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import click
-from aiokafka import AIOKafkaProducer
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import encode
-from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldEvent, WorldTick
+from schemas.events import UsageEvent, WorldEvent
 from schemas.examples import example
+from scribe.dashboard.figures import take_snapshot
+from scribe.gateway.access import TokenBook
+from scribe.gateway.config import GatewaySettings
+from scribe.gateway.server import RunningGateway
+from scribe.loadgen.runner import Progress, run_load
+from scribe.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
+from scribe.metrics import family_specs
 from scribe.settings import Settings, kafka_bootstrap_servers
 from scribe.stack import LocalStack
 from scribe.workers import WorkerProcess, new_worker, read_until
@@ -33,16 +41,35 @@ from topics.publisher import Publisher
 EVENTS_PER_SECOND = 200
 BAD_INPUT_SHARE = 0.02
 PROGRESS_EVERY_S = 5.0
+GATEWAY_EVENTS = 100
+DEMO_PREFIX = "demo-"
+USAGE_ONLY = Mix(ai_requests=0, world_events=0, world_ticks=0, cache_invalidations=0)
 
 
 @dataclass
 class LoadTally:
+    """What the demo published, to check against what came out."""
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     published: Counter[str] = field(default_factory=Counter)
     bad: Counter[str] = field(default_factory=Counter)
     usage_cost: Decimal = Decimal(0)
     usage_ids: set[str] = field(default_factory=set)
-    # Bad messages carry this key, so a rerun on a stack still running counts only its own.
-    bad_key: bytes = field(default_factory=lambda: b"demo-bad-" + uuid.uuid4().hex[:8].encode())
+    via_gateway: int = 0
+
+    @property
+    def bad_key(self) -> bytes:
+        # Bad messages carry this key, so a rerun on a stack still running counts only its own.
+        return f"{DEMO_PREFIX}bad-{self.run_id}".encode()
+
+    def count(self, message: Message) -> None:
+        if isinstance(message, Malformed):
+            self.bad[message.topic] += 1
+            return
+        self.published[topic_for(message).name] += 1
+        if isinstance(message, UsageEvent):
+            self.usage_ids.add(message.event_id)
+            self.usage_cost += message.cost_usd or Decimal(0)
 
 
 def _say(line: str) -> None:
@@ -63,23 +90,20 @@ def _services(settings: Settings) -> Iterator[dict[str, str]]:
         yield env
 
 
-def _next_event(rng: random.Random, tick: int) -> Event:
-    user = f"demo-user-{rng.randint(1, 20)}"
-    world = f"demo-world-{rng.randint(1, 5)}"
-    roll = rng.random()
-    if roll < 0.45:
-        cost = Decimal(rng.randint(1, 500_000)).scaleb(-9)
-        return example(UsageEvent, user_id=user, cost_usd=cost, input_tokens=rng.randint(1, 4000))
-    if roll < 0.65:
-        return example(AIRequest, user_id=user, priority=rng.choice(["urgent", "normal", "low"]))
-    if roll < 0.8:
-        return example(WorldEvent, world_id=world)
-    if roll < 0.9:
-        return example(WorldTick, world_id=world, tick=tick)
-    return example(CacheInvalidation, keys=[f"world:{world}", f"user:{user}"])
+def _workload(tally: LoadTally) -> Workload:
+    return Workload(
+        WorkloadConfig(
+            seed=7,
+            run_id=tally.run_id,
+            prefix=DEMO_PREFIX,
+            users=20,
+            worlds=5,
+            mix=Mix(malformed=BAD_INPUT_SHARE),
+        )
+    )
 
 
-DEMO_WORLDS = [f"demo-world-{n}" for n in range(1, 6)]
+DEMO_WORLDS = [f"{DEMO_PREFIX}world-{n}" for n in range(1, 6)]  # the workload's five worlds
 
 
 async def _load_worlds(env: dict[str, str]) -> None:
@@ -127,41 +151,58 @@ async def _world_summary(database_url: str) -> bool:
 
 
 async def _publish_load(kafka_url: str, seconds: float, tally: LoadTally) -> None:
-    rng = random.Random(7)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap_servers(kafka_url), acks="all", linger_ms=5
+    async with Publisher(kafka_bootstrap_servers(kafka_url)) as publisher:
+        report = await run_load(
+            publisher,
+            _workload(tally),
+            EVENTS_PER_SECOND,
+            seconds,
+            on_sent=tally.count,
+            progress=Progress(every_s=PROGRESS_EVERY_S),
+        )
+    if report.failed:
+        raise click.ClickException(
+            f"{report.failed} event(s) not acknowledged: {report.first_error}"
+        )
+    _say(f"  achieved {report.achieved_rate:,.0f} events/s ({report.ratio:.0%} of target)")
+
+
+async def _post_through_gateway(env: dict[str, str], tally: LoadTally) -> None:
+    """Usage events over HTTP: the gateway validates, publishes and answers 202 with the ids;
+    a request without a token is refused. They join the ledger check like the rest."""
+    token = secrets.token_urlsafe(24)
+    settings = GatewaySettings(TokenBook.parse(f"demo:{token}:usage.events"), port=0)
+    resolved = Settings(
+        kafka_url=env["SCRIBE_KAFKA_URL"],
+        database_url=env["SCRIBE_DATABASE_URL"],
+        redis_url=env["SCRIBE_REDIS_URL"],
+    ).require()
+    config = replace(_workload(tally).config, seed=8, run_id=f"{tally.run_id}-gw", mix=USAGE_ONLY)
+    workload = Workload(config)
+    events = [workload.next() for _ in range(GATEWAY_EVENTS)]
+    body = b"\n".join(encode(e) for e in events if not isinstance(e, Malformed))
+    async with (
+        RunningGateway(settings, resolved) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+    ):
+        headers = {"Content-Type": "application/x-ndjson"}
+        refused = await client.post("/v1/events/usage.events", content=body, headers=headers)
+        accepted = await client.post(
+            "/v1/events/usage.events",
+            content=body,
+            headers=headers | {"Authorization": f"Bearer {token}"},
+        )
+    if refused.status_code != 401 or accepted.status_code != 202:
+        raise click.ClickException(
+            f"gateway: expected 401 then 202, got {refused.status_code} then "
+            f"{accepted.status_code}: {accepted.text}"
+        )
+    for event in events:
+        tally.count(event)
+    tally.via_gateway = len(events)
+    _say(
+        f"  gateway at {gateway.url}: no token -> 401; {len(events)} usage events as NDJSON -> 202"
     )
-    await producer.start()
-    try:
-        started = time.monotonic()
-        next_progress = started + PROGRESS_EVERY_S
-        sent = 0
-        while (elapsed := time.monotonic() - started) < seconds:
-            target = int(elapsed * EVENTS_PER_SECOND) + 1
-            while sent < target:
-                sent += 1
-                if rng.random() < BAD_INPUT_SHARE:
-                    spec = rng.choice(INPUT_TOPICS)
-                    await producer.send(spec.name, b'{"not": "an event"', key=tally.bad_key)
-                    tally.bad[spec.name] += 1
-                    continue
-                event = _next_event(rng, sent)
-                spec = topic_for(event)
-                await producer.send(spec.name, encode(event), key=spec.key_of(event))
-                tally.published[spec.name] += 1
-                if isinstance(event, UsageEvent):
-                    tally.usage_ids.add(event.event_id)
-                    tally.usage_cost += event.cost_usd or Decimal(0)
-            if time.monotonic() >= next_progress:
-                next_progress += PROGRESS_EVERY_S
-                _say(
-                    f"  {elapsed:5.0f}/{seconds:.0f} s  published {sum(tally.published.values()):,}"
-                    f" valid + {sum(tally.bad.values()):,} bad"
-                )
-            await asyncio.sleep(0.02)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def _usage_in_postgres(
@@ -196,6 +237,18 @@ async def _dead_letters(kafka_url: str, spec: TopicSpec, key: bytes, expected: i
     return [r.headers.get("scribe-error", b"") for r in records]
 
 
+def _print_metric_families(worker: WorkerProcess) -> None:
+    """What /metrics shows right after the load: each family's total, or that nothing feeds it
+    yet (the flows that will are still to come)."""
+    text = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    snapshot = take_snapshot(text_string_to_metric_families(text), time.time())
+    click.echo("\n== /metrics at the end of the load: each family's total ==")
+    for spec in (s for s in family_specs() if s.served_by == "worker"):
+        series = snapshot.series(spec.activity_sample)
+        value = f"{sum(series.values()):,.6g}" if series else "no samples yet"
+        click.echo(f"  {spec.activity_sample:<42}{value:>16}")
+
+
 async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProcess) -> bool:
     kafka_url, database_url = env["SCRIBE_KAFKA_URL"], env["SCRIBE_DATABASE_URL"]
     _say("waiting for the worker to drain ...")
@@ -212,6 +265,7 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
             f"{spec.name:<22}{tally.published[spec.name]:>10,}{tally.bad[spec.name]:>6}"
             f"{len(reasons):>9}"
         )
+    click.echo(f"({tally.via_gateway} of the usage events came through the HTTP gateway)")
     click.echo(
         f"\nusage ledger: {stored:,} of {len(tally.usage_ids):,} events stored; "
         f"cost {cost} USD (published {tally.usage_cost} USD)"
@@ -250,9 +304,13 @@ def run_demo(seconds: float, workdir: Path) -> int:
         worker.start()
         _say(f"worker ready: metrics at {worker.url}/metrics, health at {worker.url}/health")
         _say(f"publishing a mixed load at ~{EVENTS_PER_SECOND} events/s for {seconds:.0f} s ...")
+        _say(f"watch it live: {worker.url}/dashboard")
         tally = LoadTally()
         asyncio.run(_load_worlds(env))
         asyncio.run(_publish_load(env["SCRIBE_KAFKA_URL"], seconds, tally))
+        _print_metric_families(worker)
+        _say("posting usage events through the HTTP ingest gateway ...")
+        asyncio.run(_post_through_gateway(env, tally))
         ok = asyncio.run(_summarize(env, tally, worker))
         click.echo("demo: " + ("every event accounted for" if ok else "MISMATCH (see above)"))
         return 0 if ok else 1

@@ -1,58 +1,249 @@
-"""Prometheus metrics shared by the agents and sinks. Labels stay low-cardinality: topic,
-agent, sink and reason kind, never a user or world id."""
+"""Prometheus metrics shared by the agents and sinks: every family the pipeline exposes on
+/metrics, the dashboard and the alert rules read. Names follow Prometheus conventions (base
+units, `_total`, `_seconds`); labels stay low-cardinality — topic, agent, sink, provider, model,
+lane — never a user, world, request or key value."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+# The `agent` label when a message is handled outside a Faust agent (e.g. a batch consumer
+# service that did not name itself).
+NO_AGENT = "none"
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+END_TO_END_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+# --- Messages through the agents -------------------------------------------------------------
 
 MESSAGES_IN = Counter(
-    "scribe_messages_in_total", "Messages consumed from an input topic", ["topic"]
+    "scribe_messages_in_total", "Messages consumed from an input topic", ["topic", "agent"]
 )
-MESSAGES_OUT = Counter("scribe_messages_out_total", "Messages produced to a topic", ["topic"])
+MESSAGES_OUT = Counter(
+    "scribe_messages_out_total",
+    "Messages produced to a topic (dead letters included, under the .dlq topic)",
+    ["topic", "agent"],
+)
 DEAD_LETTERS = Counter(
     "scribe_dead_letters_total",
     "Messages sent to a dead-letter topic, by source topic and reason kind",
-    ["topic", "kind"],
+    ["topic", "agent", "kind"],
 )
 PROCESSING_SECONDS = Histogram(
     "scribe_processing_seconds",
     "Time an agent spends on one batch of events",
     ["agent"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    buckets=LATENCY_BUCKETS,
 )
+END_TO_END_SECONDS = Histogram(
+    "scribe_end_to_end_seconds",
+    "From an event's own time (occurred_at) to its sink write being committed",
+    ["agent", "sink"],
+    buckets=END_TO_END_BUCKETS,
+)
+CONSUMER_LAG = Gauge(
+    "scribe_consumer_lag_messages",
+    "Messages in a partition this worker owns that its group has not committed yet",
+    ["topic", "partition"],
+)
+
+HEALTH_STATUS = Gauge(
+    "scribe_health_status",
+    "Last health check of each component: 0 healthy, 1 degraded, 2 unhealthy",
+    ["component"],
+)
+
+# --- Sinks ------------------------------------------------------------------------------------
+
 SINK_BATCH_SIZE = Histogram(
     "scribe_sink_batch_size",
     "Events per sink write",
     ["sink"],
     buckets=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
 )
-SINK_ERRORS = Counter("scribe_sink_errors_total", "Failed sink writes (retried)", ["sink"])
+SINK_WRITE_SECONDS = Histogram(
+    "scribe_sink_write_seconds",
+    "Time of one successful sink write, retries included",
+    ["sink"],
+    buckets=LATENCY_BUCKETS,
+)
+SINK_ERRORS = Counter("scribe_sink_errors_total", "Failed sink write attempts", ["sink"])
+SINK_RETRIES = Counter(
+    "scribe_sink_retries_total", "Sink writes attempted again after a retryable failure", ["sink"]
+)
+
+# --- AI providers and routing (fed by the router) ---------------------------------------------
+
+PROVIDER_CALLS = Counter(
+    "scribe_provider_calls_total",
+    "Calls to an AI provider by outcome (ok, rate_limited, server_error, timeout, error)",
+    ["provider", "model", "outcome"],
+)
+PROVIDER_CALL_SECONDS = Histogram(
+    "scribe_provider_call_seconds",
+    "Duration of one provider HTTP call, whatever its outcome",
+    ["provider", "model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+ROUTING_DECISIONS = Counter(
+    "scribe_routing_decisions_total",
+    "Routing decisions by priority lane, request kind (text, image) and route (free, paid, "
+    "rejected, deduplicated)",
+    ["lane", "kind", "route"],
+)
+FREE_TIER_REQUESTS = Counter(
+    "scribe_free_tier_requests_total",
+    "Free-tier quota checks by outcome (granted, exhausted, returned)",
+    ["provider", "outcome"],
+)
+PROVIDER_KEY_QUOTA_USED_RATIO = Gauge(
+    "scribe_provider_key_quota_used_ratio",
+    "Share of a provider key's account limit used in its current window (key_id, never the key)",
+    ["provider", "key_id", "window"],
+)
+BREAKER_STATE = Gauge(
+    "scribe_breaker_state",
+    "Circuit breaker state per provider and model: 0 closed, 1 half-open, 2 open",
+    ["provider", "model"],
+)
+BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
+
+# --- Cost and budgets -------------------------------------------------------------------------
+
+COST = Counter(
+    "scribe_cost_usd_total",
+    "Spend of the usage events this worker added to the ledger (new rows only)",
+    ["service", "model"],
+)
+COST_TODAY = Gauge(
+    "scribe_cost_today_usd",
+    "Spend of the current UTC day, read from the usage_daily rollup (all workers)",
+    ["service", "model"],
+)
+COST_MONTH_TO_DATE = Gauge(
+    "scribe_cost_month_to_date_usd",
+    "Spend of the current UTC month, read from the usage_monthly rollup (all workers)",
+    ["service", "model"],
+)
+BUDGET_ALERTS = Counter(
+    "scribe_budget_alerts_total", "Budget alerts published, by threshold percent", ["threshold"]
+)
+
+# --- Cache invalidation -----------------------------------------------------------------------
+
+INVALIDATIONS = Counter(
+    "scribe_invalidations_total",
+    "Cache targets invalidated by a sink, by target kind (key, pattern, tag, url)",
+    ["sink", "kind"],
+)
+COALESCED_TARGETS = Counter(
+    "scribe_coalesce_targets_total",
+    "Invalidation targets before (received) and after (emitted) coalescing",
+    ["stage"],
+)
+
+# --- World simulation (fed by the world flow) -------------------------------------------------
 
 WORLD_TICKS = Counter(
-    "scribe_world_ticks_total", "World ticks applied, by what drove them", ["source"]
-)
-WORLD_EVENTS = Counter(
-    "scribe_world_events_total",
-    "World events by outcome: applied, duplicate (ignored) or rejected (dead-lettered)",
-    ["outcome"],
+    "scribe_world_ticks_total", "World ticks applied, by source (timer, topic)", ["source"]
 )
 WORLD_TICK_LAG_SECONDS = Histogram(
     "scribe_world_tick_lag_seconds",
-    "From the time a tick was due until it was stored in PostgreSQL",
+    "From the time a tick was due to the time it was applied and stored in PostgreSQL, "
+    "by source (timer, topic)",
     ["source"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60),
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
-WORLDS_LOADED = Gauge("scribe_worlds_loaded", "Worlds this worker holds in memory")
-WORLDS_TICKING = Gauge("scribe_worlds_ticking", "Worlds this worker ticks on its timer")
-WORLD_TICK_BACKLOG = Gauge(
-    "scribe_world_tick_backlog", "Ticks due on this worker and not yet applied"
+WORLDS_ACTIVE = Gauge("scribe_worlds_active", "Worlds ticking on this worker")
+WORLD_EVENTS = Counter(
+    "scribe_world_events",
+    "World events by outcome: applied, duplicate (ignored) or rejected (dead-lettered)",
+    ["outcome"],
 )
 WORLD_CONFLICTS = Counter(
-    "scribe_world_conflicts_total",
+    "scribe_world_conflicts",
     "Worlds found written by another worker; this worker's unsaved changes were dropped",
 )
-WORLD_WRITE_SECONDS = Histogram(
-    "scribe_world_write_seconds",
-    "Time to write one batch of world changes to PostgreSQL (one transaction)",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+
+# --- HTTP ingest gateway (`scribe gateway`, served on the gateway's own /metrics) -------------
+
+GATEWAY_REQUESTS = Counter(
+    "scribe_gateway_requests_total",
+    "Ingest requests answered, by topic and status",
+    ["topic", "status"],
 )
+GATEWAY_EVENTS = Counter(
+    "scribe_gateway_events_total", "Events the gateway published (acknowledged)", ["topic"]
+)
+GATEWAY_SECONDS = Histogram(
+    "scribe_gateway_request_seconds",
+    "Time from request to answer, including the broker's acknowledgement",
+    ["topic"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+GATEWAY_PREFIX = "scribe_gateway_"
+
+
+def current_agent_name() -> str:
+    """The Faust agent running the calling task, so shared code (intake, the DLQ) labels its
+    counts without every flow passing its name."""
+    from faust.agents.agent import current_agent
+
+    agent = current_agent()
+    return agent.name if agent is not None else NO_AGENT
+
+
+def observe_end_to_end(
+    agent: str, sink: str, event_times: Iterable[datetime], committed_at: datetime | None = None
+) -> None:
+    """Record, per event, the time from its own timestamp to the sink commit just done."""
+    now = committed_at or datetime.now(UTC)
+    child = END_TO_END_SECONDS.labels(agent=agent, sink=sink)
+    for occurred_at in event_times:
+        child.observe(max((now - occurred_at).total_seconds(), 0.0))
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A family this module defines, as the alert rules, Grafana and the demo see it."""
+
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        if self.kind == "counter":
+            return (f"{self.name}_total", f"{self.name}_created")
+        if self.kind == "histogram":
+            return tuple(f"{self.name}{s}" for s in ("_bucket", "_count", "_sum", "_created"))
+        return (self.name,)
+
+    @property
+    def served_by(self) -> str:
+        """Which process exposes it: the gateway's families are on `scribe gateway`'s /metrics,
+        all others on every worker's."""
+        return "gateway" if self.name.startswith(GATEWAY_PREFIX) else "worker"
+
+    @property
+    def activity_sample(self) -> str:
+        """The sample whose sum says whether anything was recorded: a counter's total, a
+        histogram's observation count, a gauge's value."""
+        return {"counter": f"{self.name}_total", "histogram": f"{self.name}_count"}.get(
+            self.kind, self.name
+        )
+
+
+def family_specs() -> list[FamilySpec]:
+    specs = []
+    for value in globals().values():
+        if isinstance(value, MetricWrapperBase):
+            (described,) = value.describe()
+            # prometheus-client keeps label names only on the private attribute.
+            specs.append(FamilySpec(described.name, described.type, tuple(value._labelnames)))
+    return specs

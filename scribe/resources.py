@@ -10,6 +10,7 @@ import asyncpg
 import faust
 import redis.asyncio as aioredis
 
+from scribe.health import HealthChecks
 from scribe.settings import ResolvedSettings
 from topics.catalog import TOPICS, TopicSpec
 from topics.dlq import DeadLetters
@@ -20,6 +21,8 @@ class Resources:
         self.app = app
         self.settings = settings
         self.dead_letters = DeadLetters(app)
+        # Flows add their components (providers, the CDN) next to Kafka, PostgreSQL and Redis.
+        self.health = HealthChecks(worker=f"{settings.base.app_id}@{settings.base.web_port}")
         self.redis = aioredis.from_url(settings.redis_url, decode_responses=False)
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()

@@ -62,6 +62,13 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
 
 
+def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = os.environ.get(name) or default
+    if raw not in choices:
+        raise SettingsError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
 def _float(name: str, default: float, positive: bool = False) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -90,6 +97,8 @@ class Settings:
     topic_partitions: int = 4
     topic_replication: int = 1
     fast_rebalance: bool = False
+    producer_idempotence: str = "auto"
+    producer_linger_ms: int = 5
     # World simulation: seconds between ticks of an active world (0: no timer, ticks come
     # only from `world.ticks`), seconds without player activity before a world goes idle,
     # and the most ticks one world catches up per scheduling round.
@@ -120,6 +129,10 @@ class Settings:
             topic_partitions=_int("SCRIBE_TOPIC_PARTITIONS", 4),
             topic_replication=_int("SCRIBE_TOPIC_REPLICATION", 1),
             fast_rebalance=env.get("SCRIBE_FAST_REBALANCE", "") == "1",
+            producer_idempotence=_choice(
+                "SCRIBE_PRODUCER_IDEMPOTENCE", ("auto", "on", "off"), "auto"
+            ),
+            producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 5),
             world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
             world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),
             world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),

@@ -1,47 +1,78 @@
-"""The worker's HTTP pages on SCRIBE_WEB_PORT: /metrics (Prometheus) and /health."""
+"""The worker's HTTP pages on SCRIBE_WEB_PORT: /metrics (Prometheus), /health and /ready (the
+SystemHealthReport, with status codes a load balancer understands), and the live dashboard:
+/dashboard (one static page), /dashboard/stream (server-sent events), /dashboard/frame (JSON)."""
 
 from __future__ import annotations
 
-import asyncio
+from importlib.resources import files
 from typing import Any
 
 import faust
+from aiohttp import web as aiohttp_web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from scribe.resources import Resources
+from scribe.dashboard.feed import DashboardFeed
+from scribe.health import HealthChecks
 
-CHECK_TIMEOUT_S = 2.0
-
-
-async def _check(name: str, probe: Any) -> dict[str, str]:
-    try:
-        await asyncio.wait_for(probe(), CHECK_TIMEOUT_S)
-    except Exception as exc:  # any failure is a health finding, reported with its reason
-        return {"component": name, "status": "unhealthy", "reason": f"{type(exc).__name__}: {exc}"}
-    return {"component": name, "status": "healthy", "reason": "ok"}
+DASHBOARD_PAGE = files("scribe.dashboard").joinpath("page.html")
+STREAM_ERRORS = (ConnectionError,)  # the page closed its connection
 
 
-def register_pages(app: faust.App, resources: Resources) -> None:
+def readiness(rebalancing: bool, health_status: int) -> tuple[bool, str]:
+    """Ready for traffic: the consumer group is settled and no critical component is down."""
+    if rebalancing:
+        return False, "the consumer group is rebalancing"
+    if health_status != 200:
+        return False, "a critical component is unhealthy"
+    return True, "ok"
+
+
+def register_pages(app: faust.App, health: HealthChecks, feed: DashboardFeed) -> None:
+    page = DASHBOARD_PAGE.read_text(encoding="utf-8")
+
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/health")
-    async def health(web: Any, request: Any) -> Any:
-        async def postgres() -> None:
-            pool = await resources.database()
-            await pool.fetchval("SELECT 1")
+    async def health_page(web: Any, request: Any) -> Any:
+        report = await health.run()
+        return web.json(report.to_json(), status=report.http_status)
 
-        async def redis() -> None:
-            await resources.redis.ping()
+    @app.page("/ready")
+    async def ready_page(web: Any, request: Any) -> Any:
+        report = await health.run()
+        ready, reason = readiness(bool(app.rebalancing), report.http_status)
+        body = {"ready": ready, "reason": reason, "health": report.to_json()}
+        return web.json(body, status=200 if ready else 503)
 
-        async def kafka() -> None:
-            if not app.consumer.assignment() and not app.producer:
-                raise RuntimeError("no consumer assignment and no producer")
+    @app.page("/dashboard")
+    async def dashboard(web: Any, request: Any) -> Any:
+        return web.html(page)
 
-        components = await asyncio.gather(
-            _check("kafka", kafka), _check("postgres", postgres), _check("redis", redis)
+    @app.page("/dashboard/frame")
+    async def dashboard_frame(web: Any, request: Any) -> Any:
+        if feed.latest is None:
+            return web.json({"error": "no frame yet; the feed starts with the worker"}, status=503)
+        return web.json(feed.latest)
+
+    @app.page("/dashboard/stream")
+    async def dashboard_stream(web: Any, request: Any) -> Any:
+        response = aiohttp_web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
         )
-        healthy = all(c["status"] == "healthy" for c in components)
-        body = {"status": "healthy" if healthy else "unhealthy", "components": components}
-        return web.json(body, status=200 if healthy else 503)
+        await response.prepare(request)
+        queue = feed.subscribe()
+        try:
+            await response.write(b"retry: 2000\n\n")
+            while (message := await queue.get()) is not None:
+                await response.write(message)
+        except STREAM_ERRORS:
+            pass  # the page went away: only its subscription is left to drop
+        finally:
+            feed.unsubscribe(queue)
+        return response

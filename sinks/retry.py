@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from scribe.metrics import SINK_ERRORS
+from scribe.metrics import SINK_ERRORS, SINK_RETRIES, SINK_WRITE_SECONDS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -27,14 +28,22 @@ async def until_written(
 ) -> T:
     delay = first_delay
     attempt = 1
+    started = time.perf_counter()
     while True:
         try:
-            return await write(*args)
+            result = await write(*args)
         except retryable as exc:
             SINK_ERRORS.labels(sink=sink).inc()
+            SINK_RETRIES.labels(sink=sink).inc()
             log.warning(
                 "%s: write failed (attempt %d), retrying in %.1f s: %s", sink, attempt, delay, exc
             )
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, max_delay)
             attempt += 1
+        except Exception:
+            SINK_ERRORS.labels(sink=sink).inc()
+            raise
+        else:
+            SINK_WRITE_SECONDS.labels(sink=sink).observe(time.perf_counter() - started)
+            return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,8 +20,14 @@ WORKER_TEST_SETTINGS = {"SCRIBE_WORLD_TICK_SECONDS": "0.2", "SCRIBE_WORLD_IDLE_S
 
 
 @pytest.fixture(scope="session")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("scribe-state")
+def state_dir() -> Iterator[Path]:
+    """Outside pytest's tmp tree: pytest resets that tree to mode 0700 when another session
+    starts, which would lock out the embedded PostgreSQL (it runs as its own user as root)."""
+    path = Path(tempfile.mkdtemp(prefix="scribe-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

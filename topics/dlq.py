@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from scribe.metrics import DEAD_LETTERS
+from scribe.metrics import DEAD_LETTERS, MESSAGES_OUT, current_agent_name
 from topics.catalog import TopicSpec
 
 MAX_REASON_BYTES = 4096
@@ -62,4 +62,6 @@ class DeadLetters:
             timestamp=None,
             headers=headers,
         )
-        DEAD_LETTERS.labels(topic=spec.name, kind=kind).inc()
+        agent = current_agent_name()
+        DEAD_LETTERS.labels(topic=spec.name, agent=agent, kind=kind).inc()
+        MESSAGES_OUT.labels(topic=spec.dlq_name, agent=agent).inc()

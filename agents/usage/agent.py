@@ -9,7 +9,7 @@ import faust
 
 from agents.intake import Received, decoded_batches
 from schemas.events import UsageEvent
-from scribe.metrics import PROCESSING_SECONDS, SINK_BATCH_SIZE
+from scribe.metrics import PROCESSING_SECONDS, SINK_BATCH_SIZE, observe_end_to_end
 from scribe.resources import Resources
 from sinks.postgres.usage import RETRYABLE, UsageLedger
 from sinks.retry import until_written
@@ -28,6 +28,9 @@ def register(app: faust.App, resources: Resources) -> None:
                 if priced:
                     SINK_BATCH_SIZE.labels(sink="postgres.usage").observe(len(priced))
                     await until_written("postgres.usage", ledger.write, priced, retryable=RETRYABLE)
+                    observe_end_to_end(
+                        "usage", "postgres.usage", (e.occurred_at for e, _ in priced)
+                    )
 
 
 async def _price_or_dead_letter(

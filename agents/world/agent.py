@@ -45,7 +45,7 @@ def register(app: faust.App, resources: Resources) -> None:
                 await future
 
         await until_written("kafka.cache_invalidations", send_all, retryable=(KafkaError, OSError))
-        MESSAGES_OUT.labels(topic=CACHE_INVALIDATIONS.name).inc(len(invalidations))
+        MESSAGES_OUT.labels(topic=CACHE_INVALIDATIONS.name, agent="world").inc(len(invalidations))
 
     async def world_owner() -> WorldOwner:
         """The one owner of this worker's worlds, shared by both agents, the timer and the

@@ -42,12 +42,10 @@ from scribe.metrics import (
     SINK_BATCH_SIZE,
     WORLD_CONFLICTS,
     WORLD_EVENTS,
-    WORLD_TICK_BACKLOG,
     WORLD_TICK_LAG_SECONDS,
     WORLD_TICKS,
-    WORLD_WRITE_SECONDS,
-    WORLDS_LOADED,
-    WORLDS_TICKING,
+    WORLDS_ACTIVE,
+    observe_end_to_end,
 )
 from sinks.postgres.world import (
     RETRYABLE,
@@ -178,7 +176,6 @@ class WorldOwner:
             if self.schedule is not None:
                 self.schedule.remove(world_id)
         self._pending.batch = self._pending.batch.without(gone)
-        WORLDS_LOADED.set(len(self.worlds))
 
     async def _adopt(self, stored: StoredWorld, partition: int) -> None:
         """Take a stored world into memory: its checkpoint, then the inputs logged after it.
@@ -217,14 +214,13 @@ class WorldOwner:
                 stored.next_tick_at.timestamp() if stored.next_tick_at else now,
                 stored.last_activity_at.timestamp() if stored.last_activity_at else now,
             )
-        WORLDS_LOADED.set(len(self.worlds))
 
     async def _load(self, partition_of: dict[str, int], create_missing: bool) -> None:
         """Bring the named worlds into memory: from PostgreSQL, or new and empty."""
         missing = [w for w in partition_of if w not in self.worlds]
         while missing:
             found = await until_written(
-                "postgres.world_load", self.store.load, missing, retryable=RETRYABLE
+                "postgres.world_read", self.store.load, missing, retryable=RETRYABLE
             )
             for stored in found:
                 await self._adopt(stored, partition_of[stored.world_id])
@@ -235,14 +231,13 @@ class WorldOwner:
                             WorldState(world_id), partition_of[world_id], None
                         )
             missing = [w for w in partition_of if w not in self.worlds] if create_missing else []
-        WORLDS_LOADED.set(len(self.worlds))
 
     async def _load_assigned(self) -> None:
         if not self._unloaded or self.schedule is None or not self.partition_count:
             return
         partitions, count = set(self._unloaded), self.partition_count
         active = await until_written(
-            "postgres.world_load", self.store.load_active, retryable=RETRYABLE
+            "postgres.world_read", self.store.load_active, retryable=RETRYABLE
         )
         for stored in active:
             partition = partition_for(stored.world_id, count)
@@ -256,7 +251,7 @@ class WorldOwner:
 
     async def apply_events(self, batch: list[Received[WorldEvent]]) -> None:
         known = await until_written(
-            "postgres.world_load",
+            "postgres.world_read",
             self.store.known_event_ids,
             [(r.event.world_id, r.event.event_id) for r in batch],
             retryable=RETRYABLE,
@@ -344,8 +339,7 @@ class WorldOwner:
                 # Store active = false, with a checkpoint: the world may sleep a long time.
                 self.worlds[world_id].checkpoint_due_at = 0.0
                 self._pending.dirty[world_id] = None
-        WORLD_TICK_BACKLOG.set(round_.backlog)
-        WORLDS_TICKING.set(len(self.schedule))
+        WORLDS_ACTIVE.set(len(self.schedule))
         await self.flush()
 
     # -- recording ------------------------------------------------------------------------
@@ -450,10 +444,9 @@ class WorldOwner:
             batch.heads = [self._head(self.worlds[w], now) for w in captured]
             while True:
                 try:
-                    with WORLD_WRITE_SECONDS.time():
-                        await until_written(
-                            "postgres.world", self.store.write, batch, retryable=RETRYABLE
-                        )
+                    await until_written(
+                        "postgres.world", self.store.write, batch, retryable=RETRYABLE
+                    )
                     SINK_BATCH_SIZE.labels(sink="postgres.world").observe(len(batch.rows))
                     break
                 except WorldConflictError as conflict:
@@ -472,6 +465,11 @@ class WorldOwner:
                     self._forget(lost)
                     raise
             stored_at = self.clock()
+            observe_end_to_end(
+                "world-events",
+                "postgres.world",
+                (r.occurred_at for r in batch.rows if r.source == "event"),
+            )
             for source, due_at in pending.tick_lags:
                 WORLD_TICK_LAG_SECONDS.labels(source=source).observe(max(0.0, stored_at - due_at))
             invalidations: list[CacheInvalidation] = []

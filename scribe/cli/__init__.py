@@ -139,7 +139,7 @@ def publish(topic: str, source: TextIO, skip_invalid: bool) -> None:
     """
     from topics.catalog import UnknownTopicError
     from topics.catalog import topic as find_topic
-    from topics.publisher import Publisher
+    from topics.publisher import publisher_for
 
     try:
         spec = find_topic(topic)
@@ -158,7 +158,7 @@ def publish(topic: str, source: TextIO, skip_invalid: bool) -> None:
     settings = resolved_settings()
 
     async def send() -> int:
-        async with Publisher(settings.bootstrap_servers) as publisher:
+        async with publisher_for(settings) as publisher:
             return await publisher.publish_many(events, spec)
 
     count = asyncio.run(send())
@@ -176,6 +176,10 @@ def demo(seconds: float) -> None:
     sys.exit(run_demo(seconds, Path.cwd()))
 
 
-from scribe.cli.world import world as _world  # noqa: E402 (a flow's group, registered last)
+from scribe.cli.gateway import gateway  # noqa: E402
+from scribe.cli.loadgen import loadgen  # noqa: E402
+from scribe.cli.world import world  # noqa: E402
 
-main.add_command(_world)
+main.add_command(gateway)
+main.add_command(loadgen)
+main.add_command(world)

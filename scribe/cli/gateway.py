@@ -1,0 +1,60 @@
+"""`scribe gateway`: the HTTP ingest gateway for services that cannot speak Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import click
+
+from scribe.cli import resolved_settings
+from scribe.settings import SettingsError
+
+
+@click.command()
+@click.option("--port", type=int, default=None, help="Overrides SCRIBE_GATEWAY_PORT (8080).")
+@click.option("--host", default=None, help="Overrides SCRIBE_GATEWAY_HOST (127.0.0.1).")
+def gateway(port: int | None, host: str | None) -> None:
+    """Serve POST /v1/events/{topic} (one event, a JSON array or NDJSON) with bearer tokens
+    (SCRIBE_GATEWAY_TOKENS / SCRIBE_GATEWAY_TOKENS_FILE) and a per-client rate limit."""
+    from dataclasses import replace
+
+    from aiohttp import web
+
+    from scribe.gateway.config import GatewaySettings
+    from scribe.gateway.server import AccessLogger, create_app, log
+    from topics.admin import ensure_topics
+
+    settings = resolved_settings()
+    try:
+        config = GatewaySettings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not config.tokens.clients:
+        raise click.ClickException(
+            "no client tokens: set SCRIBE_GATEWAY_TOKENS=name:token:family|family (or "
+            "name:token:*) or SCRIBE_GATEWAY_TOKENS_FILE; without one every request gets 401"
+        )
+    config = replace(config, port=config.port if port is None else port, host=host or config.host)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(
+        ensure_topics(
+            settings.bootstrap_servers,
+            settings.base.topic_partitions,
+            settings.base.topic_replication,
+        )
+    )
+    names = ", ".join(c.name for c in config.tokens.clients)
+    click.echo(
+        f"gateway on http://{config.host}:{config.port} for clients: {names}; "
+        f"{config.rate:g} events/s per client (burst {config.burst:,})",
+        err=True,
+    )
+    web.run_app(
+        create_app(config, settings),
+        host=config.host,
+        port=config.port,
+        access_log_class=AccessLogger,
+        access_log=log,
+        print=None,
+    )

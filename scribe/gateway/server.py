@@ -1,0 +1,285 @@
+"""The HTTP ingest gateway (aiohttp): `POST /v1/events/{topic}` for services that cannot speak
+Kafka, plus the contract (`GET /v1/schemas/{topic}`), `/health` and `/metrics`.
+
+A request is answered in this order: 401 (no valid bearer token), 404 (not an input topic),
+403 (the token may not publish to it), 413 (too large), 415 (not JSON or NDJSON), 429 (over
+the client's rate, counted per event), 400 (any invalid event: nothing published), 503 (the
+broker did not acknowledge in time; retry), else 202 with the ids once the broker acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from schemas.events import Event
+from schemas.json_schema import FAMILIES, SCHEMA_DIR, file_name
+from scribe.gateway.access import PUBLISHABLE, Client
+from scribe.gateway.config import GatewaySettings
+from scribe.gateway.ingest import BodyError, parse_items, receipt_id, rejection, validate_items
+from scribe.gateway.ratelimit import TokenBucket
+from scribe.metrics import GATEWAY_EVENTS, GATEWAY_REQUESTS, GATEWAY_SECONDS
+from scribe.settings import ResolvedSettings
+from topics.catalog import TOPICS, TopicSpec, topic
+from topics.publisher import Publisher, publisher_for
+
+log = logging.getLogger("scribe.gateway")
+CLIENT_KEY = web.RequestKey("scribe_client", str)  # the client's name, for the access log
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _error(status: int, message: str, **headers: str) -> Answer:
+    return Answer(status, {"error": message}, headers)
+
+
+class Gateway:
+    """The request logic; the aiohttp wiring is in `create_app`."""
+
+    def __init__(
+        self, settings: GatewaySettings, publisher: Publisher, redis: aioredis.Redis
+    ) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.redis = redis
+        self.bucket = TokenBucket(redis, settings.rate, settings.burst)
+
+    async def ingest(self, request: web.Request, topic_name: str) -> Answer:
+        client = self.settings.tokens.authenticate(request.headers.get("Authorization"))
+        if client is None:
+            return _error(
+                401,
+                "a valid bearer token is required: Authorization: Bearer <token>",
+                **{"WWW-Authenticate": 'Bearer realm="scribe"'},
+            )
+        request[CLIENT_KEY] = client.name
+        if topic_name not in PUBLISHABLE:
+            return _error(
+                404,
+                f"{topic_name!r} is not an input topic; publish to one of "
+                f"{', '.join(sorted(PUBLISHABLE))}",
+            )
+        if not client.may_publish(topic_name):
+            return _error(403, f"client {client.name!r} may not publish to {topic_name}")
+        too_large = f"the body is over the limit of {self.settings.max_body_bytes:,} bytes"
+        if (request.content_length or 0) > self.settings.max_body_bytes:
+            return _error(413, too_large)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, too_large)
+        return await self._accept(client, topic_name, body, request.content_type)
+
+    async def _accept(
+        self, client: Client, topic_name: str, body: bytes, content_type: str
+    ) -> Answer:
+        try:
+            items = parse_items(
+                body, content_type, self.settings.max_body_bytes, self.settings.max_events
+            )
+        except BodyError as exc:
+            if exc.status != 400:
+                return _error(exc.status, exc.message)
+            # A body that is not even JSON still costs the client a token.
+            refused = await self._over_limit(client, 1)
+            return refused or _error(400, exc.message)
+        refused = await self._over_limit(client, len(items))
+        if refused:
+            return refused
+        spec = topic(topic_name)
+        events, errors = validate_items(items, spec.model)
+        if errors:
+            return Answer(400, rejection(errors, len(items)))
+        unacknowledged = await self._publish(client, spec, events)
+        if unacknowledged:
+            return _error(
+                503,
+                f"the broker did not acknowledge {unacknowledged} of {len(events)} event(s); "
+                "retry the same request (events already stored are deduplicated by id "
+                "downstream)",
+                **{"Retry-After": "1"},
+            )
+        GATEWAY_EVENTS.labels(topic=topic_name).inc(len(events))
+        return Answer(
+            202,
+            {"topic": topic_name, "accepted": len(events), "ids": [receipt_id(e) for e in events]},
+        )
+
+    async def _publish(self, client: Client, spec: TopicSpec, events: list[Event]) -> int:
+        """Batch every event, wait for the acknowledgements; return how many were not."""
+        try:
+            futures = [await self.publisher.enqueue(event, spec) for event in events]
+        except KafkaError as exc:
+            log.error("client %s: publishing to %s failed: %r", client.name, spec.name, exc)
+            return len(events)
+        # `wait`, not `wait_for(gather)`: a timeout must not cancel the producer's futures.
+        done, pending = await asyncio.wait(futures, timeout=self.settings.ack_timeout_s)
+        failed = [f.exception() for f in done if f.exception() is not None]
+        if failed or pending:
+            log.error(
+                "client %s: %d of %d event(s) to %s not acknowledged (%d timed out): %r",
+                client.name,
+                len(failed) + len(pending),
+                len(events),
+                spec.name,
+                len(pending),
+                failed[:1],
+            )
+        return len(failed) + len(pending)
+
+    async def _over_limit(self, client: Client, cost: int) -> Answer | None:
+        try:
+            decision = await self.bucket.take(client.name, cost)
+        except RedisError as exc:
+            log.error("rate limiter unavailable: %r", exc)
+            return _error(
+                503, "the rate limiter is unavailable; retry shortly", **{"Retry-After": "1"}
+            )
+        if decision.allowed:
+            return None
+        answer = _error(
+            429,
+            f"client {client.name!r} is over its rate of {self.settings.rate:g} events/s "
+            f"(burst {self.settings.burst:,}); this request of {cost:,} event(s) fits in "
+            f"{decision.wait_ms} ms",
+            **{"Retry-After": str(decision.retry_after_s)},
+        )
+        answer.body["retry_after_ms"] = decision.wait_ms
+        return answer
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def _json(answer: Answer) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(answer.body),
+        status=answer.status,
+        headers=answer.headers,
+        content_type="application/json",
+    )
+
+
+async def _ingest(request: web.Request) -> web.Response:
+    topic_name = request.match_info["topic"]
+    label = topic_name if topic_name in PUBLISHABLE else "unknown"
+    started = time.perf_counter()
+    answer = await request.app[GATEWAY].ingest(request, topic_name)
+    GATEWAY_REQUESTS.labels(topic=label, status=str(answer.status)).inc()
+    GATEWAY_SECONDS.labels(topic=label).observe(time.perf_counter() - started)
+    return _json(answer)
+
+
+_FAMILY_OF = {model: family for family, model in FAMILIES.items()}
+_SCHEMA_FILES = {
+    spec.name: SCHEMA_DIR / file_name(_FAMILY_OF[spec.model], spec.model) for spec in TOPICS
+}
+
+
+async def _schema(request: web.Request) -> web.StreamResponse:
+    path = _SCHEMA_FILES.get(request.match_info["topic"])
+    if path is None:
+        return _json(_error(404, f"no schema for {request.match_info['topic']!r}"))
+    return web.Response(body=path.read_bytes(), content_type="application/schema+json")
+
+
+async def _health(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    try:
+        await asyncio.wait_for(gateway.redis.ping(), 2)
+    except (RedisError, TimeoutError, OSError) as exc:
+        return _json(_error(503, f"redis: {type(exc).__name__}: {exc}"))
+    return _json(Answer(200, {"status": "healthy"}))
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, path, status, client name and time: never headers, so never a token."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s client=%s %.1f ms",
+            request.method,
+            request.path,
+            response.status,
+            request.get(CLIENT_KEY, "-"),
+            time * 1000,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+def create_app(settings: GatewaySettings, resolved: ResolvedSettings) -> web.Application:
+    """The gateway as an aiohttp application; its publisher and Redis client open on startup
+    and close on cleanup."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        redis = aioredis.from_url(resolved.redis_url)
+        publisher = publisher_for(resolved)
+        try:
+            await publisher.start()
+            app[GATEWAY] = Gateway(settings, publisher, redis)
+            yield
+        finally:
+            await publisher.stop()
+            await redis.aclose()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_post("/v1/events/{topic}", _ingest)
+    app.router.add_get("/v1/schemas/{topic}", _schema)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+class RunningGateway:
+    """The gateway served on a loopback or configured port until the block ends; what tests and
+    the demo use. `url` is its base address."""
+
+    def __init__(self, settings: GatewaySettings, resolved: ResolvedSettings) -> None:
+        self.runner = web.AppRunner(
+            create_app(settings, resolved), access_log_class=AccessLogger, access_log=log
+        )
+        self.host = settings.host
+        self.port = settings.port
+        self.url = ""
+
+    async def __aenter__(self) -> RunningGateway:
+        await self.runner.setup()
+        try:
+            site = web.TCPSite(self.runner, self.host, self.port)
+            await site.start()
+        except BaseException:
+            await self.runner.cleanup()
+            raise
+        port = self.runner.addresses[0][1]
+        self.url = f"http://{self.host}:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
