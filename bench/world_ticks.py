@@ -225,7 +225,9 @@ async def measure(
         "tick_lag_p99_s": round(float(ticks["p99"] or 0), 3),
         "tick_lag_max_s": round(float(ticks["max"] or 0), 3),
         "worker_histogram_p99_upper_bound_s": histogram_p99(metrics),
-        "worker_mean_write_s": histogram_mean(metrics, "scribe_world_write_seconds"),
+        "worker_mean_write_s": histogram_mean(
+            metrics, "scribe_sink_write_seconds", '{sink="postgres.world"}'
+        ),
         "worker_mean_rows_per_write": histogram_mean(
             metrics, "scribe_sink_batch_size", '{sink="postgres.world"}'
         ),
