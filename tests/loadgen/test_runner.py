@@ -8,10 +8,10 @@ import uuid
 import pytest
 
 from scribe.loadgen.runner import LoadReport, Progress, run_load
-from scribe.loadgen.workload import Message, Mix, Workload, WorkloadConfig
+from scribe.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
 from scribe.settings import kafka_bootstrap_servers
 from scribe.workers import Record, read_until
-from topics.catalog import INPUT_TOPICS
+from topics.catalog import INPUT_TOPICS, topic_for
 from topics.publisher import Publisher
 
 
@@ -57,19 +57,19 @@ async def test_every_message_sent_is_acknowledged_and_stored(kafka_url: str) -> 
     assert report.acknowledged == 600 and report.failed == 0
     assert report.by_topic.total() + report.malformed.total() == 600
     assert report.elapsed >= 1.4, "the load is spread over the duration, not sent at once"
+    sent_keys = {m.key if isinstance(m, Malformed) else topic_for(m).key_of(m) for m in seen}
     for spec in INPUT_TOPICS:
         expected = report.by_topic[spec.name] + report.malformed[spec.name]
-        stored = await _stored(kafka_url, spec.name, prefix, run_id, expected)
+        stored = await _stored(kafka_url, spec.name, sent_keys, expected)
         assert stored == expected, spec.name
 
 
-async def _stored(kafka_url: str, name: str, prefix: str, run_id: str, expected: int) -> int:
-    """Records of this run in topic `name`: keyed by its prefix, or carrying its run id."""
+async def _stored(kafka_url: str, name: str, sent_keys: set[bytes], expected: int) -> int:
+    """Records of this run in topic `name`: under a key it sent (every key names the run). The
+    world flow also announces this run's worlds on cache.invalidations, under its own keys."""
 
     def ours(record: Record) -> bool:
-        return (record.key or b"").startswith(prefix.encode()) or run_id.encode() in (
-            record.value or b""
-        )
+        return record.key in sent_keys
 
     stored = await read_until(
         kafka_url, name, done=lambda kept: len(kept) >= expected, match=ours, timeout=30
