@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEMO_SECONDS ?= 60
 
-.PHONY: install demo test test-fast lint schemas stack-up stack-down clean
+.PHONY: install bench demo test test-fast lint schemas stack-up stack-down clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -19,6 +19,11 @@ install: $(INSTALLED)
 ## Run the pipeline on the embedded stack under a mixed load; ends by itself after DEMO_SECONDS.
 demo: $(INSTALLED)
 	$(VENV)/bin/scribe demo --seconds $(DEMO_SECONDS)
+
+## Benchmarks side by side on the embedded stack (or SCRIBE_KAFKA_URL); BENCH_RUNS, BENCH_EVENTS.
+bench: $(INSTALLED)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(VENV)/bin/scribe bench
 
 ## Lint, type-check, then every test (the integration tests start their own embedded stack).
 test: $(INSTALLED) lint

@@ -15,3 +15,18 @@ def register_all(app: faust.App, resources: Resources) -> None:
 
     for flow in (router, usage, world, invalidation):
         flow.register(app, resources)
+
+
+def consumer_group(app_id: str, topic: str) -> str:
+    """The consumer group that reads `topic` in the workers of `app_id`: Faust's own group,
+    except for the firehose flows that run their own batch consumer."""
+    from agents.invalidation.consumer import consumer_group as invalidation_group
+    from agents.usage.consumer import usage_group_id
+    from topics.catalog import AI_REQUESTS, CACHE_INVALIDATIONS, USAGE_EVENTS
+
+    own_groups = {
+        AI_REQUESTS.name: lambda app: f"{app}-router-intake",  # agents/router/agent.py
+        CACHE_INVALIDATIONS.name: invalidation_group,
+        USAGE_EVENTS.name: usage_group_id,
+    }
+    return own_groups[topic](app_id) if topic in own_groups else app_id

@@ -1,12 +1,12 @@
 """Turn a Faust stream of raw messages into validated events; bad input goes to the DLQ.
 
-Agents call `decoded_batches`: each yielded batch holds only valid events, and every invalid
-message before it has already been stored in the topic's `.dlq`.
+Faust agents call `decoded_batches`, batch consumers `decoded`: each batch holds only valid
+events, and every invalid message before it has already been stored in the topic's `.dlq`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -27,6 +27,29 @@ class Received(Generic[E]):
     origin: Origin
 
 
+async def decoded(
+    origins: Sequence[Origin],
+    spec: TopicSpec,
+    model: type[E],
+    dead_letters: DeadLetters,
+    agent: str,
+) -> list[Received[E]]:
+    """The valid events among `origins`, in order; each invalid one is in the DLQ on return.
+    `agent` labels the counts (a batch consumer service is no Faust agent)."""
+    batch: list[Received[E]] = []
+    MESSAGES_IN.labels(topic=spec.name, agent=agent).inc(len(origins))
+    for origin in origins:
+        try:
+            if origin.value is None:
+                raise DecodeError("json", "empty message (no value)")
+            event = decode(origin.value, model)
+        except DecodeError as error:
+            await dead_letters.send(spec, origin, error.kind, error.reason, agent=agent)
+            continue
+        batch.append(Received(event, origin))
+    return batch
+
+
 async def decoded_batches(
     stream: Any,
     spec: TopicSpec,
@@ -38,22 +61,18 @@ async def decoded_batches(
 ) -> AsyncIterator[list[Received[E]]]:
     """Batches of valid events, in partition order. Faust acks a batch's messages when the
     agent asks for the next batch, so the caller must finish writing before it loops."""
-    messages_in = MESSAGES_IN.labels(topic=spec.name, agent=current_agent_name())
+    agent = current_agent_name()
     async for faust_events in stream.take_events(max_batch, within=within):
-        batch: list[Received[E]] = []
-        messages_in.inc(len(faust_events))
-        for faust_event in faust_events:
-            message = faust_event.message
-            origin = Origin(
-                spec.name, message.partition, message.offset, message.key, faust_event.value
+        origins = [
+            Origin(
+                spec.name,
+                faust_event.message.partition,
+                faust_event.message.offset,
+                faust_event.message.key,
+                faust_event.value,
             )
-            try:
-                if origin.value is None:
-                    raise DecodeError("json", "empty message (no value)")
-                event = decode(origin.value, model)
-            except DecodeError as error:
-                await dead_letters.send(spec, origin, error.kind, error.reason)
-                continue
-            batch.append(Received(event, origin))
+            for faust_event in faust_events
+        ]
+        batch = await decoded(origins, spec, model, dead_letters, agent)
         if batch:
             yield batch

@@ -6,7 +6,15 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from schemas.fields import Count, Identifier, Label, Money, Payload, UtcDatetime
 
@@ -33,6 +41,14 @@ class ResponseStatus(StrEnum):
     OK = "ok"
     REJECTED = "rejected"
     FAILED = "failed"
+
+
+class Lane(StrEnum):
+    """The router's execution lanes: urgent and high never wait behind low and background."""
+
+    URGENT = "urgent"
+    NORMAL = "normal"
+    DEFERRED = "deferred"
 
 
 class Event(BaseModel):
@@ -83,6 +99,7 @@ class AIResponse(Event):
     error: Reason | None = None
     rationale: Reason | None = None
     cost_usd: Money | None = None
+    free_tier: StrictBool | None = None
 
 
 class UsageEvent(Event):
@@ -102,6 +119,43 @@ class UsageEvent(Event):
     world_id: Identifier | None = None
     latency_ms: Annotated[Count, Field(le=3_600_000)] | None = None
     priority: Priority | None = None
+    key_id: Label | None = None
+
+
+class RouteChoice(BaseModel):
+    """One step of a routed request's fallback chain, with its estimated cost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: Label
+    model: Label
+    free_tier: StrictBool
+    estimated_cost_usd: Money
+
+
+class RoutedRequest(Event):
+    """A decided AI request on its lane topic, keyed by user_id: all that execute needs."""
+
+    request: AIRequest
+    lane: Lane
+    chain: Annotated[list[RouteChoice], Field(min_length=1, max_length=8)]
+    estimated_cost_usd: Money
+    rationale: Reason
+    decided_at: UtcDatetime
+    free_slot_day: date | None = None
+
+
+class RouterSettlement(Event):
+    """What execute reports back to the owner of a user's routing state, keyed by user_id:
+    the final response (kept for idempotent replay), the cost to true up, a free slot to
+    give back."""
+
+    request_id: Identifier
+    user_id: Identifier
+    response: AIResponse
+    estimated_cost_usd: Money
+    actual_cost_usd: Money
+    released_free_slot_day: date | None = None
 
 
 class WorldEvent(Event):
@@ -155,3 +209,24 @@ class BudgetAlert(Event):
     budget_usd: Money
     spent_usd: Money
     occurred_at: UtcDatetime
+
+
+class BudgetState(Event):
+    """A user's monthly budget and month-to-date spend, keyed by user_id on the compacted
+    `budget.state` topic (a removed budget is a tombstone: no value).
+
+    A reader keeps, per user, the message with the highest `version`; when `month` is older
+    than the current UTC month, nothing has been spent yet this month.
+    """
+
+    user_id: Identifier
+    month: date
+    budget_usd: Money
+    spent_usd: Money
+    remaining_usd: Money
+    exhausted: StrictBool
+    thresholds_reached: Annotated[
+        list[Annotated[int, Field(strict=True, ge=1, le=1000)]], Field(max_length=32)
+    ]
+    version: Annotated[StrictInt, Field(ge=1)]
+    updated_at: UtcDatetime

@@ -14,8 +14,11 @@ from schemas.events import (
     AIRequest,
     AIResponse,
     BudgetAlert,
+    BudgetState,
     CacheInvalidation,
     Event,
+    RoutedRequest,
+    RouterSettlement,
     UsageEvent,
     WorldEvent,
     WorldTick,
@@ -89,9 +92,45 @@ def _fields(model: type[Event], now: datetime) -> dict[str, Any]:
             "spent_usd": Decimal("8.01"),
             "occurred_at": now,
         }
+    if model is BudgetState:
+        return {
+            "user_id": "user-1",
+            "month": now.date().replace(day=1),
+            "budget_usd": Decimal("10"),
+            "spent_usd": Decimal("8.01"),
+            "remaining_usd": Decimal("1.99"),
+            "exhausted": False,
+            "thresholds_reached": [50, 80],
+            "version": 1,
+            "updated_at": now,
+        }
+    if model is RoutedRequest:
+        return {
+            "request": _fields(AIRequest, now),
+            "lane": "normal",
+            "chain": [
+                {
+                    "service": "gemini",
+                    "model": "gemini-2.5-flash",
+                    "free_tier": False,
+                    "estimated_cost_usd": Decimal("0.0012"),
+                }
+            ],
+            "estimated_cost_usd": Decimal("0.0012"),
+            "rationale": "normal priority, simple prompt: flash",
+            "decided_at": now,
+        }
+    if model is RouterSettlement:
+        return {
+            "request_id": _id("req"),
+            "user_id": "user-1",
+            "response": _fields(AIResponse, now),
+            "estimated_cost_usd": Decimal("0.0012"),
+            "actual_cost_usd": Decimal("0.0011"),
+        }
     raise LookupError(f"no example for {model.__name__}")
 
 
-def example(model: type[E], **overrides: Any) -> E:
+def example(model: type[E], /, **overrides: Any) -> E:
     now = datetime.now(UTC).replace(microsecond=0)
     return model.model_validate({**_fields(model, now), **overrides})

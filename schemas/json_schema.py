@@ -13,8 +13,11 @@ from schemas.events import (
     AIRequest,
     AIResponse,
     BudgetAlert,
+    BudgetState,
     CacheInvalidation,
     Event,
+    RoutedRequest,
+    RouterSettlement,
     UsageEvent,
     WorldEvent,
     WorldTick,
@@ -30,6 +33,9 @@ FAMILIES: dict[str, type[Event]] = {
     "world_tick": WorldTick,
     "cache_invalidation": CacheInvalidation,
     "budget_alert": BudgetAlert,
+    "budget_state": BudgetState,
+    "routed_request": RoutedRequest,
+    "router_settlement": RouterSettlement,
 }
 
 

@@ -10,6 +10,7 @@ import faust
 
 from scribe.resources import Resources
 from scribe.settings import ResolvedSettings, faust_broker_url
+from topics.dlq import DEAD_LETTER_REQUEST_BYTES
 
 
 def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
@@ -27,8 +28,16 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "autodiscover": False,
         "broker_commit_interval": 1.0,
+        # Dead letters carry the original bytes (up to 1 MiB) plus headers.
+        "producer_max_request_size": DEAD_LETTER_REQUEST_BYTES,
+        # Batch what agents produce for up to 5 ms, as Kafka's own producer does since 4.0:
+        # unbatched, the router's decide stage ran at half the rate on the embedded broker.
+        "producer_linger": 0.005,
         "datadir": str(base.state_dir / "worker" / base.app_id),
     }
+    credentials = base.security.kafka.faust_credentials()
+    if credentials is not None:
+        config["broker_credentials"] = credentials
     if base.fast_rebalance:
         # A single-process broker answers at once; Kafka's defaults would hold every worker
         # start for ~30 s waiting out the rebalance timeout (see ARCHITECTURE.md).
@@ -47,6 +56,10 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     config = faust_settings(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)
+    if settings.base.fast_rebalance:
+        from scribe.stack.faust_on_tansu import use_short_fetch_wait
+
+        use_short_fetch_wait(app)
     resources = Resources(app, settings)
     register_all(app, resources)
     observability.register(app, resources)

@@ -44,8 +44,14 @@ class GroupOffsets:
     consumer of its own that never joins the group (so it causes no rebalance). It is also the
     worker's Kafka health probe: `topics()` is a metadata round trip."""
 
-    def __init__(self, bootstrap_servers: list[str], group_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: list[str],
+        group_id: str,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self._client_options = client_options or {}  # security settings
         self._group_id = group_id
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
@@ -58,6 +64,7 @@ class GroupOffsets:
                     group_id=self._group_id,
                     enable_auto_commit=False,
                     request_timeout_ms=5000,
+                    **self._client_options,
                 )
                 await consumer.start()
                 self._consumer = consumer

@@ -22,8 +22,8 @@ import click
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import encode
-from schemas.events import UsageEvent, WorldEvent
+from schemas import decode, encode
+from schemas.events import AIRequest, AIResponse, CacheInvalidation, UsageEvent, WorldEvent
 from schemas.examples import example
 from scribe.dashboard.figures import take_snapshot
 from scribe.gateway.access import TokenBook
@@ -34,7 +34,7 @@ from scribe.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadC
 from scribe.metrics import family_specs
 from scribe.settings import Settings, kafka_bootstrap_servers
 from scribe.stack import LocalStack
-from scribe.workers import WorkerProcess, new_worker, read_until
+from scribe.workers import Record, WorkerProcess, new_worker, read_until
 from topics.catalog import INPUT_TOPICS, TopicSpec, topic_for
 from topics.publisher import Publisher
 
@@ -44,6 +44,8 @@ PROGRESS_EVERY_S = 5.0
 GATEWAY_EVENTS = 100
 DEMO_PREFIX = "demo-"
 USAGE_ONLY = Mix(ai_requests=0, world_events=0, world_ticks=0, cache_invalidations=0)
+# A small monthly budget for the busiest demo user, so its alerts show up in the summary.
+BUDGET_USER, BUDGET_USD = f"{DEMO_PREFIX}user-1", Decimal(6)
 
 
 @dataclass
@@ -56,6 +58,8 @@ class LoadTally:
     usage_cost: Decimal = Decimal(0)
     usage_ids: set[str] = field(default_factory=set)
     via_gateway: int = 0
+    invalidation_targets: int = 0
+    ai_request_ids: set[str] = field(default_factory=set)
 
     @property
     def bad_key(self) -> bytes:
@@ -70,6 +74,12 @@ class LoadTally:
         if isinstance(message, UsageEvent):
             self.usage_ids.add(message.event_id)
             self.usage_cost += message.cost_usd or Decimal(0)
+        if isinstance(message, AIRequest):
+            self.ai_request_ids.add(message.request_id)
+        if isinstance(message, CacheInvalidation):
+            self.invalidation_targets += sum(
+                map(len, (message.keys, message.patterns, message.tags, message.urls))
+            )
 
 
 def _say(line: str) -> None:
@@ -83,9 +93,9 @@ def _services(settings: Settings) -> Iterator[dict[str, str]]:
             "SCRIBE_KAFKA_URL": settings.kafka_url,
             "SCRIBE_DATABASE_URL": settings.database_url,
             "SCRIBE_REDIS_URL": settings.redis_url,
-        }
+        } | ({"SCRIBE_CDN_URL": settings.cdn_url} if settings.cdn_url else {})
         return
-    _say("starting the embedded stack (Tansu, PostgreSQL, Redis) ...")
+    _say("starting the embedded stack (Tansu, PostgreSQL, Redis, CDN simulator) ...")
     with LocalStack(settings.state_dir).running(report=_say) as env:
         yield env
 
@@ -249,6 +259,46 @@ def _print_metric_families(worker: WorkerProcess) -> None:
         click.echo(f"  {spec.activity_sample:<42}{value:>16}")
 
 
+def _metric_sum(text: str, name: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+async def _invalidation_summary(
+    env: dict[str, str], tally: LoadTally, worker: WorkerProcess
+) -> bool:
+    """Invalidation targets received and left after coalescing, purges per sink, and what the
+    local CDN simulator recorded; true once every published target was received."""
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(timeout=10) as http:
+        while True:
+            text = (await http.get(f"{worker.url}/metrics")).text
+            received = _metric_sum(text, "scribe_coalesce_targets_total", stage="received")
+            if received >= tally.invalidation_targets or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        emitted = _metric_sum(text, "scribe_coalesce_targets_total", stage="emitted")
+        purges = ", ".join(
+            f"{sink} {_metric_sum(text, 'scribe_invalidations_total', sink=sink):,.0f}"
+            for sink in ("redis", "l1", "cdn.fastly", "cdn.cloudflare")
+        )
+        ratio = f"{received / emitted:.2f}" if emitted else "n/a"
+        click.echo(
+            f"invalidations: {received:,.0f} of {tally.invalidation_targets:,} targets received, "
+            f"{emitted:,.0f} after coalescing (ratio {ratio}); purged: {purges}"
+        )
+        if env.get("SCRIBE_CDN_URL"):
+            # Only the local simulator answers this; a real CDN's purges show above.
+            answer = await http.get(f"{env['SCRIBE_CDN_URL']}/_sim/stats")
+            if answer.status_code == 200:
+                click.echo(f"CDN simulator recorded purges: {answer.json()['purges']}")
+    return received >= tally.invalidation_targets
+
+
 async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProcess) -> bool:
     kafka_url, database_url = env["SCRIBE_KAFKA_URL"], env["SCRIBE_DATABASE_URL"]
     _say("waiting for the worker to drain ...")
@@ -285,13 +335,60 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
             f"  {row['user_id']:<14} {row['day']} {row['model']:<18} "
             f"{row['requests']:>5} requests  {row['cost_usd']} USD"
         )
+    for line in await _budget_and_costs(database_url):
+        click.echo(line)
     ok &= await _world_summary(database_url)
     if sample_reason:
         click.echo(f"a dead letter's reason: {sample_reason.decode(errors='replace')}")
+    ok &= await _invalidation_summary(env, tally, worker)
+    click.echo(await _ai_responses(kafka_url, tally.ai_request_ids))
     click.echo(
         f"worker: {'running' if worker.alive() else 'NOT RUNNING'}; log at {worker.log_path}"
     )
     return ok and worker.alive()
+
+
+async def _set_budget(database_url: str) -> None:
+    from sinks.postgres.budgets import BudgetStore
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        thresholds = Settings.from_env().usage.alert_thresholds_pct
+        await BudgetStore(pool).set_budget(BUDGET_USER, BUDGET_USD, thresholds)
+    finally:
+        await pool.close()
+
+
+async def _budget_and_costs(database_url: str) -> list[str]:
+    from datetime import UTC, datetime
+
+    from agents.usage.report import ReportPolicy, build_report
+    from schemas.model_catalog import load_catalog
+    from sinks.postgres.budgets import BudgetStore
+    from sinks.postgres.costs import load_cost_inputs
+
+    now = datetime.now(UTC)
+    month = now.date().replace(day=1)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        alerts = await BudgetStore(pool).alerts(BUDGET_USER, month)
+        inputs = await load_cost_inputs(pool, month, None)
+    finally:
+        await pool.close()
+    policy = ReportPolicy.from_settings(Settings.from_env().usage)
+    report = build_report(inputs, load_catalog(), policy, now)
+    crossed = ", ".join(f"{a.threshold_pct}%" for a in alerts)
+    share = (
+        "no images"
+        if report.free_image_share is None
+        else f"free-tier image share {report.free_image_share:.1%}"
+    )
+    return [
+        f"budget alerts for {BUDGET_USER} (budget {BUDGET_USD} USD): {crossed or 'none yet'}",
+        f"cost report {month:%Y-%m}: month-to-date {report.total_usd:.6f} USD, projected "
+        f"{report.projection.month_end_usd:.6f} USD, {share}, "
+        f"{len(report.recommendations)} recommendation(s) (scribe costs report)",
+    ]
 
 
 def run_demo(seconds: float, workdir: Path) -> int:
@@ -303,6 +400,7 @@ def run_demo(seconds: float, workdir: Path) -> int:
         stack.callback(worker.stop)
         worker.start()
         _say(f"worker ready: metrics at {worker.url}/metrics, health at {worker.url}/health")
+        asyncio.run(_set_budget(env["SCRIBE_DATABASE_URL"]))
         _say(f"publishing a mixed load at ~{EVENTS_PER_SECOND} events/s for {seconds:.0f} s ...")
         _say(f"watch it live: {worker.url}/dashboard")
         tally = LoadTally()
@@ -314,3 +412,28 @@ def run_demo(seconds: float, workdir: Path) -> int:
         ok = asyncio.run(_summarize(env, tally, worker))
         click.echo("demo: " + ("every event accounted for" if ok else "MISMATCH (see above)"))
         return 0 if ok else 1
+
+
+async def _ai_responses(kafka_url: str, request_ids: set[str]) -> str:
+    """One line: the router's answers to the demo's AI requests, by status, free vs paid."""
+    answered: dict[str, AIResponse] = {}
+
+    def keep(record: Record) -> bool:
+        if record.value is None:
+            return False
+        response = decode(record.value, AIResponse)
+        if response.request_id in request_ids:
+            answered.setdefault(response.request_id, response)
+        return False
+
+    deadline = time.monotonic() + 60
+    while len(answered) < len(request_ids) and time.monotonic() < deadline:
+        await read_until(kafka_url, "ai.responses", done=lambda _: False, match=keep, timeout=3)
+    statuses = Counter(r.status.value for r in answered.values())
+    free = sum(1 for r in answered.values() if r.free_tier)
+    paid = sum(1 for r in answered.values() if r.free_tier is False)
+    by_status = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items())) or "none"
+    return (
+        f"ai.responses: {len(answered):,} of {len(request_ids):,} requests answered "
+        f"({by_status}); served free {free:,}, paid {paid:,}"
+    )

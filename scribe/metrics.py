@@ -133,6 +133,12 @@ COST_MONTH_TO_DATE = Gauge(
 BUDGET_ALERTS = Counter(
     "scribe_budget_alerts_total", "Budget alerts published, by threshold percent", ["threshold"]
 )
+USAGE_EVENTS_COUNTED = Counter(
+    "scribe_usage_events_total",
+    "Valid usage events by outcome: counted (new to the ledger), duplicate (already counted), "
+    "refused (dead-lettered: unpriced, implausible or refused by PostgreSQL)",
+    ["outcome"],
+)
 
 # --- Cache invalidation -----------------------------------------------------------------------
 
@@ -145,6 +151,12 @@ COALESCED_TARGETS = Counter(
     "scribe_coalesce_targets_total",
     "Invalidation targets before (received) and after (emitted) coalescing",
     ["stage"],
+)
+CACHE_WARMING = Counter(
+    "scribe_cache_warming_total",
+    "world_loaded events handled by cache warming, by outcome (warmed, already_cached, "
+    "refused, no_state, no_table, failed)",
+    ["outcome"],
 )
 
 # --- World simulation (fed by the world flow) -------------------------------------------------

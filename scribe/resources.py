@@ -23,7 +23,12 @@ class Resources:
         self.dead_letters = DeadLetters(app)
         # Flows add their components (providers, the CDN) next to Kafka, PostgreSQL and Redis.
         self.health = HealthChecks(worker=f"{settings.base.app_id}@{settings.base.web_port}")
-        self.redis = aioredis.from_url(settings.redis_url, decode_responses=False)
+        security = settings.base.security
+        self.redis = aioredis.from_url(
+            settings.redis_url,
+            decode_responses=False,
+            **security.redis.redis_kwargs(settings.redis_url),
+        )
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         # Raw bytes in and out: decoding is ours, so bad input can reach the DLQ intact.
@@ -45,7 +50,10 @@ class Resources:
         async with self._pool_lock:
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
-                    self.settings.database_url, min_size=1, max_size=8
+                    self.settings.database_url,
+                    min_size=1,
+                    max_size=8,
+                    **self.settings.base.security.postgres.asyncpg_kwargs(),
                 )
             return self._pool
 

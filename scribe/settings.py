@@ -10,7 +10,10 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+from scribe.security import Security, SecuritySettingsError, mask_url
 
 
 class SettingsError(ValueError):
@@ -48,7 +51,7 @@ def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> str:
     scheme = urlsplit(url).scheme
     if scheme not in schemes:
         allowed = ", ".join(f"{s}://" for s in schemes)
-        raise SettingsError(f"{name}: {url!r} must start with one of {allowed}")
+        raise SettingsError(f"{name}: {mask_url(url)!r} must start with one of {allowed}")
     return url
 
 
@@ -60,6 +63,75 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
+
+
+def _thresholds(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        values = sorted({int(part) for part in raw.split(",") if part.strip()})
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a comma-separated list of percents") from None
+    if not values or not all(1 <= v <= 1000 for v in values):
+        raise SettingsError(f"{name}: {raw!r}: each percent must be between 1 and 1000")
+    return tuple(values)
+
+
+def _hours(name: str, default: tuple[int, int]) -> tuple[int, int]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    start, sep, end = raw.partition("-")
+    if not (sep and start.strip().isdigit() and end.strip().isdigit()):
+        raise SettingsError(f"{name}: {raw!r} is not a UTC hour range such as 16-22")
+    hours = int(start), int(end)
+    if not (0 <= hours[0] < hours[1] <= 24):
+        raise SettingsError(f"{name}: {raw!r}: need 0 <= start < end <= 24")
+    return hours
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    """Usage aggregation, budgets and cost reports."""
+
+    alert_thresholds_pct: tuple[int, ...] = (50, 80, 100)
+    max_tokens_per_event: int = 2_000_000
+    # 0 keeps every month of the ledger; N detaches partitions older than N months.
+    retention_months: int = 0
+    # Peak hours [start, end) in UTC, for the off-peak recommendation.
+    peak_hours_utc: tuple[int, int] = (16, 22)
+    # Free-model requests the platform may make per day (OpenRouter's limit with credits).
+    free_tier_daily_requests: int = 1000
+
+    @classmethod
+    def from_env(cls) -> UsageSettings:
+        return cls(
+            alert_thresholds_pct=_thresholds("SCRIBE_BUDGET_ALERT_THRESHOLDS", (50, 80, 100)),
+            max_tokens_per_event=_int("SCRIBE_USAGE_MAX_TOKENS", 2_000_000),
+            retention_months=_int("SCRIBE_USAGE_RETENTION_MONTHS", 0),
+            peak_hours_utc=_hours("SCRIBE_PEAK_HOURS_UTC", (16, 22)),
+            free_tier_daily_requests=_int("SCRIBE_FREE_TIER_DAILY_REQUESTS", 1000),
+        )
+
+
+def env_number(
+    name: str,
+    default: float,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """A numeric `SCRIBE_*` variable within [minimum, maximum], or a SettingsError naming it."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise SettingsError(f"{name}: {raw} is outside [{minimum}, {maximum}]")
+    return value
 
 
 def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
@@ -90,6 +162,9 @@ class Settings:
     kafka_url: str | None = None
     database_url: str | None = None
     redis_url: str | None = None
+    # The CDN purge API (the local simulator under `scribe stack up`); None: no CDN.
+    cdn_url: str | None = None
+    cdn_providers: str | None = None  # fastly, cloudflare or both (see sinks/cdn/config.py)
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     state_dir: Path = field(default_factory=lambda: Path(".scribe"))
@@ -97,8 +172,10 @@ class Settings:
     topic_partitions: int = 4
     topic_replication: int = 1
     fast_rebalance: bool = False
+    usage: UsageSettings = field(default_factory=UsageSettings)
     producer_idempotence: str = "auto"
     producer_linger_ms: int = 5
+    security: Security = field(default_factory=Security)
     # World simulation: seconds between ticks of an active world (0: no timer, ticks come
     # only from `world.ticks`), seconds without player activity before a world goes idle,
     # and the most ticks one world catches up per scheduling round.
@@ -118,10 +195,19 @@ class Settings:
         redis = env.get("SCRIBE_REDIS_URL") or None
         if redis:
             _check_url("SCRIBE_REDIS_URL", redis, ("redis", "rediss", "unix"))
+        cdn = env.get("SCRIBE_CDN_URL") or None
+        if cdn:
+            _check_url("SCRIBE_CDN_URL", cdn, ("http", "https"))
+        try:
+            security = Security.from_env(env)
+        except SecuritySettingsError as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             kafka_url=kafka,
             database_url=database,
             redis_url=redis,
+            cdn_url=cdn,
+            cdn_providers=env.get("SCRIBE_CDN_PROVIDERS") or None,
             web_port=_int("SCRIBE_WEB_PORT", 6066),
             web_host=env.get("SCRIBE_WEB_HOST", "127.0.0.1"),
             state_dir=Path(env.get("SCRIBE_STATE_DIR", ".scribe")),
@@ -129,10 +215,12 @@ class Settings:
             topic_partitions=_int("SCRIBE_TOPIC_PARTITIONS", 4),
             topic_replication=_int("SCRIBE_TOPIC_REPLICATION", 1),
             fast_rebalance=env.get("SCRIBE_FAST_REBALANCE", "") == "1",
+            usage=UsageSettings.from_env(),
             producer_idempotence=_choice(
                 "SCRIBE_PRODUCER_IDEMPOTENCE", ("auto", "on", "off"), "auto"
             ),
             producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 5),
+            security=security,
             world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
             world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),
             world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
@@ -170,3 +258,13 @@ class ResolvedSettings:
     @property
     def bootstrap_servers(self) -> list[str]:
         return kafka_bootstrap_servers(self.kafka_url)
+
+    @property
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security options for every aiokafka client (producer, consumer, admin)."""
+        return self.base.security.kafka.aiokafka_kwargs()
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value configured, URL passwords included: for the log redactor."""
+        return self.base.security.secrets([self.kafka_url, self.database_url, self.redis_url])

@@ -3,6 +3,7 @@ the benchmarks (and the platform's own tests) use to drive a real pipeline."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -30,9 +31,12 @@ def services_for_tests(state_dir: Path) -> Iterator[dict[str, str]]:
     """The services named by SCRIBE_*_URL when all are set; else an embedded stack in
     `state_dir`, stopped afterwards (also when the tests fail)."""
     if all(os.environ.get(name) for name in SERVICE_VARS):
-        yield {name: os.environ[name] for name in SERVICE_VARS} | {
-            "SCRIBE_FAST_REBALANCE": os.environ.get("SCRIBE_FAST_REBALANCE", "")
-        }
+        optional = ("SCRIBE_CDN_URL", "SCRIBE_CDN_PROVIDERS", "SCRIBE_CDN_TOKEN")
+        yield (
+            {name: os.environ[name] for name in SERVICE_VARS}
+            | {name: os.environ[name] for name in optional if os.environ.get(name)}
+            | {"SCRIBE_FAST_REBALANCE": os.environ.get("SCRIBE_FAST_REBALANCE", "")}
+        )
         return
     with LocalStack(state_dir).running() as env:
         yield env
@@ -47,6 +51,8 @@ class WorkerProcess:
     app_id: str
     web_port: int
     process: subprocess.Popen[bytes] | None = None
+    # Where this start's lines begin in the log: a restarted worker appends to the same file.
+    log_offset: int = 0
 
     @property
     def log_path(self) -> Path:
@@ -65,6 +71,7 @@ class WorkerProcess:
             "SCRIBE_STATE_DIR": str(self.state_dir),
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "scribe", "worker"],
@@ -82,7 +89,10 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"worker exited ({self.process.returncode}):\n{self.log_tail()}")
-            if "Worker ready" in self.log_path.read_text(errors="replace"):
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                started = log.read().decode(errors="replace")
+            if "Worker ready" in started:
                 try:
                     if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                         return
@@ -167,3 +177,58 @@ async def read_until(
     finally:
         await consumer.stop()
     return kept
+
+
+class ArrivalWatch:
+    """Reads a topic from the beginning in the background and notes when each key of interest
+    (found by `key_of(value)`) first arrived, for latency measurements. Ready once it has read
+    what was already there (an empty poll), since end offsets are not trusted."""
+
+    def __init__(self, kafka_url: str, topic: str, key_of: Callable[[bytes], str | None]) -> None:
+        self.kafka_url = kafka_url
+        self.topic = topic
+        self.key_of = key_of
+        self.seen: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
+
+    async def __aenter__(self) -> ArrivalWatch:
+        self._task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self._caught_up.wait(), 120)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _read(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=kafka_bootstrap_servers(self.kafka_url),
+            group_id=None,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,
+        )
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=10)
+                now = time.monotonic()
+                if not batches:
+                    self._caught_up.set()
+                for records in batches.values():
+                    for record in records:
+                        key = self.key_of(record.value) if record.value is not None else None
+                        if key is not None:
+                            self.seen.setdefault(key, now)
+        finally:
+            await consumer.stop()
+
+    async def arrival(self, key: str, timeout: float = 60) -> float:
+        """The monotonic time `key` arrived, waiting for it up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        while key not in self.seen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{key} did not arrive on {self.topic} within {timeout:.0f} s")
+            await asyncio.sleep(0.001)
+        return self.seen[key]

@@ -25,7 +25,9 @@ async def until_written(
     retryable: tuple[type[BaseException], ...] = RETRYABLE,
     first_delay: float = 0.1,
     max_delay: float = 5.0,
+    on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
+    """`on_retry` hears each failure, e.g. to mark the sink down while this waits."""
     delay = first_delay
     attempt = 1
     started = time.perf_counter()
@@ -35,6 +37,8 @@ async def until_written(
         except retryable as exc:
             SINK_ERRORS.labels(sink=sink).inc()
             SINK_RETRIES.labels(sink=sink).inc()
+            if on_retry is not None:
+                on_retry(exc)
             log.warning(
                 "%s: write failed (attempt %d), retrying in %.1f s: %s", sink, attempt, delay, exc
             )

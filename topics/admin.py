@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -25,10 +28,16 @@ def planned_topics(partitions: int, replication: int) -> list[NewTopic]:
 
 
 async def ensure_topics(
-    bootstrap_servers: list[str], partitions: int, replication: int
+    bootstrap_servers: list[str],
+    partitions: int,
+    replication: int,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=30_000)
+    """Create the topics that do not exist yet; return the names created. `client_options`:
+    security settings (`ResolvedSettings.kafka_client_options`)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=30_000, **(client_options or {})
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -9,8 +9,11 @@ from schemas.events import (
     AIRequest,
     AIResponse,
     BudgetAlert,
+    BudgetState,
     CacheInvalidation,
     Event,
+    RoutedRequest,
+    RouterSettlement,
     UsageEvent,
     WorldEvent,
     WorldTick,
@@ -61,6 +64,18 @@ WORLD_EVENTS = TopicSpec(
 WORLD_TICKS = TopicSpec("world.ticks", WorldTick, "world_id", retention_ms=DAY_MS, has_dlq=True)
 CACHE_INVALIDATIONS = TopicSpec("cache.invalidations", CacheInvalidation, "id", has_dlq=True)
 BUDGET_ALERTS = TopicSpec("budget.alerts", BudgetAlert, "user_id", retention_ms=90 * DAY_MS)
+# The router reads it as a table: compaction keeps the latest state per user.
+BUDGET_STATE = TopicSpec(
+    "budget.state", BudgetState, "user_id", retention_ms=90 * DAY_MS, cleanup_policy="compact"
+)
+# The router's internal topics: requests split by priority before decide (low and background
+# held back), decided requests by lane, and execute's reports back to decide.
+AI_REQUESTS_READY = TopicSpec("ai.requests.ready", AIRequest, "user_id")
+AI_REQUESTS_HELD = TopicSpec("ai.requests.held", AIRequest, "user_id")
+AI_LANE_URGENT = TopicSpec("ai.lane.urgent", RoutedRequest, "user_id")
+AI_LANE_NORMAL = TopicSpec("ai.lane.normal", RoutedRequest, "user_id")
+AI_LANE_DEFERRED = TopicSpec("ai.lane.deferred", RoutedRequest, "user_id")
+AI_ROUTER_SETTLEMENTS = TopicSpec("ai.router.settlements", RouterSettlement, "user_id")
 
 TOPICS: tuple[TopicSpec, ...] = (
     AI_REQUESTS,
@@ -70,6 +85,13 @@ TOPICS: tuple[TopicSpec, ...] = (
     WORLD_TICKS,
     CACHE_INVALIDATIONS,
     BUDGET_ALERTS,
+    BUDGET_STATE,
+    AI_REQUESTS_READY,
+    AI_REQUESTS_HELD,
+    AI_LANE_URGENT,
+    AI_LANE_NORMAL,
+    AI_LANE_DEFERRED,
+    AI_ROUTER_SETTLEMENTS,
 )
 INPUT_TOPICS: tuple[TopicSpec, ...] = tuple(t for t in TOPICS if t.has_dlq)
 DEAD_LETTER_TOPICS: tuple[DeadLetterSpec, ...] = tuple(
@@ -77,7 +99,11 @@ DEAD_LETTER_TOPICS: tuple[DeadLetterSpec, ...] = tuple(
 )
 
 _BY_NAME = {t.name: t for t in TOPICS}
-_BY_MODEL = {t.model: t for t in TOPICS}
+# A model's topic is the first in TOPICS that carries it: the router's internal topics reuse
+# AIRequest after ai.requests, and a producer of an AIRequest means ai.requests.
+_BY_MODEL: dict[type[Event], TopicSpec] = {}
+for _spec in TOPICS:
+    _BY_MODEL.setdefault(_spec.model, _spec)
 
 
 class UnknownTopicError(LookupError):

@@ -7,10 +7,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.codec import MAX_MESSAGE_BYTES
 from scribe.metrics import DEAD_LETTERS, MESSAGES_OUT, current_agent_name
 from topics.catalog import TopicSpec
 
 MAX_REASON_BYTES = 4096
+# The original bytes are kept up to the codec's input limit; a larger message (refused as `size`)
+# keeps its first MAX_ORIGINAL_BYTES and says how big it was, so the DLQ record still fits the
+# producer's and the broker's request limits (see DEAD_LETTER_REQUEST_BYTES).
+MAX_ORIGINAL_BYTES = MAX_MESSAGE_BYTES
+DEAD_LETTER_REQUEST_BYTES = MAX_ORIGINAL_BYTES + 64 * 1024
 
 # Header names; consumers of the DLQ topics rely on these.
 H_ERROR = "scribe-error"
@@ -19,6 +25,7 @@ H_SOURCE_TOPIC = "scribe-source-topic"
 H_SOURCE_PARTITION = "scribe-source-partition"
 H_SOURCE_OFFSET = "scribe-source-offset"
 H_FAILED_AT = "scribe-failed-at"
+H_ORIGINAL_SIZE = "scribe-original-size"  # only on records whose value was cut
 
 
 def dead_letter_headers(
@@ -52,16 +59,23 @@ class DeadLetters:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def send(self, spec: TopicSpec, origin: Origin, kind: str, reason: str) -> None:
+    async def send(
+        self, spec: TopicSpec, origin: Origin, kind: str, reason: str, agent: str | None = None
+    ) -> None:
+        """`agent` labels the counts; by default the Faust agent running the call."""
         headers = dead_letter_headers(kind, reason, origin.topic, origin.partition, origin.offset)
+        value = origin.value
+        if value is not None and len(value) > MAX_ORIGINAL_BYTES:
+            headers.append((H_ORIGINAL_SIZE, str(len(value)).encode()))
+            value = value[:MAX_ORIGINAL_BYTES]
         await self.app.producer.send_and_wait(
             spec.dlq_name,
             origin.key,
-            origin.value,
+            value,
             partition=None,
             timestamp=None,
             headers=headers,
         )
-        agent = current_agent_name()
+        agent = agent or current_agent_name()
         DEAD_LETTERS.labels(topic=spec.name, agent=agent, kind=kind).inc()
         MESSAGES_OUT.labels(topic=spec.dlq_name, agent=agent).inc()

@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future as ThreadFuture
 from contextlib import contextmanager
 from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import encode
 from schemas.events import Event
@@ -32,6 +33,8 @@ T = TypeVar("T")
 _brokers_without_idempotence: set[tuple[str, ...]] = set()
 
 DEFAULT_LINGER_MS = 5
+# (topic, key, value) as sent; a None value is a tombstone on a compacted topic.
+RawRecord = tuple[str, bytes | None, bytes | None]
 MAX_BATCH_BYTES = 256 * 1024
 
 
@@ -94,8 +97,12 @@ class Publisher:
         idempotence: Idempotence | str = Idempotence.AUTO,
         linger_ms: int = DEFAULT_LINGER_MS,
         request_timeout_ms: int = 30_000,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.client_options = (
+            client_options or {}
+        )  # security: ResolvedSettings.kafka_client_options
         self.idempotence = Idempotence(idempotence)
         self.linger_ms = linger_ms
         self.request_timeout_ms = request_timeout_ms
@@ -110,6 +117,7 @@ class Publisher:
             linger_ms=self.linger_ms,
             max_batch_size=MAX_BATCH_BYTES,
             request_timeout_ms=self.request_timeout_ms,
+            **self.client_options,
         )
 
     async def start(self) -> None:
@@ -187,10 +195,10 @@ class Publisher:
         return future
 
     async def enqueue_raw(
-        self, topic: str, value: bytes, key: bytes | None = None
+        self, topic: str, value: bytes | None, key: bytes | None = None
     ) -> asyncio.Future[Any]:
-        """Bytes exactly as given, unchecked: for replays and deliberately bad input (the
-        demo, load tests). Producers of events use `publish`."""
+        """Bytes exactly as given, unchecked: for replays, deliberately bad input (the demo,
+        load tests) and tombstones (None). Producers of events use `publish`."""
         future: asyncio.Future[Any] = await self._running().send(topic, value, key=key)
         return future
 
@@ -205,6 +213,48 @@ class Publisher:
             await future
         return len(futures)
 
+    async def publish_raw(self, records: Iterable[RawRecord]) -> int:
+        """Send each (topic, key, value) as given, then wait for every acknowledgement;
+        return the count."""
+        futures = [await self.enqueue_raw(topic, value, key) for topic, key, value in records]
+        for future in futures:
+            await future
+        return len(futures)
+
+    async def publish_burst(
+        self, events: Sequence[Event], spec: TopicSpec
+    ) -> dict[TopicPartition, int]:
+        """Send all at once, as few produce batches per partition as fit, keyed as `publish`
+        keys them, so a burst reaches the broker together. Returns each partition's last
+        offset once acknowledged."""
+        producer = self._running()
+        partitions = sorted(await producer.partitions_for(spec.name))
+        partitioner = DefaultPartitioner()
+        batches: dict[int, list[Any]] = {}  # aiokafka BatchBuilders
+        for event in events:
+            if not isinstance(event, spec.model):
+                raise WrongTopicError(event, spec)
+            key, value = spec.key_of(event), encode(event)
+            partition = partitioner(key, partitions, partitions)
+            if partition not in batches:
+                batches[partition] = [producer.create_batch()]
+            open_batches = batches[partition]
+            if open_batches[-1].append(key=key, value=value, timestamp=None) is None:
+                open_batches.append(producer.create_batch())
+                if open_batches[-1].append(key=key, value=value, timestamp=None) is None:
+                    raise PublishError(f"an event of {len(value)} bytes does not fit in a batch")
+        sent = [
+            (partition, batch, await producer.send_batch(batch, spec.name, partition=partition))
+            for partition, group in batches.items()
+            for batch in group
+        ]
+        last: dict[TopicPartition, int] = {}
+        for partition, batch, future in sent:
+            tp = TopicPartition(spec.name, partition)
+            base = (await future).offset
+            last[tp] = max(last.get(tp, -1), base + batch.record_count() - 1)
+        return last
+
     async def flush(self) -> None:
         await self._running().flush()
 
@@ -215,6 +265,7 @@ def publisher_for(settings: ResolvedSettings) -> Publisher:
         settings.bootstrap_servers,
         idempotence=settings.base.producer_idempotence,
         linger_ms=settings.base.producer_linger_ms,
+        client_options=settings.kafka_client_options,
     )
 
 

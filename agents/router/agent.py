@@ -1,19 +1,325 @@
-"""ai.requests -> decide -> execute -> ai.responses + usage.events."""
+"""ai.requests -> intake split by priority (low and background held back) -> decide (per-user
+tables) -> lane topics -> execute -> ai.responses + usage.events, and execute's settlements back
+to the decide owner. Unreadable input goes to ai.requests.dlq with the reason."""
 
 from __future__ import annotations
 
+import logging
+import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
-from agents.intake import decoded_batches
-from schemas.events import AIRequest
+from agents.router.breaker import BreakerConfig, Breakers
+from agents.router.budget_state import BudgetBook, BudgetStateReader
+from agents.router.decide import LANE_TOPICS, Decider, Emit
+from agents.router.execute import ExecuteConfig, Executor, Upstream
+from agents.router.images import ImageStore
+from agents.router.keys import KeyPool, Limit, TokenBuckets
+from agents.router.lane_consumer import (
+    DeferredPlan,
+    DoneMarks,
+    ExecuteRouted,
+    Job,
+    LaneConsumer,
+)
+from agents.router.policy import PolicyConfig
+from agents.router.providers import Gemini, OpenRouter, Provider
+from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
+from agents.router.splitter import PrioritySplitter
+from schemas import DecodeError, decode
+from schemas.events import AIRequest, Lane, RoutedRequest, RouterSettlement
+from schemas.model_catalog import load_catalog
+from scribe.metrics import MESSAGES_IN, PROCESSING_SECONDS
 from scribe.resources import Resources
-from topics.catalog import AI_REQUESTS
+from scribe.stack import LocalStack
+from sinks.retry import until_written
+from topics.catalog import (
+    AI_REQUESTS,
+    AI_REQUESTS_HELD,
+    AI_REQUESTS_READY,
+    AI_ROUTER_SETTLEMENTS,
+    TopicSpec,
+)
+from topics.dlq import Origin
+
+log = logging.getLogger(__name__)
+
+PROVIDER_CLASSES: dict[str, type[OpenRouter] | type[Gemini]] = {
+    OPENROUTER: OpenRouter,
+    GEMINI: Gemini,
+}
+
+
+def router_settings(resources: Resources) -> RouterSettings:
+    """From the environment; the simulator's URL from a running embedded stack if not set."""
+    env = dict(os.environ)
+    if not env.get("SCRIBE_PROVIDER_URL"):
+        stack = LocalStack(resources.settings.base.state_dir)
+        running = {s.env_var: s.url for s in stack.status() if s.running}
+        if "SCRIBE_PROVIDER_URL" in running:
+            env["SCRIBE_PROVIDER_URL"] = running["SCRIBE_PROVIDER_URL"]
+    return RouterSettings.from_env(env)
+
+
+# Short only where latency matters: each idle consumer polls the embedded broker this often.
+FETCH_WAIT_MS = {"intake": 20, "urgent": 20, "normal": 50, "deferred": 100, "held": 250}
+
+
+def deferred_rate_limit(rate_per_s: float) -> Limit:
+    """A bucket holding about one second of requests at the rate (at least one)."""
+    capacity = max(1, round(rate_per_s))
+    return Limit(capacity, max(1, round(capacity / max(rate_per_s, 1e-6) * 1000)))
 
 
 def register(app: faust.App, resources: Resources) -> None:
-    @app.agent(resources.topic(AI_REQUESTS), name="router")
-    async def route_requests(stream: Any) -> None:
-        async for _batch in decoded_batches(stream, AI_REQUESTS, AIRequest, resources.dead_letters):
-            pass
+    # httpx logs every request at INFO: far too much at this volume.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = router_settings(resources)
+    if not settings.providers:
+        log.warning(
+            "router: no provider configured (set OPENROUTER_API_KEYS / GEMINI_API_KEYS, or "
+            "SCRIBE_PROVIDER_URL for the simulator): every request will be rejected"
+        )
+    catalog = load_catalog()
+    budgets = BudgetBook()
+    users = app.Table("router-users", default=None, key_type=bytes, value_type=bytes)
+    requests = app.Table("router-requests", default=None, key_type=bytes, value_type=bytes)
+    decider = Decider(
+        users,
+        requests,
+        budgets,
+        catalog,
+        config=PolicyConfig(
+            services=frozenset(settings.providers),
+            free_images_per_day=settings.free_images_per_day,
+            over_budget=settings.over_budget,
+            default_budget_usd=settings.default_budget_usd,
+            max_output_tokens=settings.max_output_tokens,
+        ),
+        idempotency_window_s=settings.idempotency_window_s,
+    )
+
+    async def send(emits: list[Emit]) -> None:
+        """Not awaited to the broker's ack: the worker flushes its producer before it commits
+        the offsets, so a crash re-reads what was not yet sent."""
+        for emit in emits:
+            await resources.topic(emit.spec).send(key=emit.key, value=emit.value)
+
+    @app.agent(resources.topic(AI_REQUESTS_READY), name="router")
+    async def decide_requests(stream: Any) -> None:
+        async for event in stream.events():
+            with PROCESSING_SECONDS.labels(agent="router").time():
+                request = await _decoded(event, AI_REQUESTS_READY, AIRequest, resources)
+                if request is not None:
+                    now = datetime.now(UTC)
+                    await send(decider.decide(request, event.message.partition, now))
+
+    @app.agent(resources.topic(AI_ROUTER_SETTLEMENTS), name="router-settle")
+    async def settle_requests(stream: Any) -> None:
+        async for event in stream.events():
+            with PROCESSING_SECONDS.labels(agent="router-settle").time():
+                settlement = await _decoded(
+                    event, AI_ROUTER_SETTLEMENTS, RouterSettlement, resources
+                )
+                if settlement is not None:
+                    now = datetime.now(UTC)
+                    await send(decider.settle(settlement, event.message.partition, now))
+
+    images = ImageStore(
+        resources.redis,
+        settings.image_url_base
+        or f"http://{resources.settings.base.web_host}:{resources.settings.base.web_port}",
+        settings.image_ttl_s,
+    )
+
+    @app.page("/ai/images/{image_id}")
+    async def serve_image(web: Any, request: Any, image_id: str) -> Any:
+        found = await images.load(image_id)
+        if found is None:
+            return web.json({"error": "no such image (or it expired)"}, status=404)
+        data, content_type = found
+        return web.bytes(data, content_type=content_type)
+
+    upstreams: dict[str, Upstream] = {}
+
+    async def start_execution() -> None:
+        upstreams.update(_upstreams(resources, settings))
+        await _start_execution(
+            app, resources, settings, upstreams=upstreams, images=images, budgets=budgets
+        )
+
+    app.task(start_execution)
+
+    @app.on_before_shutdown.connect
+    async def _close_providers(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        for upstream in upstreams.values():
+            await upstream.provider.aclose()
+
+
+def _upstreams(resources: Resources, settings: RouterSettings) -> dict[str, Upstream]:
+    """One pooled HTTP client and one key pool per configured provider."""
+    upstreams = {}
+    for service, provider_settings in settings.providers.items():
+        provider: Provider = PROVIDER_CLASSES[service](
+            provider_settings.base_url, settings.call_timeout_s
+        )
+        pool = KeyPool(
+            resources.redis,
+            service,
+            provider_settings.keys,
+            provider_settings.requests_per_minute,
+            provider_settings.requests_per_day,
+        )
+        upstreams[service] = Upstream(provider, pool)
+    return upstreams
+
+
+async def _decoded(event: Any, spec: TopicSpec, model: type[Any], resources: Resources) -> Any:
+    """The event's value as `model`, or None after dead-lettering it to ai.requests.dlq."""
+    message = event.message
+    MESSAGES_IN.labels(topic=spec.name, agent="router").inc()
+    origin = Origin(spec.name, message.partition, message.offset, message.key, event.value)
+    try:
+        if origin.value is None:
+            raise DecodeError("json", "empty message (no value)")
+        return decode(origin.value, model)
+    except DecodeError as error:
+        await resources.dead_letters.send(AI_REQUESTS, origin, error.kind, error.reason)
+        return None
+
+
+async def _start_execution(
+    app: faust.App,
+    resources: Resources,
+    settings: RouterSettings,
+    *,
+    upstreams: dict[str, Upstream],
+    images: ImageStore,
+    budgets: BudgetBook,
+) -> None:
+    executor = Executor(
+        upstreams,
+        Breakers(
+            BreakerConfig(
+                failure_rate=settings.breaker_failure_rate,
+                min_calls=settings.breaker_min_calls,
+                window_s=settings.breaker_window_s,
+                cooldown_s=settings.breaker_cooldown_s,
+            )
+        ),
+        load_catalog(),
+        images,
+        ExecuteConfig(
+            attempts_per_model=settings.attempts_per_model,
+            backoff_base_s=settings.backoff_base_s,
+            backoff_cap_s=settings.backoff_cap_s,
+            call_timeout_s=settings.call_timeout_s,
+            default_deadline_s=settings.default_deadline_s,
+            max_output_tokens=settings.max_output_tokens,
+        ),
+    )
+
+    async def publish(emits: list[Emit]) -> None:
+        async def send_all() -> None:
+            pending = [
+                await app.producer.send(e.spec.name, e.key, e.value, None, None, None)
+                for e in emits
+            ]
+            for future in pending:
+                await future
+
+        await until_written("router.publish", send_all, retryable=(KafkaError, OSError))
+
+    async def dead_letter(origin: Origin, kind: str, reason: str) -> None:
+        await resources.dead_letters.send(AI_REQUESTS, origin, kind, reason)
+
+    base = resources.settings.base
+
+    def consumer_settings(group: str, fetch_wait_ms: int) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": resources.settings.bootstrap_servers,
+            "group_id": f"{base.app_id}-router-{group}",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            # The embedded broker answers a waiting fetch only when its wait runs out (see
+            # scribe/stack/faust_on_tansu.py); Kafka answers when data arrives.
+            "fetch_max_wait_ms": fetch_wait_ms if base.fast_rebalance else 500,
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 1_000,
+            "rebalance_timeout_ms": 5_000 if base.fast_rebalance else 60_000,
+        }
+
+    await app.add_runtime_dependency(
+        PrioritySplitter(
+            consumer_settings("intake", FETCH_WAIT_MS["intake"]),
+            publish=publish,
+            dead_letter=dead_letter,
+        )
+    )
+
+    async def release(job: Job[AIRequest]) -> None:
+        await publish([Emit(AI_REQUESTS_READY, job.payload.user_id.encode(), job.value)])
+
+    await app.add_runtime_dependency(
+        LaneConsumer(
+            "held",
+            AI_REQUESTS_HELD,
+            consumer_settings("held", FETCH_WAIT_MS["held"]),
+            read=lambda value: decode(value, AIRequest),
+            deadline_of=lambda request: request.deadline,
+            handle=release,
+            dead_letter=dead_letter,
+            concurrency=settings.deferred_concurrency,
+            deferred=DeferredPlan(
+                rate_gate=TokenBuckets(
+                    resources.redis,
+                    "lane:held",
+                    ["held"],
+                    [deferred_rate_limit(settings.deferred_rate_per_s)],
+                ),
+                offpeak=settings.offpeak,
+                promote_before=timedelta(seconds=settings.promote_before_s),
+                max_held=settings.deferred_max_held,
+            ),
+        )
+    )
+    execute = ExecuteRouted(
+        executor,
+        publish,
+        dead_letter,
+        DoneMarks(resources.redis, settings.idempotency_window_s),
+    )
+    concurrency = {
+        Lane.URGENT: settings.urgent_concurrency,
+        Lane.NORMAL: settings.normal_concurrency,
+        Lane.DEFERRED: settings.deferred_concurrency,
+    }
+    for lane, spec in LANE_TOPICS.items():
+        await app.add_runtime_dependency(
+            LaneConsumer(
+                lane.value,
+                spec,
+                consumer_settings(lane.value, FETCH_WAIT_MS[lane.value]),
+                read=lambda value: decode(value, RoutedRequest),
+                deadline_of=lambda routed: routed.request.deadline,
+                handle=execute,
+                dead_letter=dead_letter,
+                concurrency=concurrency[lane],
+            )
+        )
+    await app.add_runtime_dependency(
+        BudgetStateReader(
+            resources.settings.bootstrap_servers, settings.budget_state_topic, budgets
+        )
+    )
+    log.info(
+        "router: executing with %s",
+        ", ".join(
+            f"{s} at {p.base_url} ({len(p.keys)} keys{', simulator' if p.simulated else ''})"
+            for s, p in settings.providers.items()
+        )
+        or "no providers",
+    )

@@ -1,50 +1,35 @@
-"""usage.events -> the usage ledger and rollups in PostgreSQL, in batches."""
+"""usage.events -> the usage ledger, rollups and budgets in PostgreSQL (a batch consumer run
+as a service of the worker), and the cost report page `/costs/report?user=&month=YYYY-MM`."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import orjson
 
-from agents.intake import Received, decoded_batches
-from schemas.events import UsageEvent
-from scribe.metrics import PROCESSING_SECONDS, SINK_BATCH_SIZE, observe_end_to_end
+from agents.usage.consumer import UsageBatchConsumer
+from agents.usage.report import ReportPolicy, build_report, parse_month, report_json
+from schemas.model_catalog import load_catalog
 from scribe.resources import Resources
-from sinks.postgres.usage import RETRYABLE, UsageLedger
-from sinks.retry import until_written
-from topics.catalog import USAGE_EVENTS
+from sinks.postgres.costs import load_cost_inputs
 
 
 def register(app: faust.App, resources: Resources) -> None:
-    @app.agent(resources.topic(USAGE_EVENTS), name="usage")
-    async def aggregate_usage(stream: Any) -> None:
-        ledger = UsageLedger(await resources.database())
-        async for batch in decoded_batches(
-            stream, USAGE_EVENTS, UsageEvent, resources.dead_letters, max_batch=2000
-        ):
-            with PROCESSING_SECONDS.labels(agent="usage").time():
-                priced = await _price_or_dead_letter(batch, resources)
-                if priced:
-                    SINK_BATCH_SIZE.labels(sink="postgres.usage").observe(len(priced))
-                    await until_written("postgres.usage", ledger.write, priced, retryable=RETRYABLE)
-                    observe_end_to_end(
-                        "usage", "postgres.usage", (e.occurred_at for e, _ in priced)
-                    )
+    app.service(UsageBatchConsumer.bound_to(resources))
 
-
-async def _price_or_dead_letter(
-    batch: list[Received[UsageEvent]], resources: Resources
-) -> list[tuple[UsageEvent, Decimal]]:
-    priced = []
-    for item in batch:
-        if item.event.cost_usd is None:
-            await resources.dead_letters.send(
-                USAGE_EVENTS,
-                item.origin,
-                "unpriced",
-                f"no cost_usd and no price known for model {item.event.model!r}",
-            )
-            continue
-        priced.append((item.event, item.event.cost_usd))
-    return priced
+    @app.page("/costs/report")
+    async def cost_report(web: Any, request: Any) -> Any:
+        now = datetime.now(UTC)
+        try:
+            month_text = request.query.get("month")
+            month = parse_month(month_text) if month_text else now.date().replace(day=1)
+        except ValueError as error:
+            return web.json({"error": str(error)}, status=400)
+        inputs = await load_cost_inputs(
+            await resources.database(), month, request.query.get("user")
+        )
+        policy = ReportPolicy.from_settings(resources.settings.base.usage)
+        report = build_report(inputs, load_catalog(), policy, now)
+        return web.bytes(orjson.dumps(report_json(report)), content_type="application/json")

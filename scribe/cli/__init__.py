@@ -12,15 +12,19 @@ import click
 
 from schemas import DecodeError, decode
 from schemas.events import Event
+from scribe.security import Redactor
 from scribe.settings import ResolvedSettings, Settings, SettingsError
 from scribe.stack import LocalStack, StackError, settings_with_stack
 
 
 def resolved_settings() -> ResolvedSettings:
+    """The settings, with their secrets kept out of every log record from here on."""
     try:
-        return settings_with_stack(Settings.from_env()).require()
+        settings = settings_with_stack(Settings.from_env()).require()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    Redactor(settings.secrets).install()
+    return settings
 
 
 @click.group()
@@ -30,7 +34,8 @@ def main() -> None:
 
 @main.group()
 def stack() -> None:
-    """The embedded local stack: Kafka protocol (Tansu), PostgreSQL and Redis on loopback."""
+    """The embedded local stack on loopback: Kafka protocol (Tansu), PostgreSQL, Redis and the
+    CDN purge simulator."""
 
 
 def _stack() -> LocalStack:
@@ -78,7 +83,13 @@ def db_migrate() -> None:
     from sinks.postgres.migrate import migrate
 
     settings = resolved_settings()
-    applied = asyncio.run(migrate(settings.database_url, report=click.echo))
+    applied = asyncio.run(
+        migrate(
+            settings.database_url,
+            report=click.echo,
+            connect_options=settings.base.security.postgres.asyncpg_kwargs(),
+        )
+    )
     click.echo(f"{len(applied)} migration(s) applied; the schema is up to date")
 
 
@@ -88,11 +99,18 @@ async def prepare(settings: ResolvedSettings) -> None:
     from topics.admin import ensure_topics
 
     created = await ensure_topics(
-        settings.bootstrap_servers, settings.base.topic_partitions, settings.base.topic_replication
+        settings.bootstrap_servers,
+        settings.base.topic_partitions,
+        settings.base.topic_replication,
+        client_options=settings.kafka_client_options,
     )
     if created:
         click.echo(f"created topics: {', '.join(created)}", err=True)
-    await migrate(settings.database_url, report=lambda line: click.echo(line, err=True))
+    await migrate(
+        settings.database_url,
+        report=lambda line: click.echo(line, err=True),
+        connect_options=settings.base.security.postgres.asyncpg_kwargs(),
+    )
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -176,10 +194,17 @@ def demo(seconds: float) -> None:
     sys.exit(run_demo(seconds, Path.cwd()))
 
 
+# Each flow's commands, registered here (imported last: they use the above).
+from scribe.cli.bench import bench  # noqa: E402
+from scribe.cli.budget import budget  # noqa: E402
+from scribe.cli.costs import costs  # noqa: E402
 from scribe.cli.gateway import gateway  # noqa: E402
 from scribe.cli.loadgen import loadgen  # noqa: E402
 from scribe.cli.world import world  # noqa: E402
 
+main.add_command(bench)
+main.add_command(budget)
+main.add_command(costs)
 main.add_command(gateway)
 main.add_command(loadgen)
 main.add_command(world)

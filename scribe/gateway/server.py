@@ -239,7 +239,10 @@ def create_app(settings: GatewaySettings, resolved: ResolvedSettings) -> web.App
     app = web.Application(client_max_size=settings.max_body_bytes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        redis = aioredis.from_url(resolved.redis_url)
+        redis = aioredis.from_url(
+            resolved.redis_url,
+            **resolved.base.security.redis.redis_kwargs(resolved.redis_url),
+        )
         publisher = publisher_for(resolved)
         try:
             await publisher.start()

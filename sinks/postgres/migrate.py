@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -52,10 +53,12 @@ async def migrate(
     database_url: str,
     report: Callable[[str], None] = lambda _: None,
     directory: Path = MIGRATIONS_DIR,
+    connect_options: Mapping[str, Any] | None = None,
 ) -> list[Migration]:
-    """Apply the migrations not yet recorded; return those applied by this call."""
+    """Apply the migrations not yet recorded; return those applied by this call.
+    `connect_options`: password and TLS for asyncpg (`PostgresSecurity.asyncpg_kwargs`)."""
     migrations = load_migrations(directory)
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url, **(connect_options or {}))
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_ID)
         try:

@@ -1,13 +1,17 @@
 """The usage ledger and its rollups, written exactly once per event_id.
 
-One statement per batch: the ids new to `usage_event_ids` select which rows enter the ledger,
-and only those rows are added to the rollups, all in one transaction. Redelivered and replayed
-events therefore change nothing.
+One transaction per batch: the batch is COPied into a temporary staging table; one statement
+inserts the ids new to `usage_event_ids` (ON CONFLICT DO NOTHING RETURNING), puts only those
+rows into the month-partitioned ledger and adds only those to the rollups; then the budgets of
+the users whose spend changed are refreshed (alerts, state) before the commit. Redelivered and
+replayed events therefore change nothing, and the caller commits its offsets only after this
+returns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
@@ -15,80 +19,151 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from schemas.events import UsageEvent
+from sinks.postgres.budgets import lock_budgets, refresh_budgets
+
+
+class PartitionMissingError(RuntimeError):
+    """A ledger partition this process thought ready was detached meanwhile; retried."""
+
 
 RETRYABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    # Two workers briefly own one partition during a rebalance; the loser retries.
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    PartitionMissingError,
 )
 
-_WRITE_BATCH = """
-WITH batch AS (
-    SELECT * FROM unnest(
-        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-        $8::integer[], $9::boolean[], $10::numeric[], $11::timestamptz[], $12::text[],
-        $13::integer[], $14::text[]
-    ) AS b(event_id, request_id, user_id, service, model, input_tokens, output_tokens, images,
-           free_tier, cost_usd, occurred_at, world_id, latency_ms, priority)
-), new_ids AS (
-    INSERT INTO usage_event_ids (event_id)
-    SELECT event_id FROM batch
-    ON CONFLICT DO NOTHING
-    RETURNING event_id
-), inserted AS (
-    INSERT INTO usage_events (event_id, request_id, user_id, service, model, input_tokens,
-                             output_tokens, images, free_tier, cost_usd, occurred_at, world_id,
-                             latency_ms, priority)
-    SELECT b.* FROM batch b JOIN new_ids USING (event_id)
-    RETURNING *
-), daily AS (
-    INSERT INTO usage_daily AS t (user_id, day, service, model, requests, input_tokens,
-                                  output_tokens, images, free_tier_requests, cost_usd)
-    SELECT user_id, (occurred_at AT TIME ZONE 'UTC')::date, service, model, count(*),
-           sum(input_tokens), sum(output_tokens), sum(images),
-           count(*) FILTER (WHERE free_tier), sum(cost_usd)
-    FROM inserted GROUP BY 1, 2, 3, 4
-    ON CONFLICT (user_id, day, service, model) DO UPDATE SET
-        requests = t.requests + EXCLUDED.requests,
-        input_tokens = t.input_tokens + EXCLUDED.input_tokens,
-        output_tokens = t.output_tokens + EXCLUDED.output_tokens,
-        images = t.images + EXCLUDED.images,
-        free_tier_requests = t.free_tier_requests + EXCLUDED.free_tier_requests,
-        cost_usd = t.cost_usd + EXCLUDED.cost_usd
-), monthly AS (
-    INSERT INTO usage_monthly AS t (user_id, month, service, model, requests, input_tokens,
-                                    output_tokens, images, free_tier_requests, cost_usd)
-    SELECT user_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date, service, model,
-           count(*), sum(input_tokens), sum(output_tokens), sum(images),
-           count(*) FILTER (WHERE free_tier), sum(cost_usd)
-    FROM inserted GROUP BY 1, 2, 3, 4
-    ON CONFLICT (user_id, month, service, model) DO UPDATE SET
-        requests = t.requests + EXCLUDED.requests,
-        input_tokens = t.input_tokens + EXCLUDED.input_tokens,
-        output_tokens = t.output_tokens + EXCLUDED.output_tokens,
-        images = t.images + EXCLUDED.images,
-        free_tier_requests = t.free_tier_requests + EXCLUDED.free_tier_requests,
-        cost_usd = t.cost_usd + EXCLUDED.cost_usd
-), hourly AS (
-    INSERT INTO usage_hourly_by_model AS t (hour, service, model, requests, input_tokens,
-                                            output_tokens, images, free_tier_requests, cost_usd)
-    SELECT date_trunc('hour', occurred_at), service, model, count(*), sum(input_tokens),
-           sum(output_tokens), sum(images), count(*) FILTER (WHERE free_tier), sum(cost_usd)
-    FROM inserted GROUP BY 1, 2, 3
-    ON CONFLICT (hour, service, model) DO UPDATE SET
-        requests = t.requests + EXCLUDED.requests,
-        input_tokens = t.input_tokens + EXCLUDED.input_tokens,
-        output_tokens = t.output_tokens + EXCLUDED.output_tokens,
-        images = t.images + EXCLUDED.images,
-        free_tier_requests = t.free_tier_requests + EXCLUDED.free_tier_requests,
-        cost_usd = t.cost_usd + EXCLUDED.cost_usd
+_STAGE_COLUMNS = (
+    "event_id",
+    "request_id",
+    "user_id",
+    "service",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "images",
+    "free_tier",
+    "cost_usd",
+    "occurred_at",
+    "world_id",
+    "latency_ms",
+    "priority",
+    "price_catalog_version",
 )
-SELECT count(*) FROM inserted
+
+_CREATE_STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS usage_stage (
+    event_id text NOT NULL,
+    request_id text NOT NULL,
+    user_id text NOT NULL,
+    service text NOT NULL,
+    model text NOT NULL,
+    input_tokens bigint NOT NULL,
+    output_tokens bigint NOT NULL,
+    images integer NOT NULL,
+    free_tier boolean NOT NULL,
+    cost_usd numeric NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    world_id text,
+    latency_ms integer,
+    priority text,
+    price_catalog_version text
+) ON COMMIT DELETE ROWS
 """
 
 
-PricedUsage = tuple[UsageEvent, Decimal]
+def _rollup(table: str, keys: str, key_exprs: str, group: str) -> str:
+    return f"""
+    INSERT INTO {table} AS t ({keys}, requests, input_tokens, output_tokens, images,
+                              free_tier_requests, free_tier_images, cost_usd)
+    SELECT {key_exprs}, count(*), sum(input_tokens), sum(output_tokens), sum(images),
+           count(*) FILTER (WHERE free_tier), coalesce(sum(images) FILTER (WHERE free_tier), 0),
+           sum(cost_usd)
+    FROM inserted GROUP BY {group} ORDER BY {group}
+    ON CONFLICT ({keys}) DO UPDATE SET
+        requests = t.requests + EXCLUDED.requests,
+        input_tokens = t.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = t.output_tokens + EXCLUDED.output_tokens,
+        images = t.images + EXCLUDED.images,
+        free_tier_requests = t.free_tier_requests + EXCLUDED.free_tier_requests,
+        free_tier_images = t.free_tier_images + EXCLUDED.free_tier_images,
+        cost_usd = t.cost_usd + EXCLUDED.cost_usd
+    """
+
+
+_COLUMNS = ", ".join(_STAGE_COLUMNS)
+# Rollup rows are upserted in key order, so two overlapping batches lock them in one order.
+_WRITE_FROM_STAGE = f"""
+WITH new_ids AS (
+    INSERT INTO usage_event_ids (event_id)
+    SELECT event_id FROM usage_stage ORDER BY event_id
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+), inserted AS (
+    INSERT INTO usage_events ({_COLUMNS})
+    SELECT {", ".join(f"s.{c}" for c in _STAGE_COLUMNS)}
+    FROM usage_stage s JOIN new_ids USING (event_id)
+    RETURNING user_id, service, model, input_tokens, output_tokens, images, free_tier,
+              cost_usd, occurred_at
+), daily AS ({
+    _rollup(
+        "usage_daily",
+        "user_id, day, service, model",
+        "user_id, (occurred_at AT TIME ZONE 'UTC')::date, service, model",
+        "1, 2, 3, 4",
+    )
+}), monthly AS ({
+    _rollup(
+        "usage_monthly",
+        "user_id, month, service, model",
+        "user_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date, service, model",
+        "1, 2, 3, 4",
+    )
+}), hourly AS ({
+    _rollup(
+        "usage_hourly_by_model",
+        "hour, service, model",
+        "date_trunc('hour', occurred_at), service, model",
+        "1, 2, 3",
+    )
+})
+SELECT user_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month, service,
+       model, count(*) AS events, sum(cost_usd) AS cost_usd
+FROM inserted GROUP BY 1, 2, 3, 4
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PricedUsage:
+    event: UsageEvent
+    cost_usd: Decimal
+    catalog_version: str | None  # None: the producer's own cost_usd
+
+
+@dataclass(frozen=True)
+class LedgerWrite:
+    inserted: int  # events new to the ledger; the rest were already counted
+    alerts: int  # budget alerts now due (pending publication)
+    states: int  # budget states changed (pending publication)
+    # What the new events cost, by (service, model).
+    cost_by_model: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+
+    def __add__(self, other: LedgerWrite) -> LedgerWrite:
+        costs = dict(self.cost_by_model)
+        for key, cost in other.cost_by_model.items():
+            costs[key] = costs.get(key, Decimal(0)) + cost
+        return LedgerWrite(
+            self.inserted + other.inserted,
+            self.alerts + other.alerts,
+            self.states + other.states,
+            costs,
+        )
+
+
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
@@ -96,45 +171,110 @@ def first_of_each_id(rows: Sequence[PricedUsage]) -> list[PricedUsage]:
     """A batch may hold one event twice (a producer retry); the ledger takes the first."""
     seen: set[str] = set()
     unique = []
-    for event, cost in rows:
-        if event.event_id not in seen:
-            seen.add(event.event_id)
-            unique.append((event, cost))
+    for row in rows:
+        if row.event.event_id not in seen:
+            seen.add(row.event.event_id)
+            unique.append(row)
     return unique
 
 
+def month_of(day: date) -> date:
+    return day.replace(day=1)
+
+
+def add_months(month: date, count: int) -> date:
+    index = month.year * 12 + month.month - 1 + count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def months_ahead(today: date, ahead: int) -> list[date]:
+    """The current month and the `ahead` months after it."""
+    return [add_months(month_of(today), n) for n in range(ahead + 1)]
+
+
+def retention_cutoff(today: date, retention_months: int) -> date:
+    """Ledger months before this one are detached: the current month and the
+    `retention_months` before it are kept."""
+    return add_months(month_of(today), -retention_months)
+
+
+def _stage_record(row: PricedUsage) -> tuple[object, ...]:
+    e = row.event
+    return (
+        e.event_id,
+        e.request_id,
+        e.user_id,
+        e.service,
+        e.model,
+        e.input_tokens,
+        e.output_tokens,
+        e.images,
+        e.free_tier,
+        row.cost_usd,
+        e.occurred_at,
+        e.world_id,
+        e.latency_ms,
+        e.priority.value if e.priority else None,
+        row.catalog_version,
+    )
+
+
 class UsageLedger:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, alert_thresholds_pct: Sequence[int]) -> None:
         self.pool = pool
+        self.alert_thresholds_pct = list(alert_thresholds_pct)
         self._months_ready: set[date] = set()
 
-    async def _ensure_partitions(self, conn: Connection, months: set[date]) -> None:
-        for month in sorted(months - self._months_ready):
-            await conn.execute("SELECT scribe_ensure_month_partition('usage_events', $1)", month)
-            self._months_ready.add(month)
-
-    async def write(self, priced: Sequence[PricedUsage]) -> int:
-        """Write a batch of (event, cost) pairs; return how many events were new."""
-        rows = first_of_each_id(priced)
-        months = {e.occurred_at.date().replace(day=1) for e, _ in rows}
+    async def ensure_months(self, months: set[date]) -> None:
+        """Create (or re-attach) the ledger partitions of these months, once per process."""
+        missing = sorted(months - self._months_ready)
+        if not missing:
+            return
         async with self.pool.acquire() as conn:
-            await self._ensure_partitions(conn, months)
-            async with conn.transaction():
-                inserted: int = await conn.fetchval(
-                    _WRITE_BATCH,
-                    [e.event_id for e, _ in rows],
-                    [e.request_id for e, _ in rows],
-                    [e.user_id for e, _ in rows],
-                    [e.service for e, _ in rows],
-                    [e.model for e, _ in rows],
-                    [e.input_tokens for e, _ in rows],
-                    [e.output_tokens for e, _ in rows],
-                    [e.images for e, _ in rows],
-                    [e.free_tier for e, _ in rows],
-                    [cost for _, cost in rows],
-                    [e.occurred_at for e, _ in rows],
-                    [e.world_id for e, _ in rows],
-                    [e.latency_ms for e, _ in rows],
-                    [e.priority.value if e.priority else None for e, _ in rows],
-                )
-        return inserted
+            for month in missing:
+                await conn.execute("SELECT scribe_ensure_usage_partition($1)", month)
+                self._months_ready.add(month)
+
+    async def detach_before(self, cutoff: date) -> list[str]:
+        """Detach the ledger partitions of months before `cutoff`; return their names."""
+        rows = await self.pool.fetch("SELECT scribe_detach_usage_partitions($1) AS name", cutoff)
+        self._months_ready = {m for m in self._months_ready if m >= cutoff}
+        return [row["name"] for row in rows]
+
+    async def write(self, priced: Sequence[PricedUsage]) -> LedgerWrite:
+        """Write a batch; only events new to the ledger change the rollups and budgets."""
+        rows = first_of_each_id(priced)
+        if not rows:
+            return LedgerWrite(0, 0, 0)
+        months = {month_of(r.event.occurred_at.date()) for r in rows}
+        await self.ensure_months(months)
+        users = sorted({r.event.user_id for r in rows})
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    return await self._write(conn, rows, users)
+            except asyncpg.CheckViolationError as exc:
+                if "no partition" not in str(exc):
+                    raise
+                self._months_ready -= months
+                raise PartitionMissingError(str(exc)) from exc
+
+    async def _write(
+        self, conn: Connection, rows: Sequence[PricedUsage], users: list[str]
+    ) -> LedgerWrite:
+        await conn.execute(_CREATE_STAGE)
+        budgeted = set(await lock_budgets(conn, users))
+        await conn.copy_records_to_table(
+            "usage_stage", records=[_stage_record(r) for r in rows], columns=_STAGE_COLUMNS
+        )
+        changed = await conn.fetch(_WRITE_FROM_STAGE)
+        alerts, states = await refresh_budgets(
+            conn,
+            sorted({(c["user_id"], c["month"]) for c in changed if c["user_id"] in budgeted}),
+            self.alert_thresholds_pct,
+        )
+        costs: dict[tuple[str, str], Decimal] = {}
+        for c in changed:
+            key = (c["service"], c["model"])
+            costs[key] = costs.get(key, Decimal(0)) + c["cost_usd"]
+        return LedgerWrite(sum(c["events"] for c in changed), alerts, states, costs)

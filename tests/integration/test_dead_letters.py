@@ -7,11 +7,14 @@ import asyncio
 import time
 import uuid
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
+from agents import consumer_group
 from schemas import encode
+from schemas.events import UsageEvent
 from schemas.examples import example
 from scribe.settings import kafka_bootstrap_servers
 from scribe.workers import Record, WorkerProcess, read_until
@@ -46,13 +49,14 @@ async def _committed_past(
 
 @pytest.mark.parametrize("spec", INPUT_TOPICS, ids=lambda s: s.name)
 async def test_bad_input_goes_to_dlq_and_valid_input_after_it_is_processed(
-    spec: TopicSpec, kafka_url: str, worker: WorkerProcess
+    spec: TopicSpec, kafka_url: str, worker: WorkerProcess, db: asyncpg.Connection
 ) -> None:
     marker = uuid.uuid4().hex
     key = f"key-{marker}".encode()
     malformed = f'{{"marker": "{marker}", '.encode()
     violating = f'{{"marker": "{marker}", "schema_version": 1}}'.encode()
-    valid = encode(example(spec.model))
+    valid_event = example(spec.model)
+    valid = encode(valid_event)
 
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers(kafka_url))
     await producer.start()
@@ -77,9 +81,15 @@ async def test_bad_input_goes_to_dlq_and_valid_input_after_it_is_processed(
     _assert_dead_letter(by_value[violating], spec, "schema", sent[1].partition, sent[1].offset)
     assert b"Field required" in by_value[violating].headers[H_ERROR]
 
-    assert await _committed_past(kafka_url, worker.app_id, sent[2]), (
+    group = consumer_group(worker.app_id, spec.name)
+    assert await _committed_past(kafka_url, group, sent[2]), (
         f"the valid message after the bad ones was not processed:\n{worker.log_tail()}"
     )
+    if isinstance(valid_event, UsageEvent):
+        stored = await db.fetchval(
+            "SELECT cost_usd FROM usage_events WHERE event_id = $1", valid_event.event_id
+        )
+        assert stored == valid_event.cost_usd, worker.log_tail()
     assert worker.alive()
 
 

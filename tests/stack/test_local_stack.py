@@ -47,15 +47,16 @@ def test_up_twice_then_down_leaves_nothing_running(state_dir: Path) -> None:
         assert exports["SCRIBE_KAFKA_URL"].startswith("kafka://127.0.0.1:")
         assert exports["SCRIBE_DATABASE_URL"].startswith("postgresql://postgres@127.0.0.1:")
         assert exports["SCRIBE_REDIS_URL"].startswith("redis://127.0.0.1:")
+        assert exports["SCRIBE_CDN_URL"].startswith("http://127.0.0.1:")
 
         second = _scribe(state_dir, "stack", "up")
         assert second.returncode == 0, second.stderr
         assert second.stdout == first.stdout
-        assert second.stderr.count("already running") == 3
+        assert second.stderr.count("already running") == 5
 
         status = _scribe(state_dir, "stack", "status")
         assert status.returncode == 0
-        assert status.stdout.count("running") == 3
+        assert status.stdout.count("running") == 5
         pids = [int(line.split()[3]) for line in status.stdout.splitlines()]
         assert all(psutil.pid_exists(pid) for pid in pids)
     finally:

@@ -1,0 +1,152 @@
+"""Coalescing: identical targets read within one window become one purge.
+
+A window opens with the first message after the previous drain and is due `window_seconds`
+later; while the sinks are busy it keeps filling, so a burst merges more. Each target keeps
+the messages that asked for it, so a target that cannot be delivered dead-letters exactly
+those messages, and each window keeps the offsets to commit once it is delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from schemas.events import CacheInvalidation
+from topics.dlq import Origin
+
+
+class TargetKind(StrEnum):
+    KEY = "key"
+    PATTERN = "pattern"
+    TAG = "tag"
+    URL = "url"
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: TargetKind
+    value: str
+
+
+def targets_of(event: CacheInvalidation) -> list[Target]:
+    return [
+        *(Target(TargetKind.KEY, v) for v in event.keys),
+        *(Target(TargetKind.PATTERN, v) for v in event.patterns),
+        *(Target(TargetKind.TAG, v) for v in event.tags),
+        *(Target(TargetKind.URL, v) for v in event.urls),
+    ]
+
+
+@dataclass
+class Window:
+    """Unique targets in first-seen order, the messages behind each, and what to commit."""
+
+    targets: dict[Target, list[Origin]] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)
+    occurred_at: list[datetime] = field(default_factory=list)
+    # (topic, partition) -> the offset to commit: one past the last message read.
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    messages: int = 0
+    targets_in: int = 0
+
+    def values(self, kind: TargetKind) -> list[str]:
+        return [t.value for t in self.targets if t.kind is kind]
+
+    @property
+    def keys(self) -> list[str]:
+        return self.values(TargetKind.KEY)
+
+    @property
+    def patterns(self) -> list[str]:
+        return self.values(TargetKind.PATTERN)
+
+    @property
+    def tags(self) -> list[str]:
+        return self.values(TargetKind.TAG)
+
+    @property
+    def urls(self) -> list[str]:
+        return self.values(TargetKind.URL)
+
+    @property
+    def targets_out(self) -> int:
+        return len(self.targets)
+
+    def origins_of(self, targets: Iterable[Target]) -> list[Origin]:
+        """The messages that asked for any of `targets`, each once, in offset order."""
+        seen: dict[tuple[str, int, int], Origin] = {}
+        for target in targets:
+            for origin in self.targets.get(target, ()):
+                seen.setdefault((origin.topic, origin.partition, origin.offset), origin)
+        return [seen[k] for k in sorted(seen)]
+
+    def record(self, origin: Origin) -> None:
+        self.messages += 1
+        tp = (origin.topic, origin.partition)
+        self.offsets[tp] = max(self.offsets.get(tp, 0), origin.offset + 1)
+
+    def add(self, event: CacheInvalidation, origin: Origin) -> None:
+        self.record(origin)
+        self.ids.append(event.id)
+        self.occurred_at.append(event.occurred_at)
+        for target in targets_of(event):
+            self.targets_in += 1
+            self.targets.setdefault(target, []).append(origin)
+
+
+def merge(windows: Iterable[Window]) -> Window:
+    """One window for several, in order: what the CDN stage does with windows that queued up
+    while it was purging."""
+    merged = Window()
+    for window in windows:
+        for target, origins in window.targets.items():
+            merged.targets.setdefault(target, []).extend(origins)
+        merged.ids.extend(window.ids)
+        merged.occurred_at.extend(window.occurred_at)
+        for tp, offset in window.offsets.items():
+            merged.offsets[tp] = max(merged.offsets.get(tp, 0), offset)
+        merged.messages += window.messages
+        merged.targets_in += window.targets_in
+    return merged
+
+
+class Coalescer:
+    def __init__(self, window_seconds: float) -> None:
+        if window_seconds <= 0:
+            raise ValueError("the coalescing window must be positive")
+        self.window_seconds = window_seconds
+        self._window = Window()
+        self._opened_at: float | None = None
+
+    @property
+    def pending_messages(self) -> int:
+        return self._window.messages
+
+    def add(self, event: CacheInvalidation, origin: Origin, now: float) -> None:
+        self._open(now)
+        self._window.add(event, origin)
+
+    def skip(self, origin: Origin, now: float) -> None:
+        """A message with nothing to deliver (already dead-lettered): only its offset counts."""
+        self._open(now)
+        self._window.record(origin)
+
+    def time_left(self, now: float) -> float | None:
+        """Seconds until the open window is due; None when nothing is pending."""
+        if self._opened_at is None:
+            return None
+        return max(0.0, self._opened_at + self.window_seconds - now)
+
+    def due(self, now: float) -> bool:
+        left = self.time_left(now)
+        return left is not None and left <= 0
+
+    def drain(self) -> Window:
+        window, self._window, self._opened_at = self._window, Window(), None
+        return window
+
+    def _open(self, now: float) -> None:
+        if self._opened_at is None:
+            self._opened_at = now

@@ -1,0 +1,57 @@
+"""Cache warming: when a world is loaded, put its hot entries into Redis from PostgreSQL.
+
+Warming is a loader like any other: it writes through the cache client's lease guard, so it
+never stores a state older than an invalidation that ran while it read. It is an optimization,
+so a failure is counted and logged, and the cache fills on demand instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+
+from agents.invalidation.hot_keys import hot_entries, world_tag
+from cache import CacheClient
+from cache.client import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+
+WORLD_STATE_QUERY = (
+    "SELECT world_id, version, tick, state, state_hash, updated_at "
+    "FROM world_state WHERE world_id = $1"
+)
+
+
+class CacheWarmer:
+    def __init__(self, pool: asyncpg.Pool, cache: CacheClient, ttl: float) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.ttl = ttl
+
+    async def _entries(self, world_id: str) -> dict[str, Any]:
+        row = await self.pool.fetchrow(WORLD_STATE_QUERY, world_id)
+        return {} if row is None else hot_entries(dict(row))
+
+    async def warm(self, world_id: str) -> str:
+        """Warm one world; returns the outcome (a metric label)."""
+        try:
+            entries = await self._entries(world_id)
+            if not entries:
+                return "no_state"
+            result = await self.cache.prime(
+                list(entries),
+                lambda: self._entries(world_id),
+                ttl=self.ttl,
+                tags=[world_tag(world_id)],
+            )
+        except asyncpg.UndefinedTableError:
+            log.warning("cache warming: no world_state table yet; world %s not warmed", world_id)
+            return "no_table"
+        except (*REDIS_ERRORS, asyncpg.PostgresError) as exc:
+            log.warning("cache warming: world %s not warmed: %s", world_id, exc)
+            return "failed"
+        if result.filled:
+            return "warmed"
+        return "refused" if result.refused else "already_cached"

@@ -1,0 +1,143 @@
+"""The one coupling to the usage aggregator: its per-user budget state, read from a compacted
+topic keyed by user_id (default `budget.state`, `SCRIBE_BUDGET_STATE_TOPIC`).
+
+Assumed shape (to align at merge): {"user_id", "month", "budget_usd", "spent_usd"}. The reader
+is tolerant: month may be "2026-11", "2026-11-01" or missing; amounts numbers or decimal
+strings; the key is used when user_id is missing; a tombstone removes the user; anything else
+is counted and skipped, never fatal. Every worker reads every partition (the state is small),
+so the decide owner of a user always has it whatever the topic's partition count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from mode import Service
+
+from agents.router.metrics import BUDGET_STATES
+from agents.router.policy import Budget
+from schemas import DecodeError, parse_json
+
+log = logging.getLogger(__name__)
+
+TOPIC_POLL_S = 5.0
+
+
+def _money(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
+
+
+def _month(value: Any) -> date | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        return date.fromisoformat(text + "-01" if len(text) == 7 else text).replace(day=1)
+    except ValueError:
+        return None
+
+
+def parse_budget_state(key: bytes | None, value: bytes | None) -> tuple[str, Budget | None] | None:
+    """(user_id, budget) from one record; budget None for a tombstone; None if unreadable."""
+    if value is None:
+        return (key.decode(errors="replace"), None) if key else None
+    try:
+        data = parse_json(value)
+    except DecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    user = data.get("user_id") or (key.decode(errors="replace") if key else None)
+    budget, spent = _money(data.get("budget_usd")), _money(data.get("spent_usd", 0))
+    if not isinstance(user, str) or not user or budget is None or spent is None:
+        return None
+    return user, Budget(month=_month(data.get("month")), budget_usd=budget, spent_usd=spent)
+
+
+class BudgetBook:
+    """The latest budget per user, as read so far."""
+
+    def __init__(self) -> None:
+        self._budgets: dict[str, Budget] = {}
+
+    def get(self, user_id: str) -> Budget | None:
+        return self._budgets.get(user_id)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        parsed = parse_budget_state(key, value)
+        if parsed is None:
+            BUDGET_STATES.labels(result="ignored").inc()
+            return
+        user, budget = parsed
+        if budget is None:
+            self._budgets.pop(user, None)
+            BUDGET_STATES.labels(result="removed").inc()
+        else:
+            self._budgets[user] = budget
+            BUDGET_STATES.labels(result="applied").inc()
+
+
+class BudgetStateReader(Service):
+    """Reads the budget state topic from the beginning into a BudgetBook, without a consumer
+    group; waits for the topic to exist rather than creating it (its owner sets compaction)."""
+
+    def __init__(self, bootstrap_servers: list[str], topic: str, book: BudgetBook) -> None:
+        super().__init__()
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.book = book
+
+    @Service.task
+    async def _read(self) -> None:
+        partitions = await self._wait_for_topic()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=500,
+        )
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+            await consumer.seek_to_beginning()
+            while not self.should_stop:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for record in records:
+                        self.book.apply(record.key, record.value)
+        finally:
+            await consumer.stop()
+
+    async def _wait_for_topic(self) -> set[int]:
+        """The topic's partitions once it exists. Listing all topics never creates one (asking
+        for this topic's metadata could auto-create it without compaction)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            announced = False
+            while True:
+                if self.topic in await admin.list_topics():
+                    described = await admin.describe_topics([self.topic])
+                    partitions = {p["partition"] for p in described[0]["partitions"]}
+                    if partitions:
+                        log.info("router: reading budget state from %s", self.topic)
+                        return partitions
+                if not announced:
+                    log.info("router: %s does not exist yet; no budgets until it does", self.topic)
+                    announced = True
+                await asyncio.sleep(TOPIC_POLL_S)
+        finally:
+            await admin.close()

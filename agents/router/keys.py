@@ -1,0 +1,176 @@
+"""Provider key pools whose limits hold across every worker: token buckets and cool-downs live in
+Redis and are read and updated by one Lua script per call, so two workers can never both take
+a key's last token.
+
+A key is only ever named by its id (`openrouter:3f9a1c02d4`, a short hash): logs, metrics,
+responses and usage events carry the id, never the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+
+# KEYS: per candidate, its cool-down key followed by one bucket key per limit.
+# ARGV: the number of limits, the candidate to look at first (ties go to the first seen, so
+# equal keys share the load), then (capacity, window_ms) per limit.
+# Picks the candidate with the most headroom (the smallest share of a bucket left, across its
+# limits) that is not cooling down and has a token in every bucket, and takes the tokens.
+# Returns {index, 0}, or {-1, ms until the first candidate could be used}.
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limits = tonumber(ARGV[1])
+local first = tonumber(ARGV[2])
+local stride = limits + 1
+local count = #KEYS / stride
+local best, best_room, best_tokens = -1, -1, nil
+local soonest = -1
+for n = 0, count - 1 do
+  local i = (n + first) % count
+  local base = i * stride
+  local wait = 0
+  local cool = tonumber(redis.call('GET', KEYS[base + 1]) or '0')
+  if cool > now then wait = cool - now end
+  local room = 1.0
+  local tokens = {}
+  for j = 1, limits do
+    local capacity = tonumber(ARGV[2 * j + 1])
+    local window = tonumber(ARGV[2 * j + 2])
+    local bucket = redis.call('HMGET', KEYS[base + 1 + j], 'tokens', 'at')
+    local have = tonumber(bucket[1]) or capacity
+    local at = tonumber(bucket[2]) or now
+    if now > at then have = math.min(capacity, have + (now - at) * capacity / window) end
+    tokens[j] = have
+    if have < 1 then
+      local need = math.ceil((1 - have) * window / capacity)
+      if need > wait then wait = need end
+    end
+    if have / capacity < room then room = have / capacity end
+  end
+  if wait == 0 then
+    if room > best_room then best, best_room, best_tokens = i, room, tokens end
+  elseif soonest < 0 or wait < soonest then
+    soonest = wait
+  end
+end
+if best < 0 then return {-1, soonest} end
+for j = 1, limits do
+  local key = KEYS[best * stride + 1 + j]
+  redis.call('HSET', key, 'tokens', tostring(best_tokens[j] - 1), 'at', now)
+  redis.call('PEXPIRE', key, tonumber(ARGV[2 * j + 2]) * 2)
+end
+return {best, 0}
+"""
+
+# KEYS[1]: the cool-down key. ARGV[1]: milliseconds. Only ever extends a cool-down.
+COOL = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ms = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now + ms > current then
+  redis.call('SET', KEYS[1], now + ms, 'PX', ms)
+end
+return now + ms
+"""
+
+
+def key_id(service: str, secret: str) -> str:
+    return f"{service}:{hashlib.sha256(secret.encode()).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class ProviderKey:
+    service: str
+    id: str
+    secret: str = field(repr=False)
+
+    @classmethod
+    def of(cls, service: str, secret: str) -> ProviderKey:
+        return cls(service, key_id(service, secret), secret)
+
+
+@dataclass(frozen=True)
+class Limit:
+    capacity: int
+    window_ms: int
+
+
+@dataclass(frozen=True)
+class Wait:
+    """No key can be used now; the first becomes usable after `seconds`."""
+
+    seconds: float
+
+
+class TokenBuckets:
+    """Named candidates, each with a cool-down and the same limits, shared through Redis."""
+
+    def __init__(
+        self, client: aioredis.Redis, namespace: str, names: list[str], limits: list[Limit]
+    ) -> None:
+        if not names:
+            raise ValueError(f"{namespace}: no candidates")
+        self.client = client
+        self.names = names
+        self.limits = [lim for lim in limits if lim.capacity > 0]
+        # One hash tag per pool keeps its keys in one Redis Cluster slot, as a script needs.
+        prefix = f"router:{{{namespace}}}"
+        self._keys: list[str] = []
+        for name in names:
+            self._keys.append(f"{prefix}:{name}:cool")
+            self._keys.extend(f"{prefix}:{name}:bucket:{lim.window_ms}" for lim in self.limits)
+        self._cool_keys = {name: f"{prefix}:{name}:cool" for name in names}
+        self._limit_args: list[int] = []
+        for lim in self.limits:
+            self._limit_args.extend((lim.capacity, lim.window_ms))
+        self._acquire = client.register_script(ACQUIRE)
+        self._cool = client.register_script(COOL)
+
+    async def acquire(self) -> str | Wait:
+        first = random.randrange(len(self.names))
+        index, wait_ms = await self._acquire(
+            keys=self._keys, args=[len(self.limits), first, *self._limit_args]
+        )
+        if int(index) < 0:
+            return Wait(int(wait_ms) / 1000)
+        return self.names[int(index)]
+
+    async def cool(self, name: str, seconds: float) -> None:
+        await self._cool(keys=[self._cool_keys[name]], args=[max(1, int(seconds * 1000))])
+
+
+class KeyPool:
+    """A provider's keys: the one with the most headroom first; a key answered with 429 rests
+    for its Retry-After."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        service: str,
+        secrets: tuple[str, ...],
+        requests_per_minute: int,
+        requests_per_day: int,
+    ) -> None:
+        self.service = service
+        self.keys = {k.id: k for k in (ProviderKey.of(service, s) for s in secrets)}
+        self._buckets = TokenBuckets(
+            client,
+            f"keys:{service}",
+            list(self.keys),
+            [Limit(requests_per_minute, MINUTE_MS), Limit(requests_per_day, DAY_MS)],
+        )
+
+    async def acquire(self) -> ProviderKey | Wait:
+        taken = await self._buckets.acquire()
+        return taken if isinstance(taken, Wait) else self.keys[taken]
+
+    async def cool(self, key: ProviderKey, seconds: float) -> None:
+        await self._buckets.cool(key.id, seconds)

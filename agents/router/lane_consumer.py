@@ -1,0 +1,305 @@
+"""A lane: a plain aiokafka consumer (its own group, run as a service of the worker) handing
+each message to a handler with bounded concurrency, so a lane that waits never holds up
+another lane's fetches. The execution lanes hand decided requests to the executor; the held
+lane keeps low and background requests back from decide: it releases them when the off-peak
+window (if any) is open, under a rate cap shared by all workers, except requests whose deadline
+is near, which go at once.
+
+Messages finish out of order; the committed offset is always the lowest one not finished, so a
+crash re-reads what was in flight or held (and a Redis mark skips what already executed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from mode import Service
+
+from agents.router.decide import Emit, count_response
+from agents.router.execute import Executor, Outcome
+from agents.router.keys import TokenBuckets, Wait
+from agents.router.lanes import DeferredQueue, OffPeak, OffsetTracker
+from agents.router.metrics import LANE_HELD, LANE_IN_FLIGHT, PROMOTIONS
+from schemas import DecodeError, encode
+from schemas.events import AIResponse, ResponseStatus, RoutedRequest, RouterSettlement
+from topics.catalog import AI_RESPONSES, AI_ROUTER_SETTLEMENTS, USAGE_EVENTS, TopicSpec
+from topics.dlq import Origin
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+COMMIT_EVERY_S = 0.5
+POLL_MS = 100
+MAX_POLL_RECORDS = 500
+
+Publish = Callable[[list[Emit]], Awaitable[None]]
+DeadLetter = Callable[[Origin, str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DeferredPlan:
+    """How the deferred lane releases what it holds."""
+
+    rate_gate: TokenBuckets
+    offpeak: OffPeak | None
+    promote_before: timedelta
+    max_held: int
+
+
+@dataclass(frozen=True)
+class Job(Generic[T]):
+    partition: TopicPartition
+    offset: int
+    key: bytes | None
+    value: bytes
+    payload: T
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(
+            self.partition.topic, self.partition.partition, self.offset, self.key, self.value
+        )
+
+
+class DoneMarks:
+    """Request ids whose outcome was published, for the window: a lane message read again after
+    a crash or a rebalance is not executed twice."""
+
+    def __init__(self, client: aioredis.Redis, window_s: int) -> None:
+        self.client = client
+        self.window_s = max(1, window_s)
+
+    async def done(self, request_id: str) -> bool:
+        return bool(await self.client.exists(f"router:done:{request_id}"))
+
+    async def mark(self, request_id: str) -> None:
+        await self.client.set(f"router:done:{request_id}", b"1", ex=self.window_s)
+
+
+def outcome_messages(outcome: Outcome) -> list[Emit]:
+    user = outcome.response.user_id.encode()
+    messages = [Emit(AI_RESPONSES, user, encode(outcome.response))]
+    if outcome.usage is not None:
+        messages.append(Emit(USAGE_EVENTS, user, encode(outcome.usage)))
+    messages.append(Emit(AI_ROUTER_SETTLEMENTS, user, encode(outcome.settlement)))
+    return messages
+
+
+def internal_failure(routed: RoutedRequest, error: BaseException) -> Outcome:
+    """An answer for a request the executor could not handle (a bug, Redis down): the user
+    gets a failed response and any free slot goes back."""
+    request = routed.request
+    response = AIResponse(
+        request_id=request.request_id,
+        user_id=request.user_id,
+        status=ResponseStatus.FAILED,
+        completed_at=datetime.now(UTC),
+        error=f"internal error while executing: {type(error).__name__}: {error}"[:500],
+        rationale=routed.rationale,
+    )
+    settlement = RouterSettlement(
+        request_id=request.request_id,
+        user_id=request.user_id,
+        response=response,
+        estimated_cost_usd=routed.estimated_cost_usd,
+        actual_cost_usd=Decimal(0),
+        released_free_slot_day=routed.free_slot_day,
+    )
+    return Outcome(response, None, settlement)
+
+
+class ExecuteRouted:
+    """The execution lanes' handler: run a decided request, publish its response, usage and
+    settlement, and mark it done."""
+
+    def __init__(
+        self, executor: Executor, publish: Publish, dead_letter: DeadLetter, marks: DoneMarks
+    ) -> None:
+        self.executor = executor
+        self.publish = publish
+        self.dead_letter = dead_letter
+        self.marks = marks
+
+    async def __call__(self, job: Job[RoutedRequest]) -> None:
+        request_id = job.payload.request.request_id
+        if await self.marks.done(request_id):
+            log.info("router: %s already answered; not executed again", request_id)
+            return
+        try:
+            outcome = await self.executor.run(job.payload)
+        except Exception as error:  # a bug or a lost dependency: answer, dead-letter, go on
+            log.exception("router: executing %s failed", request_id)
+            outcome = internal_failure(job.payload, error)
+            await self.dead_letter(job.origin, "execute", str(outcome.response.error))
+        await self.publish(outcome_messages(outcome))
+        count_response(outcome.response)
+        await self.marks.mark(request_id)
+
+
+class LaneConsumer(Service, Generic[T]):
+    def __init__(
+        self,
+        name: str,
+        spec: TopicSpec,
+        consumer_settings: dict[str, Any],
+        *,
+        read: Callable[[bytes], T],
+        deadline_of: Callable[[T], datetime | None],
+        handle: Callable[[Job[T]], Awaitable[None]],
+        dead_letter: DeadLetter,
+        concurrency: int,
+        deferred: DeferredPlan | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.spec = spec
+        self.consumer_settings = consumer_settings
+        self.read = read
+        self.deadline_of = deadline_of
+        self.handle = handle
+        self.dead_letter = dead_letter
+        self.concurrency = max(1, concurrency)
+        self.deferred = deferred
+        self.queue: DeferredQueue[Job[T]] = DeferredQueue()
+        self.tracker = OffsetTracker()
+        self.in_flight = 0
+        self._slot_freed = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    @Service.task
+    async def _consume(self) -> None:
+        consumer = AIOKafkaConsumer(**self.consumer_settings)
+        consumer.subscribe([self.spec.name], listener=_Rebalance(self, consumer))
+        await consumer.start()
+        log.info("router: %s lane consuming %s", self.name, self.spec.name)
+        next_commit = time.monotonic() + COMMIT_EVERY_S
+        try:
+            while not self.should_stop:
+                self._apply_backpressure(consumer)
+                batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_POLL_RECORDS)
+                for partition, records in batches.items():
+                    for record in records:
+                        await self._receive(partition, record)
+                await self._release_deferred()
+                if time.monotonic() >= next_commit:
+                    await self._commit(consumer)
+                    next_commit = time.monotonic() + COMMIT_EVERY_S
+        finally:
+            if self._running:
+                await asyncio.wait(self._running, timeout=10)
+            await self._commit(consumer)
+            await consumer.stop()
+
+    async def _receive(self, partition: TopicPartition, record: Any) -> None:
+        self.tracker.received(partition, record.offset)
+        try:
+            if record.value is None:
+                raise DecodeError("json", "empty message (no value)")
+            payload = self.read(record.value)
+        except DecodeError as error:
+            origin = Origin(
+                partition.topic, partition.partition, record.offset, record.key, record.value
+            )
+            await self.dead_letter(origin, error.kind, f"unreadable lane message: {error.reason}")
+            self.tracker.finished(partition, record.offset)
+            return
+        job = Job(partition, record.offset, record.key, record.value, payload)
+        if self.deferred is None:
+            await self._wait_for_slot()
+            self._start(job)
+        else:
+            self.queue.add(job, self.deadline_of(payload))
+            LANE_HELD.labels(lane=self.name).set(len(self.queue))
+
+    async def _release_deferred(self) -> None:
+        plan = self.deferred
+        if plan is None:
+            return
+        now = datetime.now(UTC)
+        for job in self.queue.promoted(now, plan.promote_before):
+            PROMOTIONS.inc()
+            self._start(job)
+        if plan.offpeak is None or plan.offpeak.contains(now):
+            while len(self.queue) and self.in_flight < self.concurrency:
+                if isinstance(await plan.rate_gate.acquire(), Wait):
+                    break
+                for job in self.queue.in_order(1):
+                    self._start(job)
+        LANE_HELD.labels(lane=self.name).set(len(self.queue))
+
+    async def _wait_for_slot(self) -> None:
+        while self.in_flight >= self.concurrency:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    def _start(self, job: Job[T]) -> None:
+        self.in_flight += 1
+        LANE_IN_FLIGHT.labels(lane=self.name).set(self.in_flight)
+        task = asyncio.create_task(self._run(job))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, job: Job[T]) -> None:
+        try:
+            await self.handle(job)
+        finally:
+            self.tracker.finished(job.partition, job.offset)
+            self.in_flight -= 1
+            LANE_IN_FLIGHT.labels(lane=self.name).set(self.in_flight)
+            self._slot_freed.set()
+
+    def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
+        if self.deferred is None:
+            return
+        assigned = consumer.assignment()
+        if len(self.queue) >= self.deferred.max_held:
+            consumer.pause(*assigned)
+        elif consumer.paused():
+            consumer.resume(*assigned)
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
+    ) -> None:
+        assigned = consumer.assignment()
+        offsets = {
+            tp: offset
+            for tp, offset in self.tracker.committable().items()
+            if isinstance(tp, TopicPartition) and tp in assigned and (only is None or tp in only)
+        }
+        if offsets:
+            await consumer.commit(offsets)
+
+    async def on_revoked(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
+        """Commit what finished, then forget held requests of the partitions going away: their
+        new owner reads them again from the committed offset."""
+        await self._commit(consumer, only=revoked)
+        self.queue.drop(lambda job: job.partition not in revoked)
+        for tp in revoked:
+            self.tracker.forget(tp)
+        if self.deferred is not None:
+            LANE_HELD.labels(lane=self.name).set(len(self.queue))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, lane: LaneConsumer[Any], consumer: AIOKafkaConsumer) -> None:
+        self.lane = lane
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.lane.on_revoked(self.consumer, set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info(
+            "router: %s lane assigned partitions %s",
+            self.lane.name,
+            sorted(tp.partition for tp in assigned),
+        )

@@ -1,0 +1,374 @@
+"""usage.events -> the ledger, rollups and budgets in PostgreSQL: a batch consumer run as a
+service of the Faust worker.
+
+Faust's per-event stream machinery caps a Table agent at a few thousand events/s (see
+ARCHITECTURE.md); this loop takes `getmany()` batches from a plain aiokafka consumer, writes
+each batch in one transaction and commits the batch's offsets only after that transaction
+committed. Its consumer group is `<app id>-usage`, apart from the Faust group: Faust's
+partition assignor expects every member of its group to be a Faust worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import mode
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from agents.intake import decoded
+from agents.usage.outbox import publish_outbox
+from agents.usage.pricing import Priced, UsageLimits, price_usage
+from schemas.events import UsageEvent
+from schemas.model_catalog import load_catalog
+from scribe.consumer_lag import GroupOffsets, LagSampler
+from scribe.metrics import (
+    COST,
+    PROCESSING_SECONDS,
+    SINK_BATCH_SIZE,
+    SINK_ERRORS,
+    USAGE_EVENTS_COUNTED,
+    observe_end_to_end,
+)
+from scribe.resources import Resources
+from sinks.postgres.budgets import BudgetStore
+from sinks.postgres.usage import (
+    RETRYABLE,
+    LedgerWrite,
+    PricedUsage,
+    UsageLedger,
+    months_ahead,
+    retention_cutoff,
+)
+from sinks.retry import until_written
+from topics.catalog import USAGE_EVENTS
+from topics.dlq import Origin
+from topics.publisher import RawRecord
+
+log = logging.getLogger(__name__)
+
+AGENT = "usage"  # the `agent` label of this flow's metrics
+SINK = "postgres.usage"
+MAX_BATCH = 5000
+POLL_TIMEOUT_MS = 500
+STOP_GRACE_S = 15.0
+OUTBOX_SWEEP_S = 5.0
+RECONCILE_S = 60.0
+FIRST_PAUSE_S = 0.5
+MAX_PAUSE_S = 10.0
+MAINTENANCE_S = 3600.0
+MONTHS_AHEAD = 2
+LAG_INTERVAL_S = 5.0
+
+# PostgreSQL refused the data itself: retrying cannot help, so the batch is split until the
+# event at fault is found and dead-lettered.
+REFUSED = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+T = TypeVar("T")
+
+
+def usage_group_id(app_id: str) -> str:
+    return f"{app_id}-usage"
+
+
+async def write_isolating(
+    items: Sequence[T],
+    write: Callable[[Sequence[T]], Awaitable[LedgerWrite]],
+    refused: tuple[type[BaseException], ...],
+    dead_letter: Callable[[T, BaseException], Awaitable[None]],
+) -> LedgerWrite:
+    """Write `items`; when the sink refuses the batch, bisect it so that only the items it
+    refuses on their own are dead-lettered and every other item is written."""
+    try:
+        return await write(items)
+    except refused as error:
+        if len(items) == 1:
+            await dead_letter(items[0], error)
+            return LedgerWrite(0, 0, 0)
+    middle = len(items) // 2
+    first = await write_isolating(items[:middle], write, refused, dead_letter)
+    return first + await write_isolating(items[middle:], write, refused, dead_letter)
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    priced: list[tuple[Origin, PricedUsage]]
+    offsets: dict[TopicPartition, int]  # to commit once `priced` is stored
+
+
+class UsageBatchConsumer(mode.Service):
+    """Owns its consumer and its PostgreSQL pool, so the app closing shared resources at
+    shutdown never cuts a batch in half."""
+
+    def __init__(self, resources: Resources, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resources = resources
+        self.usage = resources.settings.base.usage
+        self.limits = UsageLimits(max_tokens_per_event=self.usage.max_tokens_per_event)
+        self.catalog = load_catalog()
+        self._consuming: asyncio.Future[None] | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: GroupOffsets | None = None
+
+    @classmethod
+    def bound_to(cls, resources: Resources) -> type[UsageBatchConsumer]:
+        """A subclass Faust can instantiate with its own arguments (`app.service`)."""
+
+        class Bound(cls):  # type: ignore[valid-type,misc]
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(resources, **kwargs)
+
+        Bound.__name__ = cls.__name__
+        return Bound
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "used before on_start"
+        return self._pool
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "used before on_start"
+        return self._consumer
+
+    async def on_start(self) -> None:
+        settings = self.resources.settings
+        self._pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=3,
+            **settings.base.security.postgres.asyncpg_kwargs(),
+        )
+        self.ledger = UsageLedger(self.pool, self.usage.alert_thresholds_pct)
+        self.budgets = BudgetStore(self.pool)
+        await self._maintain_partitions()
+        timeouts: dict[str, int] = {}
+        if settings.base.fast_rebalance:
+            timeouts = {
+                "rebalance_timeout_ms": 5000,
+                "session_timeout_ms": 10000,
+                "heartbeat_interval_ms": 1000,
+            }
+        self._consumer = AIOKafkaConsumer(
+            USAGE_EVENTS.name,
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=usage_group_id(settings.base.app_id),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **timeouts,
+            **settings.kafka_client_options,
+        )
+        await self.consumer.start()
+        self._offsets = GroupOffsets(
+            settings.bootstrap_servers,
+            usage_group_id(settings.base.app_id),
+            settings.kafka_client_options,
+        )
+        self._lag = LagSampler(self._offsets, [USAGE_EVENTS.name])
+
+    async def on_started(self) -> None:
+        self._consuming = self.add_future(self._consume())
+
+    async def on_stop(self) -> None:
+        # `should_stop` is already true: the loop finishes its batch, commits and returns.
+        if self._consuming is not None and not self._consuming.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._consuming), STOP_GRACE_S)
+            except TimeoutError:
+                log.warning("usage: batch not finished after %.0f s; abandoned", STOP_GRACE_S)
+                self._consuming.cancel()
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._offsets is not None:
+            await self._offsets.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _consume(self) -> None:
+        """Batches until the service stops. When Kafka or PostgreSQL fails under a batch, the
+        consumer rewinds to its committed offsets and tries again after a pause: what was
+        already stored is recognised by the ledger, so nothing counts twice."""
+        pause, rewind = FIRST_PAUSE_S, False
+        while not self.should_stop:
+            try:
+                if rewind:
+                    await self._rewind()
+                await self._consume_batches()
+                return
+            except (KafkaError, *RETRYABLE) as error:
+                SINK_ERRORS.labels(sink="usage.consumer").inc()
+                log.warning("usage: batch failed (%r); rewinding, retry in %.1f s", error, pause)
+                await asyncio.sleep(pause)
+                pause, rewind = min(pause * 2, MAX_PAUSE_S), True
+
+    async def _consume_batches(self) -> None:
+        """Decoding and pricing one batch (CPU here) overlaps with storing the previous one
+        (CPU in PostgreSQL); batches are still stored and committed strictly in order."""
+        storing: asyncio.Task[None] | None = None
+        try:
+            while not self.should_stop:
+                records = await self.consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_BATCH
+                )
+                if not records:
+                    continue
+                batch = await self.prepare(records)
+                if storing is not None:
+                    await storing
+                storing = asyncio.create_task(self.store(batch))
+        finally:
+            if storing is not None:
+                await storing
+
+    async def _rewind(self) -> None:
+        for tp in self.consumer.assignment():
+            offset = await self.consumer.committed(tp)
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+
+    async def prepare(self, records: dict[TopicPartition, list[Any]]) -> PreparedBatch:
+        """Decode and price; what is invalid, unpriced or implausible is in the DLQ on return."""
+        with PROCESSING_SECONDS.labels(agent=f"{AGENT}.prepare").time():
+            origins = [
+                Origin(m.topic, m.partition, m.offset, m.key, m.value)
+                for messages in records.values()
+                for m in messages
+            ]
+            received = await decoded(
+                origins, USAGE_EVENTS, UsageEvent, self.resources.dead_letters, AGENT
+            )
+            priced = await self._price_or_dead_letter(
+                [(r.origin, r.event) for r in received], datetime.now(UTC)
+            )
+        offsets = {tp: messages[-1].offset + 1 for tp, messages in records.items()}
+        return PreparedBatch(priced, offsets)
+
+    async def store(self, batch: PreparedBatch) -> None:
+        """Write the batch in one transaction, publish what it made due, then commit."""
+        with PROCESSING_SECONDS.labels(agent=f"{AGENT}.store").time():
+            if batch.priced:
+                SINK_BATCH_SIZE.labels(sink=SINK).observe(len(batch.priced))
+                written = await write_isolating(
+                    batch.priced, self._write, REFUSED, self._dead_letter_refused
+                )
+                observe_end_to_end(AGENT, SINK, (p.event.occurred_at for _, p in batch.priced))
+                for (service, model), cost in written.cost_by_model.items():
+                    COST.labels(service=service, model=model).inc(float(cost))
+                USAGE_EVENTS_COUNTED.labels(outcome="counted").inc(written.inserted)
+                USAGE_EVENTS_COUNTED.labels(outcome="duplicate").inc(
+                    len(batch.priced) - written.inserted
+                )
+                if written.alerts or written.states:
+                    await self.publish_budget_outbox()
+            await self._commit(batch.offsets)
+
+    async def _price_or_dead_letter(
+        self, events: list[tuple[Origin, UsageEvent]], now: datetime
+    ) -> list[tuple[Origin, PricedUsage]]:
+        priced = []
+        for origin, event in events:
+            outcome = price_usage(event, self.catalog, self.limits, now)
+            if isinstance(outcome, Priced):
+                priced.append(
+                    (origin, PricedUsage(event, outcome.cost_usd, outcome.catalog_version))
+                )
+            else:
+                await self.resources.dead_letters.send(
+                    USAGE_EVENTS, origin, outcome.kind, outcome.reason, agent=AGENT
+                )
+                USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
+        return priced
+
+    async def _write(self, items: Sequence[tuple[Origin, PricedUsage]]) -> LedgerWrite:
+        return await until_written(
+            SINK, self.ledger.write, [p for _, p in items], retryable=RETRYABLE
+        )
+
+    async def _dead_letter_refused(
+        self, item: tuple[Origin, PricedUsage], error: BaseException
+    ) -> None:
+        await self.resources.dead_letters.send(
+            USAGE_EVENTS, item[0], "refused", f"PostgreSQL refused the event: {error}", AGENT
+        )
+        USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as error:
+            # Typically a rebalance took the partitions away: their next owner reads the batch
+            # again and the ledger ignores what it already holds.
+            log.warning("usage: offsets not committed (%r); the batch will be re-read", error)
+
+    async def _send_all(self, records: list[RawRecord]) -> None:
+        producer = self.resources.app.producer
+        futures = [
+            await producer.send(topic, key, value, None, None, None)
+            for topic, key, value in records
+        ]
+        for future in futures:
+            await future
+
+    async def publish_budget_outbox(self) -> None:
+        """Publish pending alerts and states. A failure leaves them pending in PostgreSQL for
+        the next sweep; it never holds up counting."""
+        try:
+            await publish_outbox(self.budgets, self._send_all, self.usage.alert_thresholds_pct)
+        except (KafkaError, *RETRYABLE) as error:
+            SINK_ERRORS.labels(sink="kafka.budget").inc()
+            log.warning("usage: budget outbox not published yet (%r); will retry", error)
+
+    @mode.Service.timer(OUTBOX_SWEEP_S)
+    async def _sweep_outbox(self) -> None:
+        """Finishes what a crash, a failed send or `scribe budget set` left pending."""
+        await self.publish_budget_outbox()
+
+    @mode.Service.timer(RECONCILE_S)
+    async def _reconcile_budgets(self) -> None:
+        """A new month resets every budget's state; a budget set while a batch of its user
+        was in flight gets the alerts and state that batch would have made due."""
+        try:
+            if await self.budgets.reconcile(self.usage.alert_thresholds_pct):
+                await self.publish_budget_outbox()
+        except RETRYABLE as error:
+            log.warning("usage: budget reconciliation failed (%r); will retry", error)
+
+    @mode.Service.timer(LAG_INTERVAL_S)
+    async def _sample_lag(self) -> None:
+        """The worker's lag sampler covers the Faust group; this group's lag is ours."""
+        try:
+            await self._lag.sample(self.consumer.assignment(), self.consumer)
+        except (KafkaError, OSError) as error:
+            log.warning("usage: consumer lag not sampled (%r); will retry", error)
+
+    @mode.Service.timer(MAINTENANCE_S)
+    async def _maintain(self) -> None:
+        try:
+            await self._maintain_partitions()
+        except RETRYABLE as error:
+            log.warning("usage: partition upkeep failed (%r); will retry", error)
+
+    async def _maintain_partitions(self) -> None:
+        """The current month and the next two exist ahead of time; with a retention setting,
+        older months are detached."""
+        today = datetime.now(UTC).date()
+        await self.ledger.ensure_months(set(months_ahead(today, MONTHS_AHEAD)))
+        if self.usage.retention_months > 0:
+            detached = await self.ledger.detach_before(
+                retention_cutoff(today, self.usage.retention_months)
+            )
+            if detached:
+                log.info("usage: detached ledger partitions %s", ", ".join(detached))

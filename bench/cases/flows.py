@@ -1,0 +1,263 @@
+"""The other flows' own benchmark scripts (router, world, invalidation), run once per run with
+modest sizes, each on a fresh embedded stack of its own; their figures are read from what they
+print or write to bench/results/. A flow whose script is not on this branch yet is reported as
+not available, with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+from bench.cases import PEAK_RSS, Case, Context, Metric
+from scribe.workers import SERVICE_VARS
+
+BENCH_DIR = Path(__file__).parent.parent
+RESULTS = BENCH_DIR / "results"
+SCRIPT_TIMEOUT_S = 600.0
+
+
+class WorkerPeakRss:
+    """The largest resident set of any `scribe worker` process started under `pid`."""
+
+    def __init__(self, pid: int, every: float = 0.25) -> None:
+        self.root = psutil.Process(pid)
+        self.every = every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                children = self.root.children(recursive=True)
+            except psutil.Error:
+                return
+            for child in children:
+                try:
+                    if child.cmdline()[-3:] == ["-m", "scribe", "worker"]:
+                        self.peak = max(self.peak, child.memory_info().rss)
+                except psutil.Error:
+                    continue
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> WorkerPeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class FlowScript(Case):
+    """`python bench/<script> <args>`; `parse(stdout, new result files)` gives the figures."""
+
+    script: str
+    issue: str
+    args: tuple[str, ...] = ()
+    results_prefix: str | None = None
+
+    @property
+    def group(self) -> str:  # type: ignore[override]
+        return self.name
+
+    def unavailable(self, ctx: Context) -> str | None:
+        if not (BENCH_DIR / self.script).exists():
+            return f"not available yet: bench/{self.script} ({self.issue}) is not merged"
+        return None
+
+    def parse(self, stdout: str, results: list[dict[str, Any]]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def measure(self, ctx: Context) -> dict[str, float]:
+        started = time.time()
+        # Its own embedded stack (started and stopped by the script): a new worker's Faust group
+        # reads every topic from the start, so it must not meet earlier runs' traffic.
+        env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
+        log = ctx.state_dir / f"{self.name}.log"
+        process = subprocess.Popen(
+            [sys.executable, str(BENCH_DIR / self.script), *self.args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        lines: list[str] = []
+        with WorkerPeakRss(process.pid) as rss:
+            reader = threading.Thread(target=_collect, args=(process, lines, ctx.say), daemon=True)
+            reader.start()
+            try:
+                process.wait(SCRIPT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                process.wait(30)
+            reader.join(10)
+        stdout = "".join(lines)
+        log.write_text(stdout)
+        if process.returncode != 0:
+            raise RuntimeError(f"bench/{self.script} exited {process.returncode}; see {log}")
+        found = []
+        if self.results_prefix:
+            for path in sorted(RESULTS.glob(f"{self.results_prefix}-*.json")):
+                if path.stat().st_mtime >= started:
+                    found.append(json.loads(path.read_text()))
+        figures = self.parse(stdout, found)
+        if rss.peak:
+            figures[PEAK_RSS.name] = rss.peak / 2**20
+        return figures
+
+
+def _collect(process: subprocess.Popen[str], lines: list[str], say: Callable[[str], None]) -> None:
+    """Keep the script's output, and show its progress lines."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        say(f"  | {line.rstrip()}")
+
+
+def _number(pattern: str, text: str, what: str) -> float:
+    match = re.search(pattern, text)
+    if match is None:
+        raise ValueError(f"{what} not found in the script's output (pattern {pattern!r})")
+    return float(match.group(1).replace(",", ""))
+
+
+class RouterBench(FlowScript):
+    """Decide throughput of one worker (burst of background requests) and the latency the
+    pipeline adds over a direct call to the provider simulator, p50/p99."""
+
+    name = "ours.router"
+    script = "router.py"
+    issue = "issue 4, router"
+    args = ("--decide", "2000", "--latency", "200", "--backlog", "0")
+    metrics = (
+        Metric("decide_per_s", "requests/s"),
+        Metric("added_latency_p50_ms", "ms"),
+        Metric("added_latency_p99_ms", "ms"),
+        PEAK_RSS,
+    )
+
+    def parse(self, stdout: str, results: list[dict[str, Any]]) -> dict[str, float]:
+        added = r"latency added by the pipeline[^:]*: p50 (-?[\d.]+) ms"
+        return {
+            "decide_per_s": _number(
+                r"decisions in [\d.]+ s = ([\d,]+) requests/s", stdout, "decide"
+            ),
+            "added_latency_p50_ms": _number(added, stdout, "added latency p50"),
+            "added_latency_p99_ms": _number(
+                r"latency added by the pipeline[^:]*: p50 -?[\d.]+ ms, p99 (-?[\d.]+) ms",
+                stdout,
+                "added latency p99",
+            ),
+        }
+
+
+class WorldBench(FlowScript):
+    """World ticks stored per second by one worker with 200 active worlds at 1 Hz."""
+
+    name = "ours.world"
+    script = "world_ticks.py"
+    issue = "issue 6, world"
+    results_prefix = "world_ticks"
+    args = ("--worlds", "200", "--seconds", "10", "--events-per-second", "50")
+    metrics = (Metric("ticks_per_s", "ticks/s"), Metric("tick_lag_p99_s", "s"), PEAK_RSS)
+
+    def parse(self, stdout: str, results: list[dict[str, Any]]) -> dict[str, float]:
+        if not results:
+            raise ValueError("bench/world_ticks.py wrote no results file")
+        last = results[-1]
+        return {"ticks_per_s": last["ticks_per_s"], "tick_lag_p99_s": last["tick_lag_p99_s"]}
+
+
+class InvalidationBench(FlowScript):
+    """Publish -> Redis-deleted latency at 5,000 invalidations/s, p50/p99, beside its baseline:
+    publish -> delivered to a plain aiokafka consumer, p99, on the same messages."""
+
+    name = "ours.invalidation"
+    script = "invalidation_latency.py"
+    issue = "issue 7, invalidation"
+    args = ("--rates", "5000", "--seconds", "5")
+    results_prefix = "invalidation_latency"
+    metrics = (
+        Metric("achieved_per_s", "invalidations/s"),
+        Metric("deleted_latency_p50_ms", "ms"),
+        Metric("deleted_latency_p99_ms", "ms"),
+        Metric("kafka_delivered_p99_ms", "ms"),
+        PEAK_RSS,
+    )
+
+    def parse(self, stdout: str, results: list[dict[str, Any]]) -> dict[str, float]:
+        if not results or not results[-1].get("rates"):
+            raise ValueError("bench/invalidation_latency.py wrote no rate results")
+        rate = results[-1]["rates"][0]
+        latency = rate["publish_to_redis_deleted"]
+        return {
+            "achieved_per_s": rate["achieved_rate_per_s"],
+            "deleted_latency_p50_ms": latency["p50_ms"],
+            "deleted_latency_p99_ms": latency["p99_ms"],
+            "kafka_delivered_p99_ms": rate["baseline_publish_to_kafka_delivered"]["p99_ms"],
+        }
+
+
+class FaustAgentLatency(Case):
+    """Publish -> Faust agent latency at 5 messages/s, with Faust's fixed 1500 ms fetch wait
+    and with the embedded stack's short wait (`scribe/stack/faust_on_tansu.py`), side by side
+    (`bench/cases/faust_agent_latency.py`)."""
+
+    name = "faust.agent_latency"
+    group = name
+    count = 40
+    metrics = (
+        Metric("faust_wait_p50_ms", "ms"),
+        Metric("faust_wait_p99_ms", "ms"),
+        Metric("short_wait_p50_ms", "ms"),
+        Metric("short_wait_p99_ms", "ms"),
+    )
+
+    def measure(self, ctx: Context) -> dict[str, float]:
+        figures: dict[str, float] = {}
+        for wait, label in (("faust", "faust_wait"), ("short", "short_wait")):
+            result = ctx.state_dir / f"latency-{label}-{time.monotonic_ns()}.result"
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).parent / "faust_agent_latency.py"),
+                    wait,
+                    str(self.count),
+                    str(result),
+                ],
+                env={**os.environ, **ctx.env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                timeout=120,
+                check=False,
+            )
+            if not result.exists():
+                raise RuntimeError(f"faust_agent_latency.py {wait} wrote no result")
+            seen, p50, p99 = result.read_text().split()
+            if int(seen) < self.count:
+                raise RuntimeError(f"the agent saw {seen} of {self.count} messages ({wait})")
+            figures |= {f"{label}_p50_ms": float(p50), f"{label}_p99_ms": float(p99)}
+        return figures
+
+
+def flow_cases() -> list[Case]:
+    return [RouterBench(), WorldBench(), InvalidationBench(), FaustAgentLatency()]

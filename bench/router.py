@@ -1,0 +1,280 @@
+"""Router benchmarks on the embedded stack with the provider simulator answering at once.
+
+    .venv/bin/python bench/router.py [--decide 5000] [--latency 300] [--backlog 10000]
+
+- decide: requests/s the decide stage of one worker turns into lane records (from the lane
+  records' timestamps, first to last), for a burst of normal requests published up front (they
+  are executed meanwhile, in the same worker, so this is decide while the worker also executes).
+- latency: requests sent one at a time at a modest rate; publish -> response as seen by a
+  consumer of ai.responses, beside a direct HTTP call to the same simulator (the baseline: what
+  a caller pays without the router). The difference is the latency the pipeline adds; LiteLLM
+  publishes its router's added latency as median 2-12 ms, p99 13-43 ms (its docs' load tests).
+- backlog: with N background requests held back (outside the off-peak window), how long urgent
+  requests take to be answered; and with N background requests published right before each
+  urgent one (the intake splits them off in batches ahead of decide).
+
+Each phase prints a progress line; the stack and worker are started and stopped by the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from schemas.events import AIRequest
+from schemas.examples import example
+from scribe.settings import kafka_bootstrap_servers
+from scribe.stack import LocalStack
+from scribe.stack.processes import free_port
+from scribe.workers import ArrivalWatch, WorkerProcess
+from topics.publisher import Publisher
+
+LITELLM = "LiteLLM router overhead (published): median 2-12 ms, p99 13-43 ms"
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def describe(values: list[float]) -> str:
+    return (
+        f"p50 {pct(values, 50):.1f} ms, p99 {pct(values, 99):.1f} ms, "
+        f"max {max(values):.1f} ms (n={len(values)})"
+    )
+
+
+@contextmanager
+def running_worker(
+    root: Path, extra: dict[str, str]
+) -> Iterator[tuple[dict[str, str], WorkerProcess]]:
+    with LocalStack(root / "stack").running(report=say) as env:
+        sim = env["SCRIBE_PROVIDER_URL"]
+        now = datetime.now(UTC) + timedelta(hours=3)
+        worker_env = {
+            **env,
+            # Low and background are held (an off-peak window three hours away).
+            "SCRIBE_ROUTER_OFFPEAK": f"{now:%H:%M}-{now + timedelta(hours=1):%H:%M}",
+            **extra,
+        }
+        worker = WorkerProcess(
+            env=worker_env, state_dir=root / "worker", app_id="scribe-bench", web_port=free_port()
+        )
+        try:
+            say("starting a worker ...")
+            worker.start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                log = worker.log_path.read_text(errors="replace")
+                lanes = ("intake", "held", "urgent", "normal", "deferred")
+                if all(f"router: {lane} lane assigned" in log for lane in lanes):
+                    break
+                time.sleep(0.2)
+            httpx.post(f"{sim}/_sim/config", json={"delay_ms": 0}).raise_for_status()
+            yield env, worker
+        finally:
+            worker.stop()
+
+
+def request_id_of(value: bytes) -> str | None:
+    start = value.find(b'"request_id":"')
+    if start < 0:
+        return None
+    start += 14
+    return value[start : value.find(b'"', start)].decode()
+
+
+def responses(kafka_url: str) -> ArrivalWatch:
+    return ArrivalWatch(kafka_url, "ai.responses", request_id_of)
+
+
+async def metric_lines(worker_url: str, prefix: str) -> list[str]:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{worker_url}/metrics")).text
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def text_request(priority: str, **fields: Any) -> AIRequest:
+    tag = uuid.uuid4().hex[:8]
+    return example(
+        AIRequest,
+        user_id=f"bench-{tag[:3]}",
+        kind="text",
+        priority=priority,
+        prompt=f"Say hello [tag:{tag}]",
+        **fields,
+    )
+
+
+async def bench_decide(env: dict[str, str], count: int) -> None:
+    say(f"decide: publishing {count:,} normal requests ...")
+    requests = [text_request("normal") for _ in range(count)]
+    async with Publisher(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"])) as publisher:
+        await publisher.publish_many(requests)
+    ids = {r.request_id.encode() for r in requests}
+    consumer = AIOKafkaConsumer(
+        "ai.lane.normal",
+        bootstrap_servers=kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"]),
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    stamps: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        next_line = time.monotonic() + 5
+        while len(stamps) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    start = record.value.find(b'"request_id":"') + 14
+                    if record.value[start : record.value.find(b'"', start)] in ids:
+                        stamps.append(record.timestamp)
+            if time.monotonic() > next_line:
+                next_line += 5
+                say(f"  decided {len(stamps):,}/{count:,}")
+    finally:
+        await consumer.stop()
+    span_s = (max(stamps) - min(stamps)) / 1000
+    say(
+        f"decide: {len(stamps):,} decisions in {span_s:.2f} s = "
+        f"{len(stamps) / span_s:,.0f} requests/s (one worker)"
+    )
+    for line in await metric_lines(env["WORKER_URL"], "scribe_processing_seconds_"):
+        if 'agent="router"' in line and ("_sum" in line or "_count" in line):
+            say(f"  {line}")
+
+
+async def bench_latency(env: dict[str, str], count: int) -> None:
+    sim = env["SCRIBE_PROVIDER_URL"]
+    direct: list[float] = []
+    async with httpx.AsyncClient(base_url=sim) as client:
+        for n in range(count):
+            started = time.monotonic()
+            response = await client.post(
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                json={"contents": [{"parts": [{"text": f"direct {n}"}]}]},
+                headers={"x-goog-api-key": "bench"},
+            )
+            response.raise_for_status()
+            direct.append((time.monotonic() - started) * 1000)
+    say(f"latency: direct call to the simulator: {describe(direct)}")
+    routed: list[float] = []
+    async with (
+        Publisher(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"]), linger_ms=0) as publisher,
+        responses(env["SCRIBE_KAFKA_URL"]) as watch,
+    ):
+        for n in range(count):
+            request = text_request("urgent")
+            started = time.monotonic()
+            await publisher.publish(request)
+            routed.append((await watch.arrival(request.request_id) - started) * 1000)
+            await asyncio.sleep(0.02)
+            if n and n % 100 == 0:
+                say(f"  {n}/{count}")
+    say(f"latency: publish -> response through the router: {describe(routed)}")
+    added = [r - pct(direct, 50) for r in routed]
+    say(f"latency added by the pipeline (minus the direct median): {describe(added)}")
+    say(
+        f"  ratio to LiteLLM's published router overhead: p50 {pct(added, 50) / 12:.1f}x its "
+        f"worst median (12 ms), p99 {pct(added, 99) / 43:.1f}x its worst p99 (43 ms)"
+    )
+    say(f"  {LITELLM}")
+
+
+async def bench_backlog(env: dict[str, str], backlog: int, rounds: int = 10) -> None:
+    kafka = env["SCRIBE_KAFKA_URL"]
+    async with (
+        Publisher(kafka_bootstrap_servers(kafka), linger_ms=0) as publisher,
+        responses(kafka) as watch,
+    ):
+        before = await wait_held(env, 0)
+        say(f"backlog: publishing {backlog:,} background requests ...")
+        await publisher.publish_many([text_request("background") for _ in range(backlog)])
+        held = await wait_held(env, before + backlog)
+        say(f"backlog: the held lane holds {held:,}")
+        queued: list[float] = []
+        for _ in range(rounds):
+            request = text_request("urgent")
+            started = time.monotonic()
+            await publisher.publish(request)
+            queued.append((await watch.arrival(request.request_id) - started) * 1000)
+        say(f"urgent behind {backlog:,} held background requests: {describe(queued)}")
+        ahead: list[float] = []
+        with_publishing: list[float] = []
+        for n in range(3):
+            batch = [text_request("background") for _ in range(backlog)]
+            request = text_request("urgent")
+            started = time.monotonic()
+            await publisher.publish_many([*batch, request])
+            published = time.monotonic()
+            answered = await watch.arrival(request.request_id, 300)
+            ahead.append((answered - published) * 1000)
+            with_publishing.append((answered - started) * 1000)
+            say(f"  round {n + 1}: {ahead[-1]:.0f} ms ({with_publishing[-1]:.0f} ms)")
+        say(
+            f"urgent published right behind {backlog:,} background ones, from its publish "
+            f"acknowledged: {describe(ahead)}; from the first of the {backlog:,} sent: "
+            f"{describe(with_publishing)}"
+        )
+
+
+async def wait_held(env: dict[str, str], at_least: int, timeout: float = 300) -> int:
+    worker_url = env["WORKER_URL"]
+    deadline = time.monotonic() + timeout
+    held = 0
+    next_line = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for line in await metric_lines(worker_url, 'scribe_router_lane_held{lane="held"}'):
+            held = int(float(line.rsplit(" ", 1)[1]))
+        if held >= at_least:
+            return held
+        if time.monotonic() > next_line:
+            next_line += 5
+            say(f"  held {held:,}/{at_least:,}")
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the held lane holds {held}, expected {at_least}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--decide", type=int, default=5000, help="burst size (0 skips)")
+    parser.add_argument("--latency", type=int, default=300, help="requests (0 skips)")
+    parser.add_argument("--backlog", type=int, default=10000, help="held requests (0 skips)")
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="router-bench-") as tmp,
+        running_worker(Path(tmp), {}) as (stack_env, worker),
+    ):
+        env = {**stack_env, "WORKER_URL": worker.url}
+        say(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        if args.decide:
+            asyncio.run(bench_decide(env, args.decide))
+        if args.latency:
+            asyncio.run(bench_latency(env, args.latency))
+        if args.backlog:
+            asyncio.run(bench_backlog(env, args.backlog))
+        say(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Reading provider answers: usage, exact reported cost, images, Retry-After and RetryInfo."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from agents.router.keys import ProviderKey, key_id
+from agents.router.providers import (
+    Failure,
+    ProviderError,
+    parse_gemini,
+    parse_openrouter,
+    retry_after_seconds,
+)
+from schemas import parse_json
+from schemas.events import RequestKind
+from scribe.stack.provider_simulator import key_fingerprint
+
+PNG = base64.b64encode(b"\x89PNG fake").decode()
+
+
+def test_retry_after_header_in_seconds_or_as_a_date() -> None:
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "7"}), None) == 7.0
+    now = datetime(2026, 11, 27, 14, 0, 0, tzinfo=UTC)
+    date_header = httpx.Headers({"Retry-After": "Fri, 27 Nov 2026 14:00:30 GMT"})
+    assert retry_after_seconds(date_header, None, now=now) == 30.0
+    assert retry_after_seconds(httpx.Headers(), None) == 0.0
+
+
+def test_retry_info_delay_from_a_gemini_error_body() -> None:
+    body = parse_json(
+        b'{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": ['
+        b'{"@type": "type.googleapis.com/google.rpc.QuotaFailure"},'
+        b'{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2.5s"}]}}'
+    )
+    assert retry_after_seconds(httpx.Headers(), body) == 2.5
+
+
+def test_openrouter_text_usage_and_exact_reported_cost() -> None:
+    body = parse_json(
+        b'{"choices": [{"message": {"content": "Hello"}}],'
+        b' "usage": {"prompt_tokens": 12, "completion_tokens": 30, "cost": 0.000123456789012}}'
+    )
+    reply = parse_openrouter(body, RequestKind.TEXT)
+    assert reply.text == "Hello"
+    assert (reply.input_tokens, reply.output_tokens, reply.images) == (12, 30, 0)
+    assert reply.reported_cost_usd == Decimal("0.000123456789012")
+
+
+def test_openrouter_image_from_a_data_url() -> None:
+    body = parse_json(
+        b'{"choices": [{"message": {"content": "", "images": [{"type": "image_url",'
+        b' "image_url": {"url": "data:image/png;base64,' + PNG.encode() + b'"}}]}}],'
+        b' "usage": {"prompt_tokens": 5, "completion_tokens": 1290}}'
+    )
+    reply = parse_openrouter(body, RequestKind.IMAGE)
+    assert reply.image == b"\x89PNG fake" and reply.image_type == "image/png"
+    assert reply.images == 1 and reply.reported_cost_usd is None
+
+
+def test_gemini_text_and_image_with_usage_metadata() -> None:
+    body = parse_json(
+        b'{"candidates": [{"content": {"parts": [{"text": "Hi "}, {"text": "there"},'
+        b' {"inlineData": {"mimeType": "image/png", "data": "' + PNG.encode() + b'"}}]}}],'
+        b' "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 1300}}'
+    )
+    reply = parse_gemini(body, RequestKind.IMAGE)
+    assert reply.text == "Hi there" and reply.image == b"\x89PNG fake"
+    assert (reply.input_tokens, reply.output_tokens, reply.images) == (9, 1300, 1)
+
+
+@pytest.mark.parametrize(
+    ("parse", "body"),
+    [
+        (parse_openrouter, b'{"choices": []}'),
+        (parse_openrouter, b'{"choices": [{"message": {"content": "no image"}}]}'),
+        (parse_gemini, b'{"candidates": [{"content": {"parts": [{"text": "no image"}]}}]}'),
+        (parse_gemini, b'{"promptFeedback": {"blockReason": "SAFETY"}}'),
+    ],
+)
+def test_answers_without_what_was_asked_are_refusals(parse: object, body: bytes) -> None:
+    with pytest.raises(ProviderError) as caught:
+        parse(parse_json(body), RequestKind.IMAGE)  # type: ignore[operator]
+    assert caught.value.failure is Failure.REFUSED
+    assert not caught.value.counts_against_model
+
+
+def test_a_key_is_named_by_its_id_never_shown() -> None:
+    key = ProviderKey.of("gemini", "AIza-secret-value")
+    assert key.id == key_id("gemini", "AIza-secret-value") == key_fingerprint("gemini", key.secret)
+    assert key.id.startswith("gemini:") and "secret" not in key.id
+    assert "AIza-secret-value" not in repr(key)

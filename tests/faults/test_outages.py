@@ -1,0 +1,178 @@
+"""Faults injected into a running pipeline, one at a time: PostgreSQL stopped for 15 s, Redis
+stopped for 15 s, the worker killed with SIGKILL and restarted. Afterwards every valid event is
+reflected exactly once (ledger rows and rollups in PostgreSQL, keys gone from Redis), every
+invalid one is in its DLQ, the worker is alive and has consumed everything."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiokafka.structs import RecordMetadata
+
+from scribe.workers import WorkerProcess
+from tests.faults.conftest import FaultStack
+from tests.faults.observe import (
+    Outcome,
+    agent_crashes,
+    committed_offset,
+    eventually,
+    log_size,
+    metric_total,
+    usage_totals,
+)
+from tests.faults.workload import Workload, first_offsets
+from topics.catalog import CACHE_INVALIDATIONS, USAGE_EVENTS, TopicSpec
+
+pytestmark = pytest.mark.faults
+
+OUTAGE_SECONDS = 15.0
+ROUNDS_DURING_OUTAGE = 5
+
+
+async def _no_commit_past(
+    kafka_url: str, group: str, spec: TopicSpec, sent_during_outage: list[RecordMetadata]
+) -> None:
+    """While the sink is down, no partition's committed offset passes a record that cannot
+    have been written yet: the first one published after the server stopped."""
+    for partition, offset in first_offsets(sent_during_outage, spec.name).items():
+        committed = await committed_offset(kafka_url, group, spec.name, partition)
+        assert committed is None or committed <= offset, (
+            f"{spec.name}[{partition}] committed {committed} past unwritten offset {offset}"
+        )
+        print(f"  {spec.name}[{partition}]: committed {committed} <= first unwritten {offset}")
+
+
+async def _run_fault(
+    fault_stack: FaultStack,
+    worker: WorkerProcess,
+    fault: str,
+    *,
+    begin: Callable[[], object],
+    end: Callable[[], object],
+    guarded: TopicSpec | None,
+    metric_survives: bool,
+) -> Outcome:
+    """Publish before, during and after the fault; then measure. `guarded` is the topic whose
+    sink is down: its offsets must not be committed past unwritten records meanwhile."""
+    env = fault_stack.env()
+    load = Workload(fault, env["SCRIBE_KAFKA_URL"])
+    before = load.batch(2000, invalid=10, duplicates=50)
+    during = [load.batch(200) for _ in range(ROUNDS_DURING_OUTAGE)]
+    after = load.batch(1000, invalid=10, duplicates=50)
+
+    cache = aioredis.from_url(env["SCRIBE_REDIS_URL"])
+    try:
+        # Every key an invalidation will drop is cached up front (Redis may be down later).
+        for key in (*load.doomed_keys(), load.kept_key):
+            await cache.set(key, b"cached")
+    finally:
+        await cache.aclose()
+    counted_before = (
+        metric_total(worker, "scribe_invalidations_total", sink="redis")
+        if metric_survives
+        else None
+    )
+
+    retries_before = metric_total(worker, "scribe_sink_retries_total")
+    log_start = log_size(worker)
+    await load.publish(*before)
+    async with _connection(env) as db:  # mid-stream: some of it written, not all
+        assert await eventually(lambda: _partly_written(db, load), timeout=60), (
+            "the worker wrote nothing"
+        )
+        written = (await usage_totals(db, load.users)).rows
+    published = sum(1 for topic, _, _ in before[0] if topic == USAGE_EVENTS.name)
+    print(f"{fault}: injected with {written} ledger rows written, {published} usage records out")
+    started = time.monotonic()
+    await asyncio.to_thread(begin)
+    print(f"{fault}: fault injected")
+    sent_during: list[RecordMetadata] = []
+    for number, batch in enumerate(during, start=1):
+        sent_during.extend(await load.publish(*batch))
+        print(f"  round {number}/{len(during)} published during the fault")
+        await asyncio.sleep(OUTAGE_SECONDS * 0.6 / len(during))
+    if guarded is not None:
+        await _no_commit_past(load.kafka_url, worker.app_id, guarded, sent_during)
+    await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - started)))
+    await asyncio.to_thread(end)
+    print(f"{fault}: recovered after {time.monotonic() - started:.1f} s")
+    if guarded is not None:
+        # The sink did fail and retry (the retries counter lives in the same worker process).
+        retries = metric_total(worker, "scribe_sink_retries_total") - retries_before
+        print(f"{fault}: {retries:.0f} sink write retries")
+        assert retries > 0
+    await load.publish(*after)
+
+    db = await asyncpg.connect(env["SCRIBE_DATABASE_URL"])
+    cache = aioredis.from_url(env["SCRIBE_REDIS_URL"])
+    try:
+        outcome = await load.verify(db, cache, worker, counted_before)
+    finally:
+        await db.close()
+        await cache.aclose()
+    assert outcome.lost == 0, worker.log_tail()
+    assert outcome.duplicated == 0
+    assert worker.alive(), worker.log_tail()
+    assert agent_crashes(worker, log_start) == []
+    return outcome
+
+
+@asynccontextmanager
+async def _connection(env: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
+    db = await asyncpg.connect(env["SCRIBE_DATABASE_URL"])
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+async def _partly_written(db: asyncpg.Connection, load: Workload) -> bool:
+    return (await usage_totals(db, load.users)).rows > 0
+
+
+async def test_postgres_stopped_for_15_seconds_mid_stream(
+    fault_stack: FaultStack, fault_worker: WorkerProcess
+) -> None:
+    await _run_fault(
+        fault_stack,
+        fault_worker,
+        "postgres-stopped-15s",
+        begin=lambda: fault_stack.stop(fault_stack.postgres),
+        end=lambda: fault_stack.start(fault_stack.postgres),
+        guarded=USAGE_EVENTS,
+        metric_survives=True,
+    )
+
+
+async def test_redis_stopped_for_15_seconds_mid_stream(
+    fault_stack: FaultStack, fault_worker: WorkerProcess
+) -> None:
+    await _run_fault(
+        fault_stack,
+        fault_worker,
+        "redis-stopped-15s",
+        begin=lambda: fault_stack.stop(fault_stack.redis),
+        end=lambda: fault_stack.start(fault_stack.redis),
+        guarded=CACHE_INVALIDATIONS,
+        metric_survives=True,
+    )
+
+
+async def test_worker_killed_with_sigkill_mid_stream_and_restarted(
+    fault_stack: FaultStack, fault_worker: WorkerProcess
+) -> None:
+    await _run_fault(
+        fault_stack,
+        fault_worker,
+        "worker-sigkill-restart",
+        begin=fault_worker.kill,
+        end=fault_worker.start,
+        guarded=None,
+        metric_survives=False,  # the restarted process counts from zero
+    )

@@ -1,0 +1,77 @@
+"""Observe a running invalidation pipeline from outside: committed offsets of its consumer
+group, what the CDN simulator recorded, and the worker's metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from scribe.settings import kafka_bootstrap_servers
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.1
+) -> bool:
+    """Poll `check` until it is true or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(interval)
+
+
+async def committed_through(
+    kafka_url: str, group: str, last: dict[TopicPartition, int], timeout: float
+) -> bool:
+    """True once `group` has committed past offset `last[tp]` on every partition."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap_servers(kafka_url),
+        group_id=group,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+
+        async def done() -> bool:
+            for tp, offset in last.items():
+                committed = await consumer.committed(tp)
+                if committed is None or committed <= offset:
+                    return False
+            return True
+
+        return await eventually(done, timeout, interval=0.25)
+    finally:
+        await consumer.stop()
+
+
+async def purged(
+    cdn: httpx.AsyncClient, contains: str, provider: str | None = None, kind: str | None = None
+) -> list[str]:
+    """Targets the CDN simulator purged whose text contains `contains`, one per purge."""
+    params = {"contains": contains}
+    if provider:
+        params["provider"] = provider
+    if kind:
+        params["kind"] = kind
+    response = await cdn.get("/_sim/purges", params=params)
+    response.raise_for_status()
+    return [p["target"] for p in response.json()["purges"]]
+
+
+async def metric(worker_url: str, name: str, **labels: str) -> float:
+    """The sum of the worker's samples named `name` whose labels include `labels`."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{worker_url}/metrics", timeout=10)).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total

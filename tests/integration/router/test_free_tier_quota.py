@@ -1,0 +1,125 @@
+"""A user's 1,001st image request of a UTC day does not go to the free tier, with two workers
+running: each user's counter lives in the one worker that owns the user's partition."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+
+import httpx
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from schemas.events import AIRequest
+from scribe.workers import WorkerProcess
+from tests.integration.router.conftest import Router, router_worker_process, wait_for_lanes
+
+pytestmark = pytest.mark.integration
+
+FREE_PER_DAY = 1000
+PARTITIONS = 4
+FREE_IMAGE = "google/gemini-2.5-flash-image-preview:free"
+
+
+def one_user_per_partition(tag: str) -> list[str]:
+    """Users whose requests land on each of the partitions."""
+    partitioner = DefaultPartitioner()
+    users: dict[int, str] = {}
+    while len(users) < PARTITIONS:
+        user = f"quota-{tag}-{uuid.uuid4().hex[:6]}"
+        partition = partitioner(user.encode(), list(range(PARTITIONS)), list(range(PARTITIONS)))
+        users.setdefault(partition, user)
+    return [users[p] for p in range(PARTITIONS)]
+
+
+def one_user_per_worker(worker: WorkerProcess, users: list[str]) -> list[str]:
+    """From users on each partition, one whose counters each worker owns, as Faust's table
+    router reports the assignment."""
+    owners = httpx.get(f"{worker.url}/router/router-users/", timeout=10).json()
+    chosen = []
+    for partitions_by_topic in owners.values():
+        partitions = sorted(p for ps in partitions_by_topic.values() for p in ps)
+        if partitions:
+            chosen.append(users[partitions[0]])
+    assert len(chosen) == 2, f"expected two workers to own partitions: {owners}"
+    return chosen
+
+
+async def round_trip(router: Router, users: list[str]) -> None:
+    """Every partition is owned and answering (after a rebalance)."""
+    tag = router.tag()
+    probes = [router.request(tag, user_id=f"{u}-probe", kind="text") for u in users]
+    await router.publish(*probes)
+    ids = {p.request_id for p in probes}
+    # A rebalance may deliver a request twice; the second delivery gets the same answer again.
+    assert {a.request_id for a in await router.responses(ids)} == ids
+
+
+async def test_the_1001st_image_of_the_day_is_not_free_with_two_workers(
+    router: Router,
+    router_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    second = router_worker_process(router_env, tmp_path_factory.mktemp("second-worker"))
+    tag = router.tag()
+    probes = one_user_per_partition(tag)
+    try:
+        second.start()
+        wait_for_lanes(second)
+        await round_trip(router, probes)
+        users = one_user_per_worker(router.worker, probes)
+        requests: dict[str, list[AIRequest]] = {
+            user: [
+                router.request(
+                    tag,
+                    user_id=user,
+                    kind="image",
+                    priority="urgent",
+                    prompt=f"{user} #{n} [tag:{tag}]",
+                )
+                for n in range(1, FREE_PER_DAY + 2)
+            ]
+            for user in users
+        }
+        started = time.monotonic()
+        await router.publish(*(r for batch in requests.values() for r in batch))
+        ids = {r.request_id for batch in requests.values() for r in batch}
+        answers = {a.request_id: a for a in await router.responses(ids, timeout=180)}
+        assert len(answers) == len(ids), router.worker.log_tail()
+        print(
+            f"{len(ids)} image requests answered by two workers in "
+            f"{time.monotonic() - started:.1f} s"
+        )
+
+        for user, batch in requests.items():
+            free = [answers[r.request_id] for r in batch[:FREE_PER_DAY]]
+            assert all(a.status.value == "ok" and a.free_tier for a in free), user
+            assert {a.model for a in free} == {FREE_IMAGE}
+            last = answers[batch[-1].request_id]
+            assert last.status.value == "ok" and last.free_tier is False
+            assert last.provider == "gemini" and last.model == "gemini-2.5-flash-image"
+            assert last.rationale and "free images used up (1000/1000 today)" in last.rationale
+            assert last.image_url is not None
+            async with httpx.AsyncClient() as client:
+                image = await client.get(last.image_url, timeout=10)
+            assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+
+            usage = await router.usage(user, count=FREE_PER_DAY + 1)
+            assert len({u.event_id for u in usage}) == FREE_PER_DAY + 1
+            assert Counter(u.free_tier for u in usage) == {True: FREE_PER_DAY, False: 1}
+
+        for worker in (router.worker, second):
+            routed = _metric(router, worker, "scribe_router_decisions_total", outcome="routed")
+            assert routed > 0, f"worker {worker.web_port} decided nothing"
+    finally:
+        second.stop()
+        await round_trip(router, probes)  # the first worker owns everything again
+
+
+def _metric(router: Router, worker: WorkerProcess, name: str, **labels: str) -> float:
+    own = Router(router.kafka_url, router.publisher, worker)
+    total = 0.0
+    for lane in ("urgent", "normal", "deferred"):
+        total += own.metric(name, lane=lane, **labels) or 0.0
+    return total

@@ -1,0 +1,197 @@
+"""The CDN sink over real HTTP against the CDN simulator (its own instance on loopback, so
+faults injected here do not reach the shared worker)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from scribe.stack import cdn_simulator
+from scribe.stack.processes import free_port
+from sinks.cdn import CdnPurger, CdnSettings, Provider, ProviderSettings, PurgeKind
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[str]:
+    port = free_port()
+    runner = await cdn_simulator.start("127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def control(simulator: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=simulator) as client:
+        yield client
+
+
+def settings(
+    base_url: str,
+    *providers: Provider,
+    rate: float = 1000,
+    burst: int = 1000,
+    max_attempts: int = 3,
+) -> CdnSettings:
+    return CdnSettings(
+        tuple(
+            ProviderSettings(p, base_url, "secret", "acct", rate, burst, concurrency=4)
+            for p in providers
+        ),
+        max_attempts=max_attempts,
+        timeout=5,
+        backoff_base=0.05,
+        backoff_cap=0.2,
+    )
+
+
+async def _calls(control: httpx.AsyncClient) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = (await control.get("/_sim/requests")).json()["calls"]
+    return calls
+
+
+async def _purges(control: httpx.AsyncClient, **query: str) -> list[dict[str, Any]]:
+    purges: list[dict[str, Any]] = (await control.get("/_sim/purges", params=query)).json()[
+        "purges"
+    ]
+    return purges
+
+
+async def test_both_providers_in_their_batch_sizes(
+    simulator: str, control: httpx.AsyncClient
+) -> None:
+    purger = CdnPurger(settings(simulator, Provider.FASTLY, Provider.CLOUDFLARE))
+    urls = [f"https://cdn.example/w/{i}?v=1" for i in range(65)]
+    tags = [f"world-{i}" for i in range(300)]
+    try:
+        assert await purger.purge(urls, tags) == []
+    finally:
+        await purger.aclose()
+    calls = await _calls(control)
+    by_provider_kind: dict[tuple[str, str], list[int]] = {}
+    for call in calls:
+        assert call["status"] == 200
+        kind = "url" if "/purge/" in call["path"] or call["targets"][0] in urls else "tag"
+        by_provider_kind.setdefault((call["provider"], kind), []).append(len(call["targets"]))
+    assert sorted(by_provider_kind[("fastly", "tag")]) == [44, 256]
+    assert by_provider_kind[("fastly", "url")] == [1] * 65
+    assert sorted(by_provider_kind[("cloudflare", "url")]) == [5, 30, 30]
+    assert sorted(by_provider_kind[("cloudflare", "tag")]) == [*[30] * 10]
+    fastly_urls = {p["target"] for p in await _purges(control, provider="fastly", kind="url")}
+    assert fastly_urls == {u.removeprefix("https://") for u in urls}
+    cloudflare_tags = {
+        p["target"] for p in await _purges(control, provider="cloudflare", kind="tag")
+    }
+    assert cloudflare_tags == set(tags)
+
+
+async def test_429_waits_for_retry_after_then_succeeds(
+    simulator: str, control: httpx.AsyncClient
+) -> None:
+    await control.post(
+        "/_sim/faults",
+        json={"provider": "cloudflare", "status": 429, "count": 1, "retry_after": "1"},
+    )
+    purger = CdnPurger(settings(simulator, Provider.CLOUDFLARE))
+    try:
+        assert await purger.purge([], ["t1"]) == []
+    finally:
+        await purger.aclose()
+    first, second = await _calls(control)
+    assert (first["status"], second["status"]) == (429, 200)
+    assert second["at"] - first["at"] >= 0.95
+
+
+async def test_5xx_is_retried_with_backoff(simulator: str, control: httpx.AsyncClient) -> None:
+    await control.post("/_sim/faults", json={"provider": "fastly", "status": 503, "count": 2})
+    purger = CdnPurger(settings(simulator, Provider.FASTLY))
+    try:
+        assert await purger.purge([], ["t1"]) == []
+    finally:
+        await purger.aclose()
+    assert [c["status"] for c in await _calls(control)] == [503, 503, 200]
+
+
+async def test_gives_up_after_max_attempts_with_the_reason(
+    simulator: str, control: httpx.AsyncClient
+) -> None:
+    await control.post("/_sim/faults", json={"provider": "*", "status": 500, "count": 100})
+    purger = CdnPurger(settings(simulator, Provider.FASTLY, max_attempts=3))
+    try:
+        (failure,) = await purger.purge(["https://cdn.example/a"], [])
+    finally:
+        await purger.aclose()
+    assert (failure.provider, failure.kind, failure.targets) == (
+        "fastly",
+        PurgeKind.URL,
+        ("https://cdn.example/a",),
+    )
+    assert "500" in failure.reason
+    assert failure.reason.endswith("after 3 attempts")
+    assert len(await _calls(control)) == 3
+
+
+async def test_a_client_error_is_not_retried(simulator: str, control: httpx.AsyncClient) -> None:
+    await control.post("/_sim/faults", json={"provider": "cloudflare", "status": 403, "count": 1})
+    purger = CdnPurger(settings(simulator, Provider.CLOUDFLARE))
+    try:
+        (failure,) = await purger.purge([], ["t"])
+    finally:
+        await purger.aclose()
+    assert "403" in failure.reason
+    assert failure.reason.endswith("after 1 attempt")
+    assert len(await _calls(control)) == 1
+
+
+async def test_an_unreachable_api_fails_with_the_transport_error() -> None:
+    purger = CdnPurger(settings(f"http://127.0.0.1:{free_port()}", Provider.CLOUDFLARE))
+    try:
+        (failure,) = await purger.purge(["https://cdn.example/a"], [])
+    finally:
+        await purger.aclose()
+    assert "ConnectError" in failure.reason
+
+
+async def test_the_rate_limit_spaces_calls(simulator: str, control: httpx.AsyncClient) -> None:
+    purger = CdnPurger(settings(simulator, Provider.FASTLY, rate=20, burst=2))
+    started = time.monotonic()
+    try:
+        assert await purger.purge([f"https://cdn.example/{i}" for i in range(12)], []) == []
+    finally:
+        await purger.aclose()
+    # Two at once, then ten at 20/s: at least 0.5 s.
+    assert time.monotonic() - started >= 0.45
+    assert len(await _calls(control)) == 12
+
+
+async def test_simulator_checks_the_api_shapes(simulator: str) -> None:
+    async with httpx.AsyncClient(base_url=simulator) as http:
+        assert (
+            await http.post("/service/s/purge", json={"surrogate_keys": ["a"]})
+        ).status_code == 401
+        too_many = {"surrogate_keys": [str(i) for i in range(257)]}
+        response = await http.post("/service/s/purge", json=too_many, headers={"Fastly-Key": "k"})
+        assert response.status_code == 400
+        by_header = await http.post(
+            "/service/s/purge", headers={"Fastly-Key": "k", "Surrogate-Key": "a b"}
+        )
+        assert set(by_header.json()) == {"a", "b"}
+        bearer = {"Authorization": "Bearer t"}
+        both = await http.post(
+            "/zones/z/purge_cache", json={"files": ["x"], "tags": ["y"]}, headers=bearer
+        )
+        assert both.status_code == 400
+        assert both.json()["success"] is False
+        ok = await http.post("/zones/z/purge_cache", json={"tags": ["y"]}, headers=bearer)
+        assert ok.json()["success"] is True
+        bad_fault = await http.post("/_sim/faults", json={"status": 200})
+        assert bad_fault.status_code == 400
+        stats = (await http.get("/_sim/stats")).json()
+        assert stats["purges"] == {"fastly": {"tag": 2}, "cloudflare": {"tag": 1}}
