@@ -182,6 +182,9 @@ class Settings:
     world_tick_seconds: float = 1.0
     world_idle_seconds: float = 300.0
     world_catch_up_ticks: int = 20
+    # How often a world's full state is written to world_state (0: with every batch); between
+    # checkpoints world_state.state lags the world's log by up to twice this.
+    world_checkpoint_seconds: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -224,6 +227,7 @@ class Settings:
             world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
             world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),
             world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
+            world_checkpoint_seconds=_float("SCRIBE_WORLD_CHECKPOINT_SECONDS", 10.0),
         )
 
     def require(self) -> ResolvedSettings:

@@ -61,6 +61,7 @@ def register(app: faust.App, resources: Resources) -> None:
                 tick_seconds=settings.world_tick_seconds,
                 idle_seconds=settings.world_idle_seconds,
                 catch_up=settings.world_catch_up_ticks,
+                checkpoint_seconds=settings.world_checkpoint_seconds,
             )
             return owner
 

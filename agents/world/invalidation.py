@@ -1,5 +1,6 @@
 """What a change to a world makes stale in the caches: the world's summary key, the cards of
-NPCs whose visible state changed, and the CDN images of what changed."""
+NPCs whose visible state changed, everything cached under the world's tag (the cache client's
+warmed sections of its state), and the CDN images of what changed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ MAX_TARGETS = 1000  # CacheInvalidation's bound on keys and on urls
 
 
 def world_key(world_id: str) -> str:
+    return f"world:{world_id}"
+
+
+def world_tag(world_id: str) -> str:
+    """The tag the cache client files a world's entries under (agents/invalidation)."""
     return f"world:{world_id}"
 
 
@@ -62,6 +68,7 @@ def invalidations_for(
             id=world_key(world_id),
             keys=keys if index == 0 else [],
             patterns=patterns if index == 0 else [],
+            tags=[world_tag(world_id)] if index == 0 else [],
             urls=chunk,
             reason=reason,
             occurred_at=occurred_at,

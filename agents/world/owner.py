@@ -35,6 +35,7 @@ from agents.world.apply import Applied, Duplicate, apply_event, recorded_memory
 from agents.world.history import rebuild_from_log
 from agents.world.invalidation import invalidations_for
 from agents.world.model import DerivedEvent, WorldState, canonical_json, state_hash
+from agents.world.replay import ReplayError
 from agents.world.schedule import TickSchedule
 from agents.world.step import step
 from schemas.events import CacheInvalidation, WorldEvent, WorldTick
@@ -72,10 +73,6 @@ MAX_TICK_JUMP = 1440
 ROUND_BUDGET = 2000
 # The timer yields to the event loop after this many ticks, so consumers and heartbeats run.
 YIELD_EVERY = 200
-# A world's state is checkpointed every 10-20 s (spread by world id, so worlds loaded together
-# do not checkpoint together); in between only its log head moves. Loading a world replays
-# the inputs logged after its checkpoint.
-CHECKPOINT_SECONDS = 10.0
 
 Publish = Callable[[list[CacheInvalidation]], Awaitable[None]]
 
@@ -99,8 +96,19 @@ def _at(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
-def checkpoint_interval(world_id: str) -> float:
-    return CHECKPOINT_SECONDS * (1 + (zlib.crc32(world_id.encode()) % 1000) / 1000)
+def checkpoint_interval(world_id: str, seconds: float) -> float:
+    """Between one and two times `seconds`, spread by world id, so worlds loaded together do
+    not checkpoint together."""
+    return seconds * (1 + (zlib.crc32(world_id.encode()) % 1000) / 1000)
+
+
+class WorldUnavailableError(RuntimeError):
+    """A stored world that cannot be rebuilt: its checkpoint is unusable and its log does not
+    reach its head. Its messages are dead-lettered rather than applied to a guessed state."""
+
+    def __init__(self, world_id: str, reason: str) -> None:
+        super().__init__(f"world {world_id} cannot be loaded: {reason}")
+        self.world_id = world_id
 
 
 @dataclass
@@ -131,12 +139,16 @@ class WorldOwner:
         tick_seconds: float,
         idle_seconds: float,
         catch_up: int,
+        checkpoint_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.publish = publish
         self.dead_letters = dead_letters
         self.clock = clock
+        # A world's state is checkpointed every `checkpoint_seconds` (to twice that); in
+        # between only its log head moves, and loading it replays the inputs logged since.
+        self.checkpoint_seconds = checkpoint_seconds
         self.schedule = (
             TickSchedule(tick_seconds, idle_seconds, catch_up) if tick_seconds > 0 else None
         )
@@ -180,13 +192,15 @@ class WorldOwner:
     async def _adopt(self, stored: StoredWorld, partition: int) -> None:
         """Take a stored world into memory: its checkpoint, then the inputs logged after it.
         A checkpoint that does not read back to its own hash is ignored and the world is
-        replayed from its whole log; a log that does not replay (a ReplayError) stops the
-        caller rather than invent a state."""
+        replayed from its whole log; if the log does not reach the stored head either, the
+        world is unavailable (`WorldUnavailableError`) rather than guessed."""
         checkpoint: WorldState | None = None
         try:
             checkpoint = WorldState.from_dict(orjson.loads(stored.state_json))
             if state_hash(checkpoint) != stored.state_hash:
                 raise ValueError("it does not match its hash")
+            if checkpoint.version != stored.version:
+                raise ValueError(f"it holds version {checkpoint.version}")
         except (KeyError, TypeError, ValueError) as exc:
             log.error(
                 "world %s: checkpoint (version %d) is unusable (%s: %s); replaying the log",
@@ -199,13 +213,22 @@ class WorldOwner:
         if checkpoint is not None and checkpoint.version == stored.head_version:
             state = checkpoint
         else:
-            async with self.store.pool.acquire() as conn:
-                state = await rebuild_from_log(
-                    conn, stored.world_id, stored.head_version, start=checkpoint
+            try:
+                async with self.store.pool.acquire() as conn:
+                    state = await rebuild_from_log(
+                        conn, stored.world_id, stored.head_version, start=checkpoint
+                    )
+            except ReplayError as exc:
+                raise WorldUnavailableError(stored.world_id, str(exc)) from exc
+            if state.version != stored.head_version:
+                raise WorldUnavailableError(
+                    stored.world_id,
+                    f"its log reaches version {state.version} but its head is "
+                    f"{stored.head_version}",
                 )
         if stored.world_id in self.worlds:
             return  # loaded by another path while this one waited
-        due = self.clock() + checkpoint_interval(stored.world_id)
+        due = self.clock() + checkpoint_interval(stored.world_id, self.checkpoint_seconds)
         self.worlds[stored.world_id] = OwnedWorld(state, partition, state, due)
         if self.schedule is not None and stored.active:
             now = self.clock()
@@ -215,22 +238,34 @@ class WorldOwner:
                 stored.last_activity_at.timestamp() if stored.last_activity_at else now,
             )
 
-    async def _load(self, partition_of: dict[str, int], create_missing: bool) -> None:
-        """Bring the named worlds into memory: from PostgreSQL, or new and empty."""
+    async def _load(self, partition_of: dict[str, int], create_missing: bool) -> dict[str, str]:
+        """Bring the named worlds into memory: from PostgreSQL, or (`create_missing`) new and
+        empty. Returns the stored worlds that cannot be loaded, with the reason."""
+        unavailable: dict[str, str] = {}
         missing = [w for w in partition_of if w not in self.worlds]
         while missing:
             found = await until_written(
                 "postgres.world_read", self.store.load, missing, retryable=RETRYABLE
             )
             for stored in found:
-                await self._adopt(stored, partition_of[stored.world_id])
+                try:
+                    await self._adopt(stored, partition_of[stored.world_id])
+                except WorldUnavailableError as exc:
+                    log.error("%s", exc)
+                    unavailable[exc.world_id] = str(exc)
+            stored_ids = {stored.world_id for stored in found}
             if create_missing:
                 for world_id in missing:
-                    if world_id not in self.worlds:
+                    if world_id not in self.worlds and world_id not in stored_ids:
                         self.worlds[world_id] = OwnedWorld(
                             WorldState(world_id), partition_of[world_id], None
                         )
-            missing = [w for w in partition_of if w not in self.worlds] if create_missing else []
+            missing = (
+                [w for w in partition_of if w not in self.worlds and w not in unavailable]
+                if create_missing
+                else []
+            )
+        return unavailable
 
     async def _load_assigned(self) -> None:
         if not self._unloaded or self.schedule is None or not self.partition_count:
@@ -243,7 +278,10 @@ class WorldOwner:
             partition = partition_for(stored.world_id, count)
             owned = partition in partitions and partition in self._owned
             if owned and stored.world_id not in self.worlds:
-                await self._adopt(stored, partition)
+                try:
+                    await self._adopt(stored, partition)
+                except WorldUnavailableError as exc:
+                    log.error("%s; it does not tick", exc)
         self._unloaded -= partitions
         log.info("world: loaded active worlds of partitions %s", sorted(partitions))
 
@@ -256,12 +294,16 @@ class WorldOwner:
             [(r.event.world_id, r.event.event_id) for r in batch],
             retryable=RETRYABLE,
         )
-        # The last await before the loop: from here on every world of the batch is in memory.
-        await self._load({r.event.world_id: r.origin.partition for r in batch}, True)
+        # The last await before the loop: from here on every world of the batch is in memory,
+        # unless it is unavailable.
+        unavailable = await self._load({r.event.world_id: r.origin.partition for r in batch}, True)
         now = self.clock()
         rejects = []
         for item in batch:
             event = item.event
+            if event.world_id in unavailable:
+                rejects.append((item, "world_unavailable", unavailable[event.world_id]))
+                continue
             world = self.worlds[event.world_id]
             if (event.world_id, event.event_id) in known:
                 WORLD_EVENTS.labels(outcome="duplicate").inc()
@@ -284,11 +326,14 @@ class WorldOwner:
     async def apply_ticks(self, batch: list[Received[WorldTick]]) -> None:
         """Ticks from producers: advance each world to the given tick; older ticks change
         nothing, ticks for worlds that never had an event are refused."""
-        await self._load({r.event.world_id: r.origin.partition for r in batch}, False)
+        unavailable = await self._load({r.event.world_id: r.origin.partition for r in batch}, False)
         rejects = []
         for item in batch:
             message = item.event
             world = self.worlds.get(message.world_id)
+            if message.world_id in unavailable:
+                rejects.append((item, "world_unavailable", unavailable[message.world_id]))
+                continue
             if world is None:
                 rejects.append(
                     (
@@ -421,7 +466,9 @@ class WorldOwner:
         checkpoint = None
         if world.stored is None or now >= world.checkpoint_due_at:
             checkpoint = Checkpoint(state.tick, canonical_json(state).decode(), state_hash(state))
-            world.checkpoint_due_at = now + checkpoint_interval(state.world_id)
+            world.checkpoint_due_at = now + checkpoint_interval(
+                state.world_id, self.checkpoint_seconds
+            )
         return WorldHead(
             world_id=state.world_id,
             base_version=world.stored.version if world.stored is not None else 0,

@@ -28,7 +28,8 @@ async def current_state(database_url: str, world_id: str) -> tuple[StoredWorld, 
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             row = await conn.fetchrow(
                 "SELECT world_id, version, tick, state::text AS state_json, state_hash, "
-                "head_version, active, last_activity_at, next_tick_at, updated_at "
+                "coalesce(head_version, version) AS head_version, active, last_activity_at, "
+                "next_tick_at, updated_at "
                 "FROM world_state WHERE world_id = $1",
                 world_id,
             )
@@ -112,7 +113,8 @@ async def replay_world(database_url: str, world_id: str) -> ReplayResult:
         # One snapshot of the database: the log and world_state as of the same moment.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             row = await conn.fetchrow(
-                "SELECT version, head_version, state::text AS state, state_hash "
+                "SELECT version, coalesce(head_version, version) AS head_version, "
+                "state::text AS state, state_hash "
                 "FROM world_state WHERE world_id = $1",
                 world_id,
             )

@@ -136,7 +136,8 @@ class WorldConflictError(RuntimeError):
 
 
 _STORED_COLUMNS = (
-    "world_id, version, tick, state::text AS state_json, state_hash, head_version, active, "
+    "world_id, version, tick, state::text AS state_json, state_hash, "
+    "coalesce(head_version, version) AS head_version, active, "
     "last_activity_at, next_tick_at, updated_at"
 )
 
@@ -278,7 +279,7 @@ class WorldStore:
         stored = {
             row["world_id"]: row["head_version"]
             for row in await conn.fetch(
-                "SELECT world_id, head_version FROM world_state "
+                "SELECT world_id, coalesce(head_version, version) AS head_version FROM world_state "
                 "WHERE world_id = ANY($1::text[]) ORDER BY world_id FOR UPDATE",
                 ids,
             )

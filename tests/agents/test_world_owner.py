@@ -48,7 +48,7 @@ def test_payloads_are_stored_with_exact_numbers() -> None:
 
 
 def test_checkpoints_are_spread_between_one_and_two_intervals() -> None:
-    intervals = {checkpoint_interval(f"w-{n}") for n in range(100)}
+    intervals = {checkpoint_interval(f"w-{n}", 10.0) for n in range(100)}
     assert len(intervals) > 50
     assert all(10.0 <= i < 20.0 for i in intervals)
 
@@ -250,3 +250,32 @@ async def test_two_owners_of_one_world_never_interleave_its_log(
     )
     keys = [orjson.loads(r.value or b"{}")["keys"] for r in announced]
     assert [f"world:{w}", f"world:{w}:npc:npc-1"] in keys
+
+
+@pytest.mark.integration
+async def test_a_stored_world_that_cannot_be_rebuilt_is_dead_lettered_not_guessed(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    kafka_producer: AIOKafkaProducer,
+    kafka_url: str,
+) -> None:
+    clock = Clock()
+    worlds = owner(pool, publisher, kafka_producer, clock, tick_seconds=0)
+    w = f"w-broken-{uuid.uuid4().hex[:8]}"
+    # A row in the shape that no world flow wrote: no log behind its version 3.
+    await pool.execute(
+        "INSERT INTO world_state (world_id, version, tick, state, state_hash) "
+        "VALUES ($1, 3, 120, '{\"weather\": \"rain\"}', 'h-1')",
+        w,
+    )
+    await worlds.apply_events([received(world_event(w, "world_unloaded"))])
+    assert w not in worlds.worlds
+    dead = await read_until(
+        kafka_url,
+        "world.events.dlq",
+        done=lambda kept: len(kept) >= 1,
+        match=lambda r: r.key == w.encode(),
+    )
+    assert dead[0].headers["scribe-error-kind"] == b"world_unavailable"
+    assert b"its log reaches version 0 but its head is 3" in dead[0].headers["scribe-error"]
+    assert await pool.fetchval("SELECT version FROM world_state WHERE world_id = $1", w) == 3
