@@ -6,6 +6,7 @@ stack": the CLI then reads the URLs that `scribe stack up` recorded under `.scri
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,20 @@ def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     return raw
 
 
+def _float(name: str, default: float, positive: bool = False) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise SettingsError(f"{name}: {raw!r} must be a finite number {bound}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The pipeline's configuration; `from_env()` is the only constructor production uses."""
@@ -161,6 +176,15 @@ class Settings:
     producer_idempotence: str = "auto"
     producer_linger_ms: int = 5
     security: Security = field(default_factory=Security)
+    # World simulation: seconds between ticks of an active world (0: no timer, ticks come
+    # only from `world.ticks`), seconds without player activity before a world goes idle,
+    # and the most ticks one world catches up per scheduling round.
+    world_tick_seconds: float = 1.0
+    world_idle_seconds: float = 300.0
+    world_catch_up_ticks: int = 20
+    # How often a world's full state is written to world_state (0: with every batch); between
+    # checkpoints world_state.state lags the world's log by up to twice this.
+    world_checkpoint_seconds: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -200,6 +224,10 @@ class Settings:
             ),
             producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 5),
             security=security,
+            world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
+            world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),
+            world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
+            world_checkpoint_seconds=_float("SCRIBE_WORLD_CHECKPOINT_SECONDS", 10.0),
         )
 
     def require(self) -> ResolvedSettings:
