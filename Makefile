@@ -1,11 +1,12 @@
 # The README's two commands: `make demo` and `make test`. Each does its own set-up.
+# `make test-engine` runs the engine tests on Apache Kafka (needs Java 17+ and Maven).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEMO_SECONDS ?= 60
 
-.PHONY: install bench demo test test-fast lint schemas stack-up stack-down clean
+.PHONY: install bench demo test test-engine test-fast lint schemas stack-up stack-down clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -25,9 +26,18 @@ bench: $(INSTALLED)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(VENV)/bin/scribe bench
 
-## Lint, type-check, then every test (the integration tests start their own embedded stack).
+## Lint, type-check, then every test but the engine ones (pyproject's addopts: -m 'not engine');
+## the integration tests start their own embedded stack.
 test: $(INSTALLED) lint
 	$(PY) -m pytest
+
+## A fresh 3-broker Apache Kafka cluster (jars from Maven Central, cached in .scribe/kafka), the
+## engine tests and the integration suite on it (PostgreSQL and Redis embedded), then the cluster
+## is stopped and deleted, also when the tests fail.
+test-engine: $(INSTALLED)
+	SCRIBE_TOPIC_REPLICATION=3 SCRIBE_TOPIC_PARTITIONS=6 scripts/kafka.sh run \
+		--brokers 3 --dir .scribe/kafka-engine -- \
+		$(PY) -m pytest -m "engine or integration" --basetemp=.scribe/engine-tmp
 
 ## Unit tests only: no servers.
 test-fast: $(INSTALLED)

@@ -3,13 +3,16 @@ the live /dashboard."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import faust
 
+from scribe.metrics import ASSIGNED_PARTITIONS
 from scribe.resources import Resources
 from scribe.settings import ResolvedSettings, faust_broker_url
+from topics.catalog import TOPICS
 from topics.dlq import DEAD_LETTER_REQUEST_BYTES
 
 
@@ -34,19 +37,29 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         # unbatched, the router's decide stage ran at half the rate on the embedded broker.
         "producer_linger": 0.005,
         "datadir": str(base.state_dir / "worker" / base.app_id),
+        "processing_guarantee": base.processing_guarantee,
     }
     credentials = base.security.kafka.faust_credentials()
     if credentials is not None:
         config["broker_credentials"] = credentials
     if base.fast_rebalance:
         # A single-process broker answers at once; Kafka's defaults would hold every worker
-        # start for ~30 s waiting out the rebalance timeout (see ARCHITECTURE.md).
+        # start for ~30 s waiting out the rebalance timeout (see ARCHITECTURE.md). The engine
+        # tests set it on Apache Kafka too, so a SIGKILLed worker's partitions move after 10 s.
         config.update(
             broker_rebalance_timeout=5,
             broker_session_timeout=10,
             broker_heartbeat_interval=1,
         )
     return config
+
+
+def count_assignment(assigned: Any) -> None:
+    """Per pipeline topic, how many partitions this worker holds: how evenly a group of
+    workers shares the load shows on every worker's /metrics."""
+    held = Counter(tp.topic for tp in assigned)
+    for spec in TOPICS:
+        ASSIGNED_PARTITIONS.labels(topic=spec.name).set(held[spec.name])
 
 
 def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
@@ -63,6 +76,10 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     resources = Resources(app, settings)
     register_all(app, resources)
     observability.register(app, resources)
+
+    @app.on_partitions_assigned.connect
+    async def _count_assignment(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        count_assignment(args[0])
 
     @app.on_before_shutdown.connect
     async def _close_resources(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

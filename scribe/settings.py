@@ -65,6 +65,10 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
 
 
+# `exactly_once` needs Kafka transactions: Apache Kafka has them, the embedded Tansu does not.
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+
+
 def _thresholds(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -175,6 +179,7 @@ class Settings:
     usage: UsageSettings = field(default_factory=UsageSettings)
     producer_idempotence: str = "auto"
     producer_linger_ms: int = 5
+    processing_guarantee: str = "at_least_once"
     security: Security = field(default_factory=Security)
     # World simulation: seconds between ticks of an active world (0: no timer, ticks come
     # only from `world.ticks`), seconds without player activity before a world goes idle,
@@ -223,6 +228,9 @@ class Settings:
                 "SCRIBE_PRODUCER_IDEMPOTENCE", ("auto", "on", "off"), "auto"
             ),
             producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 5),
+            processing_guarantee=_choice(
+                "SCRIBE_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES, "at_least_once"
+            ),
             security=security,
             world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
             world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),

@@ -18,6 +18,9 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from prometheus_client.parser import text_string_to_metric_families
 
 from scribe.settings import kafka_bootstrap_servers
 from scribe.stack import LocalStack
@@ -29,7 +32,8 @@ SERVICE_VARS = ("SCRIBE_KAFKA_URL", "SCRIBE_DATABASE_URL", "SCRIBE_REDIS_URL")
 @contextmanager
 def services_for_tests(state_dir: Path) -> Iterator[dict[str, str]]:
     """The services named by SCRIBE_*_URL when all are set; else an embedded stack in
-    `state_dir`, stopped afterwards (also when the tests fail)."""
+    `state_dir`, stopped afterwards (also when the tests fail). With only SCRIBE_KAFKA_URL set
+    (the engine tests on Apache Kafka), the embedded stack brings PostgreSQL and Redis."""
     if all(os.environ.get(name) for name in SERVICE_VARS):
         optional = ("SCRIBE_CDN_URL", "SCRIBE_CDN_PROVIDERS", "SCRIBE_CDN_TOKEN")
         yield (
@@ -38,19 +42,26 @@ def services_for_tests(state_dir: Path) -> Iterator[dict[str, str]]:
             | {"SCRIBE_FAST_REBALANCE": os.environ.get("SCRIBE_FAST_REBALANCE", "")}
         )
         return
+    kafka_url = os.environ.get("SCRIBE_KAFKA_URL")
+    if kafka_url:
+        with LocalStack(state_dir, broker=None).running() as env:
+            yield env | {"SCRIBE_KAFKA_URL": kafka_url}
+        return
     with LocalStack(state_dir).running() as env:
         yield env
 
 
 @dataclass
 class WorkerProcess:
-    """`scribe worker` as a child process, the way production runs it."""
+    """`scribe worker` as a child process, the way production runs it. `command` (the
+    arguments after `python`) may name another Faust app's worker, e.g. a test's probe."""
 
     env: dict[str, str]
     state_dir: Path
     app_id: str
     web_port: int
     process: subprocess.Popen[bytes] | None = None
+    command: tuple[str, ...] = ("-m", "scribe", "worker")
     # Where this start's lines begin in the log: a restarted worker appends to the same file.
     log_offset: int = 0
 
@@ -74,7 +85,7 @@ class WorkerProcess:
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "scribe", "worker"],
+                [sys.executable, *self.command],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -125,6 +136,16 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait(10)
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the worker's /metrics samples called `name` that carry `labels`."""
+        body = httpx.get(f"{self.url}/metrics", timeout=5).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
 
 def new_worker(env: dict[str, str], state_dir: Path, app_id: str | None = None) -> WorkerProcess:
     return WorkerProcess(
@@ -133,6 +154,29 @@ def new_worker(env: dict[str, str], state_dir: Path, app_id: str | None = None) 
         app_id=app_id or f"scribe-test-{uuid.uuid4().hex[:8]}",
         web_port=free_port(),
     )
+
+
+@dataclass(frozen=True)
+class GroupAssignment:
+    state: str  # Kafka's view of the group: Stable, PreparingRebalance, ...
+    partitions: list[int]  # per member, how many partitions of the topic it holds
+
+
+async def group_assignment(kafka_url: str, group_id: str, topic: str) -> GroupAssignment:
+    """How a plain consumer group (e.g. the usage batch consumers) spreads `topic`, as the
+    group coordinator answers it: one count per member."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers(kafka_url))
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group_id])
+    finally:
+        await admin.close()
+    (group,) = response.to_object()["groups"]
+    counts = []
+    for member in group["members"]:
+        assignment = ConsumerProtocolMemberAssignment.decode(member["member_assignment"])
+        counts.append(sum(len(parts) for name, parts in assignment.assignment if name == topic))
+    return GroupAssignment(group["state"], counts)
 
 
 @dataclass(frozen=True)

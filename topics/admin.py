@@ -11,11 +11,20 @@ from aiokafka.errors import TopicAlreadyExistsError
 from topics.catalog import DEAD_LETTER_TOPICS, TOPICS, DeadLetterSpec, TopicSpec
 
 
+def min_insync_replicas(replication: int) -> int | None:
+    """Two copies must acknowledge an `acks=all` write once there are three: one broker may
+    fail without stopping producers or losing acknowledged data. None: the broker's default."""
+    return 2 if replication >= 3 else None
+
+
 def planned_topics(partitions: int, replication: int) -> list[NewTopic]:
     planned = []
     specs: tuple[TopicSpec | DeadLetterSpec, ...] = (*TOPICS, *DEAD_LETTER_TOPICS)
+    min_insync = min_insync_replicas(replication)
     for spec in specs:
         configs = {"cleanup.policy": spec.cleanup_policy, "retention.ms": str(spec.retention_ms)}
+        if min_insync is not None:
+            configs["min.insync.replicas"] = str(min_insync)
         planned.append(
             NewTopic(
                 name=spec.name,

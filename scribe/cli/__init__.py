@@ -14,7 +14,7 @@ from schemas import DecodeError, decode
 from schemas.events import Event
 from scribe.security import Redactor
 from scribe.settings import ResolvedSettings, Settings, SettingsError
-from scribe.stack import LocalStack, StackError, settings_with_stack
+from scribe.stack import BROKERS, LocalStack, StackError, settings_with_stack
 
 
 def resolved_settings() -> ResolvedSettings:
@@ -39,14 +39,23 @@ def stack() -> None:
 
 
 def _stack() -> LocalStack:
-    return LocalStack(Settings.from_env().state_dir)
+    return LocalStack.at(Settings.from_env().state_dir)
 
 
 @stack.command("up")
-def stack_up() -> None:
+@click.option(
+    "--broker",
+    type=click.Choice(BROKERS),
+    default=None,
+    help="tansu (the default: memory-only, from pip) or apache (Apache Kafka from Maven "
+    "Central's jars: needs Java 17+ and Maven; durable, with transactions).",
+)
+def stack_up(broker: str | None) -> None:
     """Start what is not running; print the `export` lines that point the pipeline at it."""
+    state_dir = Settings.from_env().state_dir
     try:
-        env = _stack().up(report=lambda line: click.echo(line, err=True))
+        local = LocalStack.at(state_dir) if broker is None else LocalStack(state_dir, broker)
+        env = local.up(report=lambda line: click.echo(line, err=True))
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     for name, value in env.items():
@@ -68,7 +77,7 @@ def stack_status() -> None:
         sys.exit(1)
     for status in statuses:
         state = "running" if status.running else "stopped"
-        click.echo(f"{status.name:<9} {state:<8} pid {status.pid:<8} {status.url}")
+        click.echo(f"{status.name:<12} {state:<8} pid {status.pid:<8} {status.url}")
     sys.exit(0 if all(s.running for s in statuses) else 1)
 
 

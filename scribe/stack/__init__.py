@@ -2,6 +2,8 @@
 
 `up` starts what is not already running and records each process in `<root>/stack.json`;
 `down` stops exactly the processes recorded there. Test fixtures use the same class.
+The broker is Tansu by default, or one Apache Kafka node (`broker="apache"`), or none when Kafka
+runs elsewhere (`broker=None`: the engine tests use PostgreSQL and Redis from here).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from scribe.settings import Settings
 from scribe.stack.processes import ProcessRecord, StackError, free_port, port_is_free
 from scribe.stack.services import (
+    ApacheKafkaBroker,
     CdnSimulator,
     Postgres,
     ProviderSimulator,
@@ -24,9 +27,10 @@ from scribe.stack.services import (
     TansuBroker,
 )
 
-__all__ = ["LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
+__all__ = ["BROKERS", "LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
 
 STATE_FILE = "stack.json"
+BROKERS = ("tansu", "apache")
 
 
 @dataclass(frozen=True)
@@ -51,16 +55,34 @@ class _Entry:
 
 
 class LocalStack:
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, broker: str | None = "tansu", kafka_jars: Path | None = None
+    ) -> None:
+        """`kafka_jars`: where the Apache Kafka jars are cached (default `<root>/kafka`)."""
         self.root = root.resolve()
+        self.broker = broker
         self.started: list[str] = []
-        self.services: list[Service] = [
-            TansuBroker(self.root),
+        brokers: list[Service] = []
+        if broker == "tansu":
+            brokers = [TansuBroker(self.root)]
+        elif broker == "apache":
+            brokers = [ApacheKafkaBroker(self.root, kafka_jars)]
+        elif broker is not None:
+            raise StackError(f"unknown broker {broker!r}; choose one of {', '.join(BROKERS)}")
+        self.services = [
+            *brokers,
             Postgres(self.root),
             Redis(self.root),
             CdnSimulator(self.root),
             ProviderSimulator(self.root),
         ]
+
+    @classmethod
+    def at(cls, root: Path) -> LocalStack:
+        """The stack recorded under `root`, with the broker it was started with (Tansu when
+        nothing is recorded)."""
+        recorded = cls(root)._load()
+        return cls(root, broker="apache" if ApacheKafkaBroker.name in recorded else "tansu")
 
     @property
     def _state_path(self) -> Path:
@@ -85,6 +107,13 @@ class LocalStack:
         self.root.mkdir(parents=True, exist_ok=True)
         self.started = []
         state = self._load()
+        ours = {s.name for s in self.services}
+        other_broker = {TansuBroker.name, ApacheKafkaBroker.name} & set(state) - ours
+        if other_broker:
+            raise StackError(
+                f"the stack in {self.root} runs another broker ({other_broker.pop()}); "
+                "stop it first with `scribe stack down`"
+            )
         for service in self.services:
             entry = state.get(service.name)
             if entry is not None and entry.record.alive() and service.ready(entry.port):
@@ -110,7 +139,8 @@ class LocalStack:
         for service in self.services:
             if service.name in state:
                 env.update(service.extra_env)
-        env["SCRIBE_FAST_REBALANCE"] = "1"
+        if self.broker == "tansu":
+            env["SCRIBE_FAST_REBALANCE"] = "1"
         return env
 
     def status(self) -> list[ServiceStatus]:
@@ -182,7 +212,7 @@ def settings_with_stack(settings: Settings) -> Settings:
     """Fill the service URLs that are not set from the running embedded stack, if any."""
     if settings.kafka_url and settings.database_url and settings.redis_url:
         return settings
-    stack = LocalStack(settings.state_dir)
+    stack = LocalStack.at(settings.state_dir)
     if not stack.is_running():
         return settings
     env = stack.environment()
@@ -193,5 +223,6 @@ def settings_with_stack(settings: Settings) -> Settings:
         redis_url=settings.redis_url or env["SCRIBE_REDIS_URL"],
         cdn_url=settings.cdn_url or env.get("SCRIBE_CDN_URL"),
         cdn_providers=settings.cdn_providers or env.get("SCRIBE_CDN_PROVIDERS"),
-        fast_rebalance=settings.fast_rebalance or not settings.kafka_url,
+        fast_rebalance=settings.fast_rebalance
+        or (not settings.kafka_url and env.get("SCRIBE_FAST_REBALANCE") == "1"),
     )

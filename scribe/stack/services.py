@@ -7,6 +7,7 @@
   Cloudflare's purge shapes, since a real CDN cannot be reached from here.
 - The AI provider simulator (`scribe.stack.provider_simulator`), speaking OpenRouter's and
   Gemini's API shapes.
+- Or, with `--broker apache`: one Apache Kafka node from Maven Central's jars (needs Java 17+).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from scribe.stack.apache_kafka import KafkaCluster, fetch
 from scribe.stack.processes import (
     ProcessRecord,
     StackError,
@@ -232,6 +234,33 @@ class Redis(Service):
 
     def url(self, port: int) -> str:
         return f"redis://{LOOPBACK}:{port}/0"
+
+
+class ApacheKafkaBroker(Service):
+    """One Apache Kafka node (KRaft) from the jars `scribe.stack.apache_kafka` fetches into
+    `<root>/kafka`: durable logs and transactions, for users who have Java 17+."""
+
+    name = "apache-kafka"
+    env_var = "SCRIBE_KAFKA_URL"
+
+    def __init__(self, root: Path, jar_cache: Path | None = None) -> None:
+        super().__init__(root)
+        self.jar_cache = jar_cache or root / "kafka"
+
+    def _cluster(self) -> KafkaCluster:
+        jars = fetch(self.jar_cache, report=lambda line: print(line, file=sys.stderr))
+        return KafkaCluster(self.root / "apache-kafka", jars)
+
+    def start(self, port: int) -> ProcessRecord:
+        cluster = self._cluster()
+        cluster.up(1, ports=[port])  # returns once the broker is ready
+        return cluster.nodes()[0].record
+
+    def stop(self, record: ProcessRecord, port: int) -> None:
+        self._cluster().down()
+
+    def url(self, port: int) -> str:
+        return f"kafka://{LOOPBACK}:{port}"
 
 
 class CdnSimulator(Service):
