@@ -135,11 +135,19 @@ class WorldConflictError(RuntimeError):
         self.world_ids = world_ids
 
 
-_STORED_COLUMNS = (
-    "world_id, version, tick, state::text AS state_json, state_hash, "
-    "coalesce(head_version, version) AS head_version, active, "
-    "last_activity_at, next_tick_at, updated_at"
-)
+_LOAD = """
+SELECT world_id, version, tick, state::text AS state_json, state_hash,
+       coalesce(head_version, version) AS head_version, active, last_activity_at,
+       next_tick_at, updated_at
+FROM world_state WHERE world_id = ANY($1::text[])
+"""
+
+_LOAD_ACTIVE = """
+SELECT world_id, version, tick, state::text AS state_json, state_hash,
+       coalesce(head_version, version) AS head_version, active, last_activity_at,
+       next_tick_at, updated_at
+FROM world_state WHERE active
+"""
 
 _UPSERT_CHECKPOINTS = """
 INSERT INTO world_state AS w (world_id, version, tick, state, state_hash, head_version, active,
@@ -320,14 +328,11 @@ class WorldStore:
             )
 
     async def load(self, world_ids: Sequence[str]) -> list[StoredWorld]:
-        rows = await self.pool.fetch(
-            f"SELECT {_STORED_COLUMNS} FROM world_state WHERE world_id = ANY($1::text[])",
-            list(world_ids),
-        )
+        rows = await self.pool.fetch(_LOAD, list(world_ids))
         return [StoredWorld(**dict(row)) for row in rows]
 
     async def load_active(self) -> list[StoredWorld]:
-        rows = await self.pool.fetch(f"SELECT {_STORED_COLUMNS} FROM world_state WHERE active")
+        rows = await self.pool.fetch(_LOAD_ACTIVE)
         return [StoredWorld(**dict(row)) for row in rows]
 
     async def known_event_ids(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

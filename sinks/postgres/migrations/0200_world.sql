@@ -75,17 +75,22 @@ CREATE TABLE memories (
     PRIMARY KEY (world_id, memory_id)
 ) PARTITION BY HASH (world_id);
 
-DO $$
-BEGIN
-    FOR remainder IN 0..15 LOOP
-        EXECUTE format(
-            'CREATE TABLE memories_p%s PARTITION OF memories '
-            'FOR VALUES WITH (MODULUS 16, REMAINDER %s)',
-            lpad(remainder::text, 2, '0'), remainder
-        );
-    END LOOP;
-END
-$$;
+CREATE TABLE memories_p00 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 0);
+CREATE TABLE memories_p01 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 1);
+CREATE TABLE memories_p02 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 2);
+CREATE TABLE memories_p03 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 3);
+CREATE TABLE memories_p04 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 4);
+CREATE TABLE memories_p05 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 5);
+CREATE TABLE memories_p06 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 6);
+CREATE TABLE memories_p07 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 7);
+CREATE TABLE memories_p08 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 8);
+CREATE TABLE memories_p09 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 9);
+CREATE TABLE memories_p10 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 10);
+CREATE TABLE memories_p11 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 11);
+CREATE TABLE memories_p12 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 12);
+CREATE TABLE memories_p13 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 13);
+CREATE TABLE memories_p14 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 14);
+CREATE TABLE memories_p15 PARTITION OF memories FOR VALUES WITH (MODULUS 16, REMAINDER 15);
 
 CREATE INDEX memories_content_search ON memories USING gin (content_search);
 CREATE INDEX memories_npc ON memories (world_id, npc_id, tick);
@@ -95,7 +100,7 @@ DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm') THEN
         CREATE EXTENSION IF NOT EXISTS pg_trgm;
-        EXECUTE 'CREATE INDEX memories_content_trgm ON memories USING gin (content gin_trgm_ops)';
+        CREATE INDEX memories_content_trgm ON memories USING gin (content gin_trgm_ops);
     END IF;
 END
 $$;
