@@ -1,6 +1,7 @@
 """What a change to a world makes stale in the caches: the world's summary key, the cards of
-NPCs whose visible state changed, everything cached under the world's tag (the cache client's
-warmed sections of its state), and the CDN images of what changed."""
+NPCs whose visible state changed, the CDN images of what changed and, when its world_state row
+was rewritten, everything cached under the world's tag (the cache client warms sections of
+that row)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,14 @@ def npc_key(world_id: str, npc_id: str) -> str:
 
 
 def invalidations_for(
-    before: WorldState | None, after: WorldState, occurred_at: datetime
+    before: WorldState | None,
+    after: WorldState,
+    occurred_at: datetime,
+    checkpointed: bool = False,
 ) -> list[CacheInvalidation]:
     """The invalidations for a world that went from `before` (None: never stored) to `after`,
-    keyed by the world; none when its version did not move."""
+    keyed by the world; none when its version did not move. `checkpointed`: its world_state
+    row now holds `after`."""
     if before is not None and before.version == after.version:
         return []
     world_id = after.world_id
@@ -68,7 +73,7 @@ def invalidations_for(
             id=world_key(world_id),
             keys=keys if index == 0 else [],
             patterns=patterns if index == 0 else [],
-            tags=[world_tag(world_id)] if index == 0 else [],
+            tags=[world_tag(world_id)] if index == 0 and checkpointed else [],
             urls=chunk,
             reason=reason,
             occurred_at=occurred_at,

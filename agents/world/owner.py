@@ -312,7 +312,7 @@ class WorldOwner:
             if isinstance(outcome, Applied):
                 self._record_event(world, event, outcome)
                 if self.schedule is not None:
-                    self.schedule.touch(event.world_id, now)
+                    self.schedule.touch(event.world_id, event.occurred_at.timestamp(), now)
                 WORLD_EVENTS.labels(outcome="applied").inc()
             elif isinstance(outcome, Duplicate):
                 WORLD_EVENTS.labels(outcome="duplicate").inc()
@@ -521,11 +521,14 @@ class WorldOwner:
                 WORLD_TICK_LAG_SECONDS.labels(source=source).observe(max(0.0, stored_at - due_at))
             invalidations: list[CacheInvalidation] = []
             when = datetime.fromtimestamp(stored_at, UTC)
+            checkpointed = {h.world_id for h in batch.heads if h.checkpoint is not None}
             for world_id, state in captured.items():
                 owned = self.worlds.get(world_id)
                 if owned is None:
                     continue
-                invalidations.extend(invalidations_for(owned.stored, state, when))
+                invalidations.extend(
+                    invalidations_for(owned.stored, state, when, world_id in checkpointed)
+                )
                 owned.stored = state
             if invalidations:
                 await self.publish(invalidations)

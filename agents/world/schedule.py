@@ -2,7 +2,9 @@
 
 Each active world ticks every `interval` seconds. A world whose last player activity is
 `idle_after` seconds old stops: it leaves the schedule and costs nothing until its next event,
-which resumes it one interval later (the idle time is not simulated). Intervals missed while
+which resumes it one interval later (the idle time is not simulated); activity counts from
+the event's own time, so events read again long after (a new consumer group, a replay) wake
+nothing. Intervals missed while
 the worker was busy or down are not dropped: they stay due and are caught up at most
 `catch_up` ticks per world per round, oldest first, within a per-round budget.
 """
@@ -57,14 +59,16 @@ class TickSchedule:
         self._slots[world_id] = _Slot(next_tick_at, last_activity_at)
         heapq.heappush(self._heap, (next_tick_at, world_id))
 
-    def touch(self, world_id: str, now: float) -> None:
-        """Player activity: keeps a world active, or wakes an idle one (next tick in one
-        interval)."""
+    def touch(self, world_id: str, active_at: float, now: float) -> None:
+        """Player activity at `active_at` (clamped to `now`): keeps a world active, or wakes an
+        idle one (next tick in one interval) unless the activity is already older than
+        `idle_after` (an old event read again wakes nothing)."""
+        active_at = min(active_at, now)
         slot = self._slots.get(world_id)
-        if slot is None:
-            self.resume(world_id, now + self.interval, now)
-        else:
-            slot.last_activity_at = max(slot.last_activity_at, now)
+        if slot is not None:
+            slot.last_activity_at = max(slot.last_activity_at, active_at)
+        elif active_at + self.idle_after > now:
+            self.resume(world_id, now + self.interval, active_at)
 
     def remove(self, world_id: str) -> None:
         self._slots.pop(world_id, None)

@@ -25,7 +25,9 @@ def test_moving_an_npc_invalidates_its_card_and_image_only() -> None:
     moved = applied(world, world_event("w-inv", "npc_moved", npc_id="npc-2", location_id="mine"))
     [inv] = invalidations_for(world, moved, NOW)
     assert inv.keys == ["world:w-inv", "world:w-inv:npc:npc-2"]
-    assert inv.tags == ["world:w-inv"]
+    assert inv.tags == []  # world_state's row was not rewritten
+    [checkpointed] = invalidations_for(world, moved, NOW, checkpointed=True)
+    assert checkpointed.tags == ["world:w-inv"]
     assert inv.urls == [f"{BASE}/npcs/npc-2.png"]
 
 

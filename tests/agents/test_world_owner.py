@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -26,7 +27,7 @@ from agents.world.owner import (
     partition_for,
 )
 from schemas import encode
-from schemas.events import CacheInvalidation, Event, WorldTick
+from schemas.events import CacheInvalidation, Event, WorldEvent, WorldTick
 from scribe.settings import kafka_bootstrap_servers
 from scribe.workers import read_until
 from sinks.postgres.migrate import migrate
@@ -124,6 +125,16 @@ def received(event: Event, topic: str = "world.events") -> Received[Any]:
     return Received(event, Origin(topic, 0, 0, key, encode(event)))
 
 
+def move(clock: Clock, world_id: str, npc_id: str, place: str) -> list[Received[Any]]:
+    event = world_event(world_id, "npc_moved", npc_id=npc_id, location_id=place)
+    return [received(happening(clock, event))]
+
+
+def happening(clock: Clock, event: WorldEvent) -> WorldEvent:
+    """`event` as if a player did it at the clock's time (activity counts from event time)."""
+    return event.model_copy(update={"occurred_at": datetime.fromtimestamp(clock.now, UTC)})
+
+
 async def stored_inputs(pool: asyncpg.Pool, world_id: str) -> list[tuple[str, int]]:
     rows = await pool.fetch(
         "SELECT source, tick FROM world_events WHERE world_id = $1 AND ordinal = 0 ORDER BY seq",
@@ -148,7 +159,7 @@ async def test_timer_ticks_catch_up_in_bounded_steps_then_idle_then_resume(
     clock = Clock()
     worlds = owner(pool, publisher, kafka_producer, clock)
     w = f"w-owner-{uuid.uuid4().hex[:8]}"
-    await worlds.apply_events([received(village_loaded(w))])
+    await worlds.apply_events([received(happening(clock, village_loaded(w)))])
     clock.now += 10.0  # ten intervals due: caught up three per round, none skipped
     for expected in (3, 6, 9, 10, 10):
         await worlds.tick_due()
@@ -167,9 +178,7 @@ async def test_timer_ticks_catch_up_in_bounded_steps_then_idle_then_resume(
     clock.now += 100.0
     await worlds.tick_due()
     assert worlds.worlds[w].state.tick == 19  # idle worlds cost nothing
-    await worlds.apply_events(
-        [received(world_event(w, "npc_moved", npc_id="npc-1", location_id="farm"))]
-    )
+    await worlds.apply_events(move(clock, w, "npc-1", "farm"))
     clock.now += 1.0
     await worlds.tick_due()
     assert worlds.worlds[w].state.tick == 20  # resumed, without simulating the idle time
@@ -188,7 +197,7 @@ async def test_ticks_from_producers_advance_to_the_tick_and_refuse_what_they_can
     clock = Clock()
     worlds = owner(pool, publisher, kafka_producer, clock, tick_seconds=0)
     w = f"w-topic-{uuid.uuid4().hex[:8]}"
-    await worlds.apply_events([received(village_loaded(w))])
+    await worlds.apply_events([received(happening(clock, village_loaded(w)))])
 
     def tick(world_id: str, number: int) -> Received[WorldTick]:
         message = WorldTick.model_validate(
@@ -224,18 +233,12 @@ async def test_two_owners_of_one_world_never_interleave_its_log(
     first = owner(pool, publisher, kafka_producer, clock, tick_seconds=0)
     second = owner(pool, publisher, kafka_producer, clock, tick_seconds=0)
     w = f"w-split-{uuid.uuid4().hex[:8]}"
-    await first.apply_events([received(village_loaded(w))])
-    await second.apply_events(
-        [received(world_event(w, "npc_moved", npc_id="npc-1", location_id="farm"))]
-    )
+    await first.apply_events([received(happening(clock, village_loaded(w)))])
+    await second.apply_events(move(clock, w, "npc-1", "farm"))
     # `first` still believes it holds the head: its write is refused and it lets go.
-    await first.apply_events(
-        [received(world_event(w, "npc_moved", npc_id="npc-2", location_id="mine"))]
-    )
+    await first.apply_events(move(clock, w, "npc-2", "mine"))
     assert w not in first.worlds
-    await second.apply_events(
-        [received(world_event(w, "npc_moved", npc_id="npc-3", location_id="tavern"))]
-    )
+    await second.apply_events(move(clock, w, "npc-3", "tavern"))
     assert [s for s, _ in await stored_inputs(pool, w)] == ["event"] * 3
     assert await replays_to_head(pool, second, w)
     state = second.worlds[w].state
@@ -268,7 +271,7 @@ async def test_a_stored_world_that_cannot_be_rebuilt_is_dead_lettered_not_guesse
         "VALUES ($1, 3, 120, '{\"weather\": \"rain\"}', 'h-1')",
         w,
     )
-    await worlds.apply_events([received(world_event(w, "world_unloaded"))])
+    await worlds.apply_events([received(happening(clock, world_event(w, "world_unloaded")))])
     assert w not in worlds.worlds
     dead = await read_until(
         kafka_url,

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -35,7 +36,7 @@ def world_event(world_id: str, type_: str, **payload: Any) -> WorldEvent:
             "world_id": world_id,
             "type": type_,
             "payload": payload,
-            "occurred_at": "2026-03-01T12:00:00Z",
+            "occurred_at": datetime.now(UTC),
         }
     )
 
