@@ -199,7 +199,7 @@ GATEWAY_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ASSIGNED_PARTITIONS = Gauge(
-    "scribe_assigned_partitions",
+    "scribe_partition_assignment_size",
     "Partitions of a pipeline topic assigned to this worker after the last rebalance",
     ["topic"],
 )

@@ -174,6 +174,9 @@ async def group_assignment(kafka_url: str, group_id: str, topic: str) -> GroupAs
     (group,) = response.to_object()["groups"]
     counts = []
     for member in group["members"]:
+        if not member["member_assignment"]:  # mid-rebalance: nothing assigned yet
+            counts.append(0)
+            continue
         assignment = ConsumerProtocolMemberAssignment.decode(member["member_assignment"])
         counts.append(sum(len(parts) for name, parts in assignment.assignment if name == topic))
     return GroupAssignment(group["state"], counts)

@@ -239,7 +239,7 @@ def test_grafana_provisions_prometheus_and_the_pipeline_dashboard() -> None:
     (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
     assert (variable["type"], variable["query"]) == ("datasource", datasource["type"])
     queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    assert any("scribe_assigned_partitions" in q for q in queries), "no partition spread panel"
+    assert any("scribe_partition_assignment_size" in q for q in queries), "no spread panel"
 
 
 def _kafka_listener_port(listener: str) -> int:

@@ -107,6 +107,22 @@ def status(root: Path) -> None:
     sys.exit(0 if all(n.record.alive() for n in nodes) else 1)
 
 
+def _interrupt(child: subprocess.Popen[bytes]) -> None:
+    """SIGINT first, as Ctrl-C would: pytest then still tears its fixtures down (its workers and
+    embedded stack); SIGTERM, then SIGKILL, only if it does not end."""
+    for stop, grace in ((child.send_signal, 90.0), (lambda _: child.terminate(), 15.0)):
+        if child.poll() is not None:
+            return
+        stop(signal.SIGINT)
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            continue
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @dir_option
 @cache_option
@@ -127,9 +143,7 @@ def run(root: Path, cache: Path, brokers: int, heap: str, command: tuple[str, ..
         try:
             code = child.wait()
         finally:
-            if child.poll() is None:
-                child.terminate()
-                child.wait(60)
+            _interrupt(child)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
