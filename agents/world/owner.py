@@ -158,6 +158,12 @@ class WorldOwner:
         self._unloaded: set[int] = set()  # assigned partitions whose active worlds to load
         self._pending = _Pending()
         self._flush_lock = asyncio.Lock()
+        # Bumped whenever worlds are forgotten: a load that read PostgreSQL before the bump may
+        # hold a world older than one this worker has written since, and must not adopt it.
+        self._forgets = 0
+        # When (in `_forgets`) each world last lost its unsaved changes to another writer, so
+        # the input batch that applied them can apply them again.
+        self._conflicted_at: dict[str, int] = {}
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -182,6 +188,7 @@ class WorldOwner:
         """Drop worlds from memory with their unwritten changes (a later owner re-derives
         ticks from the stored schedule; events are re-read from uncommitted offsets)."""
         gone = set(world_ids)
+        self._forgets += 1
         for world_id in gone:
             self.worlds.pop(world_id, None)
             self._pending.dirty.pop(world_id, None)
@@ -189,7 +196,7 @@ class WorldOwner:
                 self.schedule.remove(world_id)
         self._pending.batch = self._pending.batch.without(gone)
 
-    async def _adopt(self, stored: StoredWorld, partition: int) -> None:
+    async def _adopt(self, stored: StoredWorld, partition: int, forgets: int) -> None:
         """Take a stored world into memory: its checkpoint, then the inputs logged after it.
         A checkpoint that does not read back to its own hash is ignored and the world is
         replayed from its whole log; if the log does not reach the stored head either, the
@@ -228,6 +235,8 @@ class WorldOwner:
                 )
         if stored.world_id in self.worlds:
             return  # loaded by another path while this one waited
+        if forgets != self._forgets:
+            return  # read before worlds were forgotten: maybe older than what was written since
         due = self.clock() + checkpoint_interval(stored.world_id, self.checkpoint_seconds)
         self.worlds[stored.world_id] = OwnedWorld(state, partition, state, due)
         if self.schedule is not None and stored.active:
@@ -244,12 +253,13 @@ class WorldOwner:
         unavailable: dict[str, str] = {}
         missing = [w for w in partition_of if w not in self.worlds]
         while missing:
+            forgets = self._forgets
             found = await until_written(
                 "postgres.world_read", self.store.load, missing, retryable=RETRYABLE
             )
             for stored in found:
                 try:
-                    await self._adopt(stored, partition_of[stored.world_id])
+                    await self._adopt(stored, partition_of[stored.world_id], forgets)
                 except WorldUnavailableError as exc:
                     log.error("%s", exc)
                     unavailable[exc.world_id] = str(exc)
@@ -271,6 +281,7 @@ class WorldOwner:
         if not self._unloaded or self.schedule is None or not self.partition_count:
             return
         partitions, count = set(self._unloaded), self.partition_count
+        forgets = self._forgets
         active = await until_written(
             "postgres.world_read", self.store.load_active, retryable=RETRYABLE
         )
@@ -279,15 +290,31 @@ class WorldOwner:
             owned = partition in partitions and partition in self._owned
             if owned and stored.world_id not in self.worlds:
                 try:
-                    await self._adopt(stored, partition)
+                    await self._adopt(stored, partition, forgets)
                 except WorldUnavailableError as exc:
                     log.error("%s; it does not tick", exc)
+        if forgets != self._forgets:
+            return  # some were not adopted (read too early): the next round loads them again
         self._unloaded -= partitions
         log.info("world: loaded active worlds of partitions %s", sorted(partitions))
 
     # -- inputs ---------------------------------------------------------------------------
 
     async def apply_events(self, batch: list[Received[WorldEvent]]) -> None:
+        """Apply and store a batch. Events whose world lost its unsaved changes to another
+        writer meanwhile are applied again on the world as stored: the batch is acknowledged
+        when this returns, so dropping them would lose them."""
+        while batch:
+            since = self._forgets
+            applied = await self._apply_events_once(batch)
+            again = {w for w, at in self._conflicted_at.items() if at > since}
+            batch = [item for item in applied if item.event.world_id in again]
+            if batch:
+                log.warning("world: applying %d event(s) again on their stored worlds", len(batch))
+
+    async def _apply_events_once(
+        self, batch: list[Received[WorldEvent]]
+    ) -> list[Received[WorldEvent]]:
         known = await until_written(
             "postgres.world_read",
             self.store.known_event_ids,
@@ -299,6 +326,7 @@ class WorldOwner:
         unavailable = await self._load({r.event.world_id: r.origin.partition for r in batch}, True)
         now = self.clock()
         rejects = []
+        applied = []
         for item in batch:
             event = item.event
             if event.world_id in unavailable:
@@ -311,6 +339,7 @@ class WorldOwner:
             outcome = apply_event(world.state, event)
             if isinstance(outcome, Applied):
                 self._record_event(world, event, outcome)
+                applied.append(item)
                 if self.schedule is not None:
                     self.schedule.touch(event.world_id, event.occurred_at.timestamp(), now)
                 WORLD_EVENTS.labels(outcome="applied").inc()
@@ -322,6 +351,7 @@ class WorldOwner:
             WORLD_EVENTS.labels(outcome="rejected").inc()
             await self.dead_letters.send(WORLD_EVENTS_TOPIC, item.origin, kind, reason)
         await self.flush()
+        return applied
 
     async def apply_ticks(self, batch: list[Received[WorldTick]]) -> None:
         """Ticks from producers: advance each world to the given tick; older ticks change
@@ -500,6 +530,8 @@ class WorldOwner:
                     WORLD_CONFLICTS.inc(len(conflict.world_ids))
                     log.error("%s; dropping this worker's unsaved changes to them", conflict)
                     self._forget(conflict.world_ids)
+                    for world_id in conflict.world_ids:
+                        self._conflicted_at[world_id] = self._forgets
                     for world_id in conflict.world_ids:
                         captured.pop(world_id, None)
                     batch = batch.without(conflict.world_ids)

@@ -23,6 +23,7 @@ import pytest
 
 from schemas.events import WorldEvent
 from scribe.workers import WorkerProcess, read_until
+from tests.faults.observe import committed_offset
 from topics.publisher import Publisher
 
 pytestmark = pytest.mark.integration
@@ -76,6 +77,36 @@ async def applied_ids(db: asyncpg.Connection, world_ids: list[str]) -> int:
         "SELECT count(*) FROM world_event_ids WHERE world_id = ANY($1::text[])", world_ids
     )
     return count
+
+
+async def unapplied_report(
+    db: asyncpg.Connection, kafka_url: str, worker: WorkerProcess, worlds: list[str], marker: str
+) -> str:
+    """Where the events not applied sit in world.events, and what the group committed: was
+    an offset committed past them, or did consumption stop before them?"""
+    applied = {
+        row["event_id"]
+        for row in await db.fetch(
+            "SELECT event_id FROM world_event_ids WHERE world_id = ANY($1::text[])", worlds
+        )
+    }
+    records = await read_until(
+        kafka_url,
+        "world.events",
+        done=lambda _: False,
+        match=lambda r: r.value is not None and marker.encode() in r.value,
+        timeout=8,
+    )
+    unapplied = [
+        (r.partition, r.offset)
+        for r in records
+        if r.value is not None and orjson.loads(r.value)["event_id"] not in applied
+    ]
+    committed = {
+        partition: await committed_offset(kafka_url, worker.app_id, "world.events", partition)
+        for partition in sorted({r.partition for r in records})
+    }
+    return f"unapplied (partition, offset): {unapplied}; committed: {committed}"
 
 
 def replay(services: dict[str, str], *world_ids: str) -> subprocess.CompletedProcess[str]:
@@ -234,9 +265,18 @@ async def test_replay_matches_every_world_after_sigkill_mid_stream_and_restart(
     await asyncio.to_thread(worker.start)  # the stream keeps publishing meanwhile
     await stream
 
-    await eventually(
-        lambda: applied_ids(db, worlds), lambda n: n == published, "all events applied", 90
-    )
+    try:
+        await eventually(
+            lambda: applied_ids(db, worlds),
+            lambda n: n == published,
+            f"all {published} events applied",
+            90,
+        )
+    except AssertionError as error:
+        unapplied = await unapplied_report(db, services["SCRIBE_KAFKA_URL"], worker, worlds, marker)
+        raise AssertionError(
+            f"{error}\n{unapplied}\nthe restarted worker's log:\n{worker.log_tail(80)}"
+        ) from None
     inputs = await db.fetchval(
         "SELECT count(*) FROM world_events WHERE world_id = ANY($1::text[]) AND source = 'event'",
         worlds,
