@@ -177,7 +177,7 @@ class Outcome:
     invalid_sent: int
     dead_lettered: int
     dead_letter_copies: int
-    valid_dead_lettered: int = 0  # valid events found in a DLQ: already among the lost
+    valid_dead_lettered: int | None = None  # valid events in a DLQ (None: not looked for)
 
     @property
     def lost(self) -> int:
@@ -187,7 +187,12 @@ class Outcome:
         return (
             f"FAULT-TABLE | {self.fault} | valid sent {self.valid_sent}, reflected "
             f"{self.reflected}, duplicated {self.duplicated} | invalid sent {self.invalid_sent}, "
-            f"dead-lettered {self.dead_lettered} (extra copies {self.dead_letter_copies}), "
-            f"valid dead-lettered {self.valid_dead_lettered} | "
+            f"dead-lettered {self.dead_lettered} (extra copies {self.dead_letter_copies})"
+            + (
+                ""
+                if self.valid_dead_lettered is None
+                else f", valid dead-lettered {self.valid_dead_lettered}"
+            )
+            + " | "
             f"lost {self.lost}"
         )
