@@ -119,53 +119,101 @@ def _decode_image(url: str) -> tuple[bytes, str]:
         raise ProviderError(Failure.REFUSED, "image answer has invalid base64 data") from None
 
 
+def _refused(message: str) -> ProviderError:
+    return ProviderError(Failure.REFUSED, message)
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """`value` when it is a JSON object (absent: empty); otherwise the answer is unreadable."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _refused(f"answer's {where} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _text(value: Any, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    raise _refused(f"answer's {where} is a {type(value).__name__}, not text")
+
+
+def _cost(value: Any) -> Decimal | None:
+    """A reported cost in USD: a finite, non-negative number, or absent."""
+    if value is None:
+        return None
+    try:
+        cost = Decimal(value) if isinstance(value, Decimal | int | str) else None
+    except ArithmeticError:
+        cost = None
+    if isinstance(value, bool) or cost is None or not cost.is_finite() or cost < 0:
+        raise _refused(f"answer's usage.cost {str(value)[:40]!r} is not a cost in USD")
+    return cost
+
+
+def _answered(text: str | None, image: bytes | None, kind: RequestKind) -> None:
+    """An answer must carry what was asked for: an image, or some text."""
+    if kind is RequestKind.IMAGE and image is None:
+        raise _refused("image request answered without an image")
+    if kind is RequestKind.TEXT and text is None:
+        raise _refused("text request answered without text")
+
+
 def parse_openrouter(body: Any, kind: RequestKind) -> Reply:
     """`choices[0].message.content` or `.images[0].image_url.url`; `usage.prompt_tokens`,
-    `usage.completion_tokens` and `usage.cost` (USD, when reported)."""
+    `usage.completion_tokens` and `usage.cost` (USD, when reported). An answer of another
+    shape is a refusal that says what was wrong with it."""
     try:
         message = body["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
-        raise ProviderError(Failure.REFUSED, "answer has no choices[0].message") from None
-    usage = body.get("usage") or {}
-    cost = usage.get("cost")
+        raise _refused("answer has no choices[0].message") from None
+    message = _object(message, "choices[0].message")
+    usage = _object(body.get("usage"), "usage")
+    text = _text(message.get("content"), "choices[0].message.content")
     image = image_type = None
     if kind is RequestKind.IMAGE:
         images = message.get("images") or []
-        if not images:
-            raise ProviderError(Failure.REFUSED, "image request answered without an image")
-        image, image_type = _decode_image(str(images[0].get("image_url", {}).get("url", "")))
+        first = images[0] if isinstance(images, list) and images else None
+        if first is not None:
+            url = _object(_object(first, "images[0]").get("image_url"), "images[0].image_url")
+            image, image_type = _decode_image(str(url.get("url", "")))
+    _answered(text, image, kind)
     return Reply(
-        text=message.get("content") or None,
+        text=text,
         image=image,
         image_type=image_type,
         input_tokens=_int(usage.get("prompt_tokens")),
         output_tokens=_int(usage.get("completion_tokens")),
         images=1 if image is not None else 0,
-        reported_cost_usd=Decimal(cost) if isinstance(cost, Decimal | int | str) else None,
+        reported_cost_usd=_cost(usage.get("cost")),
     )
 
 
 def parse_gemini(body: Any, kind: RequestKind) -> Reply:
     """`candidates[0].content.parts[]` (text, or `inlineData` for an image);
-    `usageMetadata.promptTokenCount` and `.candidatesTokenCount`."""
+    `usageMetadata.promptTokenCount` and `.candidatesTokenCount`. An answer of another shape is
+    a refusal that says what was wrong with it."""
     try:
         parts = body["candidates"][0]["content"]["parts"]
     except (KeyError, IndexError, TypeError):
-        raise ProviderError(Failure.REFUSED, "answer has no candidates[0].content.parts") from None
+        raise _refused("answer has no candidates[0].content.parts") from None
+    if not isinstance(parts, list):
+        raise _refused(f"answer's candidates[0].content.parts is a {type(parts).__name__}")
     texts = [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
     image = image_type = None
     inline = [p["inlineData"] for p in parts if isinstance(p, dict) and "inlineData" in p]
     if inline:
+        data = _object(inline[0], "inlineData")
         try:
-            image = base64.b64decode(str(inline[0].get("data", "")), validate=True)
+            image = base64.b64decode(str(data.get("data", "")), validate=True)
         except binascii.Error:
-            raise ProviderError(Failure.REFUSED, "image answer has invalid base64 data") from None
-        image_type = str(inline[0].get("mimeType", "image/png"))
-    if kind is RequestKind.IMAGE and image is None:
-        raise ProviderError(Failure.REFUSED, "image request answered without an image")
-    usage = body.get("usageMetadata") or {}
+            raise _refused("image answer has invalid base64 data") from None
+        image_type = str(data.get("mimeType", "image/png"))
+    text = "".join(texts) or None
+    _answered(text, image, kind)
+    usage = _object(body.get("usageMetadata"), "usageMetadata")
     return Reply(
-        text="".join(texts) or None,
+        text=text,
         image=image,
         image_type=image_type,
         input_tokens=_int(usage.get("promptTokenCount")),

@@ -12,7 +12,10 @@ Purge API (as the real ones; any non-empty credential is accepted):
 
 Control API for tests and the demo (under `/_sim/`):
 - `POST /_sim/faults` `{"provider": "fastly"|"cloudflare"|"*", "status": 429, "count": 3,
-  "retry_after": "1"}`: the next `count` purge calls to that provider get `status`;
+  "retry_after": "1"}`: the next `count` purge calls to that provider get `status`; with
+  `"seconds": 30` instead, every call for the next 30 s does (an outage; with both, whichever
+  runs out first). Faults answer in the order they were set: a 500 for 30 s then a 429 for
+  60 s makes a one-minute outage that turns into rate limiting halfway;
   `DELETE /_sim/faults` clears them;
 - `GET /_sim/purges?contains=text&provider=p&kind=url|tag`: recorded purges;
 - `GET /_sim/requests?contains=text`: every purge call with its answer;
@@ -56,8 +59,13 @@ class Call:
 class Fault:
     provider: str
     status: int
-    remaining: int
+    remaining: int | None  # calls left to answer; None: no limit (see `until`)
     retry_after: str | None
+    until: float | None = None  # monotonic time the fault ends; None: it ends by count
+
+    def active(self, now: float) -> bool:
+        counted = self.remaining is None or self.remaining > 0
+        return counted and (self.until is None or now < self.until)
 
 
 class SimulatorState:
@@ -69,9 +77,11 @@ class SimulatorState:
         self.status_counts: Counter[tuple[str, int]] = Counter()
 
     def fault_for(self, provider: str) -> Fault | None:
+        now = time.monotonic()
         for fault in self.faults:
-            if fault.remaining > 0 and fault.provider in ("*", provider):
-                fault.remaining -= 1
+            if fault.active(now) and fault.provider in ("*", provider):
+                if fault.remaining is not None:
+                    fault.remaining -= 1
                 return fault
         return None
 
@@ -199,24 +209,26 @@ async def set_fault(request: web.Request) -> web.Response:
         return web.json_response({"error": "a JSON object is required"}, status=400)
     provider = body.get("provider", "*")
     status = body.get("status")
-    count = body.get("count", 1)
+    seconds = body.get("seconds")
+    count = body.get("count", 1 if seconds is None else None)
     retry_after = body.get("retry_after")
     if (
         provider not in ("*", "fastly", "cloudflare")
         or not isinstance(status, int)
         or not 400 <= status < 600
-        or not isinstance(count, int)
-        or count < 1
+        or not (count is None or (isinstance(count, int) and count >= 1))
+        or not (seconds is None or (isinstance(seconds, int | float) and seconds > 0))
         or not (retry_after is None or isinstance(retry_after, str))
     ):
         return web.json_response(
             {
-                "error": "want provider (*|fastly|cloudflare), status 4xx/5xx, count >= 1, "
-                "retry_after as a string"
+                "error": "want provider (*|fastly|cloudflare), status 4xx/5xx, count >= 1 "
+                "and/or seconds > 0, retry_after as a string"
             },
             status=400,
         )
-    request.app[STATE].faults.append(Fault(provider, status, count, retry_after))
+    until = None if seconds is None else time.monotonic() + float(seconds)
+    request.app[STATE].faults.append(Fault(provider, status, count, retry_after, until))
     return web.json_response({"ok": True})
 
 

@@ -10,6 +10,9 @@ Faults come from rules (`POST /_sim/rules`) or from markers in the prompt:
 `[sim:429]` or `[sim:429 retry=2]` (OpenRouter sends Retry-After, Gemini RetryInfo.retryDelay),
 `[sim:500]`, `[sim:503]`, `[sim:timeout]` (holds the request `timeout_hold_s`), `[sim:slow=800]`
 (answers after 800 ms), `[sim:fail=2]` (the first 2 calls with this prompt answer 500).
+A rule's `malformed` action answers 200 in the provider's content type with a body that is not
+the expected shape (invalid JSON, no choices/candidates, wrong types inside), one of
+`MALFORMED` per call in turn; a rule's `every: 3` applies it to every third call it matches.
 
 Every call is logged (`GET /_sim/calls`) with the key's id, never the key. `POST /_sim/reset`
 clears calls and rules; `POST /_sim/config` sets `delay_ms` (every answer) and `timeout_hold_s`.
@@ -37,6 +40,7 @@ PIXEL_PNG = base64.b64decode(
 )
 MARKER = re.compile(r"\[sim:([a-z0-9]+)(?:[ =]([^\]]*))?\]")
 MAX_LOGGED_CALLS = 200_000
+ACTIONS = ("429", "500", "503", "timeout", "slow", "malformed")
 IMAGE_OUTPUT_TOKENS = 1290
 
 
@@ -47,8 +51,9 @@ def key_fingerprint(service: str, secret: str) -> str:
 
 @dataclass
 class Rule:
-    """Answer matching calls with `action` (429, 500, 503, timeout, slow) `times` times (None:
-    until the rules change)."""
+    """Answer matching calls with `action` (429, 500, 503, timeout, slow, malformed) `times`
+    times (None: until the rules change); with `every` > 1, only every `every`-th matching call
+    (the others pass by)."""
 
     action: str
     provider: str | None = None
@@ -58,6 +63,8 @@ class Rule:
     retry_after_s: float = 1.0
     delay_ms: int = 0
     times: int | None = None
+    every: int = 1
+    seen: int = field(default=0, init=False)  # matching calls so far (for `every`)
 
     def matches(self, call: CallRecord, prompt: str) -> bool:
         return (
@@ -117,6 +124,9 @@ def _fault_from_prompt(state: SimulatorState, prompt: str) -> Rule | None:
 def _fault(state: SimulatorState, call: CallRecord, prompt: str) -> Rule | None:
     for rule in state.rules:
         if rule.matches(call, prompt) and (rule.times is None or rule.times > 0):
+            rule.seen += 1
+            if rule.seen % max(1, rule.every):
+                continue
             if rule.times is not None:
                 rule.times -= 1
             return rule
@@ -147,6 +157,33 @@ def _error(call: CallRecord, rule: Rule) -> web.Response:
     message = "Rate limit exceeded: free-models-per-min" if status == 429 else "Upstream error"
     return web.json_response(
         {"error": {"code": status, "message": message}}, status=status, headers=headers
+    )
+
+
+# Bodies a broken provider might send with a 200, per provider: each must be a failed attempt
+# with a clear reason, never a crash and never a silent success. Raw bytes, sent as JSON.
+MALFORMED: dict[str, tuple[bytes, ...]] = {
+    "openrouter": (
+        b'{"id": "gen-sim", "choices": [{"message": {"content": "cut off',  # invalid JSON
+        b'{"id": "gen-sim", "object": "chat.completion"}',  # no choices
+        b'{"choices": [{"index": 0, "message": "Simulated reply"}]}',  # message not an object
+        b'{"choices": [{"message": {"content": {"text": "Simulated"}}}]}',  # content not text
+        b'{"choices": [{"message": {"content": "Simulated"}}], "usage": {"cost": "a lot"}}',
+    ),
+    "gemini": (
+        b'{"candidates": [{"content": {"parts": [{"text": "cut off',  # invalid JSON
+        b'{"modelVersion": "gemini-sim"}',  # no candidates
+        b'{"candidates": [{"content": {"parts": 7}}]}',  # parts not a list
+        b'{"candidates": [{"content": {"parts": [{"text": 42}]}}]}',  # no text in the parts
+        b'{"candidates": [{"content": {"parts": [{"text": "Hi"}]}}], "usageMetadata": [1, 2]}',
+    ),
+}
+
+
+def _malformed(call: CallRecord) -> web.Response:
+    shapes = MALFORMED[call.provider]
+    return web.Response(
+        body=shapes[call.index % len(shapes)], status=200, content_type="application/json"
     )
 
 
@@ -270,6 +307,8 @@ class ProviderSimulator:
                     await asyncio.sleep(delay_ms / 1000)
                 if rule is not None and rule.action in ("429", "500", "503"):
                     response = _error(call, rule)
+                elif rule is not None and rule.action == "malformed":
+                    response = _malformed(call)
                 else:
                     response = web.json_response(reply())
         finally:
@@ -284,9 +323,16 @@ class ProviderSimulator:
     async def set_rules(self, request: web.Request) -> web.Response:
         payload = await request.json()
         try:
-            self.state.rules = [Rule(**raw) for raw in payload.get("rules", [])]
+            rules = [Rule(**raw) for raw in payload.get("rules", [])]
         except TypeError as exc:
             return web.json_response({"error": f"bad rule: {exc}"}, status=400)
+        for rule in rules:
+            if rule.action not in ACTIONS or rule.every < 1:
+                return web.json_response(
+                    {"error": f"bad rule: action one of {', '.join(ACTIONS)}, every >= 1"},
+                    status=400,
+                )
+        self.state.rules = rules
         return web.json_response({"rules": len(self.state.rules)})
 
     async def reset(self, request: web.Request) -> web.Response:

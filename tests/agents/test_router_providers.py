@@ -95,3 +95,40 @@ def test_a_key_is_named_by_its_id_never_shown() -> None:
     assert key.id == key_id("gemini", "AIza-secret-value") == key_fingerprint("gemini", key.secret)
     assert key.id.startswith("gemini:") and "secret" not in key.id
     assert "AIza-secret-value" not in repr(key)
+
+
+@pytest.mark.parametrize(
+    ("parse", "body", "reason"),
+    [
+        (parse_openrouter, b'{"choices": [{"message": "hi"}]}', "message is a str"),
+        (parse_openrouter, b'{"choices": [{"message": {"content": 7}}]}', "content is a int"),
+        (parse_openrouter, b'{"choices": [{"message": {"content": ""}}]}', "without text"),
+        (
+            parse_openrouter,
+            b'{"choices": [{"message": {"content": "hi"}}], "usage": {"cost": "a lot"}}',
+            "usage.cost 'a lot' is not a cost",
+        ),
+        (
+            parse_openrouter,
+            b'{"choices": [{"message": {"content": "hi"}}], "usage": {"cost": -1}}',
+            "is not a cost",
+        ),
+        (parse_openrouter, b'{"choices": [{"message": {"content": "hi"}}], "usage": [1]}', "usage"),
+        (parse_gemini, b'{"candidates": [{"content": {"parts": 7}}]}', "parts is a int"),
+        (parse_gemini, b'{"candidates": [{"content": {"parts": [{"text": 4}]}}]}', "without text"),
+        (
+            parse_gemini,
+            b'{"candidates": [{"content": {"parts": [{"text": "hi"}]}}], "usageMetadata": "x"}',
+            "usageMetadata is a str",
+        ),
+    ],
+)
+def test_answers_of_the_wrong_shape_are_refusals_that_say_why(
+    parse: object, body: bytes, reason: str
+) -> None:
+    """A provider answering 200 with a broken body: a failed attempt, never a crash (an
+    AttributeError here used to fail the whole request) and never an empty success."""
+    with pytest.raises(ProviderError) as caught:
+        parse(parse_json(body), RequestKind.TEXT)  # type: ignore[operator]
+    assert caught.value.failure is Failure.REFUSED
+    assert reason in str(caught.value)

@@ -72,6 +72,24 @@ class FaultStack:
                 service.stop(record, self.ports[service.name])
 
 
+# How the fault worker is tuned, and why:
+# - the CDN sink dead-letters a purge after SCRIBE_CDN_MAX_ATTEMPTS (default 5, a few seconds of
+#   backoff): 100 attempts (the most allowed) outlast the one-minute CDN outage, at least
+#   ~0.1+0.2+0.4+0.8+1.6 s then 2.5 s per attempt under 500s, Retry-After under 429s;
+# - the router as its integration tests run it: short call timeouts, 2 attempts per model,
+#   a breaker that opens after 4 calls and tries again after 2 s, so provider faults play out
+#   within seconds.
+FAULT_TUNING = {
+    "SCRIBE_CDN_MAX_ATTEMPTS": "100",
+    "SCRIBE_ROUTER_CALL_TIMEOUT_S": "1",
+    "SCRIBE_ROUTER_ATTEMPTS_PER_MODEL": "2",
+    "SCRIBE_ROUTER_BACKOFF_BASE_S": "0.02",
+    "SCRIBE_ROUTER_BREAKER_MIN_CALLS": "4",
+    "SCRIBE_ROUTER_BREAKER_FAILURE_RATE": "0.5",
+    "SCRIBE_ROUTER_BREAKER_COOLDOWN_S": "2",
+}
+
+
 @pytest.fixture(scope="session")
 def fault_stack(state_dir: Path) -> Iterator[FaultStack]:
     stack = FaultStack(state_dir / "fault-stack")
@@ -88,7 +106,7 @@ def fault_stack(state_dir: Path) -> Iterator[FaultStack]:
 def fault_worker(fault_stack: FaultStack, state_dir: Path) -> Iterator[WorkerProcess]:
     # No world ticks in the background: the fault tests count invalidations through metrics,
     # and a ticking world announces its changes on cache.invalidations.
-    env = fault_stack.env() | {"SCRIBE_WORLD_TICK_SECONDS": "0"}
+    env = fault_stack.env() | {"SCRIBE_WORLD_TICK_SECONDS": "0"} | FAULT_TUNING
     process = new_worker(env, state_dir / "fault-workers").start()
     try:
         yield process

@@ -66,6 +66,23 @@ async def dead_letters(
     return await read_until(kafka_url, spec.dlq_name, done=lambda _: False, match=ours, timeout=3)
 
 
+async def dead_letters_of_valid(
+    kafka_url: str, valid: Sequence[tuple[TopicSpec, set[bytes]]], read_for: float = 3.0
+) -> list[Record]:
+    """Dead letters of valid events (by record key, per source topic): there must be none.
+    Reads each DLQ for `read_for` seconds, since nothing is expected to turn up."""
+    found: list[Record] = []
+    for spec, keys in valid:
+        found += await read_until(
+            kafka_url,
+            spec.dlq_name,
+            done=lambda _: False,
+            match=lambda r, keys=keys: r.key in keys,  # type: ignore[misc]
+            timeout=read_for,
+        )
+    return found
+
+
 async def committed_offset(kafka_url: str, app_id: str, topic: str, partition: int) -> int | None:
     """What the workers of `app_id` committed on a partition, in the group that reads `topic`."""
     consumer = AIOKafkaConsumer(
@@ -160,6 +177,7 @@ class Outcome:
     invalid_sent: int
     dead_lettered: int
     dead_letter_copies: int
+    valid_dead_lettered: int | None = None  # valid events in a DLQ (None: not looked for)
 
     @property
     def lost(self) -> int:
@@ -169,6 +187,12 @@ class Outcome:
         return (
             f"FAULT-TABLE | {self.fault} | valid sent {self.valid_sent}, reflected "
             f"{self.reflected}, duplicated {self.duplicated} | invalid sent {self.invalid_sent}, "
-            f"dead-lettered {self.dead_lettered} (extra copies {self.dead_letter_copies}) | "
+            f"dead-lettered {self.dead_lettered} (extra copies {self.dead_letter_copies})"
+            + (
+                ""
+                if self.valid_dead_lettered is None
+                else f", valid dead-lettered {self.valid_dead_lettered}"
+            )
+            + " | "
             f"lost {self.lost}"
         )

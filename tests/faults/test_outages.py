@@ -1,7 +1,8 @@
 """Faults injected into a running pipeline, one at a time: PostgreSQL stopped for 15 s, Redis
-stopped for 15 s, the worker killed with SIGKILL and restarted. Afterwards every valid event is
-reflected exactly once (ledger rows and rollups in PostgreSQL, keys gone from Redis), every
-invalid one is in its DLQ, the worker is alive and has consumed everything."""
+stopped for 15 s, the CDN answering 500 then 429 for a minute, the worker killed with SIGKILL
+and restarted. Afterwards every valid event is reflected exactly once (ledger rows and rollups
+in PostgreSQL, keys gone from Redis, URLs and tags purged at the CDN), every invalid one is in
+its DLQ, no valid one is, the worker is alive and has consumed everything."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from aiokafka.structs import RecordMetadata
@@ -26,13 +28,17 @@ from tests.faults.observe import (
     metric_total,
     usage_totals,
 )
-from tests.faults.workload import Workload, first_offsets
+from tests.faults.workload import CdnSimulator, Workload, first_offsets, keys_unlinked
 from topics.catalog import CACHE_INVALIDATIONS, USAGE_EVENTS, TopicSpec
 
 pytestmark = pytest.mark.faults
 
 OUTAGE_SECONDS = 15.0
 ROUNDS_DURING_OUTAGE = 5
+# The CDN outage: 500 for the first half, then 429 with Retry-After for the second.
+CDN_ERROR_SECONDS = 30.0
+CDN_RATE_LIMITED_SECONDS = 30.0
+CDN_RETRY_AFTER = "2"
 
 
 async def _no_commit_past(
@@ -57,27 +63,20 @@ async def _run_fault(
     end: Callable[[], object],
     guarded: TopicSpec | None,
     metric_survives: bool,
+    seconds: float = OUTAGE_SECONDS,
+    cdn: CdnSimulator | None = None,
 ) -> Outcome:
-    """Publish before, during and after the fault; then measure. `guarded` is the topic whose
-    sink is down: its offsets must not be committed past unwritten records meanwhile."""
+    """Publish before, during and after the fault (`seconds` long); then measure. `guarded` is
+    the topic whose sink is down: its offsets must not be committed past unwritten records
+    meanwhile. With `cdn`, invalidations carry URLs and tags, checked at the CDN simulator."""
     env = fault_stack.env()
-    load = Workload(fault, env["SCRIBE_KAFKA_URL"])
+    load = Workload(fault, env["SCRIBE_KAFKA_URL"], cdn=cdn is not None)
     before = load.batch(2000, invalid=10, duplicates=50)
     during = [load.batch(200) for _ in range(ROUNDS_DURING_OUTAGE)]
     after = load.batch(1000, invalid=10, duplicates=50)
 
-    cache = aioredis.from_url(env["SCRIBE_REDIS_URL"])
-    try:
-        # Every key an invalidation will drop is cached up front (Redis may be down later).
-        for key in (*load.doomed_keys(), load.kept_key):
-            await cache.set(key, b"cached")
-    finally:
-        await cache.aclose()
-    counted_before = (
-        metric_total(worker, "scribe_invalidations_total", sink="redis")
-        if metric_survives
-        else None
-    )
+    await _cache_up_front(env, load)
+    counted_before = keys_unlinked(worker) if metric_survives else None
 
     retries_before = metric_total(worker, "scribe_sink_retries_total")
     log_start = log_size(worker)
@@ -96,10 +95,10 @@ async def _run_fault(
     for number, batch in enumerate(during, start=1):
         sent_during.extend(await load.publish(*batch))
         print(f"  round {number}/{len(during)} published during the fault")
-        await asyncio.sleep(OUTAGE_SECONDS * 0.6 / len(during))
+        await asyncio.sleep(seconds * 0.6 / len(during))
     if guarded is not None:
         await _no_commit_past(load.kafka_url, worker.app_id, guarded, sent_during)
-    await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - started)))
+    await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
     await asyncio.to_thread(end)
     print(f"{fault}: recovered after {time.monotonic() - started:.1f} s")
     if guarded is not None:
@@ -112,15 +111,26 @@ async def _run_fault(
     db = await asyncpg.connect(env["SCRIBE_DATABASE_URL"])
     cache = aioredis.from_url(env["SCRIBE_REDIS_URL"])
     try:
-        outcome = await load.verify(db, cache, worker, counted_before)
+        outcome = await load.verify(db, cache, worker, counted_before, cdn)
     finally:
         await db.close()
         await cache.aclose()
     assert outcome.lost == 0, worker.log_tail()
     assert outcome.duplicated == 0
+    assert outcome.valid_dead_lettered == 0
     assert worker.alive(), worker.log_tail()
     assert agent_crashes(worker, log_start) == []
     return outcome
+
+
+async def _cache_up_front(env: dict[str, str], load: Workload) -> None:
+    """Every key an invalidation will drop is cached up front (Redis may be down later)."""
+    cache = aioredis.from_url(env["SCRIBE_REDIS_URL"])
+    try:
+        for key in (*load.doomed_keys(), load.kept_key):
+            await cache.set(key, b"cached")
+    finally:
+        await cache.aclose()
 
 
 @asynccontextmanager
@@ -175,4 +185,44 @@ async def test_worker_killed_with_sigkill_mid_stream_and_restarted(
         end=fault_worker.start,
         guarded=None,
         metric_survives=False,  # the restarted process counts from zero
+    )
+
+
+async def test_cdn_answering_500_then_429_for_a_minute(
+    fault_stack: FaultStack, fault_worker: WorkerProcess
+) -> None:
+    """The purge API fails for a minute: 500 for 30 s, then 429 with Retry-After for 30 s.
+    Redis goes on; the CDN stage retries (the fault worker allows enough attempts to outlast
+    the minute, see conftest) and commits nothing past what is unpurged."""
+    env = fault_stack.env()
+    cdn = CdnSimulator(env["SCRIBE_CDN_URL"], env["SCRIBE_CDN_PROVIDERS"].split(","))
+
+    def begin() -> None:
+        # Faults answer in the order they were set: the 500s first, then the 429s.
+        for fault in (
+            {"provider": "*", "status": 500, "seconds": CDN_ERROR_SECONDS},
+            {
+                "provider": "*",
+                "status": 429,
+                "seconds": CDN_ERROR_SECONDS + CDN_RATE_LIMITED_SECONDS,
+                "retry_after": CDN_RETRY_AFTER,
+            },
+        ):
+            httpx.post(f"{cdn.url}/_sim/faults", json=fault, timeout=10).raise_for_status()
+
+    def end() -> None:
+        httpx.delete(f"{cdn.url}/_sim/faults", timeout=10).raise_for_status()
+        statuses = httpx.get(f"{cdn.url}/_sim/stats", timeout=10).json()["calls"]
+        print(f"cdn-500-then-429-60s: purge calls by status so far: {statuses}")
+
+    await _run_fault(
+        fault_stack,
+        fault_worker,
+        "cdn-500-then-429-60s",
+        begin=begin,
+        end=end,
+        guarded=CACHE_INVALIDATIONS,
+        metric_survives=True,
+        seconds=CDN_ERROR_SECONDS + CDN_RATE_LIMITED_SECONDS,
+        cdn=cdn,
     )

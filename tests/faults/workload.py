@@ -1,15 +1,17 @@
-"""A mixed stream for a fault test: usage events (PostgreSQL), invalidations (Redis) and bad
-input (the DLQs), published in phases around the fault. What must be true afterwards is
-computed from what was published, never written down by hand."""
+"""A mixed stream for a fault test: usage events (PostgreSQL), invalidations (Redis, and with
+`cdn` the CDN too) and bad input (the DLQs), published in phases around the fault. What must be
+true afterwards is computed from what was published, never written down by hand."""
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 from aiokafka.structs import RecordMetadata
 
@@ -22,6 +24,7 @@ from tests.faults.observe import (
     Outgoing,
     committed_offset,
     dead_letters,
+    dead_letters_of_valid,
     eventually,
     metric_total,
     publish_raw,
@@ -31,12 +34,28 @@ from topics.catalog import CACHE_INVALIDATIONS, USAGE_EVENTS, TopicSpec
 
 USERS_PER_RUN = 8
 INVALIDATIONS_EVERY = 20  # one invalidation per this many usage events
+CDN_HOST = "cdn.example"
+
+PurgeRecord = tuple[str, str, str]  # provider, kind (url|tag), target as the API received it
+
+
+def expected_purges(invalidation: CacheInvalidation, providers: list[str]) -> set[PurgeRecord]:
+    """What each provider records for an invalidation's URLs and tags: Fastly purges a URL by
+    host/path (no scheme), Cloudflare by the whole URL."""
+    expected: set[PurgeRecord] = set()
+    for provider in providers:
+        for url in invalidation.urls:
+            target = url.split("://", 1)[1] if provider == "fastly" else url
+            expected.add((provider, "url", target))
+        expected.update((provider, "tag", tag) for tag in invalidation.tags)
+    return expected
 
 
 @dataclass
 class Workload:
     fault: str
     kafka_url: str
+    cdn: bool = False  # invalidations also carry a URL and a tag (surrogate key) to purge
     marker: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     usage: dict[str, UsageEvent] = field(default_factory=dict)
     invalidations: list[CacheInvalidation] = field(default_factory=list)
@@ -79,10 +98,19 @@ class Workload:
             records.append((USAGE_EVENTS.name, USAGE_EVENTS.key_of(event), encode(event)))
             if len(self.usage) % INVALIDATIONS_EVERY == 0:
                 n = next(self._counter)
+                cdn_targets = (
+                    {
+                        "urls": [f"https://{CDN_HOST}/fault/{self.marker}/{n}.json"],
+                        "tags": [f"fault-{self.marker}-{n}"],
+                    }
+                    if self.cdn
+                    else {}
+                )
                 inv = example(
                     CacheInvalidation,
                     id=f"inv-{self.marker}-{n}",
                     keys=[f"fault:{self.marker}:{n}:a", f"fault:{self.marker}:{n}:b"],
+                    **cdn_targets,
                 )
                 invalidations.append(inv)
                 records.append(
@@ -112,8 +140,11 @@ class Workload:
         cache: aioredis.Redis,
         worker: WorkerProcess,
         invalidations_counted_before: float | None,
+        cdn: CdnSimulator | None = None,
     ) -> Outcome:
-        """Wait for the pipeline to catch up, then measure what was lost and what doubled."""
+        """Wait for the pipeline to catch up, then measure what was lost and what doubled. An
+        invalidation is reflected when all its keys are gone from Redis and, with `cdn`, every
+        provider purged its URLs and tags; a purge recorded twice counts as duplicated."""
 
         async def ledger_complete() -> bool:
             return (await usage_totals(db, self.users)).rows >= len(self.usage)
@@ -123,6 +154,15 @@ class Workload:
 
         await eventually(ledger_complete, timeout=120)
         await eventually(keys_gone, timeout=60)
+        purges: Counter[PurgeRecord] = Counter()
+        if cdn is not None:
+
+            async def all_purged() -> bool:
+                purges.clear()
+                purges.update(await cdn.purges(self.marker))
+                return all(set(purges) >= cdn.expected(e) for e in self.invalidations)
+
+            await eventually(all_purged, timeout=90)
         for spec in (USAGE_EVENTS, CACHE_INVALIDATIONS):
             assert await self.caught_up(spec, worker.app_id), (
                 f"{spec.name}: the worker's group did not move past the published records\n"
@@ -130,8 +170,15 @@ class Workload:
             )
         totals = await usage_totals(db, self.users)
         expected_cost = sum((e.cost_usd or Decimal(0) for e in self.usage.values()), Decimal(0))
-        remaining = int(await cache.exists(*self.doomed_keys()))
+        left = {k for k in self.doomed_keys() if await cache.exists(k)}
+        unapplied = [
+            e
+            for e in self.invalidations
+            if left.intersection(e.keys) or (cdn is not None and not set(purges) >= cdn.expected(e))
+        ]
+        purged_twice = sum(count - 1 for count in purges.values() if count > 1)
         assert await cache.get(self.kept_key) == b"cached"
+        valid_letters = await dead_letters_of_valid(self.kafka_url, self._valid_keys())
 
         letters = []
         for name, keys in self.invalid.items():
@@ -141,20 +188,26 @@ class Workload:
 
         unlinked_twice = 0
         if invalidations_counted_before is not None:
-            counted = metric_total(worker, "scribe_invalidations_total", sink="redis")
+            counted = keys_unlinked(worker)
             unlinked_twice = int(counted - invalidations_counted_before) - len(self.doomed_keys())
+        if cdn is not None:
+            print(
+                f"{self.fault}: {len(purges)} CDN purges of {len(self.invalidations)} "
+                f"invalidations' URLs and tags at {', '.join(cdn.providers)}; "
+                f"{purged_twice} purged more than once"
+            )
         outcome = Outcome(
             self.fault,
             valid_sent=len(self.usage) + len(self.invalidations),
-            reflected=totals.rows
-            + len(self.invalidations)
-            - _events_with_keys_left(self.invalidations, remaining),
+            reflected=totals.rows + len(self.invalidations) - len(unapplied),
             duplicated=(totals.daily_requests - totals.rows)
             + (totals.monthly_requests - totals.rows)
-            + max(unlinked_twice, 0),
+            + max(unlinked_twice, 0)
+            + purged_twice,
             invalid_sent=sum(len(k) for k in self.invalid.values()),
             dead_lettered=len(letter_keys),
             dead_letter_copies=len(letters) - len(letter_keys),
+            valid_dead_lettered=len(valid_letters),
         )
         print(outcome.line())
         assert totals.daily_cost == totals.monthly_cost == expected_cost, (
@@ -162,6 +215,13 @@ class Workload:
             f"published {expected_cost}"
         )
         return outcome
+
+    def _valid_keys(self) -> list[tuple[TopicSpec, set[bytes]]]:
+        """The record keys of the valid events, by topic (bad input has keys of its own)."""
+        return [
+            (USAGE_EVENTS, {USAGE_EVENTS.key_of(e) for e in self.usage.values()}),
+            (CACHE_INVALIDATIONS, {CACHE_INVALIDATIONS.key_of(e) for e in self.invalidations}),
+        ]
 
     async def caught_up(self, spec: TopicSpec, group: str) -> bool:
         """The group's committed offset is past the last record published on each partition."""
@@ -180,9 +240,25 @@ class Workload:
         return await eventually(past_all, timeout=60)
 
 
-def _events_with_keys_left(invalidations: list[CacheInvalidation], remaining: int) -> int:
-    """Upper bound on invalidations not applied: each left key may be a different event."""
-    return min(remaining, len(invalidations))
+def keys_unlinked(worker: WorkerProcess) -> float:
+    """Keys the worker's invalidation flow removed from Redis (tags and patterns not counted)."""
+    return metric_total(worker, "scribe_invalidations_total", sink="redis", kind="key")
+
+
+@dataclass(frozen=True)
+class CdnSimulator:
+    """The CDN simulator's record of successful purges, and the providers the worker uses."""
+
+    url: str
+    providers: list[str]
+
+    async def purges(self, marker: str) -> Counter[PurgeRecord]:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+            answer = (await http.get("/_sim/purges", params={"contains": marker})).json()
+        return Counter((p["provider"], p["kind"], p["target"]) for p in answer["purges"])
+
+    def expected(self, invalidation: CacheInvalidation) -> set[PurgeRecord]:
+        return expected_purges(invalidation, self.providers)
 
 
 def first_offsets(sent: list[RecordMetadata], topic: str) -> dict[int, int]:

@@ -3,6 +3,7 @@ faults injected here do not reach the shared worker)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -195,3 +196,24 @@ async def test_simulator_checks_the_api_shapes(simulator: str) -> None:
         assert bad_fault.status_code == 400
         stats = (await http.get("/_sim/stats")).json()
         assert stats["purges"] == {"fastly": {"tag": 2}, "cloudflare": {"tag": 1}}
+
+
+async def test_simulator_timed_faults_answer_in_order_until_they_run_out(simulator: str) -> None:
+    async with httpx.AsyncClient(base_url=simulator) as http:
+        await http.post("/_sim/faults", json={"status": 500, "seconds": 0.3})
+        await http.post("/_sim/faults", json={"status": 429, "seconds": 0.6, "retry_after": "1"})
+        bearer = {"Authorization": "Bearer t"}
+
+        async def purge() -> httpx.Response:
+            return await http.post("/zones/z/purge_cache", json={"tags": ["y"]}, headers=bearer)
+
+        first, second = await purge(), await purge()
+        assert (first.status_code, second.status_code) == (500, 500)
+        await asyncio.sleep(0.35)
+        limited = await purge()
+        assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
+        await asyncio.sleep(0.3)
+        assert (await purge()).status_code == 200
+        assert (
+            await http.post("/_sim/faults", json={"status": 500, "seconds": 0})
+        ).status_code == 400

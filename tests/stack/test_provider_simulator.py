@@ -3,7 +3,13 @@ executor and integration tests)."""
 
 from __future__ import annotations
 
+import pytest
+
+from agents.router.providers import Failure, ProviderError, parse_gemini, parse_openrouter
+from schemas import DecodeError, parse_json
+from schemas.events import RequestKind
 from scribe.stack.provider_simulator import (
+    MALFORMED,
     CallRecord,
     Rule,
     SimulatorState,
@@ -42,3 +48,23 @@ def test_rules_match_by_provider_and_key_and_count_down() -> None:
     first = _fault(state, call(key_id="gemini:k"), "p")
     assert first is not None and first.action == "503"
     assert _fault(state, call(key_id="gemini:k"), "p") is None, "used up"
+
+
+def test_a_rule_with_every_answers_only_every_nth_matching_call() -> None:
+    state = SimulatorState(rules=[Rule(action="malformed", provider="gemini", every=3)])
+    answered = [_fault(state, call(), "p") for _ in range(6)]
+    assert [a.action if a else None for a in answered] == [None, None, "malformed"] * 2
+    assert _fault(state, call(provider="openrouter"), "p") is None
+
+
+def test_every_malformed_body_is_not_the_expected_shape() -> None:
+    """Each body fails the router's parser for its provider with a refusal (a failed attempt)."""
+    for provider, parse in (("openrouter", parse_openrouter), ("gemini", parse_gemini)):
+        for body in MALFORMED[provider]:
+            try:
+                parsed = parse_json(body)
+            except DecodeError:
+                continue  # invalid JSON: the client refuses it before parsing
+            with pytest.raises(ProviderError) as caught:
+                parse(parsed, RequestKind.TEXT)
+            assert caught.value.failure is Failure.REFUSED, body

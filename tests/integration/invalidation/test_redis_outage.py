@@ -68,6 +68,13 @@ async def test_invalidations_issued_while_redis_is_down_are_all_applied_after(
         await before.aclose()
     after = aioredis.from_url(pipeline.redis_url)
 
+    async def flow_healthy() -> bool:
+        return (await invalidation_health(worker))[0] == "healthy"
+
+    # Run alone (`pytest -m faults`) this may be the worker's first test: the flow must have
+    # reached Redis once before the outage, or it reports "starting", not "paused".
+    assert await eventually(flow_healthy, timeout=60), worker.log_tail()
+
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers(kafka_url), acks="all")
     await producer.start()
     last: dict[TopicPartition, int] = {}
