@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.usage.consumer import usage_group_id
@@ -38,7 +38,7 @@ from scribe.load import ledger_count, publish_usage, usage_events
 from scribe.settings import kafka_bootstrap_servers
 from scribe.stack import LocalStack
 from scribe.stack.apache_kafka import KafkaCluster, fetch
-from scribe.workers import WorkerProcess, group_assignment, new_worker
+from scribe.workers import WorkerProcess, group_assignment, group_offsets, new_worker
 from topics.admin import ensure_topics
 from topics.catalog import USAGE_EVENTS
 
@@ -94,19 +94,11 @@ def machine_busy_since(before: Any) -> float:
 
 async def start_group_at_end(kafka_url: str, group: str, partitions: int) -> None:
     """Commit the group's offsets at the topic's end, so the round reads only its own load."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap_servers(kafka_url),
-        group_id=group,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
+    async with group_offsets(kafka_url, group) as consumer:
         tps = [TopicPartition(USAGE_EVENTS.name, p) for p in range(partitions)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.commit(dict(ends.items()))
-    finally:
-        await consumer.stop()
 
 
 async def wait_for_spread(

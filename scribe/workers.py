@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,22 @@ class WorkerProcess:
             for sample in family.samples
             if sample.name == name and labels.items() <= sample.labels.items()
         )
+
+
+@asynccontextmanager
+async def group_offsets(kafka_url: str, group: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer of `group` that never joins it: for reading (or setting) the
+    group's committed offsets without taking partitions from its workers."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap_servers(kafka_url),
+        group_id=group,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
 
 
 def new_worker(env: dict[str, str], state_dir: Path, app_id: str | None = None) -> WorkerProcess:

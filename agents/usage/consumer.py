@@ -11,25 +11,27 @@ partition assignor expects every member of its group to be a Faust worker.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import mode
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from agents.intake import decoded
 from agents.usage.outbox import publish_outbox
 from agents.usage.pricing import Priced, UsageLimits, price_usage
+from schemas import DecodeError, decode
 from schemas.events import UsageEvent
 from schemas.model_catalog import load_catalog
 from scribe.consumer_lag import GroupOffsets, LagSampler
 from scribe.metrics import (
     COST,
+    MESSAGES_IN,
     PROCESSING_SECONDS,
     SINK_BATCH_SIZE,
     SINK_ERRORS,
@@ -55,7 +57,12 @@ log = logging.getLogger(__name__)
 
 AGENT = "usage"  # the `agent` label of this flow's metrics
 SINK = "postgres.usage"
-MAX_BATCH = 5000
+# A rollup row that many events of a batch touch is upserted once per batch: at 10,000 events
+# (vs 5,000) PostgreSQL alone stored ~10-15 % more events/s with 1,000 live users.
+MAX_BATCH = 10_000
+# A full garbage collection after this many generation-1 collections (Python's default: 10).
+FULL_COLLECTION_EVERY = 100
+PREPARE_CHUNK = 250  # events decoded between two turns of the event loop (a few ms of CPU)
 POLL_TIMEOUT_MS = 500
 STOP_GRACE_S = 15.0
 OUTBOX_SWEEP_S = 5.0
@@ -75,6 +82,7 @@ REFUSED = (
 )
 
 T = TypeVar("T")
+Message: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 def usage_group_id(app_id: str) -> str:
@@ -100,9 +108,13 @@ async def write_isolating(
     return first + await write_isolating(items[middle:], write, refused, dead_letter)
 
 
+def origin_of(message: Message) -> Origin:
+    return Origin(message.topic, message.partition, message.offset, message.key, message.value)
+
+
 @dataclass(frozen=True)
 class PreparedBatch:
-    priced: list[tuple[Origin, PricedUsage]]
+    priced: list[tuple[Message, PricedUsage]]
     offsets: dict[TopicPartition, int]  # to commit once `priced` is stored
 
 
@@ -178,6 +190,15 @@ class UsageBatchConsumer(mode.Service):
         self._lag = LagSampler(self._offsets, [USAGE_EVENTS.name])
 
     async def on_started(self) -> None:
+        # Measured on a 100,000-event run whose batches took ~4 s of this worker's CPU: 1.5 s
+        # in the garbage collector before, ~0.3 s after. Every object alive once the worker is
+        # up (modules, the app, its clients) lives as long as the process: frozen, a full
+        # collection no longer walks them (~90 ms each before). And full collections,
+        # triggered every ~2 batches by the batches' own objects, walked the batches in
+        # flight (~75 ms each at 10,000 events): ten times rarer now.
+        gc.freeze()
+        gen0, gen1, _ = gc.get_threshold()
+        gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
         self._consuming = self.add_future(self._consume())
 
     async def on_stop(self) -> None:
@@ -239,21 +260,23 @@ class UsageBatchConsumer(mode.Service):
             else:
                 self.consumer.seek(tp, offset)
 
-    async def prepare(self, records: dict[TopicPartition, list[Any]]) -> PreparedBatch:
-        """Decode and price; what is invalid, unpriced or implausible is in the DLQ on return."""
+    async def prepare(self, records: dict[TopicPartition, list[Message]]) -> PreparedBatch:
+        """Decode and price; what is invalid, unpriced or implausible is in the DLQ on return.
+
+        Works in chunks and yields to the event loop between them: the batch before this one
+        is being stored meanwhile, and each of its steps (COPY, the ledger statement, the
+        commit) then starts in PostgreSQL while this CPU work goes on. A message's `Origin`
+        is made only when it is dead-lettered: the record itself carries the same fields."""
         with PROCESSING_SECONDS.labels(agent=f"{AGENT}.prepare").time():
-            origins = [
-                Origin(m.topic, m.partition, m.offset, m.key, m.value)
-                for messages in records.values()
-                for m in messages
-            ]
-            received = await decoded(
-                origins, USAGE_EVENTS, UsageEvent, self.resources.dead_letters, AGENT
-            )
-            priced = await self._price_or_dead_letter(
-                [(r.origin, r.event) for r in received], datetime.now(UTC)
-            )
-        offsets = {tp: messages[-1].offset + 1 for tp, messages in records.items()}
+            messages = [m for batch in records.values() for m in batch]
+            MESSAGES_IN.labels(topic=USAGE_EVENTS.name, agent=AGENT).inc(len(messages))
+            now = datetime.now(UTC)
+            priced: list[tuple[Message, PricedUsage]] = []
+            for start in range(0, len(messages), PREPARE_CHUNK):
+                for message in messages[start : start + PREPARE_CHUNK]:
+                    await self._decode_and_price(message, now, priced)
+                await asyncio.sleep(0)
+        offsets = {tp: batch[-1].offset + 1 for tp, batch in records.items()}
         return PreparedBatch(priced, offsets)
 
     async def store(self, batch: PreparedBatch) -> None:
@@ -275,33 +298,42 @@ class UsageBatchConsumer(mode.Service):
                     await self.publish_budget_outbox()
             await self._commit(batch.offsets)
 
-    async def _price_or_dead_letter(
-        self, events: list[tuple[Origin, UsageEvent]], now: datetime
-    ) -> list[tuple[Origin, PricedUsage]]:
-        priced = []
-        for origin, event in events:
-            outcome = price_usage(event, self.catalog, self.limits, now)
-            if isinstance(outcome, Priced):
-                priced.append(
-                    (origin, PricedUsage(event, outcome.cost_usd, outcome.catalog_version))
-                )
-            else:
-                await self.resources.dead_letters.send(
-                    USAGE_EVENTS, origin, outcome.kind, outcome.reason, agent=AGENT
-                )
-                USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
-        return priced
+    async def _decode_and_price(
+        self, message: Message, now: datetime, priced: list[tuple[Message, PricedUsage]]
+    ) -> None:
+        """Append the priced event to `priced`, or dead-letter the message with the reason."""
+        try:
+            if message.value is None:
+                raise DecodeError("json", "empty message (no value)")
+            event = decode(message.value, UsageEvent)
+        except DecodeError as error:
+            await self.resources.dead_letters.send(
+                USAGE_EVENTS, origin_of(message), error.kind, error.reason, agent=AGENT
+            )
+            return
+        outcome = price_usage(event, self.catalog, self.limits, now)
+        if isinstance(outcome, Priced):
+            priced.append((message, PricedUsage(event, outcome.cost_usd, outcome.catalog_version)))
+            return
+        await self.resources.dead_letters.send(
+            USAGE_EVENTS, origin_of(message), outcome.kind, outcome.reason, agent=AGENT
+        )
+        USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
 
-    async def _write(self, items: Sequence[tuple[Origin, PricedUsage]]) -> LedgerWrite:
+    async def _write(self, items: Sequence[tuple[Message, PricedUsage]]) -> LedgerWrite:
         return await until_written(
             SINK, self.ledger.write, [p for _, p in items], retryable=RETRYABLE
         )
 
     async def _dead_letter_refused(
-        self, item: tuple[Origin, PricedUsage], error: BaseException
+        self, item: tuple[Message, PricedUsage], error: BaseException
     ) -> None:
         await self.resources.dead_letters.send(
-            USAGE_EVENTS, item[0], "refused", f"PostgreSQL refused the event: {error}", AGENT
+            USAGE_EVENTS,
+            origin_of(item[0]),
+            "refused",
+            f"PostgreSQL refused the event: {error}",
+            AGENT,
         )
         USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
 

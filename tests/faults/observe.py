@@ -142,13 +142,7 @@ def agent_crashes(worker: WorkerProcess, since: int) -> list[str]:
 
 def metric_total(worker: WorkerProcess, name: str, **labels: str) -> float:
     """The sum of a counter's samples whose labels include `labels`, from /metrics."""
-    text = httpx.get(f"{worker.url}/metrics", timeout=5).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
+    return worker.metric(name, **labels)
 
 
 def dead_letter_counts(worker: WorkerProcess, kinds: set[str] | None = None) -> dict[str, float]:

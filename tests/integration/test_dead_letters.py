@@ -9,7 +9,7 @@ import uuid
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
 from agents import consumer_group
@@ -17,7 +17,7 @@ from schemas import encode
 from schemas.events import UsageEvent
 from schemas.examples import example
 from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import Record, WorkerProcess, read_until
+from scribe.workers import Record, WorkerProcess, group_offsets, read_until
 from topics.catalog import INPUT_TOPICS, TopicSpec
 from topics.dlq import H_ERROR, H_ERROR_KIND, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 
@@ -29,13 +29,7 @@ async def _committed_past(
 ) -> bool:
     """True once the worker's group has committed beyond the message `sent`."""
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap_servers(kafka_url),
-        group_id=group,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
+    async with group_offsets(kafka_url, group) as consumer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             committed = await consumer.committed(TopicPartition(sent.topic, sent.partition))
@@ -43,8 +37,6 @@ async def _committed_past(
                 return True
             await asyncio.sleep(0.5)
         return False
-    finally:
-        await consumer.stop()
 
 
 @pytest.mark.parametrize("spec", INPUT_TOPICS, ids=lambda s: s.name)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents import consumer_group
@@ -25,7 +25,7 @@ from schemas.examples import example
 from scribe.settings import kafka_bootstrap_servers
 from scribe.stack.processes import ProcessRecord, free_port
 from scribe.stack.services import Redis
-from scribe.workers import WorkerProcess, new_worker
+from scribe.workers import WorkerProcess, group_offsets, new_worker
 from topics.catalog import CACHE_INVALIDATIONS, USAGE_EVENTS
 from topics.publisher import Publisher
 
@@ -128,17 +128,9 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[Redis, int, list[ProcessRecord]]
 
 
 async def _committed(kafka_url: str, group: str, tp: TopicPartition) -> int | None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap_servers(kafka_url),
-        group_id=group,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
+    async with group_offsets(kafka_url, group) as consumer:
         offset = await consumer.committed(tp)
         return None if offset is None else int(offset)
-    finally:
-        await consumer.stop()
 
 
 async def test_redis_outage_degrades_health_grows_lag_exactly_and_recovers(

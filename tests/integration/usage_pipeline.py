@@ -14,11 +14,12 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from agents.usage.synthetic import SyntheticUsage
 from schemas.model_catalog import load_catalog
 from scribe.settings import kafka_bootstrap_servers
+from scribe.workers import group_offsets
 from topics.catalog import USAGE_EVENTS
 
 MILLION = Decimal(1_000_000)
@@ -53,20 +54,12 @@ async def publish(kafka_url: str, items: Iterable[SyntheticUsage]) -> dict[int, 
 
 
 async def committed(kafka_url: str, group: str, partitions: Iterable[int]) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap_servers(kafka_url),
-        group_id=group,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
+    async with group_offsets(kafka_url, group) as consumer:
         result = {}
         for partition in partitions:
             offset = await consumer.committed(TopicPartition(USAGE_EVENTS.name, partition))
             result[partition] = -1 if offset is None else offset
         return result
-    finally:
-        await consumer.stop()
 
 
 async def wait_committed_past(

@@ -8,10 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from scribe.settings import kafka_bootstrap_servers
+from scribe.workers import group_offsets
 
 
 async def eventually(
@@ -31,13 +31,7 @@ async def committed_through(
     kafka_url: str, group: str, last: dict[TopicPartition, int], timeout: float
 ) -> bool:
     """True once `group` has committed past offset `last[tp]` on every partition."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap_servers(kafka_url),
-        group_id=group,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
+    async with group_offsets(kafka_url, group) as consumer:
 
         async def done() -> bool:
             for tp, offset in last.items():
@@ -47,8 +41,6 @@ async def committed_through(
             return True
 
         return await eventually(done, timeout, interval=0.25)
-    finally:
-        await consumer.stop()
 
 
 async def purged(
