@@ -1,7 +1,8 @@
 """The worlds one worker owns, held in memory and written through to PostgreSQL.
 
 Ownership follows the partitions of `world.events` and `world.ticks`: both are keyed by
-world_id with the same partition count, so Faust assigns partition p of both to one worker.
+world_id with the same partition count, and the consumer's range assignor gives partition p of
+both to one worker.
 A world is loaded from PostgreSQL (its checkpoint plus the inputs logged after it) when its
 first message arrives, or (if it is still active) when its partition is assigned, and dropped
 when the partition is revoked. PostgreSQL, not a Faust changelog, is what a restarted worker
@@ -10,9 +11,10 @@ not be trusted there.
 
 Every change to a world happens synchronously in memory (apply an event, step a tick) and
 appends its rows to one pending batch; `flush` writes that batch in one transaction (a group
-commit shared by the agents and the timer), then announces the changes on
-`cache.invalidations`. Agents flush before they take their next batch, so Kafka offsets never
-run ahead of what PostgreSQL holds, and the stored log is always a prefix of what was applied.
+commit shared by the consumer and the timer), then announces the changes on
+`cache.invalidations`. The consumer commits a batch's offsets only after the batch was flushed,
+so Kafka offsets never run ahead of what PostgreSQL holds, and the stored log is always a
+prefix of what was applied.
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ MAX_TICK_JUMP = 1440
 ROUND_BUDGET = 2000
 # The timer yields to the event loop after this many ticks, so consumers and heartbeats run.
 YIELD_EVERY = 200
+
+# The `agent` label of each input's metrics (the consumer is no Faust agent).
+EVENTS_AGENT = "world-events"
+TICKS_AGENT = "world-ticks"
 
 Publish = Callable[[list[CacheInvalidation]], Awaitable[None]]
 
@@ -349,7 +355,9 @@ class WorldOwner:
                 rejects.append((item, outcome.kind, outcome.reason))
         for item, kind, reason in rejects:
             WORLD_EVENTS.labels(outcome="rejected").inc()
-            await self.dead_letters.send(WORLD_EVENTS_TOPIC, item.origin, kind, reason)
+            await self.dead_letters.send(
+                WORLD_EVENTS_TOPIC, item.origin, kind, reason, EVENTS_AGENT
+            )
         await self.flush()
         return applied
 
@@ -389,7 +397,7 @@ class WorldOwner:
             for _ in range(max(0, gap)):
                 self._advance(world, due_at, "topic")
         for item, kind, reason in rejects:
-            await self.dead_letters.send(WORLD_TICKS_TOPIC, item.origin, kind, reason)
+            await self.dead_letters.send(WORLD_TICKS_TOPIC, item.origin, kind, reason, TICKS_AGENT)
         await self.flush()
 
     async def tick_due(self) -> None:
@@ -545,7 +553,7 @@ class WorldOwner:
                     raise
             stored_at = self.clock()
             observe_end_to_end(
-                "world-events",
+                EVENTS_AGENT,
                 "postgres.world",
                 (r.occurred_at for r in batch.rows if r.source == "event"),
             )
