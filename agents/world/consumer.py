@@ -2,11 +2,12 @@
 service of the Faust worker, in its own group `<app id>-world`.
 
 Why not Faust agents: with them, a worker SIGKILLed mid-stream and restarted lost events in
-about half of the full-suite runs. The restarted consumer read each partition from near its
-end instead of from the committed offset, and Faust's gap handling treated the jump as
-compaction and committed over it (~52 events per partition were never applied). Here an offset
-is committed only after the owner has stored everything read before it in PostgreSQL, and a
-revoked partition's worlds are written before another worker may take it.
+about half of the full-suite runs: the group's offsets were committed past the events published
+while it was down (~52 per partition), which were never applied. The restarted Faust consumer
+had not read them, and its gap handling (a forward jump in offsets is taken for compaction) acked
+the hole; which start-up path moved its position was not found. Here an offset is committed
+only after the owner stored everything read before it in PostgreSQL, and a revoked partition's
+worlds are written before another worker may take it.
 
 Ownership is by partition: both topics are keyed by world_id with the same partition count,
 and the range assignor gives partition p of both topics to the same member.
