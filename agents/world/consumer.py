@@ -64,13 +64,18 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        partitions = {tp.partition for tp in revoked if tp.topic == WORLD_EVENTS.name}
-        if partitions:
-            async with self.service.applying:
-                await self.service.owner.revoked(partitions)
+        service = self.service
+        async with service.applying:
+            service.owned -= set(revoked)
+            partitions = {tp.partition for tp in revoked if tp.topic == WORLD_EVENTS.name}
+            if partitions:
+                await service.owner.revoked(partitions)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         service = self.service
+        if service.should_stop:
+            return  # a join finishing while the worker leaves: it will own nothing
+        service.owned = set(assigned)
         partitions = {tp.partition for tp in assigned if tp.topic == WORLD_EVENTS.name}
         count = service.consumer.partitions_for_topic(WORLD_EVENTS.name)
         fallback = service.resources.settings.base.topic_partitions
@@ -88,6 +93,9 @@ class WorldBatchConsumer(mode.Service):
         self.resources = resources
         self.world_owner = world_owner
         self.applying = asyncio.Lock()  # held while a batch is applied and committed
+        # What the listener last gave this worker (`assignment()` still lists revoked
+        # partitions until the next assignment arrives).
+        self.owned: set[TopicPartition] = set()
         self._owner: WorldOwner | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._offsets: GroupOffsets | None = None
@@ -143,32 +151,45 @@ class WorldBatchConsumer(mode.Service):
                 log.warning("world: batch not finished after %.0f s; abandoned", STOP_GRACE_S)
                 self._consuming.cancel()
         if self._consumer is not None:
-            # Leaving the group does not call the listener: checkpoint and write the worlds
-            # here, so the next owner loads them from a fresh checkpoint.
-            owned = {tp.partition for tp in self.consumer.assignment()}
-            if owned and self._owner is not None:
+            try:
+                # Leaving the group does not call the listener: checkpoint and write the
+                # worlds here, so the next owner loads them from a fresh checkpoint.
                 async with self.applying:
-                    await self.owner.revoked(owned)
-            await self._consumer.stop()
+                    owned = {tp.partition for tp in self.owned if tp.topic == WORLD_EVENTS.name}
+                    self.owned = set()
+                    if owned and self._owner is not None:
+                        await self.owner.revoked(owned)
+            finally:
+                await self._consumer.stop()
         if self._offsets is not None:
             await self._offsets.close()
 
     async def _consume(self) -> None:
+        pause = FIRST_PAUSE_S
         while not self.should_stop:
-            records = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_BATCH)
+            try:
+                records = await self.consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_BATCH
+                )
+            except KafkaError as error:
+                log.warning("world: fetch failed (%r); retry in %.1f s", error, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_PAUSE_S)
+                continue
+            pause = FIRST_PAUSE_S
             if records:
                 await self._apply_until_done(records)
 
     async def _apply_until_done(self, records: Records) -> None:
         """Apply a batch, retrying after a pause when Kafka or PostgreSQL fails under it: the
         owner ignores the events it already stored, and ticks it already took, so a retry
-        changes only what the failed attempt did not store."""
+        changes only what the failed attempt did not store. Stopping abandons the batch
+        uncommitted: the partitions' next owner reads it again."""
         pause = FIRST_PAUSE_S
-        while True:
+        while not self.should_stop:
             async with self.applying:
                 # A partition revoked meanwhile is its next owner's to apply.
-                owned = self.consumer.assignment()
-                records = {tp: batch for tp, batch in records.items() if tp in owned}
+                records = {tp: batch for tp, batch in records.items() if tp in self.owned}
                 if not records:
                     return
                 try:

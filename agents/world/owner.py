@@ -180,15 +180,18 @@ class WorldOwner:
         self._owned = set(partitions)
 
     async def revoked(self, partitions: set[int]) -> None:
-        """Checkpoint and write the worlds of partitions this worker lost, then forget them."""
+        """Checkpoint and write the worlds of partitions this worker lost, then forget them
+        (also when the write fails: they are no longer this worker's to tick)."""
         lost = [w for w, owned in self.worlds.items() if owned.partition in partitions]
         for world_id in lost:
             self.worlds[world_id].checkpoint_due_at = 0.0
             self._pending.dirty[world_id] = None
-        await self.flush()
-        self._owned -= partitions
-        self._unloaded -= partitions
-        self._forget(w for w, owned in self.worlds.items() if owned.partition in partitions)
+        try:
+            await self.flush()
+        finally:
+            self._owned -= partitions
+            self._unloaded -= partitions
+            self._forget(w for w, owned in self.worlds.items() if owned.partition in partitions)
 
     def _forget(self, world_ids: Iterable[str]) -> None:
         """Drop worlds from memory with their unwritten changes (a later owner re-derives
@@ -543,13 +546,16 @@ class WorldOwner:
                     for world_id in conflict.world_ids:
                         captured.pop(world_id, None)
                     batch = batch.without(conflict.world_ids)
-                except Exception:
-                    # Not retryable and not understood: memory is now ahead of PostgreSQL for
-                    # these worlds, and writing later changes would leave a gap in their log.
-                    # Forget them (they reload from PostgreSQL) and let the caller fail.
+                except BaseException:
+                    # Not retryable and not understood, or cancelled: memory is now ahead of
+                    # PostgreSQL for these worlds, and writing later changes would leave a gap
+                    # in their log. Forget them (they reload from PostgreSQL), have the input
+                    # batch that applied their events apply them again, and let the caller fail.
                     lost = set(captured) | {r.world_id for r in batch.rows}
                     log.exception("world batch write failed; forgetting %d world(s)", len(lost))
                     self._forget(lost)
+                    for world_id in lost:
+                        self._conflicted_at[world_id] = self._forgets
                     raise
             stored_at = self.clock()
             observe_end_to_end(

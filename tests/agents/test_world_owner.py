@@ -3,6 +3,7 @@ a clock the test moves: tick scheduling, ticks from producers, and two owners of
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -283,3 +284,39 @@ async def test_a_stored_world_that_cannot_be_rebuilt_is_dead_lettered_not_guesse
     assert dead[0].headers["scribe-error-kind"] == b"world_unavailable"
     assert b"its log reaches version 0 but its head is 3" in dead[0].headers["scribe-error"]
     assert await pool.fetchval("SELECT version FROM world_state WHERE world_id = $1", w) == 3
+
+
+@pytest.mark.integration
+async def test_a_write_cancelled_at_shutdown_leaves_no_stored_head_ahead_of_its_log(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    kafka_producer: AIOKafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    worlds = owner(pool, publisher, kafka_producer, clock, tick_seconds=0)
+    w = f"w-cancel-{uuid.uuid4().hex[:8]}"
+    await worlds.apply_events([received(happening(clock, village_loaded(w)))])
+    moved = move(clock, w, "npc-1", "farm")
+
+    writing = asyncio.Event()
+
+    async def write_never_returns(batch: Any) -> None:
+        writing.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(worlds.store, "write", write_never_returns)
+    applying = asyncio.create_task(worlds.apply_events(moved))
+    await writing.wait()
+    applying.cancel()  # the consumer's batch abandoned when the worker stops
+    with pytest.raises(asyncio.CancelledError):
+        await applying
+    monkeypatch.undo()
+    await worlds.revoked({0})  # what stopping does next: checkpoint what the worker owns
+
+    # The batch was not committed: the next owner reads it again.
+    successor = owner(pool, publisher, kafka_producer, clock, tick_seconds=0)
+    await successor.apply_events(moved)
+    assert [s for s, _ in await stored_inputs(pool, w)] == ["event", "event"]
+    assert await replays_to_head(pool, successor, w)
+    assert successor.worlds[w].state.npcs["npc-1"].location_id == "farm"
