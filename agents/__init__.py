@@ -22,11 +22,20 @@ def consumer_group(app_id: str, topic: str) -> str:
     except for the firehose flows that run their own batch consumer."""
     from agents.invalidation.consumer import consumer_group as invalidation_group
     from agents.usage.consumer import usage_group_id
-    from topics.catalog import AI_REQUESTS, CACHE_INVALIDATIONS, USAGE_EVENTS
+    from agents.world.consumer import world_group_id
+    from topics.catalog import (
+        AI_REQUESTS,
+        CACHE_INVALIDATIONS,
+        USAGE_EVENTS,
+        WORLD_EVENTS,
+        WORLD_TICKS,
+    )
 
     own_groups = {
         AI_REQUESTS.name: lambda app: f"{app}-router-intake",  # agents/router/agent.py
         CACHE_INVALIDATIONS.name: invalidation_group,
         USAGE_EVENTS.name: usage_group_id,
+        WORLD_EVENTS.name: world_group_id,
+        WORLD_TICKS.name: world_group_id,
     }
     return own_groups[topic](app_id) if topic in own_groups else app_id

@@ -1,18 +1,18 @@
-"""Turn a Faust stream of raw messages into validated events; bad input goes to the DLQ.
+"""Turn raw messages into validated events; bad input goes to the DLQ.
 
-Faust agents call `decoded_batches`, batch consumers `decoded`: each batch holds only valid
-events, and every invalid message before it has already been stored in the topic's `.dlq`.
+A batch from `decoded` holds only valid events, and every invalid message among its inputs has
+already been stored in the topic's `.dlq`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from schemas import DecodeError, decode
 from schemas.events import Event
-from scribe.metrics import MESSAGES_IN, current_agent_name
+from scribe.metrics import MESSAGES_IN
 from topics.catalog import TopicSpec
 from topics.dlq import DeadLetters, Origin
 
@@ -48,31 +48,3 @@ async def decoded(
             continue
         batch.append(Received(event, origin))
     return batch
-
-
-async def decoded_batches(
-    stream: Any,
-    spec: TopicSpec,
-    model: type[E],
-    dead_letters: DeadLetters,
-    *,
-    max_batch: int = 500,
-    within: float = 0.1,
-) -> AsyncIterator[list[Received[E]]]:
-    """Batches of valid events, in partition order. Faust acks a batch's messages when the
-    agent asks for the next batch, so the caller must finish writing before it loops."""
-    agent = current_agent_name()
-    async for faust_events in stream.take_events(max_batch, within=within):
-        origins = [
-            Origin(
-                spec.name,
-                faust_event.message.partition,
-                faust_event.message.offset,
-                faust_event.message.key,
-                faust_event.value,
-            )
-            for faust_event in faust_events
-        ]
-        batch = await decoded(origins, spec, model, dead_letters, agent)
-        if batch:
-            yield batch

@@ -159,13 +159,18 @@ class RouterSettlement(Event):
 
 
 class WorldEvent(Event):
-    """Something a player or the AI did in a world, keyed by world_id."""
+    """Something a player or the AI did in a world, keyed by world_id.
+
+    `version`, when the producer numbers its events per world, lets the world ignore any
+    event at or below the highest version it has applied (besides ignoring repeated ids).
+    """
 
     event_id: Identifier
     world_id: Identifier
     type: EventType
     payload: Payload = Field(default_factory=dict)
     occurred_at: UtcDatetime
+    version: Annotated[int, Field(strict=True, ge=1, le=2**53)] | None = None
 
 
 class WorldTick(Event):

@@ -69,8 +69,8 @@ def _fields(model: type[Event], now: datetime) -> dict[str, Any]:
         return {
             "event_id": _id("wev"),
             "world_id": "world-1",
-            "type": "npc_created",
-            "payload": {"npc_id": "npc-1", "name": "Mira"},
+            "type": "memory_recorded",
+            "payload": {"content": "Rain drummed on the tavern roof all evening."},
             "occurred_at": now,
         }
     if model is WorldTick:

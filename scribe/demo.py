@@ -23,7 +23,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import decode, encode
-from schemas.events import AIRequest, AIResponse, CacheInvalidation, UsageEvent
+from schemas.events import AIRequest, AIResponse, CacheInvalidation, UsageEvent, WorldEvent
+from schemas.examples import example
 from scribe.dashboard.figures import take_snapshot
 from scribe.gateway.access import TokenBook
 from scribe.gateway.config import GatewaySettings
@@ -110,6 +111,53 @@ def _workload(tally: LoadTally) -> Workload:
             mix=Mix(malformed=BAD_INPUT_SHARE),
         )
     )
+
+
+DEMO_WORLDS = [f"{DEMO_PREFIX}world-{n}" for n in range(1, 6)]  # the workload's five worlds
+
+
+async def _load_worlds(env: dict[str, str]) -> None:
+    """Give each demo world a village to simulate before the load starts ticking it."""
+    async with Publisher(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"])) as publisher:
+        await publisher.publish_many(
+            example(WorldEvent, world_id=w, type="world_loaded", payload={"template": "village"})
+            for w in DEMO_WORLDS
+        )
+    conn = await asyncpg.connect(env["SCRIBE_DATABASE_URL"])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM world_state WHERE world_id = ANY($1::text[])", DEMO_WORLDS
+            )
+            if count == len(DEMO_WORLDS):
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+async def _world_summary(database_url: str) -> bool:
+    """Worlds ticked, one world's summary line, and a replay of every demo world."""
+    from scribe.cli.world import current_state, replay_world, summary
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetch(
+            "SELECT world_id FROM world_state WHERE world_id = ANY($1::text[]) ORDER BY 1",
+            DEMO_WORLDS,
+        )
+    finally:
+        await conn.close()
+    states = [(await current_state(database_url, row["world_id"]))[1] for row in stored]
+    click.echo(f"\nworlds: {len(states)} ticked, {sum(s.tick for s in states):,} ticks in all")
+    if states:
+        click.echo("  " + summary(states[0])[0])
+    _say("replaying the demo worlds from their stored events ...")
+    results = [await replay_world(database_url, state.world_id) for state in states]
+    matched = sum(result.matches for result in results)
+    click.echo(f"  replay: {matched} of {len(results)} worlds match their live state")
+    return len(states) == len(DEMO_WORLDS) and matched == len(results)
 
 
 async def _publish_load(kafka_url: str, seconds: float, tally: LoadTally) -> None:
@@ -289,6 +337,7 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
         )
     for line in await _budget_and_costs(database_url):
         click.echo(line)
+    ok &= await _world_summary(database_url)
     if sample_reason:
         click.echo(f"a dead letter's reason: {sample_reason.decode(errors='replace')}")
     ok &= await _invalidation_summary(env, tally, worker)
@@ -355,6 +404,7 @@ def run_demo(seconds: float, workdir: Path) -> int:
         _say(f"publishing a mixed load at ~{EVENTS_PER_SECOND} events/s for {seconds:.0f} s ...")
         _say(f"watch it live: {worker.url}/dashboard")
         tally = LoadTally()
+        asyncio.run(_load_worlds(env))
         asyncio.run(_publish_load(env["SCRIBE_KAFKA_URL"], seconds, tally))
         _print_metric_families(worker)
         _say("posting usage events through the HTTP ingest gateway ...")

@@ -166,11 +166,21 @@ WORLD_TICKS = Counter(
 )
 WORLD_TICK_LAG_SECONDS = Histogram(
     "scribe_world_tick_lag_seconds",
-    "From the time a tick was due to the time it was applied, by source (timer, topic)",
+    "From the time a tick was due to the time it was applied and stored in PostgreSQL, "
+    "by source (timer, topic)",
     ["source"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 WORLDS_ACTIVE = Gauge("scribe_worlds_active", "Worlds ticking on this worker")
+WORLD_EVENTS = Counter(
+    "scribe_world_events",
+    "World events by outcome: applied, duplicate (ignored) or rejected (dead-lettered)",
+    ["outcome"],
+)
+WORLD_CONFLICTS = Counter(
+    "scribe_world_conflicts",
+    "Worlds found written by another worker; this worker's unsaved changes were dropped",
+)
 
 # --- HTTP ingest gateway (`scribe gateway`, served on the gateway's own /metrics) -------------
 

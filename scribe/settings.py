@@ -6,6 +6,7 @@ stack": the CLI then reads the URLs that `scribe stack up` recorded under `.scri
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,20 @@ def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     return raw
 
 
+def _float(name: str, default: float, positive: bool = False) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise SettingsError(f"{name}: {raw!r} must be a finite number {bound}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The pipeline's configuration; `from_env()` is the only constructor production uses."""
@@ -166,6 +181,15 @@ class Settings:
     producer_linger_ms: int = 5
     processing_guarantee: str = "at_least_once"
     security: Security = field(default_factory=Security)
+    # World simulation: seconds between ticks of an active world (0: no timer, ticks come
+    # only from `world.ticks`), seconds without player activity before a world goes idle,
+    # and the most ticks one world catches up per scheduling round.
+    world_tick_seconds: float = 1.0
+    world_idle_seconds: float = 300.0
+    world_catch_up_ticks: int = 20
+    # How often a world's full state is written to world_state (0: with every batch); between
+    # checkpoints world_state.state lags the world's log by up to twice this.
+    world_checkpoint_seconds: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -208,6 +232,10 @@ class Settings:
                 "SCRIBE_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES, "at_least_once"
             ),
             security=security,
+            world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
+            world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),
+            world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
+            world_checkpoint_seconds=_float("SCRIBE_WORLD_CHECKPOINT_SECONDS", 10.0),
         )
 
     def require(self) -> ResolvedSettings:
@@ -247,6 +275,28 @@ class ResolvedSettings:
     def kafka_client_options(self) -> dict[str, Any]:
         """Security options for every aiokafka client (producer, consumer, admin)."""
         return self.base.security.kafka.aiokafka_kwargs()
+
+    def batch_consumer_options(self, group_id: str) -> dict[str, Any]:
+        """aiokafka consumer options of a flow that runs its own batch consumer group: it
+        commits offsets itself, only after its sink stored what they cover, and a new group
+        starts at the beginning of the log."""
+        timeouts: dict[str, int] = (
+            {
+                "rebalance_timeout_ms": 5000,
+                "session_timeout_ms": 10000,
+                "heartbeat_interval_ms": 1000,
+            }
+            if self.base.fast_rebalance
+            else {}
+        )
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            **timeouts,
+            **self.kafka_client_options,
+        }
 
     @property
     def secrets(self) -> list[str]:

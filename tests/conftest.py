@@ -15,6 +15,9 @@ from scribe.settings import kafka_bootstrap_servers
 from scribe.workers import WorkerProcess, new_worker, services_for_tests
 from topics.publisher import Publisher
 
+# Short world-simulation intervals, so the world tests see ticks and idling within seconds.
+WORKER_TEST_SETTINGS = {"SCRIBE_WORLD_TICK_SECONDS": "0.2", "SCRIBE_WORLD_IDLE_SECONDS": "3"}
+
 
 @pytest.fixture(scope="session")
 def state_dir() -> Iterator[Path]:
@@ -46,7 +49,7 @@ def database_url(services: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def worker(services: dict[str, str], state_dir: Path) -> Iterator[WorkerProcess]:
     """One worker shared by the integration tests; each test uses its own ids."""
-    process = new_worker(services, state_dir / "workers").start()
+    process = new_worker(services | WORKER_TEST_SETTINGS, state_dir / "workers").start()
     try:
         yield process
     finally:

@@ -165,21 +165,9 @@ class UsageBatchConsumer(mode.Service):
         self.ledger = UsageLedger(self.pool, self.usage.alert_thresholds_pct)
         self.budgets = BudgetStore(self.pool)
         await self._maintain_partitions()
-        timeouts: dict[str, int] = {}
-        if settings.base.fast_rebalance:
-            timeouts = {
-                "rebalance_timeout_ms": 5000,
-                "session_timeout_ms": 10000,
-                "heartbeat_interval_ms": 1000,
-            }
         self._consumer = AIOKafkaConsumer(
             USAGE_EVENTS.name,
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=usage_group_id(settings.base.app_id),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **timeouts,
-            **settings.kafka_client_options,
+            **settings.batch_consumer_options(usage_group_id(settings.base.app_id)),
         )
         await self.consumer.start()
         self._offsets = GroupOffsets(

@@ -216,9 +216,11 @@ from scribe.cli.budget import budget  # noqa: E402
 from scribe.cli.costs import costs  # noqa: E402
 from scribe.cli.gateway import gateway  # noqa: E402
 from scribe.cli.loadgen import loadgen  # noqa: E402
+from scribe.cli.world import world  # noqa: E402
 
 main.add_command(bench)
 main.add_command(budget)
 main.add_command(costs)
 main.add_command(gateway)
 main.add_command(loadgen)
+main.add_command(world)

@@ -52,15 +52,11 @@ PROMPTS = (
     "Summarize what the party learned in the crypt.",
     "Draw a map of the northern marches.",
 )
-WORLD_EVENT_TYPES = (
-    "npc_created",
-    "npc_moved",
-    "item_found",
-    "dialogue",
-    "quest_started",
-    "quest_completed",
-    "location_discovered",
-)
+# World events the world flow applies (agents/world/apply.py), naming the NPCs and places of
+# the village a world's first `world_loaded` creates; before it they are refused to the DLQ.
+WORLD_EVENT_TYPES = ("world_loaded", "npc_moved", "memory_recorded", "relationship_changed")
+VILLAGE_NPCS = 8
+VILLAGE_PLACES = ("square", "tavern", "market", "temple", "farm", "forest", "mine", "harbor")
 MALFORMED = (
     b'{"truncated": ',
     b"[1, 2, 3]",
@@ -239,11 +235,22 @@ class Workload:
 
     def _world_event(self) -> WorldEvent:
         kind = self._rng.choice(WORLD_EVENT_TYPES)
+        npc, other = (f"npc-{n}" for n in self._rng.sample(range(1, VILLAGE_NPCS + 1), 2))
+        payloads: dict[str, dict[str, object]] = {
+            "world_loaded": {"template": "village"},
+            "npc_moved": {"npc_id": npc, "location_id": self._rng.choice(VILLAGE_PLACES)},
+            "memory_recorded": {"npc_id": npc, "content": f"{npc} spoke with {other}."},
+            "relationship_changed": {
+                "npc_id": npc,
+                "other_npc_id": other,
+                "delta": self._rng.randint(-10, 10),
+            },
+        }
         return WorldEvent(
             event_id=self._id("wev"),
             world_id=self._world(),
             type=kind,
-            payload={"npc_id": f"npc-{self._rng.randint(1, 200)}", "detail": kind},
+            payload=payloads[kind],
             occurred_at=self.clock(),
         )
 

@@ -104,7 +104,9 @@ def fault_stack(state_dir: Path) -> Iterator[FaultStack]:
 
 @pytest.fixture(scope="session")
 def fault_worker(fault_stack: FaultStack, state_dir: Path) -> Iterator[WorkerProcess]:
-    env = fault_stack.env() | FAULT_TUNING
+    # No world ticks in the background: the fault tests count invalidations through metrics,
+    # and a ticking world announces its changes on cache.invalidations.
+    env = fault_stack.env() | {"SCRIBE_WORLD_TICK_SECONDS": "0"} | FAULT_TUNING
     process = new_worker(env, state_dir / "fault-workers").start()
     try:
         yield process

@@ -145,13 +145,16 @@ def metric_total(worker: WorkerProcess, name: str, **labels: str) -> float:
     return worker.metric(name, **labels)
 
 
-def dead_letter_counts(worker: WorkerProcess) -> dict[str, float]:
-    """scribe_dead_letters_total by source topic, from the worker's /metrics."""
+def dead_letter_counts(worker: WorkerProcess, kinds: set[str] | None = None) -> dict[str, float]:
+    """scribe_dead_letters_total by source topic, from the worker's /metrics; only the reason
+    `kinds` given, if any."""
     text = httpx.get(f"{worker.url}/metrics", timeout=5).text
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "scribe_dead_letters_total":
+            if sample.name == "scribe_dead_letters_total" and (
+                kinds is None or sample.labels["kind"] in kinds
+            ):
                 topic = sample.labels["topic"]
                 counts[topic] = counts.get(topic, 0.0) + sample.value
     return counts

@@ -77,7 +77,10 @@ async def test_corpus_on_every_input_topic(
     try:
         for key in (*doomed, kept):
             await cache.set(key, b"cached")
-        metrics_before = dead_letter_counts(fault_worker)
+        # The corpus's own reasons: a flow may also refuse a schema-valid case on its rules
+        # (a tick for a world that does not exist yet), which is not what is counted here.
+        kinds = {c.expected for cs in cases.values() for c in cs if c.expected != VALID}
+        metrics_before = dead_letter_counts(fault_worker, kinds)
         log_start = log_size(fault_worker)
 
         sent = await publish_raw(
@@ -128,7 +131,7 @@ async def test_corpus_on_every_input_topic(
 
         assert fault_worker.alive(), fault_worker.log_tail()
         assert agent_crashes(fault_worker, log_start) == []
-        metrics_after = dead_letter_counts(fault_worker)
+        metrics_after = dead_letter_counts(fault_worker, kinds)
         for spec, _valid, invalid, letters in outcomes:
             counted = metrics_after.get(spec.name, 0) - metrics_before.get(spec.name, 0)
             assert counted == len(invalid) == len(letters), spec.name

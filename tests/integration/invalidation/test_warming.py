@@ -89,7 +89,11 @@ async def test_a_world_without_state_is_counted_not_warmed(
     world = f"nostate-{uuid.uuid4().hex[:10]}"
     await db.execute(WORLD_STATE)
     before = await metric(worker.url, "scribe_cache_warming_total", outcome="no_state")
-    await publisher.publish(example(WorldEvent, world_id=world, type="world_loaded", payload={}))
+    # A template the world flow refuses, so it does not create the world's state meanwhile.
+    payload = {"template": "no-such-template"}
+    await publisher.publish(
+        example(WorldEvent, world_id=world, type="world_loaded", payload=payload)
+    )
 
     async def counted() -> bool:
         return await metric(worker.url, "scribe_cache_warming_total", outcome="no_state") > before

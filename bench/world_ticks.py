@@ -1,0 +1,297 @@
+"""Benchmark: N active worlds ticking at 1 Hz on one worker while player events arrive.
+
+    .venv/bin/python bench/world_ticks.py --worlds 1000 --seconds 60 --events-per-second 100
+
+Starts the embedded stack (or uses SCRIBE_*_URL), one `scribe worker` (tick every second,
+worlds never idle during the run), loads N village worlds (their first events spread over two
+seconds, as players arrive), publishes player events to random worlds for the measured
+window, then reads back from PostgreSQL:
+
+- world ticks stored per second by the worker, against the required N x 1 Hz (ratio);
+- the worker's CPU per tick against a baseline measured side by side: the pure `step` run in
+  this process on the same kind of worlds (no Kafka, PostgreSQL or invalidations), so the
+  ratio is what the pipeline costs on top of the simulation;
+- tick lag: from the second a tick was due until its row was written, p50 / p99 / max;
+- player events applied per second, and the worker's own tick-lag histogram (/metrics).
+
+A progress line is printed every five seconds; results go to bench/results/world_ticks-*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psutil
+
+from agents.world.apply import Applied, apply_event
+from agents.world.model import WorldState
+from agents.world.step import step
+from schemas.events import WorldEvent
+from scribe.settings import kafka_bootstrap_servers
+from scribe.workers import WorkerProcess, new_worker, services_for_tests
+from topics.publisher import Publisher
+
+RESULTS = Path(__file__).parent / "results"
+PLACES = ("square", "tavern", "market", "temple", "farm", "forest", "mine", "harbor")
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def event(world_id: str, type_: str, **payload: Any) -> WorldEvent:
+    return WorldEvent(
+        event_id=f"ev-{uuid.uuid4().hex[:16]}",
+        world_id=world_id,
+        type=type_,
+        payload=payload,
+        occurred_at=datetime.now(UTC),
+    )
+
+
+def player_event(rng: random.Random, world_id: str) -> WorldEvent:
+    npc, other = rng.sample([f"npc-{n}" for n in range(1, 9)], 2)
+    roll = rng.random()
+    if roll < 0.5:
+        return event(world_id, "npc_moved", npc_id=npc, location_id=rng.choice(PLACES))
+    if roll < 0.8:
+        return event(world_id, "memory_recorded", npc_id=npc, content=f"{npc} met {other}")
+    return event(
+        world_id, "relationship_changed", npc_id=npc, other_npc_id=other, delta=rng.randint(-9, 9)
+    )
+
+
+def step_ceiling(worlds: int, seconds: float) -> float:
+    """Baseline: ticks per CPU second of the pure step alone, round-robin over `worlds`
+    villages (CPU time, so other load on the machine does not shrink it)."""
+    states = []
+    for number in range(worlds):
+        world_id = f"baseline-{number}"
+        loaded = apply_event(
+            WorldState(world_id), event(world_id, "world_loaded", template="village")
+        )
+        assert isinstance(loaded, Applied)
+        states.append(loaded.state)
+    ticks = 0
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    while time.perf_counter() - started < seconds:
+        index = ticks % worlds
+        states[index], _ = step(states[index], states[index].tick + 1)
+        ticks += 1
+    return ticks / (time.process_time() - cpu_started)
+
+
+async def load_worlds(publisher: Publisher, world_ids: list[str], spread_s: float) -> None:
+    chunks = 20
+    size = -(-len(world_ids) // chunks)
+    for start in range(0, len(world_ids), size):
+        base = "https://cdn.scribe.invalid/worlds"
+        await publisher.publish_many(
+            event(w, "world_loaded", template="village", image_base_url=f"{base}/{w}")
+            for w in world_ids[start : start + size]
+        )
+        await asyncio.sleep(spread_s / chunks)
+
+
+async def wait_until_ticking(db: asyncpg.Connection, prefix: str, worlds: int) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        ticking = await db.fetchval(
+            "SELECT count(*) FROM world_state WHERE world_id LIKE $1 AND tick > 0", prefix + "%"
+        )
+        if ticking >= worlds:
+            return
+        say(f"  warming up: {ticking}/{worlds} worlds ticking")
+        await asyncio.sleep(2)
+    raise TimeoutError("the worlds did not all start ticking within 180 s")
+
+
+async def publish_players(
+    publisher: Publisher, world_ids: list[str], rate: float, seconds: float, db: Any
+) -> int:
+    rng = random.Random(7)
+    prefix = world_ids[0].rsplit("-", 1)[0] + "-"
+    started = time.monotonic()
+    next_report = started + 5
+    sent = 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        target = int(elapsed * rate)
+        if target > sent:
+            batch = [player_event(rng, rng.choice(world_ids)) for _ in range(target - sent)]
+            sent += await publisher.publish_many(batch)
+        if time.monotonic() >= next_report:
+            next_report += 5
+            ticks = await db.fetchval(
+                "SELECT sum(tick) FROM world_state WHERE world_id LIKE $1", prefix + "%"
+            )
+            say(f"  {elapsed:5.0f}/{seconds:.0f} s  player events sent {sent:,}; ticks {ticks:,}")
+        await asyncio.sleep(0.02)
+    return sent
+
+
+def histogram_mean(metrics: str, name: str, labels: str = "") -> float | None:
+    """Mean of a histogram over the worker's life, from its _sum and _count."""
+    values = {}
+    for kind in ("sum", "count"):
+        found = re.search(rf"^{name}_{kind}{re.escape(labels)} ([0-9.e+-]+)$", metrics, re.M)
+        if found is None:
+            return None
+        values[kind] = float(found.group(1))
+    return values["sum"] / values["count"] if values["count"] else None
+
+
+def histogram_p99(metrics: str) -> float | None:
+    """p99 upper bound from the worker's `scribe_world_tick_lag_seconds` buckets (timer)."""
+    buckets = []
+    pattern = r'scribe_world_tick_lag_seconds_bucket\{le="([^"]+)",source="timer"\} ([0-9.e+]+)'
+    for le, count in re.findall(pattern, metrics):
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(count)))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(le for le, count in buckets if count >= 0.99 * total)
+
+
+async def measure(
+    args: argparse.Namespace, env: dict[str, str], worker: WorkerProcess
+) -> dict[str, Any]:
+    assert worker.process is not None
+    worker_cpu = psutil.Process(worker.process.pid)
+    run = uuid.uuid4().hex[:6]
+    prefix = f"bench-{run}-"
+    world_ids = [f"{prefix}{n:04d}" for n in range(args.worlds)]
+    db = await asyncpg.connect(env["SCRIBE_DATABASE_URL"])
+    try:
+        async with Publisher(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"])) as publisher:
+            say(f"loading {args.worlds} worlds ...")
+            await load_worlds(publisher, world_ids, spread_s=2.0)
+            await wait_until_ticking(db, prefix, args.worlds)
+            await asyncio.sleep(3)  # let the start-up burst settle
+            say(f"measuring for {args.seconds:.0f} s with {args.events_per_second}/s events ...")
+            window_start = await db.fetchval("SELECT clock_timestamp()")
+            cpu_before = worker_cpu.cpu_times()
+            sent = await publish_players(
+                publisher, world_ids, args.events_per_second, args.seconds, db
+            )
+            cpu_after = worker_cpu.cpu_times()
+            window_end = await db.fetchval("SELECT clock_timestamp()")
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"{worker.url}/metrics", timeout=10)).text
+        cpu_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        window = (window_end - window_start).total_seconds()
+        ticks = await db.fetchrow(
+            "SELECT count(*) AS n, "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50, "
+            "percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) AS p99, max(lag) AS max "
+            "FROM (SELECT extract(epoch FROM recorded_at - occurred_at) AS lag FROM world_events "
+            "      WHERE world_id LIKE $1 AND source = 'tick' "
+            "      AND recorded_at >= $2 AND recorded_at < $3) AS t",
+            prefix + "%",
+            window_start,
+            window_end,
+        )
+        events_applied = await db.fetchval(
+            "SELECT count(*) FROM world_events WHERE world_id LIKE $1 AND source = 'event' "
+            "AND type <> 'world_loaded' AND recorded_at >= $2 AND recorded_at < $3",
+            prefix + "%",
+            window_start,
+            window_end,
+        )
+    finally:
+        await db.close()
+    assert ticks is not None
+    return {
+        "worlds": args.worlds,
+        "window_s": round(window, 2),
+        "player_events_sent": sent,
+        "player_events_applied_per_s": round(events_applied / window, 1),
+        "ticks_per_s": round(ticks["n"] / window, 1),
+        "tick_lag_p50_s": round(float(ticks["p50"] or 0), 3),
+        "tick_lag_p99_s": round(float(ticks["p99"] or 0), 3),
+        "tick_lag_max_s": round(float(ticks["max"] or 0), 3),
+        "worker_histogram_p99_upper_bound_s": histogram_p99(metrics),
+        "worker_mean_write_s": histogram_mean(
+            metrics, "scribe_sink_write_seconds", '{sink="postgres.world"}'
+        ),
+        "worker_mean_rows_per_write": histogram_mean(
+            metrics, "scribe_sink_batch_size", '{sink="postgres.world"}'
+        ),
+        "worker_mean_timer_round_s": histogram_mean(
+            metrics, "scribe_processing_seconds", '{agent="world-timer"}'
+        ),
+        "worker_cpu_utilization": round(cpu_s / window, 3),
+        "worker_cpu_ms_per_tick": round(1000 * cpu_s / max(1, ticks["n"]), 3),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worlds", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--events-per-second", type=float, default=100)
+    parser.add_argument("--state-dir", type=Path, default=Path(".scribe/bench-world"))
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()[0]
+    say(f"load average {load_before:.1f} on {os.cpu_count()} cores")
+    say("baseline: the pure step in this process, 5 s ...")
+    ceiling = step_ceiling(min(args.worlds, 200), 5.0)
+    say(f"  {ceiling:,.0f} ticks per CPU second")
+    with ExitStack() as stack:
+        env = stack.enter_context(services_for_tests(args.state_dir.resolve() / "stack"))
+        worker_env = env | {"SCRIBE_WORLD_TICK_SECONDS": "1", "SCRIBE_WORLD_IDLE_SECONDS": "3600"}
+        worker = new_worker(worker_env, args.state_dir.resolve() / "workers", "scribe-bench-world")
+        stack.callback(worker.stop)
+        say("starting the worker ...")
+        worker.start()
+        result = asyncio.run(measure(args, env, worker))
+    required = float(args.worlds)
+    result |= {
+        "cpu_cores": os.cpu_count(),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
+        "required_ticks_per_s": required,
+        "ratio_to_required": round(result["ticks_per_s"] / required, 3),
+        "baseline_pure_step_ticks_per_cpu_s": round(ceiling, 1),
+        "baseline_pure_step_cpu_ms_per_tick": round(1000 / ceiling, 3),
+        # How much the pipeline (Kafka, PostgreSQL, invalidations, player events) costs on
+        # top of the simulation itself, per tick: worker CPU per tick / pure step CPU per tick.
+        "cpu_per_tick_ratio_to_pure_step": round(
+            result["worker_cpu_ms_per_tick"] * ceiling / 1000, 2
+        ),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"world_ticks-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(
+        f"\n{result['ticks_per_s']:,.0f} world ticks/s on one worker "
+        f"({result['ratio_to_required']:.2f}x the required {required:,.0f}/s), "
+        f"worker CPU {result['worker_cpu_utilization']:.0%} of a core, "
+        f"{result['worker_cpu_ms_per_tick']:.2f} ms CPU per tick "
+        f"({result['cpu_per_tick_ratio_to_pure_step']:.1f}x the pure step's "
+        f"{1000 / ceiling:.2f} ms); "
+        f"tick lag p99 {result['tick_lag_p99_s']:.3f} s; "
+        f"{result['player_events_applied_per_s']:,.0f} player events/s applied"
+    )
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
