@@ -272,7 +272,8 @@ async def _invalidation_summary(
     env: dict[str, str], tally: LoadTally, worker: WorkerProcess
 ) -> bool:
     """Invalidation targets received and left after coalescing, purges per sink, and what the
-    local CDN simulator recorded; true once every published target was received."""
+    local CDN simulator recorded; true once at least as many targets were received as the load
+    published (the world flow announces its own changes on the same topic)."""
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient(timeout=10) as http:
         while True:
@@ -288,7 +289,8 @@ async def _invalidation_summary(
         )
         ratio = f"{received / emitted:.2f}" if emitted else "n/a"
         click.echo(
-            f"invalidations: {received:,.0f} of {tally.invalidation_targets:,} targets received, "
+            f"invalidations: {received:,.0f} targets received ({tally.invalidation_targets:,} "
+            "published by the load, the rest announced by the world flow), "
             f"{emitted:,.0f} after coalescing (ratio {ratio}); purged: {purges}"
         )
         if env.get("SCRIBE_CDN_URL"):
