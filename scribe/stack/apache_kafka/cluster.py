@@ -117,8 +117,13 @@ def render_properties(properties: dict[str, str]) -> str:
 
 
 def new_cluster_id() -> str:
-    """A cluster id in Kafka's form: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A cluster id in Kafka's form: 16 random bytes, URL-safe base64 without padding. Like
+    Kafka's own `Uuid.randomUuid`, never one starting with "-": `kafka-storage format
+    --cluster-id -x...` reads it as an option (1 id in 64; it failed a `make test-engine` run)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def bootstrap_url(nodes: Sequence[KafkaNode]) -> str:
