@@ -202,7 +202,8 @@ class Executor:
         self, error: ProviderError, pool: KeyPool, key: ProviderKey, breaker: CircuitBreaker
     ) -> _After:
         """What a failed call means: a rate-limited key rests and another is tried; a server
-        error or timeout counts against the model and is retried; anything else moves on."""
+        error or timeout counts against the model and is retried; a malformed answer counts
+        against it and moves on; anything else moves on."""
         if error.failure is Failure.RATE_LIMITED:
             breaker.abandon(self.clock())
             await pool.cool(key, error.retry_after_s or DEFAULT_COOL_S)
@@ -211,7 +212,8 @@ class Executor:
             breaker.abandon(self.clock())
             return _After.NEXT_MODEL
         breaker.record(self.clock(), ok=False)
-        return _After.RETRY
+        # The same question would get the same garbage: move on, after counting it.
+        return _After.NEXT_MODEL if error.failure is Failure.MALFORMED else _After.RETRY
 
     async def _backoff(self, failures: int, deadline: float) -> bool:
         """Sleep before the next attempt; False when the deadline leaves no time for it."""

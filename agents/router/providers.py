@@ -3,7 +3,7 @@ OpenAI-compatible chat completions (text, and images through `modalities`) and G
 generateContent. Responses are parsed with exact decimals, so a reported cost stays exact.
 
 Errors are `ProviderError`s that name what happened (rate limited, server error, timeout,
-refused) and never carry the key.
+refused, malformed answer) and never carry the key.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ class Failure(StrEnum):
     RATE_LIMITED = "rate_limited"  # 429: the key rests, another key is tried
     SERVER = "server"  # 5xx or a connection error: retried, counts against the breaker
     TIMEOUT = "timeout"  # retried, counts against the breaker
-    REFUSED = "refused"  # another 4xx or an answer we cannot read: the next model is tried
+    REFUSED = "refused"  # another 4xx: the next model is tried
+    # A 2xx answer we cannot read: the next model is tried, and it counts against the breaker
+    # (a provider answering garbage is failing, however fast it answers).
+    MALFORMED = "malformed"
 
 
 class ProviderError(Exception):
@@ -47,7 +50,7 @@ class ProviderError(Exception):
 
     @property
     def counts_against_model(self) -> bool:
-        return self.failure in (Failure.SERVER, Failure.TIMEOUT)
+        return self.failure in (Failure.SERVER, Failure.TIMEOUT, Failure.MALFORMED)
 
 
 @dataclass(frozen=True)
@@ -103,23 +106,32 @@ def retry_after_seconds(headers: httpx.Headers, body: Any, now: datetime | None 
     return 0.0
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+def _tokens(usage: dict[str, Any], where: str, name: str) -> int:
+    """A reported token count: a non-negative integer, or absent (0)."""
+    value = usage.get(name)
+    if value is None:
         return 0
-    return max(0, int(value))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _malformed(f"answer's {where}.{name} {str(value)[:40]!r} is not a token count")
+    return value
 
 
 def _decode_image(url: str) -> tuple[bytes, str]:
     match = DATA_URL.match(url)
     if not match:
-        raise ProviderError(Failure.REFUSED, "image answer is not a base64 data URL")
+        raise _malformed("image answer is not a base64 data URL")
     try:
         return base64.b64decode(match.group("data"), validate=True), match.group("mime")
     except binascii.Error:
-        raise ProviderError(Failure.REFUSED, "image answer has invalid base64 data") from None
+        raise _malformed("image answer has invalid base64 data") from None
+
+
+def _malformed(message: str) -> ProviderError:
+    return ProviderError(Failure.MALFORMED, message)
 
 
 def _refused(message: str) -> ProviderError:
+    """An answer of the right shape without what was asked for (e.g. a safety block)."""
     return ProviderError(Failure.REFUSED, message)
 
 
@@ -128,14 +140,14 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _refused(f"answer's {where} is a {type(value).__name__}, not an object")
+        raise _malformed(f"answer's {where} is a {type(value).__name__}, not an object")
     return value
 
 
 def _text(value: Any, where: str) -> str | None:
     if value is None or isinstance(value, str):
         return value or None
-    raise _refused(f"answer's {where} is a {type(value).__name__}, not text")
+    raise _malformed(f"answer's {where} is a {type(value).__name__}, not text")
 
 
 def _cost(value: Any) -> Decimal | None:
@@ -147,7 +159,7 @@ def _cost(value: Any) -> Decimal | None:
     except ArithmeticError:
         cost = None
     if isinstance(value, bool) or cost is None or not cost.is_finite() or cost < 0:
-        raise _refused(f"answer's usage.cost {str(value)[:40]!r} is not a cost in USD")
+        raise _malformed(f"answer's usage.cost {str(value)[:40]!r} is not a cost in USD")
     return cost
 
 
@@ -162,7 +174,7 @@ def _answered(text: str | None, image: bytes | None, kind: RequestKind) -> None:
 def parse_openrouter(body: Any, kind: RequestKind) -> Reply:
     """`choices[0].message.content` or `.images[0].image_url.url`; `usage.prompt_tokens`,
     `usage.completion_tokens` and `usage.cost` (USD, when reported). An answer of another
-    shape is a refusal that says what was wrong with it."""
+    shape is malformed, one without what was asked is refused; either says why."""
     try:
         message = body["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
@@ -182,8 +194,8 @@ def parse_openrouter(body: Any, kind: RequestKind) -> Reply:
         text=text,
         image=image,
         image_type=image_type,
-        input_tokens=_int(usage.get("prompt_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
+        input_tokens=_tokens(usage, "usage", "prompt_tokens"),
+        output_tokens=_tokens(usage, "usage", "completion_tokens"),
         images=1 if image is not None else 0,
         reported_cost_usd=_cost(usage.get("cost")),
     )
@@ -192,13 +204,13 @@ def parse_openrouter(body: Any, kind: RequestKind) -> Reply:
 def parse_gemini(body: Any, kind: RequestKind) -> Reply:
     """`candidates[0].content.parts[]` (text, or `inlineData` for an image);
     `usageMetadata.promptTokenCount` and `.candidatesTokenCount`. An answer of another shape is
-    a refusal that says what was wrong with it."""
+    malformed, one without what was asked is refused; either says why."""
     try:
         parts = body["candidates"][0]["content"]["parts"]
     except (KeyError, IndexError, TypeError):
         raise _refused("answer has no candidates[0].content.parts") from None
     if not isinstance(parts, list):
-        raise _refused(f"answer's candidates[0].content.parts is a {type(parts).__name__}")
+        raise _malformed(f"answer's candidates[0].content.parts is a {type(parts).__name__}")
     texts = [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
     image = image_type = None
     inline = [p["inlineData"] for p in parts if isinstance(p, dict) and "inlineData" in p]
@@ -207,7 +219,7 @@ def parse_gemini(body: Any, kind: RequestKind) -> Reply:
         try:
             image = base64.b64decode(str(data.get("data", "")), validate=True)
         except binascii.Error:
-            raise _refused("image answer has invalid base64 data") from None
+            raise _malformed("image answer has invalid base64 data") from None
         image_type = str(data.get("mimeType", "image/png"))
     text = "".join(texts) or None
     _answered(text, image, kind)
@@ -216,8 +228,8 @@ def parse_gemini(body: Any, kind: RequestKind) -> Reply:
         text=text,
         image=image,
         image_type=image_type,
-        input_tokens=_int(usage.get("promptTokenCount")),
-        output_tokens=_int(usage.get("candidatesTokenCount")),
+        input_tokens=_tokens(usage, "usageMetadata", "promptTokenCount"),
+        output_tokens=_tokens(usage, "usageMetadata", "candidatesTokenCount"),
         images=1 if image is not None else 0,
         reported_cost_usd=None,
     )
@@ -290,7 +302,7 @@ class _HttpProvider:
                 Failure.REFUSED, f"{self.service} refused ({status}): {detail}", status
             )
         if not isinstance(body, dict):
-            raise ProviderError(Failure.REFUSED, f"{self.service} answered {status} without JSON")
+            raise _malformed(f"{self.service} answered {status} without a JSON object")
         return body
 
 

@@ -238,6 +238,28 @@ async def test_the_breaker_opens_skips_the_model_then_a_probe_closes_it(
     assert probe.response.provider == "openrouter" and state(breaker) is BreakerState.CLOSED
 
 
+async def test_malformed_answers_move_on_at_once_and_count_toward_the_breaker(
+    setup: Setup, simulator: Simulator
+) -> None:
+    """A provider answering 200 with garbage is failing: it used to be a refusal that never
+    counted, so the breaker stayed closed however much garbage came back."""
+    simulator.rules({"action": "malformed", "provider": "openrouter"})
+    executor = setup.executor(attempts_per_model=3)
+    breaker = setup.breakers.get("openrouter", FREE_IMAGE)
+    runs = 0
+    while state(breaker) is not BreakerState.OPEN and runs < 10:
+        before = len(simulator.calls())
+        outcome = await executor.run(routed(kind="image"))
+        runs += 1
+        assert outcome.response.provider == "gemini"
+        called = [c["provider"] for c in simulator.calls()[before:]]
+        assert called == ["openrouter", "gemini"], "one malformed answer, then the fallback"
+    assert state(breaker) is BreakerState.OPEN, f"still {state(breaker)} after {runs} runs"
+    before = len(simulator.calls())
+    await executor.run(routed(kind="image"))
+    assert [c["provider"] for c in simulator.calls()[before:]] == ["gemini"], "open: not called"
+
+
 async def test_retries_stop_at_the_deadline_and_the_answer_says_why(
     setup: Setup, simulator: Simulator
 ) -> None:

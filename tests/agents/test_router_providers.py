@@ -102,7 +102,6 @@ def test_a_key_is_named_by_its_id_never_shown() -> None:
     [
         (parse_openrouter, b'{"choices": [{"message": "hi"}]}', "message is a str"),
         (parse_openrouter, b'{"choices": [{"message": {"content": 7}}]}', "content is a int"),
-        (parse_openrouter, b'{"choices": [{"message": {"content": ""}}]}', "without text"),
         (
             parse_openrouter,
             b'{"choices": [{"message": {"content": "hi"}}], "usage": {"cost": "a lot"}}',
@@ -114,21 +113,52 @@ def test_a_key_is_named_by_its_id_never_shown() -> None:
             "is not a cost",
         ),
         (parse_openrouter, b'{"choices": [{"message": {"content": "hi"}}], "usage": [1]}', "usage"),
+        (
+            parse_openrouter,
+            b'{"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": "12"}}',
+            "usage.prompt_tokens '12' is not a token count",
+        ),
+        (
+            parse_openrouter,
+            b'{"choices": [{"message": {"content": "hi"}}], "usage": {"completion_tokens": -3}}',
+            "usage.completion_tokens '-3' is not a token count",
+        ),
         (parse_gemini, b'{"candidates": [{"content": {"parts": 7}}]}', "parts is a int"),
-        (parse_gemini, b'{"candidates": [{"content": {"parts": [{"text": 4}]}}]}', "without text"),
         (
             parse_gemini,
             b'{"candidates": [{"content": {"parts": [{"text": "hi"}]}}], "usageMetadata": "x"}',
             "usageMetadata is a str",
         ),
+        (
+            parse_gemini,
+            b'{"candidates": [{"content": {"parts": [{"text": "hi"}]}}],'
+            b' "usageMetadata": {"candidatesTokenCount": 1.5}}',
+            "usageMetadata.candidatesTokenCount '1.5' is not a token count",
+        ),
     ],
 )
-def test_answers_of_the_wrong_shape_are_refusals_that_say_why(
+def test_answers_of_the_wrong_shape_are_malformed_count_against_the_model_and_say_why(
     parse: object, body: bytes, reason: str
 ) -> None:
     """A provider answering 200 with a broken body: a failed attempt, never a crash (an
-    AttributeError here used to fail the whole request) and never an empty success."""
+    AttributeError here used to fail the whole request), never an empty success, and never
+    read as 0 tokens (token counts of the wrong type used to be)."""
+    with pytest.raises(ProviderError) as caught:
+        parse(parse_json(body), RequestKind.TEXT)  # type: ignore[operator]
+    assert caught.value.failure is Failure.MALFORMED
+    assert caught.value.counts_against_model
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("parse", "body"),
+    [
+        (parse_openrouter, b'{"choices": [{"message": {"content": ""}}]}'),
+        (parse_gemini, b'{"candidates": [{"content": {"parts": [{"text": 4}]}}]}'),
+    ],
+)
+def test_a_text_request_answered_without_text_is_refused(parse: object, body: bytes) -> None:
     with pytest.raises(ProviderError) as caught:
         parse(parse_json(body), RequestKind.TEXT)  # type: ignore[operator]
     assert caught.value.failure is Failure.REFUSED
-    assert reason in str(caught.value)
+    assert "without text" in str(caught.value)

@@ -54,7 +54,7 @@ FAULTS = (
         "provider-malformed-every-3rd-call-10s",
         ({"action": "malformed", "every": 3},),
         10.0,
-        ("without JSON", "answer has no", "answer's", "without text"),
+        ("without a JSON object", "answer has no", "answer's", "without text"),
     ),
 )
 
