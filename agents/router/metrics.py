@@ -12,7 +12,8 @@ DECISIONS = Counter(
 )
 PROVIDER_CALLS = Counter(
     "scribe_router_provider_calls_total",
-    "Provider calls by provider, model and result (ok, rate_limited, server, timeout, refused, malformed)",
+    "Provider calls by provider, model and result "
+    "(ok, rate_limited, server, timeout, refused, malformed)",
     ["provider", "model", "result"],
 )
 PROVIDER_SECONDS = Histogram(
