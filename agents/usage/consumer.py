@@ -4,8 +4,7 @@ service of the Faust worker.
 Faust's per-event stream machinery caps a Table agent at a few thousand events/s (see
 ARCHITECTURE.md); this loop takes `getmany()` batches from a plain aiokafka consumer, writes
 each batch in one transaction and commits the batch's offsets only after that transaction
-committed. Its consumer group is `<app id>-usage`, apart from the Faust group: Faust's
-partition assignor expects every member of its group to be a Faust worker.
+committed. Its consumer group is `<app id>-usage` (see `agents/batch_consumer.py`).
 """
 
 from __future__ import annotations
@@ -23,12 +22,12 @@ import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.batch_consumer import BatchConsumerService
 from agents.usage.outbox import publish_outbox
 from agents.usage.pricing import Priced, UsageLimits, price_usage
 from schemas import DecodeError, decode
 from schemas.events import UsageEvent
 from schemas.model_catalog import load_catalog
-from scribe.consumer_lag import GroupOffsets, LagSampler
 from scribe.metrics import (
     COST,
     MESSAGES_IN,
@@ -64,14 +63,12 @@ MAX_BATCH = 10_000
 FULL_COLLECTION_EVERY = 100
 PREPARE_CHUNK = 250  # events decoded between two turns of the event loop (a few ms of CPU)
 POLL_TIMEOUT_MS = 500
-STOP_GRACE_S = 15.0
 OUTBOX_SWEEP_S = 5.0
 RECONCILE_S = 60.0
 FIRST_PAUSE_S = 0.5
 MAX_PAUSE_S = 10.0
 MAINTENANCE_S = 3600.0
 MONTHS_AHEAD = 2
-LAG_INTERVAL_S = 5.0
 
 # PostgreSQL refused the data itself: retrying cannot help, so the batch is split until the
 # event at fault is found and dead-lettered.
@@ -118,41 +115,23 @@ class PreparedBatch:
     offsets: dict[TopicPartition, int]  # to commit once `priced` is stored
 
 
-class UsageBatchConsumer(mode.Service):
+class UsageBatchConsumer(BatchConsumerService):
     """Owns its consumer and its PostgreSQL pool, so the app closing shared resources at
     shutdown never cuts a batch in half."""
 
+    flow = AGENT
+
     def __init__(self, resources: Resources, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.resources = resources
+        super().__init__(resources, **kwargs)
         self.usage = resources.settings.base.usage
         self.limits = UsageLimits(max_tokens_per_event=self.usage.max_tokens_per_event)
         self.catalog = load_catalog()
-        self._consuming: asyncio.Future[None] | None = None
         self._pool: asyncpg.Pool | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._offsets: GroupOffsets | None = None
-
-    @classmethod
-    def bound_to(cls, resources: Resources) -> type[UsageBatchConsumer]:
-        """A subclass Faust can instantiate with its own arguments (`app.service`)."""
-
-        class Bound(cls):  # type: ignore[valid-type,misc]
-            def __init__(self, **kwargs: Any) -> None:
-                super().__init__(resources, **kwargs)
-
-        Bound.__name__ = cls.__name__
-        return Bound
 
     @property
     def pool(self) -> asyncpg.Pool:
         assert self._pool is not None, "used before on_start"
         return self._pool
-
-    @property
-    def consumer(self) -> AIOKafkaConsumer:
-        assert self._consumer is not None, "used before on_start"
-        return self._consumer
 
     async def on_start(self) -> None:
         settings = self.resources.settings
@@ -165,17 +144,9 @@ class UsageBatchConsumer(mode.Service):
         self.ledger = UsageLedger(self.pool, self.usage.alert_thresholds_pct)
         self.budgets = BudgetStore(self.pool)
         await self._maintain_partitions()
-        self._consumer = AIOKafkaConsumer(
-            USAGE_EVENTS.name,
-            **settings.batch_consumer_options(usage_group_id(settings.base.app_id)),
-        )
-        await self.consumer.start()
-        self._offsets = GroupOffsets(
-            settings.bootstrap_servers,
-            usage_group_id(settings.base.app_id),
-            settings.kafka_client_options,
-        )
-        self._lag = LagSampler(self._offsets, [USAGE_EVENTS.name])
+        group_id = usage_group_id(settings.base.app_id)
+        consumer = AIOKafkaConsumer(USAGE_EVENTS.name, **settings.batch_consumer_options(group_id))
+        await self.start_consumer(consumer, group_id, [USAGE_EVENTS.name])
 
     async def on_started(self) -> None:
         # Measured on a 100,000-event run whose batches took ~4 s of this worker's CPU: 1.5 s
@@ -187,24 +158,14 @@ class UsageBatchConsumer(mode.Service):
         gc.freeze()
         gen0, gen1, _ = gc.get_threshold()
         gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
-        self._consuming = self.add_future(self._consume())
+        await super().on_started()
 
     async def on_stop(self) -> None:
-        # `should_stop` is already true: the loop finishes its batch, commits and returns.
-        if self._consuming is not None and not self._consuming.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._consuming), STOP_GRACE_S)
-            except TimeoutError:
-                log.warning("usage: batch not finished after %.0f s; abandoned", STOP_GRACE_S)
-                self._consuming.cancel()
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._offsets is not None:
-            await self._offsets.close()
+        await super().on_stop()
         if self._pool is not None:
             await self._pool.close()
 
-    async def _consume(self) -> None:
+    async def consume(self) -> None:
         """Batches until the service stops. When Kafka or PostgreSQL fails under a batch, the
         consumer rewinds to its committed offsets and tries again after a pause: what was
         already stored is recognised by the ledger, so nothing counts twice."""
@@ -284,7 +245,7 @@ class UsageBatchConsumer(mode.Service):
                 )
                 if written.alerts or written.states:
                     await self.publish_budget_outbox()
-            await self._commit(batch.offsets)
+            await self.commit(batch.offsets)
 
     async def _decode_and_price(
         self, message: Message, now: datetime, priced: list[tuple[Message, PricedUsage]]
@@ -325,14 +286,6 @@ class UsageBatchConsumer(mode.Service):
         )
         USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self.consumer.commit(offsets)
-        except KafkaError as error:
-            # Typically a rebalance took the partitions away: their next owner reads the batch
-            # again and the ledger ignores what it already holds.
-            log.warning("usage: offsets not committed (%r); the batch will be re-read", error)
-
     async def _send_all(self, records: list[RawRecord]) -> None:
         producer = self.resources.app.producer
         futures = [
@@ -365,14 +318,6 @@ class UsageBatchConsumer(mode.Service):
                 await self.publish_budget_outbox()
         except RETRYABLE as error:
             log.warning("usage: budget reconciliation failed (%r); will retry", error)
-
-    @mode.Service.timer(LAG_INTERVAL_S)
-    async def _sample_lag(self) -> None:
-        """The worker's lag sampler covers the Faust group; this group's lag is ours."""
-        try:
-            await self._lag.sample(self.consumer.assignment(), self.consumer)
-        except (KafkaError, OSError) as error:
-            log.warning("usage: consumer lag not sampled (%r); will retry", error)
 
     @mode.Service.timer(MAINTENANCE_S)
     async def _maintain(self) -> None:

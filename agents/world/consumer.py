@@ -1,5 +1,5 @@
 """world.events + world.ticks -> the world owner: a plain aiokafka batch consumer run as a
-service of the Faust worker, in its own group `<app id>-world`.
+service of the Faust worker, in its own group `<app id>-world` (see `agents/batch_consumer.py`).
 
 Why not Faust agents: with them, a worker SIGKILLed mid-stream and restarted lost events in
 about half of the full-suite runs: the group's offsets were committed past the events published
@@ -20,15 +20,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
-import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
+from agents.batch_consumer import BatchConsumerService
 from agents.intake import decoded
 from agents.world.owner import EVENTS_AGENT, TICKS_AGENT, WorldOwner
 from schemas.events import WorldEvent, WorldTick
-from scribe.consumer_lag import GroupOffsets, LagSampler
 from scribe.metrics import PROCESSING_SECONDS
 from scribe.resources import Resources
 from sinks.postgres.world import RETRYABLE
@@ -42,10 +41,8 @@ Records: TypeAlias = dict[TopicPartition, list[Message]]
 
 MAX_BATCH = 1000
 POLL_TIMEOUT_MS = 500
-STOP_GRACE_S = 15.0
 FIRST_PAUSE_S = 0.5
 MAX_PAUSE_S = 10.0
-LAG_INTERVAL_S = 5.0
 
 
 def world_group_id(app_id: str) -> str:
@@ -82,89 +79,54 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         service.owner.assigned(partitions, len(count) if count else fallback)
 
 
-class WorldBatchConsumer(mode.Service):
+class WorldBatchConsumer(BatchConsumerService):
+    flow = "world"
+
     def __init__(
         self,
         resources: Resources,
         world_owner: Callable[[], Awaitable[WorldOwner]],
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.resources = resources
+        super().__init__(resources, **kwargs)
         self.world_owner = world_owner
         self.applying = asyncio.Lock()  # held while a batch is applied and committed
         # What the listener last gave this worker (`assignment()` still lists revoked
         # partitions until the next assignment arrives).
         self.owned: set[TopicPartition] = set()
         self._owner: WorldOwner | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._offsets: GroupOffsets | None = None
-        self._consuming: asyncio.Future[None] | None = None
-
-    @classmethod
-    def bound_to(
-        cls, resources: Resources, world_owner: Callable[[], Awaitable[WorldOwner]]
-    ) -> type[WorldBatchConsumer]:
-        """A subclass Faust can instantiate with its own arguments (`app.service`)."""
-
-        class Bound(cls):  # type: ignore[valid-type,misc]
-            def __init__(self, **kwargs: Any) -> None:
-                super().__init__(resources, world_owner, **kwargs)
-
-        Bound.__name__ = cls.__name__
-        return Bound
 
     @property
     def owner(self) -> WorldOwner:
         assert self._owner is not None, "used before on_start"
         return self._owner
 
-    @property
-    def consumer(self) -> AIOKafkaConsumer:
-        assert self._consumer is not None, "used before on_start"
-        return self._consumer
-
     async def on_start(self) -> None:
         settings = self.resources.settings
         group_id = world_group_id(settings.base.app_id)
         self._owner = await self.world_owner()
-        self._consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             partition_assignment_strategy=(RangePartitionAssignor,),
             **settings.batch_consumer_options(group_id),
         )
-        self.consumer.subscribe([WORLD_EVENTS.name, WORLD_TICKS.name], listener=_Ownership(self))
-        await self.consumer.start()
-        self._offsets = GroupOffsets(
-            settings.bootstrap_servers, group_id, settings.kafka_client_options
-        )
-        self._lag = LagSampler(self._offsets, [WORLD_EVENTS.name, WORLD_TICKS.name])
-
-    async def on_started(self) -> None:
-        self._consuming = self.add_future(self._consume())
+        topics = [WORLD_EVENTS.name, WORLD_TICKS.name]
+        consumer.subscribe(topics, listener=_Ownership(self))
+        await self.start_consumer(consumer, group_id, topics)
 
     async def on_stop(self) -> None:
-        # `should_stop` is already true: the loop finishes its batch, commits and returns.
-        if self._consuming is not None and not self._consuming.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._consuming), STOP_GRACE_S)
-            except TimeoutError:
-                log.warning("world: batch not finished after %.0f s; abandoned", STOP_GRACE_S)
-                self._consuming.cancel()
-        if self._consumer is not None:
-            try:
-                # Leaving the group does not call the listener: checkpoint and write the
-                # worlds here, so the next owner loads them from a fresh checkpoint.
-                async with self.applying:
-                    owned = {tp.partition for tp in self.owned if tp.topic == WORLD_EVENTS.name}
-                    self.owned = set()
-                    if owned and self._owner is not None:
-                        await self.owner.revoked(owned)
-            finally:
-                await self._consumer.stop()
-        if self._offsets is not None:
-            await self._offsets.close()
+        await self.finish_consuming()
+        try:
+            # Leaving the group does not call the listener: checkpoint and write the worlds
+            # here, so the next owner loads them from a fresh checkpoint.
+            async with self.applying:
+                owned = {tp.partition for tp in self.owned if tp.topic == WORLD_EVENTS.name}
+                self.owned = set()
+                if owned and self._owner is not None:
+                    await self.owner.revoked(owned)
+        finally:
+            await self.close_consumer()
 
-    async def _consume(self) -> None:
+    async def consume(self) -> None:
         pause = FIRST_PAUSE_S
         while not self.should_stop:
             try:
@@ -194,7 +156,7 @@ class WorldBatchConsumer(mode.Service):
                     return
                 try:
                     await self._apply(records)
-                    await self._commit({tp: batch[-1].offset + 1 for tp, batch in records.items()})
+                    await self.commit({tp: batch[-1].offset + 1 for tp, batch in records.items()})
                     return
                 except (KafkaError, *RETRYABLE) as error:
                     log.warning("world: batch failed (%r); retry in %.1f s", error, pause)
@@ -221,19 +183,3 @@ class WorldBatchConsumer(mode.Service):
                 )
                 if valid_ticks:
                     await self.owner.apply_ticks(valid_ticks)
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self.consumer.commit(offsets)
-        except KafkaError as error:
-            # A rebalance took the partitions away: their next owner reads the batch again and
-            # ignores what is already stored.
-            log.warning("world: offsets not committed (%r); the batch will be re-read", error)
-
-    @mode.Service.timer(LAG_INTERVAL_S)
-    async def _sample_lag(self) -> None:
-        """The worker's lag sampler covers the Faust group; this group's lag is ours."""
-        try:
-            await self._lag.sample(self.consumer.assignment(), self.consumer)
-        except (KafkaError, OSError) as error:
-            log.warning("world: consumer lag not sampled (%r); will retry", error)
