@@ -5,17 +5,43 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEMO_SECONDS ?= 60
+# Installs are pinned: uv.lock holds the resolved version of every dependency and extra, and
+# `make` installs exactly that set. uv itself is pinned here and bootstrapped with pip into a
+# tools venv of its own. It never downloads a Python: the one named by PYTHON is used.
+UV_VERSION := 0.13.8
+UV_HOME := .scribe/tools/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+LATEST_VENV := .scribe/latest-venv
 
-.PHONY: install bench demo test test-engine test-fast lint schemas stack-up stack-down clean
+.PHONY: install lock test-latest bench demo test test-engine test-fast lint schemas stack-up stack-down clean
 
-$(INSTALLED): pyproject.toml
+$(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
+
+# --locked: a uv.lock that no longer matches pyproject.toml is an error ("run make lock"), never
+# a silent re-resolve.
+$(INSTALLED): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --all-extras --python $(PYTHON)
 	@touch $(INSTALLED)
 
 install: $(INSTALLED)
+
+## Refresh the pins on purpose: re-resolve every dependency to its newest allowed release.
+lock: | $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+## Lint and the unit tests against today's newest releases (not the lock), to see drift early.
+test-latest: | $(UV)
+	rm -rf $(LATEST_VENV)
+	$(UV) venv --quiet --python $(PYTHON) $(LATEST_VENV)
+	$(UV) pip install --quiet --refresh --python $(LATEST_VENV)/bin/python -e '.[dev]'
+	@touch $(LATEST_VENV)/.installed
+	$(UV) pip list --python $(LATEST_VENV)/bin/python | grep -iE '^(aiokafka|faust-streaming|redis|asyncpg|pydantic|mypy|ruff) '
+	$(MAKE) lint test-fast VENV=$(LATEST_VENV)
 
 ## Run the pipeline on the embedded stack under a mixed load; ends by itself after DEMO_SECONDS.
 demo: $(INSTALLED)
@@ -23,7 +49,6 @@ demo: $(INSTALLED)
 
 ## Benchmarks side by side on the embedded stack (or SCRIBE_KAFKA_URL); BENCH_RUNS, BENCH_EVENTS.
 bench: $(INSTALLED)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(VENV)/bin/scribe bench
 
 ## Lint, type-check, then every test but the engine ones (pyproject's addopts: -m 'not engine');

@@ -427,7 +427,7 @@ class CacheClient:
                 delay = min(delay * 2, 2.0)
             finally:
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     def _connected(self) -> None:
         self._forget_everything()

@@ -186,5 +186,5 @@ async def test_broadcast_reaches_a_subscriber(
         assert message is not None
         assert Broadcast.decode(message["data"]) == Broadcast(keys=("k",), ids=("i",))
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         await subscriber.aclose()
