@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from scribe.resources import Resources
+from agents.context import Resources
 
 
 def register_all(app: faust.App, resources: Resources) -> None:

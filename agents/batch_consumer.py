@@ -19,8 +19,8 @@ import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from scribe.consumer_lag import GroupOffsets, LagSampler
-from scribe.resources import Resources
+from agents.context import Resources
+from runtime.lag import GroupOffsets, LagSampler
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from runtime.metrics import MESSAGES_IN
 from schemas import DecodeError, decode
 from schemas.events import Event
-from scribe.metrics import MESSAGES_IN
 from topics.catalog import TopicSpec
 from topics.dlq import DeadLetters, Origin
 

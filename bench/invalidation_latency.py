@@ -35,11 +35,11 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit.harness import WorkerProcess, new_worker
+from devkit.stack import LocalStack
+from runtime.settings import Settings, kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation
-from scribe.settings import Settings, kafka_bootstrap_servers
-from scribe.stack import LocalStack
-from scribe.workers import WorkerProcess, new_worker
 from topics.catalog import CACHE_INVALIDATIONS
 from topics.publisher import Publisher
 

@@ -32,11 +32,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from devkit.loadgen.runner import Progress, run_load
+from devkit.loadgen.workload import Malformed, Workload, WorkloadConfig
+from devkit.stack import LocalStack
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
-from scribe.loadgen.runner import Progress, run_load
-from scribe.loadgen.workload import Malformed, Workload, WorkloadConfig
-from scribe.settings import kafka_bootstrap_servers
-from scribe.stack import LocalStack
 from topics.admin import ensure_topics
 from topics.catalog import topic_for
 from topics.publisher import DEFAULT_LINGER_MS, MAX_BATCH_BYTES, Publisher

@@ -36,12 +36,12 @@ from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devkit.harness import ArrivalWatch, WorkerProcess
+from devkit.stack import LocalStack
+from devkit.stack.processes import free_port
+from runtime.settings import kafka_bootstrap_servers
 from schemas.events import AIRequest
 from schemas.examples import example
-from scribe.settings import kafka_bootstrap_servers
-from scribe.stack import LocalStack
-from scribe.stack.processes import free_port
-from scribe.workers import ArrivalWatch, WorkerProcess
 from topics.publisher import Publisher
 
 LITELLM = "LiteLLM router overhead (published): median 2-12 ms, p99 13-43 ms"

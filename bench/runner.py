@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cases import Case, Context, Ratio, all_cases, all_ratios
-from scribe.stack import LocalStack
-from scribe.workers import SERVICE_VARS
+from devkit.harness import SERVICE_VARS
+from devkit.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
 

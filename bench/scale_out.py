@@ -34,11 +34,11 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.usage.consumer import usage_group_id
-from scribe.load import ledger_count, publish_usage, usage_events
-from scribe.settings import kafka_bootstrap_servers
-from scribe.stack import LocalStack
-from scribe.stack.apache_kafka import KafkaCluster, fetch
-from scribe.workers import WorkerProcess, group_assignment, group_offsets, new_worker
+from devkit.harness import WorkerProcess, group_assignment, group_offsets, new_worker
+from devkit.stack import LocalStack
+from devkit.stack.apache_kafka import KafkaCluster, fetch
+from devkit.usage_load import ledger_count, publish_usage, usage_events
+from runtime.settings import kafka_bootstrap_servers
 from topics.admin import ensure_topics
 from topics.catalog import USAGE_EVENTS
 

@@ -40,9 +40,9 @@ import psutil
 from agents.world.apply import Applied, apply_event
 from agents.world.model import WorldState
 from agents.world.step import step
+from devkit.harness import WorkerProcess, new_worker, services_for_tests
+from runtime.settings import kafka_bootstrap_servers
 from schemas.events import WorldEvent
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import WorkerProcess, new_worker, services_for_tests
 from topics.publisher import Publisher
 
 RESULTS = Path(__file__).parent / "results"

@@ -9,9 +9,9 @@ from typing import Any
 
 import faust
 
-from scribe.metrics import ASSIGNED_PARTITIONS
-from scribe.resources import Resources
-from scribe.settings import ResolvedSettings, faust_broker_url
+from agents.context import Resources
+from runtime.metrics import ASSIGNED_PARTITIONS
+from runtime.settings import ResolvedSettings, faust_broker_url
 from topics.catalog import TOPICS
 from topics.dlq import DEAD_LETTER_REQUEST_BYTES
 
@@ -70,7 +70,7 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)
     if settings.base.fast_rebalance:
-        from scribe.stack.faust_on_tansu import use_short_fetch_wait
+        from scribe.faust_fetch_wait import use_short_fetch_wait
 
         use_short_fetch_wait(app)
     resources = Resources(app, settings)

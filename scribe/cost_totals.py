@@ -11,7 +11,7 @@ from decimal import Decimal
 import asyncpg
 from prometheus_client import Gauge
 
-from scribe.metrics import COST_MONTH_TO_DATE, COST_TODAY
+from runtime.metrics import COST_MONTH_TO_DATE, COST_TODAY
 
 TODAY_BY_MODEL = """
 SELECT service, model, sum(cost_usd) FROM usage_daily WHERE day = $1 GROUP BY service, model

@@ -2,7 +2,7 @@
 consumer-lag and cost-total samplers, the dashboard feed, and the web pages that serve them.
 
 A flow adds its own components to the same registry: `resources.health.add("cdn", check,
-critical=False)` (see `scribe.health.http_check`)."""
+critical=False)` (see `runtime.health.http_check`)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Any
 import faust
 from prometheus_client import REGISTRY
 
-from scribe.consumer_lag import GroupOffsets, LagSampler
+from agents.context import Resources
+from runtime.health import Finding, Status
+from runtime.lag import GroupOffsets, LagSampler
 from scribe.cost_totals import refresh_cost_totals
 from scribe.dashboard.feed import FRAME_INTERVAL_S, DashboardFeed
-from scribe.health import Finding, Status
-from scribe.resources import Resources
 from scribe.web import register_pages
 from topics.catalog import DEAD_LETTER_TOPICS, TOPICS
 

@@ -11,8 +11,8 @@ import faust
 from aiohttp import web as aiohttp_web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from runtime.health import HealthChecks
 from scribe.dashboard.feed import DashboardFeed
-from scribe.health import HealthChecks
 
 DASHBOARD_PAGE = files("scribe.dashboard").joinpath("page.html")
 STREAM_ERRORS = (ConnectionError,)  # the page closed its connection

@@ -13,4 +13,4 @@ python="${PYTHON_BIN:-$root/.venv/bin/python}"
 if [ ! -x "$python" ]; then
     make install >&2
 fi
-exec "$python" -m scribe.stack.apache_kafka "$@"
+exec "$python" -m devkit.stack.apache_kafka "$@"

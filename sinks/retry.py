@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from scribe.metrics import SINK_ERRORS, SINK_RETRIES, SINK_WRITE_SECONDS
+from runtime.metrics import SINK_ERRORS, SINK_RETRIES, SINK_WRITE_SECONDS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import WorkerProcess, new_worker, services_for_tests
+from devkit.harness import WorkerProcess, new_worker, services_for_tests
+from runtime.settings import kafka_bootstrap_servers
 from topics.publisher import Publisher
 
 # Short world-simulation intervals, so the world tests see ticks and idling within seconds.

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devkit.stack.processes import free_port
 from schemas import encode
 from schemas.events import UsageEvent
 from schemas.examples import example
-from scribe.stack.processes import free_port
 
 TOKEN = f"cli-{uuid.uuid4().hex}"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from devkit.harness import read_until
 from schemas import encode
 from schemas.events import UsageEvent
 from schemas.examples import example
-from scribe.workers import read_until
 
 
 def _publish(path: Path, env: dict[str, str], *flags: str) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scribe.consumer_lag import partition_lag
+from runtime.lag import partition_lag
 
 
 def test_lag_is_end_minus_committed() -> None:

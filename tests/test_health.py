@@ -11,7 +11,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from scribe.health import (
+from devkit.stack.processes import free_port
+from runtime.health import (
     ComponentHealth,
     Finding,
     HealthChecks,
@@ -19,7 +20,6 @@ from scribe.health import (
     http_check,
     overall_status,
 )
-from scribe.stack.processes import free_port
 from scribe.web import readiness
 
 

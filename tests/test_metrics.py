@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 
-from scribe.metrics import NO_AGENT, current_agent_name, family_specs, observe_end_to_end
+from runtime.metrics import NO_AGENT, current_agent_name, family_specs, observe_end_to_end
 
 # Values that grow with users, worlds or traffic never become labels.
 UNBOUNDED_LABELS = {"user_id", "user", "world_id", "world", "request_id", "event_id", "id", "key"}

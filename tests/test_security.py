@@ -10,8 +10,7 @@ from pathlib import Path
 import faust
 import pytest
 
-from scribe.app import faust_settings
-from scribe.security import (
+from runtime.security import (
     KafkaSecurity,
     PostgresSecurity,
     Redactor,
@@ -22,7 +21,8 @@ from scribe.security import (
     mask_url,
     read_secret,
 )
-from scribe.settings import Settings, SettingsError
+from runtime.settings import Settings, SettingsError
+from scribe.app import faust_settings
 
 SASL = {
     "SCRIBE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",

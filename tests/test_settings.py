@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scribe.settings import Settings, SettingsError, faust_broker_url, kafka_bootstrap_servers
+from runtime.settings import Settings, SettingsError, faust_broker_url, kafka_bootstrap_servers
 
 
 @pytest.mark.parametrize(

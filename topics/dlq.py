@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from runtime.metrics import DEAD_LETTERS, MESSAGES_OUT, current_agent_name
 from schemas.codec import MAX_MESSAGE_BYTES
-from scribe.metrics import DEAD_LETTERS, MESSAGES_OUT, current_agent_name
 from topics.catalog import TopicSpec
 
 MAX_REASON_BYTES = 4096

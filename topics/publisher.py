@@ -24,7 +24,7 @@ from schemas.events import Event
 from topics.catalog import TopicSpec, topic_for
 
 if TYPE_CHECKING:
-    from scribe.settings import ResolvedSettings
+    from runtime.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

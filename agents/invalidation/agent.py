@@ -10,17 +10,17 @@ from typing import Any
 import faust
 import mode
 
+from agents.context import Resources
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.consumer import InvalidationConsumer, consumer_group
 from agents.invalidation.delivery import Delivery
 from agents.invalidation.hot_keys import worlds_to_warm
 from agents.invalidation.warming import CacheWarmer
 from cache import CacheClient
+from runtime.health import Finding, Status
+from runtime.metrics import CACHE_WARMING
 from schemas import DecodeError, decode
 from schemas.events import WorldEvent
-from scribe.health import Finding, Status
-from scribe.metrics import CACHE_WARMING
-from scribe.resources import Resources
 from sinks.cdn import CdnPurger, CdnSettings
 from sinks.redis import RETRYABLE, RedisInvalidator
 from sinks.retry import until_written

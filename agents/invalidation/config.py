@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scribe.settings import env_number
+from runtime.settings import env_number
 
 
 @dataclass(frozen=True)

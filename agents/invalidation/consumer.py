@@ -26,10 +26,10 @@ from aiokafka.errors import KafkaError
 from agents.invalidation.coalesce import Coalescer, Window, merge
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import KAFKA_RETRYABLE, Delivery
+from runtime.lag import GroupOffsets, LagSampler
+from runtime.metrics import COALESCED_TARGETS, MESSAGES_IN
 from schemas import DecodeError, decode
 from schemas.events import CacheInvalidation
-from scribe.consumer_lag import GroupOffsets, LagSampler
-from scribe.metrics import COALESCED_TARGETS, MESSAGES_IN
 from sinks.retry import until_written
 from topics.catalog import CACHE_INVALIDATIONS
 from topics.dlq import DeadLetters, Origin

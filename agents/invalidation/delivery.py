@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 
 from agents.invalidation.coalesce import Target, TargetKind, Window
 from cache.layout import Broadcast
-from scribe.metrics import INVALIDATIONS, observe_end_to_end
+from runtime.metrics import INVALIDATIONS, observe_end_to_end
 from sinks.cdn import CdnPurger, PurgeKind
 from sinks.redis import RETRYABLE, RedisInvalidator
 from sinks.retry import until_written

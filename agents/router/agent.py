@@ -12,6 +12,7 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
+from agents.context import Resources
 from agents.router.breaker import BreakerConfig, Breakers
 from agents.router.budget_state import BudgetBook, BudgetStateReader
 from agents.router.decide import LANE_TOPICS, Decider, Emit
@@ -29,12 +30,11 @@ from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
 from agents.router.splitter import PrioritySplitter
+from devkit.stack import LocalStack
+from runtime.metrics import MESSAGES_IN, PROCESSING_SECONDS
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane, RoutedRequest, RouterSettlement
 from schemas.model_catalog import load_catalog
-from scribe.metrics import MESSAGES_IN, PROCESSING_SECONDS
-from scribe.resources import Resources
-from scribe.stack import LocalStack
 from sinks.retry import until_written
 from topics.catalog import (
     AI_REQUESTS,
@@ -245,7 +245,7 @@ async def _start_execution(
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             # The embedded broker answers a waiting fetch only when its wait runs out (see
-            # scribe/stack/faust_on_tansu.py); Kafka answers when data arrives.
+            # scribe/faust_fetch_wait.py); Kafka answers when data arrives.
             "fetch_max_wait_ms": fetch_wait_ms if base.fast_rebalance else 500,
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 1_000,

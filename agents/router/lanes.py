@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Generic, TypeVar
 
-from scribe.settings import SettingsError
+from runtime.settings import SettingsError
 
 T = TypeVar("T")
 

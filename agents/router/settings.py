@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from agents.router.lanes import OffPeak
-from scribe.settings import SettingsError
+from runtime.settings import SettingsError
 
 OPENROUTER = "openrouter"
 GEMINI = "gemini"

@@ -20,9 +20,9 @@ from mode import Service
 from agents.router.decide import Emit
 from agents.router.lane_consumer import DeadLetter, Publish
 from agents.router.policy import LANE_OF_PRIORITY
+from runtime.metrics import MESSAGES_IN
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane
-from scribe.metrics import MESSAGES_IN
 from topics.catalog import AI_REQUESTS, AI_REQUESTS_HELD, AI_REQUESTS_READY, TopicSpec
 from topics.dlq import Origin
 

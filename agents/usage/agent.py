@@ -9,10 +9,10 @@ from typing import Any
 import faust
 import orjson
 
+from agents.context import Resources
 from agents.usage.consumer import UsageBatchConsumer
 from agents.usage.report import ReportPolicy, build_report, parse_month, report_json
 from schemas.model_catalog import load_catalog
-from scribe.resources import Resources
 from sinks.postgres.costs import load_cost_inputs
 
 

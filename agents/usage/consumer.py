@@ -23,12 +23,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.batch_consumer import BatchConsumerService
+from agents.context import Resources
 from agents.usage.outbox import publish_outbox
 from agents.usage.pricing import Priced, UsageLimits, price_usage
-from schemas import DecodeError, decode
-from schemas.events import UsageEvent
-from schemas.model_catalog import load_catalog
-from scribe.metrics import (
+from runtime.metrics import (
     COST,
     MESSAGES_IN,
     PROCESSING_SECONDS,
@@ -37,7 +35,9 @@ from scribe.metrics import (
     USAGE_EVENTS_COUNTED,
     observe_end_to_end,
 )
-from scribe.resources import Resources
+from schemas import DecodeError, decode
+from schemas.events import UsageEvent
+from schemas.model_catalog import load_catalog
 from sinks.postgres.budgets import BudgetStore
 from sinks.postgres.usage import (
     RETRYABLE,

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from agents.usage.budget import alert_event, state_event
+from runtime.metrics import BUDGET_ALERTS as ALERTS_PUBLISHED
+from runtime.metrics import MESSAGES_OUT
 from schemas import encode
-from scribe.metrics import BUDGET_ALERTS as ALERTS_PUBLISHED
-from scribe.metrics import MESSAGES_OUT
 from sinks.postgres.budgets import AlertRecord, BudgetStore, StateRecord
 from topics.catalog import BUDGET_ALERTS, BUDGET_STATE
 from topics.publisher import RawRecord

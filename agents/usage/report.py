@@ -12,8 +12,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from runtime.settings import UsageSettings
 from schemas.model_catalog import ModelCatalog, ModelPrice, UnknownModelError
-from scribe.settings import UsageSettings
 from sinks.postgres.costs import (
     CostInputs,
     DayUsage,

@@ -9,12 +9,12 @@ import logging
 import faust
 from aiokafka.errors import KafkaError
 
+from agents.context import Resources
 from agents.world.consumer import WorldBatchConsumer
 from agents.world.owner import WorldOwner
+from runtime.metrics import MESSAGES_OUT, PROCESSING_SECONDS
 from schemas import encode
 from schemas.events import CacheInvalidation
-from scribe.metrics import MESSAGES_OUT, PROCESSING_SECONDS
-from scribe.resources import Resources
 from sinks.postgres.world import WorldStore
 from sinks.retry import until_written
 from topics.catalog import CACHE_INVALIDATIONS

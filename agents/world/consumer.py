@@ -25,11 +25,11 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from agents.batch_consumer import BatchConsumerService
+from agents.context import Resources
 from agents.intake import decoded
 from agents.world.owner import EVENTS_AGENT, TICKS_AGENT, WorldOwner
+from runtime.metrics import PROCESSING_SECONDS
 from schemas.events import WorldEvent, WorldTick
-from scribe.metrics import PROCESSING_SECONDS
-from scribe.resources import Resources
 from sinks.postgres.world import RETRYABLE
 from topics.catalog import WORLD_EVENTS, WORLD_TICKS
 from topics.dlq import Origin

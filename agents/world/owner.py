@@ -40,8 +40,7 @@ from agents.world.model import DerivedEvent, WorldState, canonical_json, state_h
 from agents.world.replay import ReplayError
 from agents.world.schedule import TickSchedule
 from agents.world.step import step
-from schemas.events import CacheInvalidation, WorldEvent, WorldTick
-from scribe.metrics import (
+from runtime.metrics import (
     SINK_BATCH_SIZE,
     WORLD_CONFLICTS,
     WORLD_EVENTS,
@@ -50,6 +49,7 @@ from scribe.metrics import (
     WORLDS_ACTIVE,
     observe_end_to_end,
 )
+from schemas.events import CacheInvalidation, WorldEvent, WorldTick
 from sinks.postgres.world import (
     RETRYABLE,
     Checkpoint,

@@ -21,13 +21,13 @@ from typing import Any
 import faust
 
 from agents.usage.pricing import Priced, UsageLimits, price_usage
+from devkit.stack import settings_with_stack
+from devkit.stack.processes import free_port
+from runtime.settings import Settings
 from schemas import DecodeError, decode
 from schemas.events import UsageEvent
 from schemas.model_catalog import load_catalog
 from scribe.app import faust_settings
-from scribe.settings import Settings
-from scribe.stack import settings_with_stack
-from scribe.stack.processes import free_port
 from topics.catalog import USAGE_EVENTS
 
 

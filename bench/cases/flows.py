@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from bench.cases import PEAK_RSS, Case, Context, Metric
-from scribe.workers import SERVICE_VARS
+from devkit.harness import SERVICE_VARS
 
 BENCH_DIR = Path(__file__).parent.parent
 RESULTS = BENCH_DIR / "results"
@@ -218,7 +218,7 @@ class InvalidationBench(FlowScript):
 
 class FaustAgentLatency(Case):
     """Publish -> Faust agent latency at 5 messages/s, with Faust's fixed 1500 ms fetch wait
-    and with the embedded stack's short wait (`scribe/stack/faust_on_tansu.py`), side by side
+    and with the embedded stack's short wait (`scribe/faust_fetch_wait.py`), side by side
     (`bench/cases/faust_agent_latency.py`)."""
 
     name = "faust.agent_latency"

@@ -20,10 +20,10 @@ from typing import Any
 from quixstreams import Application, State
 
 from agents.usage.pricing import Priced, UsageLimits, price_usage
+from runtime.settings import Settings, kafka_bootstrap_servers
 from schemas import DecodeError, decode
 from schemas.events import UsageEvent
 from schemas.model_catalog import load_catalog
-from scribe.settings import Settings, kafka_bootstrap_servers
 from topics.catalog import USAGE_EVENTS
 
 

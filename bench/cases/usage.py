@@ -29,9 +29,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from agents.usage.consumer import MAX_BATCH
 from agents.usage.synthetic import SyntheticUsage, synthetic_usage
 from bench.cases import EVENTS_PER_S, PEAK_RSS, Case, Context
+from devkit.harness import new_worker
+from runtime.settings import Settings, kafka_bootstrap_servers
 from scribe.cli import prepare
-from scribe.settings import Settings, kafka_bootstrap_servers
-from scribe.workers import new_worker
 from topics.catalog import USAGE_EVENTS
 
 CASES_DIR = Path(__file__).parent

@@ -10,11 +10,11 @@ from typing import TextIO
 
 import click
 
+from devkit.stack import BROKERS, LocalStack, StackError, settings_with_stack
+from runtime.security import Redactor, mask_url
+from runtime.settings import ResolvedSettings, Settings, SettingsError
 from schemas import DecodeError, decode
 from schemas.events import Event
-from scribe.security import Redactor, mask_url
-from scribe.settings import ResolvedSettings, Settings, SettingsError
-from scribe.stack import BROKERS, LocalStack, StackError, settings_with_stack
 
 
 def resolved_settings() -> ResolvedSettings:
@@ -205,7 +205,7 @@ def publish(topic: str, source: TextIO, skip_invalid: bool) -> None:
 @click.option("--seconds", type=float, envvar="DEMO_SECONDS", default=60, show_default=True)
 def demo(seconds: float) -> None:
     """Run a worker on the embedded stack (or SCRIBE_*_URL) under a mixed load, then summarize."""
-    from scribe.demo import run_demo
+    from devkit.demo import run_demo
 
     sys.exit(run_demo(seconds, Path.cwd()))
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 from pydantic import TypeAdapter, ValidationError
 
+from runtime.settings import ResolvedSettings
 from schemas.fields import Identifier, Money
 from scribe.cli import resolved_settings
-from scribe.settings import ResolvedSettings
 
 if TYPE_CHECKING:
     from sinks.postgres.budgets import BudgetStore

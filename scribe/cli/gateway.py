@@ -7,8 +7,8 @@ import logging
 
 import click
 
+from runtime.settings import SettingsError
 from scribe.cli import resolved_settings
-from scribe.settings import SettingsError
 
 
 @click.command()

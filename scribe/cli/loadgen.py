@@ -41,8 +41,8 @@ def loadgen(
     """Publish a mixed load (Zipf-like users and worlds; requests of every priority and kind;
     usage priced from the catalog; world events and ticks; bursts of invalidations) at RATE
     events/s for SECONDS, then print what was acknowledged per topic and the achieved rate."""
-    from scribe.loadgen.runner import Progress, run_load
-    from scribe.loadgen.workload import Mix, Workload, WorkloadConfig
+    from devkit.loadgen.runner import Progress, run_load
+    from devkit.loadgen.workload import Mix, Workload, WorkloadConfig
     from topics.admin import ensure_topics
     from topics.publisher import publisher_for
 

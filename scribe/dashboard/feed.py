@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import orjson
 from prometheus_client import CollectorRegistry
 
+from runtime.health import HealthChecks
 from scribe.dashboard.figures import Json, Snapshot, build_frame, take_snapshot
-from scribe.health import HealthChecks
 
 FRAME_INTERVAL_S = 1.0
 WINDOW_S = 5.0

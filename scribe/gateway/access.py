@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scribe.settings import SettingsError
+from runtime.settings import SettingsError
 from topics.catalog import INPUT_TOPICS
 
 ALL_FAMILIES = "*"

@@ -1,4 +1,4 @@
-"""The gateway's settings from `SCRIBE_GATEWAY_*`; service URLs come from `scribe.settings`."""
+"""The gateway's settings from `SCRIBE_GATEWAY_*`; service URLs come from `runtime.settings`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.settings import SettingsError
 from scribe.gateway.access import TokenBook
-from scribe.settings import SettingsError
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024

@@ -26,14 +26,14 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from runtime.metrics import GATEWAY_EVENTS, GATEWAY_REQUESTS, GATEWAY_SECONDS
+from runtime.settings import ResolvedSettings
 from schemas.events import Event
 from schemas.json_schema import FAMILIES, SCHEMA_DIR, file_name
 from scribe.gateway.access import PUBLISHABLE, Client
 from scribe.gateway.config import GatewaySettings
 from scribe.gateway.ingest import BodyError, parse_items, receipt_id, rejection, validate_items
 from scribe.gateway.ratelimit import TokenBucket
-from scribe.metrics import GATEWAY_EVENTS, GATEWAY_REQUESTS, GATEWAY_SECONDS
-from scribe.settings import ResolvedSettings
 from topics.catalog import TOPICS, TopicSpec, topic
 from topics.publisher import Publisher, publisher_for
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from scribe.settings import SettingsError, env_number
+from runtime.settings import SettingsError, env_number
 from sinks.cdn.adapters import Adapter, CloudflareAdapter, FastlyAdapter, Provider
 
 # Defaults: Fastly documents no separate purge limit, so a moderate one; Cloudflare's is its

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from scribe.metrics import (
+from runtime.metrics import (
     INVALIDATIONS,
     SINK_BATCH_SIZE,
     SINK_ERRORS,

@@ -23,11 +23,11 @@ from agents.router.images import ImageStore
 from agents.router.keys import KeyPool, key_id
 from agents.router.policy import PolicyConfig, Route, UserLedger, decide
 from agents.router.providers import Gemini, OpenRouter
+from devkit.stack.provider_simulator import ProviderSimulator, Rule
 from schemas import encode
 from schemas.events import AIRequest, ResponseStatus, RoutedRequest
 from schemas.examples import example
 from schemas.model_catalog import load_catalog
-from scribe.stack.provider_simulator import ProviderSimulator, Rule
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agents.router.lanes import DeferredQueue, OffPeak, OffsetTracker
-from scribe.settings import SettingsError
+from runtime.settings import SettingsError
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 

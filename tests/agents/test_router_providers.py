@@ -17,9 +17,9 @@ from agents.router.providers import (
     parse_openrouter,
     retry_after_seconds,
 )
+from devkit.stack.provider_simulator import key_fingerprint
 from schemas import parse_json
 from schemas.events import RequestKind
-from scribe.stack.provider_simulator import key_fingerprint
 
 PNG = base64.b64encode(b"\x89PNG fake").decode()
 

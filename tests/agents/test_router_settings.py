@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from agents.router.settings import REAL_LIMITS, SIMULATED_LIMITS, RouterSettings
-from scribe.settings import SettingsError
+from runtime.settings import SettingsError
 
 SIM = "http://127.0.0.1:8900"
 

@@ -27,10 +27,10 @@ from agents.world.owner import (
     checkpoint_interval,
     partition_for,
 )
+from devkit.harness import read_until
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation, Event, WorldEvent, WorldTick
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import read_until
 from sinks.postgres.migrate import migrate
 from sinks.postgres.world import WorldStore
 from tests.agents.world_fixtures import village_loaded, world_event

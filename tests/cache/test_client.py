@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from cache import Broadcast, CacheClient
 from cache.layout import tag_set_key
 from cache.patterns import glob_matches
-from scribe.stack.processes import free_port
+from devkit.stack.processes import free_port
 from sinks.redis import RedisInvalidator
 
 pytestmark = pytest.mark.integration

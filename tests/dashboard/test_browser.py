@@ -21,11 +21,11 @@ from aiokafka import AIOKafkaProducer
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from devkit.harness import WorkerProcess
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation, Event, UsageEvent, WorldEvent
 from schemas.examples import example
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import WorkerProcess
 from topics.catalog import USAGE_EVENTS, topic_for
 
 pytestmark = pytest.mark.dashboard

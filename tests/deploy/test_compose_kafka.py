@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+import runtime.settings
 import scribe.gateway.config
-import scribe.settings
+from runtime.settings import Settings, kafka_bootstrap_servers
 from scribe.gateway.config import GatewaySettings
-from scribe.settings import Settings, kafka_bootstrap_servers
 from topics.admin import min_insync_replicas
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def _env(service: str) -> dict[str, str]:
 
 def _setting_names() -> set[str]:
     """Every SCRIBE_* variable the pipeline's and the gateway's settings read."""
-    sources = (scribe.settings.__file__, scribe.gateway.config.__file__)
+    sources = (runtime.settings.__file__, scribe.gateway.config.__file__)
     return {
         name for f in sources for name in re.findall(r'"(SCRIBE_[A-Z_]+)"', Path(f).read_text())
     }
@@ -127,7 +127,7 @@ def test_pipeline_environment_is_made_of_real_settings_with_usable_values(
 def test_worker_serves_metrics_beyond_its_container(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = _worker_settings(monkeypatch)
     assert settings.web_host == "0.0.0.0"  # reachable by Prometheus from its container
-    assert settings.processing_guarantee in scribe.settings.PROCESSING_GUARANTEES
+    assert settings.processing_guarantee in runtime.settings.PROCESSING_GUARANTEES
 
 
 def test_gateway_serves_its_clients_and_prometheus(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,5 @@
 """The Prometheus alert rules and the Grafana dashboard parse, and every PromQL expression in
-them uses only metric names and labels that scribe/metrics.py defines."""
+them uses only metric names and labels that runtime/metrics.py defines."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from scribe.metrics import family_specs
+from runtime.metrics import family_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

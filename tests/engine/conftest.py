@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scribe.stack.apache_kafka import KafkaCluster
+from devkit.stack.apache_kafka import KafkaCluster
 from tests.engine.group import WorkerGroup
 
 

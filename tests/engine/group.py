@@ -14,7 +14,8 @@ from pathlib import Path
 import asyncpg
 
 from agents.usage.consumer import usage_group_id
-from scribe.load import (
+from devkit.harness import WorkerProcess, group_assignment, new_worker
+from devkit.usage_load import (
     expected_daily,
     ledger_daily,
     publish_usage,
@@ -22,8 +23,7 @@ from scribe.load import (
     wait_until_stored,
     with_redeliveries,
 )
-from scribe.settings import Settings
-from scribe.workers import WorkerProcess, group_assignment, new_worker
+from runtime.settings import Settings
 from topics.catalog import USAGE_EVENTS
 
 EVENTS = 12_000

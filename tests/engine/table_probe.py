@@ -16,8 +16,8 @@ from typing import Any
 
 import faust
 
+from runtime.settings import Settings
 from scribe.app import faust_settings
-from scribe.settings import Settings
 
 TOPIC_VAR = "TABLE_PROBE_TOPIC"  # each test its own input topic, created before the probe starts
 

@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from scribe.stack.apache_kafka import KafkaCluster
+from devkit.stack.apache_kafka import KafkaCluster
 from tests.engine.group import WorkerGroup, stream_with_a_failure, wait_for_spread
 
 pytestmark = pytest.mark.engine

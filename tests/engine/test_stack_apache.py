@@ -9,8 +9,8 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from scribe.settings import kafka_bootstrap_servers
-from scribe.stack import LocalStack
+from devkit.stack import LocalStack
+from runtime.settings import kafka_bootstrap_servers
 
 pytestmark = pytest.mark.engine
 

@@ -22,8 +22,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from scribe.settings import Settings, kafka_bootstrap_servers
-from scribe.workers import WorkerProcess, new_worker
+from devkit.harness import WorkerProcess, new_worker
+from runtime.settings import Settings, kafka_bootstrap_servers
 from tests.engine.table_probe import TOPIC_VAR
 
 pytestmark = pytest.mark.engine

@@ -9,8 +9,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from scribe.settings import Settings, kafka_bootstrap_servers
-from scribe.workers import WorkerProcess
+from devkit.harness import WorkerProcess
+from runtime.settings import Settings, kafka_bootstrap_servers
 from topics.admin import min_insync_replicas
 from topics.catalog import DEAD_LETTER_TOPICS, TOPICS
 

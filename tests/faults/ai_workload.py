@@ -15,10 +15,10 @@ from typing import Any
 import asyncpg
 import httpx
 
+from devkit.harness import Record, read_until
 from schemas import decode, encode
 from schemas.events import AIRequest, AIResponse, ResponseStatus
 from schemas.examples import example
-from scribe.workers import Record, read_until
 from tests.faults.observe import (
     Outcome,
     Outgoing,

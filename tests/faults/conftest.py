@@ -13,10 +13,10 @@ import pytest
 import redis
 import redis.exceptions
 
-from scribe.stack import LocalStack
-from scribe.stack.processes import ProcessRecord, free_port
-from scribe.stack.services import LOOPBACK, Postgres, Redis, Service
-from scribe.workers import WorkerProcess, new_worker
+from devkit.harness import WorkerProcess, new_worker
+from devkit.stack import LocalStack
+from devkit.stack.processes import ProcessRecord, free_port
+from devkit.stack.services import LOOPBACK, Postgres, Redis, Service
 
 
 class FaultStack:

@@ -16,8 +16,8 @@ from aiokafka.structs import RecordMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents import consumer_group
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import Record, WorkerProcess, read_until
+from devkit.harness import Record, WorkerProcess, read_until
+from runtime.settings import kafka_bootstrap_servers
 from topics.catalog import TopicSpec
 
 Outgoing = tuple[str, bytes, bytes | None]  # topic, key, value

@@ -12,9 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka.structs import RecordMetadata
 
+from devkit.harness import Record, WorkerProcess
 from schemas import DecodeError, decode
 from schemas.events import CacheInvalidation, UsageEvent
-from scribe.workers import Record, WorkerProcess
 from tests.faults.conftest import FaultStack
 from tests.faults.corpus import VALID, Case, corpus
 from tests.faults.observe import (

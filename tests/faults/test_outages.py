@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka.structs import RecordMetadata
 
-from scribe.workers import WorkerProcess
+from devkit.harness import WorkerProcess
 from tests.faults.conftest import FaultStack
 from tests.faults.observe import (
     Outcome,

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from devkit.harness import WorkerProcess
 from schemas.events import ResponseStatus
-from scribe.workers import WorkerProcess
 from tests.faults.ai_workload import AiLoad, ProviderSimulator
 from tests.faults.conftest import FaultStack
 from tests.faults.observe import agent_crashes, log_size

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from devkit.harness import new_worker
 from schemas import encode
 from schemas.events import CacheInvalidation
 from schemas.examples import example
-from scribe.workers import new_worker
 from tests.faults.conftest import FaultStack
 from tests.faults.observe import dead_letters, eventually, publish_raw
 from topics.catalog import CACHE_INVALIDATIONS

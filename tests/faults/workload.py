@@ -15,10 +15,10 @@ import httpx
 import redis.asyncio as aioredis
 from aiokafka.structs import RecordMetadata
 
+from devkit.harness import WorkerProcess
 from schemas import encode
 from schemas.events import CacheInvalidation, UsageEvent
 from schemas.examples import example
-from scribe.workers import WorkerProcess
 from tests.faults.observe import (
     Outcome,
     Outgoing,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.settings import SettingsError
 from scribe.gateway.config import GatewaySettings
-from scribe.settings import SettingsError
 
 TOKEN = "t" * 24
 

@@ -15,6 +15,9 @@ import httpx
 import orjson
 import pytest
 
+from devkit.harness import Record, read_until
+from devkit.stack.processes import free_port
+from runtime.settings import ResolvedSettings, Settings
 from schemas import DecodeError, decode, encode
 from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldEvent, WorldTick
 from schemas.examples import example
@@ -22,9 +25,6 @@ from scribe.gateway.access import TokenBook
 from scribe.gateway.config import GatewaySettings
 from scribe.gateway.ingest import receipt_id
 from scribe.gateway.server import RunningGateway
-from scribe.settings import ResolvedSettings, Settings
-from scribe.stack.processes import free_port
-from scribe.workers import Record, read_until
 from topics.catalog import topic
 
 pytestmark = pytest.mark.integration

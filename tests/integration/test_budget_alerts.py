@@ -15,10 +15,10 @@ import pytest
 
 from agents.usage.consumer import usage_group_id
 from agents.usage.synthetic import SyntheticUsage
+from devkit.harness import Record, WorkerProcess, read_until
 from schemas import decode, encode
 from schemas.events import BudgetAlert, BudgetState, UsageEvent
 from schemas.examples import example
-from scribe.workers import Record, WorkerProcess, read_until
 from tests.integration.usage_pipeline import publish, scribe, wait_committed_past
 from topics.catalog import BUDGET_ALERTS, BUDGET_STATE
 

@@ -13,7 +13,7 @@ import pytest
 
 from agents.usage.consumer import usage_group_id
 from agents.usage.synthetic import synthetic_usage
-from scribe.workers import WorkerProcess
+from devkit.harness import WorkerProcess
 from tests.integration.usage_pipeline import (
     expected_cost,
     publish,

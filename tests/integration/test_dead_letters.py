@@ -13,11 +13,11 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
 from agents import consumer_group
+from devkit.harness import Record, WorkerProcess, group_offsets, read_until
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import UsageEvent
 from schemas.examples import example
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import Record, WorkerProcess, group_offsets, read_until
 from topics.catalog import INPUT_TOPICS, TopicSpec
 from topics.dlq import H_ERROR, H_ERROR_KIND, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 

@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from devkit.harness import WorkerProcess
 from schemas.events import CacheInvalidation, UsageEvent
 from schemas.examples import example
-from scribe.workers import WorkerProcess
 from topics.publisher import Publisher
 
 pytestmark = pytest.mark.integration

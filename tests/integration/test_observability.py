@@ -19,13 +19,13 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents import consumer_group
+from devkit.harness import WorkerProcess, group_offsets, new_worker
+from devkit.stack.processes import ProcessRecord, free_port
+from devkit.stack.services import Redis
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation, UsageEvent
 from schemas.examples import example
-from scribe.settings import kafka_bootstrap_servers
-from scribe.stack.processes import ProcessRecord, free_port
-from scribe.stack.services import Redis
-from scribe.workers import WorkerProcess, group_offsets, new_worker
 from topics.catalog import CACHE_INVALIDATIONS, USAGE_EVENTS
 from topics.publisher import Publisher
 

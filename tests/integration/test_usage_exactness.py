@@ -17,7 +17,7 @@ import pytest
 
 from agents.usage.consumer import usage_group_id
 from agents.usage.synthetic import SyntheticUsage, synthetic_usage
-from scribe.workers import WorkerProcess, new_worker
+from devkit.harness import WorkerProcess, new_worker
 from tests.integration.usage_pipeline import (
     expected_cost,
     expected_rollups,

@@ -11,9 +11,9 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from devkit.harness import WorkerProcess
 from schemas.events import UsageEvent
 from schemas.examples import example
-from scribe.workers import WorkerProcess
 from sinks.postgres.migrate import migrate
 from sinks.postgres.usage import PricedUsage, UsageLedger
 from tests.integration.usage_pipeline import months_back

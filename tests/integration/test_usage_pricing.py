@@ -12,11 +12,11 @@ import pytest
 
 from agents.usage.consumer import usage_group_id
 from agents.usage.synthetic import SyntheticUsage
+from devkit.harness import WorkerProcess, read_until
 from schemas import encode
 from schemas.events import UsageEvent
 from schemas.examples import example
 from schemas.model_catalog import load_catalog
-from scribe.workers import WorkerProcess, read_until
 from tests.integration.usage_pipeline import expected_cost, publish, wait_committed_past
 from topics.catalog import USAGE_EVENTS
 from topics.dlq import H_ERROR, H_ERROR_KIND

@@ -21,8 +21,8 @@ import asyncpg
 import orjson
 import pytest
 
+from devkit.harness import WorkerProcess, read_until
 from schemas.events import WorldEvent
-from scribe.workers import WorkerProcess, read_until
 from tests.faults.observe import committed_offset
 from topics.publisher import Publisher
 

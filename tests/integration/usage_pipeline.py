@@ -17,9 +17,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from agents.usage.synthetic import SyntheticUsage
+from devkit.harness import group_offsets
+from runtime.settings import kafka_bootstrap_servers
 from schemas.model_catalog import load_catalog
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import group_offsets
 from topics.catalog import USAGE_EVENTS
 
 MILLION = Decimal(1_000_000)

@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
+from devkit.harness import read_until
+from devkit.loadgen.runner import LoadReport, Progress, run_load
+from devkit.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
-from scribe.loadgen.runner import LoadReport, Progress, run_load
-from scribe.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import read_until
 from topics.catalog import INPUT_TOPICS, topic_for
 from topics.publisher import Publisher
 

@@ -10,10 +10,10 @@ from functools import cache
 
 import pytest
 
+from devkit.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
 from schemas import DecodeError, decode, encode
 from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldTick
 from schemas.model_catalog import load_catalog
-from scribe.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
 from topics.catalog import INPUT_TOPICS, topic, topic_for
 
 FIXED = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)

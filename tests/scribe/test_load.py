@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from decimal import Decimal
 
-from scribe.load import DailyTotal, expected_daily, usage_events, with_redeliveries
+from devkit.usage_load import DailyTotal, expected_daily, usage_events, with_redeliveries
 
 
 def test_events_are_distinct_valid_and_repeatable() -> None:

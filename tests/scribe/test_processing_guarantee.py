@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from faust.types import TP
 
+from runtime.metrics import ASSIGNED_PARTITIONS
+from runtime.settings import Settings, SettingsError
 from scribe.app import count_assignment, faust_settings
-from scribe.metrics import ASSIGNED_PARTITIONS
-from scribe.settings import Settings, SettingsError
 
 
 @pytest.fixture

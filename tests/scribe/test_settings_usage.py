@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scribe.settings import SettingsError, UsageSettings
+from runtime.settings import SettingsError, UsageSettings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scribe.settings import SettingsError
+from runtime.settings import SettingsError
 from sinks.cdn.adapters import Provider
 from sinks.cdn.config import CdnSettings
 

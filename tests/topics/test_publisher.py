@@ -10,12 +10,12 @@ import uuid
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
+from devkit.harness import read_until
+from devkit.stack.processes import free_port
+from runtime.settings import kafka_bootstrap_servers
 from schemas import decode
 from schemas.events import UsageEvent, WorldTick
 from schemas.examples import example
-from scribe.settings import kafka_bootstrap_servers
-from scribe.stack.processes import free_port
-from scribe.workers import read_until
 from topics.catalog import USAGE_EVENTS, WORLD_TICKS
 from topics.publisher import (
     Idempotence,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from agents.invalidation.consumer import consumer_group
-from scribe.workers import WorkerProcess
+from devkit.harness import WorkerProcess
 
 
 @pytest.fixture

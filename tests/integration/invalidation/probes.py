@@ -11,7 +11,7 @@ import httpx
 from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from scribe.workers import group_offsets
+from devkit.harness import group_offsets
 
 
 async def eventually(

@@ -13,10 +13,10 @@ from aiokafka import TopicPartition
 
 from cache import CacheClient
 from cache.layout import tag_set_key
+from devkit.harness import read_until
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import read_until
 from tests.integration.invalidation.conftest import Pipeline
 from tests.integration.invalidation.probes import committed_through, eventually, purged
 from topics.catalog import CACHE_INVALIDATIONS

@@ -26,10 +26,10 @@ from aiokafka import AIOKafkaProducer
 
 from cache import CacheClient
 from cache.layout import LEASE_FIELD, VALUE_FIELD
+from devkit.harness import WorkerProcess
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation
-from scribe.settings import kafka_bootstrap_servers
-from scribe.workers import WorkerProcess
 from topics.catalog import CACHE_INVALIDATIONS
 
 pytestmark = pytest.mark.integration

@@ -21,11 +21,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from devkit.harness import WorkerProcess, read_until
+from devkit.stack import LocalStack
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation
-from scribe.settings import kafka_bootstrap_servers
-from scribe.stack import LocalStack
-from scribe.workers import WorkerProcess, read_until
 from tests.integration.invalidation.conftest import Pipeline
 from tests.integration.invalidation.probes import committed_through, eventually, purged
 from topics.catalog import CACHE_INVALIDATIONS

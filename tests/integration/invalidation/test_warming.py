@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from agents.invalidation.hot_keys import section_key, world_key, world_tag
 from cache import CacheClient
 from cache.layout import tag_set_key
+from devkit.harness import WorkerProcess
 from schemas.events import WorldEvent
 from schemas.examples import example
-from scribe.workers import WorkerProcess
 from tests.integration.invalidation.probes import eventually, metric
 from topics.publisher import Publisher
 

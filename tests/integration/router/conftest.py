@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.harness import WorkerProcess, read_until
+from devkit.stack import LocalStack
+from runtime.settings import kafka_bootstrap_servers
 from schemas import decode
 from schemas.events import AIRequest, AIResponse, Event, UsageEvent
 from schemas.examples import example
-from scribe.settings import kafka_bootstrap_servers
-from scribe.stack import LocalStack
-from scribe.workers import WorkerProcess, read_until
 from topics.publisher import Publisher
 
 APP_ID = "scribe-router-it"
@@ -64,7 +64,7 @@ def router_env(router_stack: dict[str, str]) -> dict[str, str]:
 
 
 def router_worker_process(env: dict[str, str], state_dir: Path) -> WorkerProcess:
-    from scribe.stack.processes import free_port
+    from devkit.stack.processes import free_port
 
     return WorkerProcess(env=env, state_dir=state_dir, app_id=APP_ID, web_port=free_port())
 

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from scribe.settings import kafka_bootstrap_servers
+from runtime.settings import kafka_bootstrap_servers
 from tests.integration.router.conftest import Router
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from devkit.harness import WorkerProcess
 from schemas.events import AIRequest
-from scribe.workers import WorkerProcess
 from tests.integration.router.conftest import Router, router_worker_process, wait_for_lanes
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from scribe.workers import read_until
+from devkit.harness import read_until
 from tests.integration.router.conftest import Router, Simulator
 
 pytestmark = pytest.mark.integration

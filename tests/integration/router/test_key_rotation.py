@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from agents.router.keys import key_id
-from scribe.workers import read_until
+from devkit.harness import read_until
 from tests.integration.router.conftest import GEMINI_KEYS, OPENROUTER_KEYS, Router, Simulator
 
 pytestmark = pytest.mark.integration

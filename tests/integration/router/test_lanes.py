@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scribe.workers import ArrivalWatch
+from devkit.harness import ArrivalWatch
 from tests.integration.router.conftest import Router, Simulator, request_id_of
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from scribe.metrics import HEALTH_STATUS
+from runtime.metrics import HEALTH_STATUS
 
 DEFAULT_TIMEOUT_S = 2.0
 

@@ -18,9 +18,9 @@ from decimal import Decimal
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import UsageEvent
-from scribe.settings import kafka_bootstrap_servers
 from topics.catalog import USAGE_EVENTS
 
 MODELS = (("gemini", "gemini-2.5-flash"), ("openrouter", "llama-3.1-70b"), ("gemini", "imagen-4"))

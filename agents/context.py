@@ -10,8 +10,8 @@ import asyncpg
 import faust
 import redis.asyncio as aioredis
 
-from scribe.health import HealthChecks
-from scribe.settings import ResolvedSettings
+from runtime.health import HealthChecks
+from runtime.settings import ResolvedSettings
 from topics.catalog import TOPICS, TopicSpec
 from topics.dlq import DeadLetters
 

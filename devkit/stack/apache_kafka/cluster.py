@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from scribe.stack.apache_kafka.distribution import KafkaJars
-from scribe.stack.processes import (
+from devkit.stack.apache_kafka.distribution import KafkaJars
+from devkit.stack.processes import (
     ProcessRecord,
     StackError,
     free_port,

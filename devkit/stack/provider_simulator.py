@@ -17,7 +17,7 @@ the expected shape (invalid JSON, no choices/candidates, wrong types inside), on
 Every call is logged (`GET /_sim/calls`) with the key's id, never the key. `POST /_sim/reset`
 clears calls and rules; `POST /_sim/config` sets `delay_ms` (every answer) and `timeout_hold_s`.
 
-Run: `python -m scribe.stack.provider_simulator --port 8900`.
+Run: `python -m devkit.stack.provider_simulator --port 8900`.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from prometheus_client.parser import text_string_to_metric_families
 
-from scribe.settings import kafka_bootstrap_servers
-from scribe.stack import LocalStack
-from scribe.stack.processes import free_port
+from devkit.stack import LocalStack
+from devkit.stack.processes import free_port
+from runtime.settings import kafka_bootstrap_servers
 
 SERVICE_VARS = ("SCRIBE_KAFKA_URL", "SCRIBE_DATABASE_URL", "SCRIBE_REDIS_URL")
 

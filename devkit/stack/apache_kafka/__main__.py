@@ -1,4 +1,4 @@
-"""`python -m scribe.stack.apache_kafka fetch | up | down | status | run -- COMMAND`."""
+"""`python -m devkit.stack.apache_kafka fetch | up | down | status | run -- COMMAND`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from scribe.stack.apache_kafka.cluster import DEFAULT_HEAP, KafkaCluster
-from scribe.stack.apache_kafka.distribution import fetch
-from scribe.stack.processes import StackError
+from devkit.stack.apache_kafka.cluster import DEFAULT_HEAP, KafkaCluster
+from devkit.stack.apache_kafka.distribution import fetch
+from devkit.stack.processes import StackError
 
 DEFAULT_DIR = Path(".scribe/kafka-cluster")
 DEFAULT_CACHE = Path(".scribe/kafka")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from scribe.loadgen.workload import Malformed, Message, Workload
+from devkit.loadgen.workload import Malformed, Message, Workload
 from topics.catalog import topic_for
 from topics.publisher import Publisher
 

@@ -22,6 +22,12 @@ import click
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit.harness import Record, WorkerProcess, new_worker, read_until
+from devkit.loadgen.runner import Progress, run_load
+from devkit.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
+from devkit.stack import LocalStack
+from runtime.metrics import family_specs
+from runtime.settings import Settings, kafka_bootstrap_servers
 from schemas import decode, encode
 from schemas.events import AIRequest, AIResponse, CacheInvalidation, UsageEvent, WorldEvent
 from schemas.examples import example
@@ -29,12 +35,6 @@ from scribe.dashboard.figures import take_snapshot
 from scribe.gateway.access import TokenBook
 from scribe.gateway.config import GatewaySettings
 from scribe.gateway.server import RunningGateway
-from scribe.loadgen.runner import Progress, run_load
-from scribe.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
-from scribe.metrics import family_specs
-from scribe.settings import Settings, kafka_bootstrap_servers
-from scribe.stack import LocalStack
-from scribe.workers import Record, WorkerProcess, new_worker, read_until
 from topics.catalog import INPUT_TOPICS, TopicSpec, topic_for
 from topics.publisher import Publisher
 

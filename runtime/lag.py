@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from scribe.metrics import CONSUMER_LAG
+from runtime.metrics import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from scribe.settings import Settings
-from scribe.stack.processes import ProcessRecord, StackError, free_port, port_is_free
-from scribe.stack.services import (
+from devkit.stack.processes import ProcessRecord, StackError, free_port, port_is_free
+from devkit.stack.services import (
     ApacheKafkaBroker,
     CdnSimulator,
     Postgres,
@@ -26,6 +25,7 @@ from scribe.stack.services import (
     Service,
     TansuBroker,
 )
+from runtime.settings import Settings
 
 __all__ = ["BROKERS", "LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
 
