@@ -1,0 +1,67 @@
+"""The one place that builds Kafka clients. Bootstrap servers, security (TLS, SASL), client ids
+and the timeouts a single-process broker needs all come from the settings, so every consumer,
+producer and admin client of a worker reaches a secured cluster the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from runtime.settings import ResolvedSettings
+
+# With fast_rebalance (the embedded broker, and the engine tests' kill runs) a member that died
+# is replaced after 10 s instead of Kafka's 45 s, and a join does not wait out 5 minutes.
+FAST_REBALANCE_TIMEOUTS = {
+    "rebalance_timeout_ms": 5_000,
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 1_000,
+}
+
+
+def group_id(settings: ResolvedSettings, flow: str) -> str:
+    """The consumer group of `flow` in this deployment: `<app_id>.<flow>`."""
+    return f"{settings.base.app_id}.{flow}"
+
+
+def consumer(
+    settings: ResolvedSettings, group: str | None, *topics: str, **options: Any
+) -> AIOKafkaConsumer:
+    """A consumer in `group` (None: no group, offsets only read) subscribed to `topics`. Offsets
+    are committed by the caller, after its sinks stored what they cover; a new group starts at
+    the beginning of the log. `options` override any of these."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "group_id": group,
+        "client_id": f"{settings.base.app_id}.{group or 'reader'}",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        **(FAST_REBALANCE_TIMEOUTS if settings.base.fast_rebalance else {}),
+        **settings.kafka_client_options,
+        **options,
+    }
+    return AIOKafkaConsumer(*topics, **config)
+
+
+def producer(settings: ResolvedSettings, **options: Any) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica (`acks=all`) unless told otherwise."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.base.app_id}.producer",
+        "acks": "all",
+        **settings.kafka_client_options,
+        **options,
+    }
+    return AIOKafkaProducer(**config)
+
+
+def admin(settings: ResolvedSettings, **options: Any) -> AIOKafkaAdminClient:
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.base.app_id}.admin",
+        "request_timeout_ms": 30_000,
+        **settings.kafka_client_options,
+        **options,
+    }
+    return AIOKafkaAdminClient(**config)
