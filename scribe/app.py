@@ -4,6 +4,7 @@ the live /dashboard."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,23 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
         await resources.close()
 
     return app, resources
+
+
+async def prepare(settings: ResolvedSettings, report: Callable[[str], None]) -> None:
+    """What a worker needs before it consumes: the catalog's topics and the schema."""
+    from sinks.postgres.migrate import migrate
+    from topics.admin import ensure_topics
+
+    created = await ensure_topics(
+        settings.bootstrap_servers,
+        settings.base.topic_partitions,
+        settings.base.topic_replication,
+        client_options=settings.kafka_client_options,
+    )
+    if created:
+        report(f"created topics: {', '.join(created)}")
+    await migrate(
+        settings.database_url,
+        report=report,
+        connect_options=settings.base.security.postgres.asyncpg_kwargs(),
+    )

@@ -8,7 +8,7 @@ import uuid
 
 import click
 
-from scribe.cli import resolved_settings
+from scribe.cli.settings import resolved_settings
 
 
 @click.command()
