@@ -45,8 +45,9 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         config["broker_credentials"] = credentials
     if base.fast_rebalance:
         # A single-process broker answers at once; Kafka's defaults would hold every worker
-        # start for ~30 s waiting out the rebalance timeout (see ARCHITECTURE.md). The engine
-        # tests set it on Apache Kafka too, so a SIGKILLed worker's partitions move after 10 s.
+        # start for ~30 s: at each join the group coordinator waits up to the rebalance timeout
+        # for every member it knows to rejoin. The engine tests set it on Apache Kafka too, so a
+        # SIGKILLed worker's partitions move after 10 s (the session timeout).
         config.update(
             broker_rebalance_timeout=5,
             broker_session_timeout=10,
