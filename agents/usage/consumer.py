@@ -4,7 +4,8 @@ service of the Faust worker.
 Faust's per-event stream machinery caps a Table agent at a few thousand events/s (the
 `peer.faust_table` case of `bench/README.md` measures it side by side); this loop takes
 `getmany()` batches from a plain aiokafka consumer, writes each batch in one transaction and
-commits the batch's offsets only after that transaction committed. Its consumer group is `<app id>-usage` (see `agents/batch_consumer.py`).
+commits the batch's offsets only after that transaction committed. Its consumer group is
+`<app id>-usage` (see `agents/batch_consumer.py`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def dev_tools(extra: str = "dev") -> Iterator[None]:
     except ModuleNotFoundError as exc:
         raise click.ClickException(
             f"this command needs the developer tools (module {exc.name!r} is missing): "
-            f"install them with  pip install '.[{extra}]'"
+            f"install them with `pip install '.[{extra}]'`"
         ) from None
 
 
