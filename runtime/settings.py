@@ -1,7 +1,8 @@
 """Settings read from the environment.
 
 Every setting is a `SCRIBE_*` variable. A service URL that is not set means "use the embedded
-stack": the CLI then reads the URLs that `scribe stack up` recorded under `.scribe/`.
+stack": on a developer install the CLI fills the unset variables from what `scribe stack up`
+recorded under SCRIBE_STATE_DIR (`scribe/cli/settings.py`) before it reads these settings.
 """
 
 from __future__ import annotations

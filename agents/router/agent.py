@@ -5,7 +5,6 @@ to the decide owner. Unreadable input goes to ai.requests.dlq with the reason.""
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +29,6 @@ from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
 from agents.router.splitter import PrioritySplitter
-from devkit.stack import LocalStack
 from runtime.metrics import MESSAGES_IN, PROCESSING_SECONDS
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane, RoutedRequest, RouterSettlement
@@ -53,17 +51,6 @@ PROVIDER_CLASSES: dict[str, type[OpenRouter] | type[Gemini]] = {
 }
 
 
-def router_settings(resources: Resources) -> RouterSettings:
-    """From the environment; the simulator's URL from a running embedded stack if not set."""
-    env = dict(os.environ)
-    if not env.get("SCRIBE_PROVIDER_URL"):
-        stack = LocalStack(resources.settings.base.state_dir)
-        running = {s.env_var: s.url for s in stack.status() if s.running}
-        if "SCRIBE_PROVIDER_URL" in running:
-            env["SCRIBE_PROVIDER_URL"] = running["SCRIBE_PROVIDER_URL"]
-    return RouterSettings.from_env(env)
-
-
 # Short only where latency matters: each idle consumer polls the embedded broker this often.
 FETCH_WAIT_MS = {"intake": 20, "urgent": 20, "normal": 50, "deferred": 100, "held": 250}
 
@@ -77,7 +64,7 @@ def deferred_rate_limit(rate_per_s: float) -> Limit:
 def register(app: faust.App, resources: Resources) -> None:
     # httpx logs every request at INFO: far too much at this volume.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = router_settings(resources)
+    settings = RouterSettings.from_env()
     if not settings.providers:
         log.warning(
             "router: no provider configured (set OPENROUTER_API_KEYS / GEMINI_API_KEYS, or "

@@ -1,10 +1,11 @@
 """usage.events -> the ledger, rollups and budgets in PostgreSQL: a batch consumer run as a
 service of the Faust worker.
 
-Faust's per-event stream machinery caps a Table agent at a few thousand events/s (see
-ARCHITECTURE.md); this loop takes `getmany()` batches from a plain aiokafka consumer, writes
-each batch in one transaction and commits the batch's offsets only after that transaction
-committed. Its consumer group is `<app id>-usage` (see `agents/batch_consumer.py`).
+Faust's per-event stream machinery caps a Table agent at a few thousand events/s (the
+`peer.faust_table` case of `bench/README.md` measures it side by side); this loop takes
+`getmany()` batches from a plain aiokafka consumer, writes each batch in one transaction and
+commits the batch's offsets only after that transaction committed. Its consumer group is
+`<app id>-usage` (see `agents/batch_consumer.py`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import logging
 import click
 
 from runtime.settings import SettingsError
-from scribe.cli import resolved_settings
+from scribe.cli.settings import resolved_settings
 
 
 @click.command()
