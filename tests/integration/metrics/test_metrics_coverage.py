@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
+import promql_parser
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -55,7 +56,7 @@ def reads() -> list[Read]:
             equal = frozenset(
                 (m.name, m.value)
                 for m in selector.matchers.matchers
-                if str(m.op) in ("=", "MatchOp.Equal") and m.name != "__name__"
+                if m.op == promql_parser.MatchOp.Equal and m.name != "__name__"
             )
             found.append(Read(selector.name, equal, reader))
     found += [Read(name, frozenset(), "the /dashboard figures") for name in figure_families()]
