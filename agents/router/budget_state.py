@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 
-from agents.router.metrics import BUDGET_STATES
 from agents.router.policy import Budget
+from runtime.metrics import BUDGET_STATES
 from schemas import DecodeError, parse_json
 
 log = logging.getLogger(__name__)

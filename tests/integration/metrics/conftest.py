@@ -104,7 +104,10 @@ def gateway(
         response = httpx.post(
             f"{url}/v1/events/usage.events",
             content=encode(example(UsageEvent)),
-            headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"},
+            headers={
+                "Authorization": f"Bearer {GATEWAY_TOKEN}",
+                "Content-Type": "application/json",
+            },
             timeout=30,
         )
         assert response.status_code == 202, response.text

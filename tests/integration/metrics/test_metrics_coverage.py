@@ -44,7 +44,11 @@ class Read:
 
     def __str__(self) -> str:
         wanted = ", ".join(f"{k}={v!r}" for k, v in sorted(self.labels))
-        return f"{self.name}{{{wanted}}} (read by {self.reader})"
+        return (
+            f"{self.name}{{{wanted}}} (read by {self.reader})"
+            if wanted
+            else (f"{self.name} (read by {self.reader})")
+        )
 
 
 def reads() -> list[Read]:
