@@ -129,6 +129,9 @@ class Executor:
         self.rng = rng or random.Random()
         self.clock = clock
         self.sleep = sleep
+        # Zero for each provider until one first fails over: no fallbacks shows as 0.
+        for service in upstreams:
+            FALLBACKS.labels(provider=service)
 
     async def run(self, routed: RoutedRequest) -> Outcome:
         request = routed.request

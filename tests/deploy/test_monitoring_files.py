@@ -10,8 +10,17 @@ import promql_parser
 import pytest
 from prometheus_client import REGISTRY
 
+from agents.router.breaker import BreakerState
+from agents.router.providers import Failure
 from runtime.metrics import family_specs
-from tests.deploy.monitoring import DASHBOARD, alert_rules, dashboard_targets, nodes, parse
+from tests.deploy.monitoring import (
+    DASHBOARD,
+    alert_rules,
+    dashboard_targets,
+    nodes,
+    parse,
+    selectors,
+)
 
 SCRAPE_LABELS = {"job", "instance"}  # added by Prometheus to every scraped sample
 SEVERITIES = {"info", "warning", "critical"}
@@ -113,3 +122,18 @@ def test_dashboard_is_provisionable_and_shows_every_family() -> None:
     queries = " ".join(expr for _, expr in dashboard_targets())
     unshown = [s.name for s in family_specs() if s.name not in queries]
     assert unshown == []
+
+
+def test_the_provider_alerts_match_what_the_router_reports() -> None:
+    """The outcomes the failure alert counts are the router's failure kinds, and the breaker
+    alert's threshold is the open state's gauge value."""
+    rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    outcomes = {
+        alternative
+        for selector in selectors(rules["ScribeProviderErrorRateHigh"])
+        for matcher in selector.matchers.matchers
+        if matcher.name == "outcome"
+        for alternative in matcher.value.split("|")
+    }
+    assert outcomes == {Failure.SERVER, Failure.TIMEOUT, Failure.MALFORMED}
+    assert rules["ScribeBreakerOpen"].strip().endswith(f"== {int(BreakerState.OPEN)}")
