@@ -70,6 +70,7 @@ def register(app: faust.App, resources: Resources) -> None:
                 self.consumer = InvalidationConsumer(
                     bootstrap_servers=settings.bootstrap_servers,
                     group_id=consumer_group(settings.base.app_id),
+                    groups=resources.consumer_groups,
                     settings=config,
                     delivery=Delivery(redis, cdn, resources.dead_letters),
                     dead_letters=resources.dead_letters,

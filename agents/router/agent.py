@@ -242,6 +242,7 @@ async def _start_execution(
     await app.add_runtime_dependency(
         PrioritySplitter(
             consumer_settings("intake", FETCH_WAIT_MS["intake"]),
+            groups=resources.consumer_groups,
             publish=publish,
             dead_letter=dead_letter,
         )
@@ -255,6 +256,7 @@ async def _start_execution(
             "held",
             AI_REQUESTS_HELD,
             consumer_settings("held", FETCH_WAIT_MS["held"]),
+            groups=resources.consumer_groups,
             read=lambda value: decode(value, AIRequest),
             deadline_of=lambda request: request.deadline,
             handle=release,
@@ -290,6 +292,7 @@ async def _start_execution(
                 lane.value,
                 spec,
                 consumer_settings(lane.value, FETCH_WAIT_MS[lane.value]),
+                groups=resources.consumer_groups,
                 read=lambda value: decode(value, RoutedRequest),
                 deadline_of=lambda routed: routed.request.deadline,
                 handle=execute,

@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 
-from agents.router.metrics import BUDGET_STATES
 from agents.router.policy import Budget
+from runtime.metrics import BUDGET_STATES
 from schemas import DecodeError, parse_json
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,10 @@ class BudgetBook:
 
     def __init__(self) -> None:
         self._budgets: dict[str, Budget] = {}
+        # Every result at zero from the start: "no budget records read" shows as 0, not absent.
+        self._counts = {
+            r: BUDGET_STATES.labels(result=r) for r in ("applied", "removed", "ignored")
+        }
 
     def get(self, user_id: str) -> Budget | None:
         return self._budgets.get(user_id)
@@ -78,15 +82,15 @@ class BudgetBook:
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         parsed = parse_budget_state(key, value)
         if parsed is None:
-            BUDGET_STATES.labels(result="ignored").inc()
+            self._counts["ignored"].inc()
             return
         user, budget = parsed
         if budget is None:
             self._budgets.pop(user, None)
-            BUDGET_STATES.labels(result="removed").inc()
+            self._counts["removed"].inc()
         else:
             self._budgets[user] = budget
-            BUDGET_STATES.labels(result="applied").inc()
+            self._counts["applied"].inc()
 
 
 class BudgetStateReader(Service):

@@ -20,6 +20,7 @@ from mode import Service
 from agents.router.decide import Emit
 from agents.router.lane_consumer import DeadLetter, Publish
 from agents.router.policy import LANE_OF_PRIORITY
+from runtime.lag import ConsumerGroups
 from runtime.metrics import MESSAGES_IN
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane
@@ -39,10 +40,16 @@ def destination(request: AIRequest) -> TopicSpec:
 
 class PrioritySplitter(Service):
     def __init__(
-        self, consumer_settings: dict[str, Any], *, publish: Publish, dead_letter: DeadLetter
+        self,
+        consumer_settings: dict[str, Any],
+        *,
+        groups: ConsumerGroups,
+        publish: Publish,
+        dead_letter: DeadLetter,
     ) -> None:
         super().__init__()
         self.consumer_settings = consumer_settings
+        self.groups = groups
         self.publish = publish
         self.dead_letter = dead_letter
 
@@ -51,6 +58,8 @@ class PrioritySplitter(Service):
         consumer = AIOKafkaConsumer(**self.consumer_settings)
         consumer.subscribe([AI_REQUESTS.name], listener=_Assignments())
         await consumer.start()
+        group = self.consumer_settings["group_id"]
+        self.groups.add(group, [AI_REQUESTS.name], consumer)
         log.info("router: intake splitting %s by priority", AI_REQUESTS.name)
         try:
             while not self.should_stop:
@@ -88,6 +97,7 @@ class PrioritySplitter(Service):
                     # and decide answers a request it has seen with its earlier response.
                     log.warning("router: intake commit skipped after a rebalance: %s", error)
         finally:
+            self.groups.discard(group)
             await consumer.stop()
 
 

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 
 from agents.batch_consumer import BatchConsumerService
 from agents.context import Resources
-from agents.usage.outbox import publish_outbox
+from agents.usage.outbox import publish_outbox, show_alert_thresholds
 from agents.usage.pricing import Priced, UsageLimits, price_usage
 from runtime.metrics import (
     COST,
@@ -143,6 +143,7 @@ class UsageBatchConsumer(BatchConsumerService):
             **settings.base.security.postgres.asyncpg_kwargs(),
         )
         self.ledger = UsageLedger(self.pool, self.usage.alert_thresholds_pct)
+        show_alert_thresholds(self.usage.alert_thresholds_pct)
         self.budgets = BudgetStore(self.pool)
         await self._maintain_partitions()
         group_id = usage_group_id(settings.base.app_id)
