@@ -150,7 +150,7 @@ class LaneConsumer(Service, Generic[T]):
         self,
         name: str,
         spec: TopicSpec,
-        consumer_settings: dict[str, Any],
+        new_consumer: Callable[[], AIOKafkaConsumer],
         *,
         read: Callable[[bytes], T],
         deadline_of: Callable[[T], datetime | None],
@@ -162,7 +162,7 @@ class LaneConsumer(Service, Generic[T]):
         super().__init__()
         self.name = name
         self.spec = spec
-        self.consumer_settings = consumer_settings
+        self.new_consumer = new_consumer
         self.read = read
         self.deadline_of = deadline_of
         self.handle = handle
@@ -177,7 +177,7 @@ class LaneConsumer(Service, Generic[T]):
 
     @Service.task
     async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(**self.consumer_settings)
+        consumer = self.new_consumer()
         consumer.subscribe([self.spec.name], listener=_Rebalance(self, consumer))
         await consumer.start()
         log.info("router: %s lane consuming %s", self.name, self.spec.name)

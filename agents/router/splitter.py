@@ -11,7 +11,7 @@ Each batch's messages are published and acknowledged before the batch's offsets 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -39,16 +39,20 @@ def destination(request: AIRequest) -> TopicSpec:
 
 class PrioritySplitter(Service):
     def __init__(
-        self, consumer_settings: dict[str, Any], *, publish: Publish, dead_letter: DeadLetter
+        self,
+        new_consumer: Callable[[], AIOKafkaConsumer],
+        *,
+        publish: Publish,
+        dead_letter: DeadLetter,
     ) -> None:
         super().__init__()
-        self.consumer_settings = consumer_settings
+        self.new_consumer = new_consumer
         self.publish = publish
         self.dead_letter = dead_letter
 
     @Service.task
     async def _split(self) -> None:
-        consumer = AIOKafkaConsumer(**self.consumer_settings)
+        consumer = self.new_consumer()
         consumer.subscribe([AI_REQUESTS.name], listener=_Assignments())
         await consumer.start()
         log.info("router: intake splitting %s by priority", AI_REQUESTS.name)
