@@ -62,9 +62,7 @@ class BatchConsumerService(mode.Service):
         self._consumer = consumer
         await consumer.start()
         settings = self.resources.settings
-        self._offsets = GroupOffsets(
-            settings.bootstrap_servers, group_id, settings.kafka_client_options
-        )
+        self._offsets = GroupOffsets(settings, group_id)
         self._lag = LagSampler(self._offsets, topics)
 
     async def consume(self) -> None:

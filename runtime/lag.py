@@ -19,7 +19,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from runtime import kafka
 from runtime.metrics import CONSUMER_LAG
+from runtime.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,8 @@ class GroupOffsets:
     consumer of its own that never joins the group (so it causes no rebalance). It is also the
     worker's Kafka health probe: `topics()` is a metadata round trip."""
 
-    def __init__(
-        self,
-        bootstrap_servers: list[str],
-        group_id: str,
-        client_options: dict[str, Any] | None = None,
-    ) -> None:
-        self._bootstrap_servers = bootstrap_servers
-        self._client_options = client_options or {}  # security settings
+    def __init__(self, settings: ResolvedSettings, group_id: str) -> None:
+        self._settings = settings
         self._group_id = group_id
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
@@ -59,13 +55,7 @@ class GroupOffsets:
     async def _started(self) -> AIOKafkaConsumer:
         async with self._lock:
             if self._consumer is None:
-                consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self._bootstrap_servers,
-                    group_id=self._group_id,
-                    enable_auto_commit=False,
-                    request_timeout_ms=5000,
-                    **self._client_options,
-                )
+                consumer = kafka.consumer(self._settings, self._group_id, request_timeout_ms=5000)
                 await consumer.start()
                 self._consumer = consumer
             return self._consumer

@@ -31,9 +31,7 @@ log = logging.getLogger(__name__)
 
 def register(app: faust.App, resources: Resources) -> None:
     settings = resources.settings
-    offsets = GroupOffsets(
-        settings.bootstrap_servers, settings.base.app_id, settings.kafka_client_options
-    )
+    offsets = GroupOffsets(settings, settings.base.app_id)
     _add_core_checks(app, resources, offsets)
     lag = LagSampler(offsets, [t.name for t in TOPICS])
     feed = DashboardFeed(REGISTRY, resources.health, baseline_at=time.time())

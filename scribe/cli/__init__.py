@@ -114,12 +114,7 @@ async def prepare(settings: ResolvedSettings) -> None:
     from sinks.postgres.migrate import migrate
     from topics.admin import ensure_topics
 
-    created = await ensure_topics(
-        settings.bootstrap_servers,
-        settings.base.topic_partitions,
-        settings.base.topic_replication,
-        client_options=settings.kafka_client_options,
-    )
+    created = await ensure_topics(settings)
     if created:
         click.echo(f"created topics: {', '.join(created)}", err=True)
     await migrate(
