@@ -85,11 +85,23 @@ def secured_worker(secured_env: dict[str, str], state_dir: Path) -> Iterator[Wor
     which is where it used to fail (and exit) after answering /ready."""
     worker = new_worker(secured_env, state_dir / "sasl-ssl-workers")
     try:
-        worker.start()
-        wait_for_lanes(worker)
+        try:
+            worker.start()
+            wait_for_lanes(worker)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{exc}\n{connection_failures(worker)}", pytrace=False)
         yield worker
     finally:
         worker.stop()
+
+
+def connection_failures(worker: WorkerProcess) -> str:
+    """The worker's first lines that say a Kafka client could not connect, and whether it
+    still runs: why it did not get ready, when the log's tail shows only the aftermath."""
+    lines = worker.log_path.read_text(errors="replace").splitlines()
+    failed = [line for line in lines if "Unable to bootstrap" in line][:5]
+    state = "still running" if worker.alive() else "exited"
+    return f"the worker has {state}; connection failures logged:\n" + "\n".join(failed)
 
 
 @pytest.fixture(autouse=True)
