@@ -22,12 +22,13 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
 from agents.usage.consumer import usage_group_id
 from agents.usage.synthetic import synthetic_usage
-from devkit.harness import WorkerProcess, new_worker
+from devkit.harness import WorkerProcess, group_offsets, new_worker
 from devkit.stack import LocalStack
 from runtime.settings import kafka_bootstrap_servers
 from schemas.events import CacheInvalidation, ResponseStatus
@@ -37,6 +38,7 @@ from tests.integration.router.conftest import Router, Simulator, wait_for_lanes
 from tests.integration.test_usage_exactness import Expected
 from tests.integration.test_world import assert_replay_matches, eventually, village, world_row
 from tests.integration.usage_pipeline import publish, wait_committed_past
+from topics.catalog import USAGE_EVENTS
 from topics.publisher import Publisher
 
 pytestmark = pytest.mark.engine
@@ -49,7 +51,7 @@ LISTENER_VARS = {
     "SCRIBE_TEST_KAFKA_SASL_SSL_USERNAME": "SCRIBE_KAFKA_SASL_USERNAME",
     "SCRIBE_TEST_KAFKA_SASL_SSL_PASSWORD": "SCRIBE_KAFKA_SASL_PASSWORD",
 }
-USAGE_EVENTS = 2_000
+USAGE_BATCH = 2_000
 
 
 @pytest.fixture(scope="module")
@@ -134,18 +136,35 @@ async def test_a_usage_batch_lands_exact_in_postgresql(
     apache_kafka_url: str, secured_worker: WorkerProcess, own_db: asyncpg.Connection
 ) -> None:
     run = f"sasl{uuid.uuid4().hex[:8]}"
-    items = list(synthetic_usage(run, USAGE_EVENTS, seed=11))
+    items = list(synthetic_usage(run, USAGE_BATCH, seed=11))
     expected = Expected(run, items)
+    group = usage_group_id(secured_worker.app_id)
+    # A new group reads the topic from the start: other tests' usage shares the hourly rollups.
+    backlog = await usage_backlog(apache_kafka_url, group)
+    if backlog:
+        await wait_committed_past(
+            apache_kafka_url, group, backlog, timeout=180, log=secured_worker.log_tail
+        )
     await expected.snapshot_shared(own_db)
     last = await publish(apache_kafka_url, items)
     await wait_committed_past(
-        apache_kafka_url,
-        usage_group_id(secured_worker.app_id),
-        last,
-        timeout=120,
-        log=secured_worker.log_tail,
+        apache_kafka_url, group, last, timeout=120, log=secured_worker.log_tail
     )
     await expected.check(own_db, "through SASL_SSL")
+
+
+async def usage_backlog(kafka_url: str, group: str) -> dict[int, int]:
+    """The last offset of each usage.events partition that holds any record."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers(kafka_url))
+    await admin.start()
+    try:
+        (topic,) = await admin.describe_topics([USAGE_EVENTS.name])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(USAGE_EVENTS.name, p["partition"]) for p in topic["partitions"]]
+    async with group_offsets(kafka_url, group) as consumer:
+        ends = await consumer.end_offsets(partitions)
+    return {tp.partition: end - 1 for tp, end in ends.items() if end > 0}
 
 
 async def test_an_ai_request_is_answered_on_ai_responses(
