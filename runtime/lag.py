@@ -26,7 +26,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from runtime import kafka
 from runtime.metrics import CONSUMER_LAG
+from runtime.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +91,8 @@ class OffsetReader:
     end offsets (a consumer in no group, so it joins nothing and causes no rebalance). It is
     also the worker's Kafka health probe: `topics()` is a metadata round trip."""
 
-    def __init__(
-        self, bootstrap_servers: list[str], client_options: dict[str, Any] | None = None
-    ) -> None:
-        self._bootstrap_servers = bootstrap_servers
-        self._client_options = client_options or {}  # security settings
+    def __init__(self, settings: ResolvedSettings) -> None:
+        self._settings = settings
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._lock = asyncio.Lock()
@@ -101,21 +100,11 @@ class OffsetReader:
     async def _started(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
         async with self._lock:
             if self._consumer is None:
-                consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self._bootstrap_servers,
-                    group_id=None,
-                    enable_auto_commit=False,
-                    request_timeout_ms=5000,
-                    **self._client_options,
-                )
+                consumer = kafka.consumer(self._settings, None, request_timeout_ms=5000)
                 await consumer.start()
                 self._consumer = consumer
             if self._admin is None:
-                admin = AIOKafkaAdminClient(
-                    bootstrap_servers=self._bootstrap_servers,
-                    request_timeout_ms=5000,
-                    **self._client_options,
-                )
+                admin = kafka.admin(self._settings, request_timeout_ms=5000)
                 await admin.start()
                 self._admin = admin
             return self._consumer, self._admin

@@ -95,12 +95,7 @@ async def prepare(settings: ResolvedSettings, report: Callable[[str], None]) -> 
     from sinks.postgres.migrate import migrate
     from topics.admin import ensure_topics
 
-    created = await ensure_topics(
-        settings.bootstrap_servers,
-        settings.base.topic_partitions,
-        settings.base.topic_replication,
-        client_options=settings.kafka_client_options,
-    )
+    created = await ensure_topics(settings)
     if created:
         report(f"created topics: {', '.join(created)}")
     await migrate(

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def register(app: faust.App, resources: Resources) -> None:
     settings = resources.settings
-    offsets = OffsetReader(settings.bootstrap_servers, settings.kafka_client_options)
+    offsets = OffsetReader(settings)
     _add_core_checks(app, resources, offsets)
     # Faust's own group (its agents); the flows add the groups of their own consumers.
     resources.consumer_groups.add(

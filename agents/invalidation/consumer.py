@@ -20,14 +20,16 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.invalidation.coalesce import Coalescer, Window, merge
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import KAFKA_RETRYABLE, Delivery
+from runtime import kafka
 from runtime.lag import ConsumerGroups
 from runtime.metrics import COALESCED_TARGETS, MESSAGES_IN
+from runtime.settings import ResolvedSettings
 from schemas import DecodeError, decode
 from schemas.events import CacheInvalidation
 from sinks.retry import until_written
@@ -66,35 +68,18 @@ class InvalidationConsumer:
     def __init__(
         self,
         *,
-        bootstrap_servers: list[str],
+        kafka_settings: ResolvedSettings,
         group_id: str,
         groups: ConsumerGroups,
         settings: InvalidationSettings,
         delivery: Delivery,
         dead_letters: DeadLetters,
-        fast_rebalance: bool,
-        client_options: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.delivery = delivery
         self.dead_letters = dead_letters
-        timeouts: dict[str, int] = (
-            {
-                "rebalance_timeout_ms": 5000,
-                "session_timeout_ms": 10000,
-                "heartbeat_interval_ms": 1000,
-            }
-            if fast_rebalance
-            else {}
-        )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            **timeouts,
-            **(client_options or {}),  # security settings
+        self._consumer = kafka.consumer(
+            kafka_settings, group_id, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
         )
         self._group_id = group_id
         self._groups = groups  # the worker samples the lag of the groups registered there

@@ -16,12 +16,13 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from mode import Service
 
 from agents.router.policy import Budget
+from runtime import kafka
 from runtime.metrics import BUDGET_STATES
+from runtime.settings import ResolvedSettings
 from schemas import DecodeError, parse_json
 
 log = logging.getLogger(__name__)
@@ -97,22 +98,16 @@ class BudgetStateReader(Service):
     """Reads the budget state topic from the beginning into a BudgetBook, without a consumer
     group; waits for the topic to exist rather than creating it (its owner sets compaction)."""
 
-    def __init__(self, bootstrap_servers: list[str], topic: str, book: BudgetBook) -> None:
+    def __init__(self, settings: ResolvedSettings, topic: str, book: BudgetBook) -> None:
         super().__init__()
-        self.bootstrap_servers = bootstrap_servers
+        self.settings = settings
         self.topic = topic
         self.book = book
 
     @Service.task
     async def _read(self) -> None:
         partitions = await self._wait_for_topic()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=500,
-        )
+        consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=500)
         await consumer.start()
         try:
             consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
@@ -128,7 +123,7 @@ class BudgetStateReader(Service):
     async def _wait_for_topic(self) -> set[int]:
         """The topic's partitions once it exists. Listing all topics never creates one (asking
         for this topic's metadata could auto-create it without compaction)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        admin = kafka.admin(self.settings)
         await admin.start()
         try:
             announced = False

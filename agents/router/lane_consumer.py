@@ -151,8 +151,9 @@ class LaneConsumer(Service, Generic[T]):
         self,
         name: str,
         spec: TopicSpec,
-        consumer_settings: dict[str, Any],
+        new_consumer: Callable[[], AIOKafkaConsumer],
         *,
+        group: str,
         groups: ConsumerGroups,
         read: Callable[[bytes], T],
         deadline_of: Callable[[T], datetime | None],
@@ -164,7 +165,8 @@ class LaneConsumer(Service, Generic[T]):
         super().__init__()
         self.name = name
         self.spec = spec
-        self.consumer_settings = consumer_settings
+        self.new_consumer = new_consumer
+        self.group = group
         self.groups = groups
         self.read = read
         self.deadline_of = deadline_of
@@ -180,11 +182,10 @@ class LaneConsumer(Service, Generic[T]):
 
     @Service.task
     async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(**self.consumer_settings)
+        consumer = self.new_consumer()
         consumer.subscribe([self.spec.name], listener=_Rebalance(self, consumer))
         await consumer.start()
-        group = self.consumer_settings["group_id"]
-        self.groups.add(group, [self.spec.name], consumer)
+        self.groups.add(self.group, [self.spec.name], consumer)
         log.info("router: %s lane consuming %s", self.name, self.spec.name)
         next_commit = time.monotonic() + COMMIT_EVERY_S
         try:
@@ -199,7 +200,7 @@ class LaneConsumer(Service, Generic[T]):
                     await self._commit(consumer)
                     next_commit = time.monotonic() + COMMIT_EVERY_S
         finally:
-            self.groups.discard(group)
+            self.groups.discard(self.group)
             if self._running:
                 await asyncio.wait(self._running, timeout=10)
             await self._commit(consumer)

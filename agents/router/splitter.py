@@ -11,7 +11,7 @@ Each batch's messages are published and acknowledged before the batch's offsets 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -41,25 +41,26 @@ def destination(request: AIRequest) -> TopicSpec:
 class PrioritySplitter(Service):
     def __init__(
         self,
-        consumer_settings: dict[str, Any],
+        new_consumer: Callable[[], AIOKafkaConsumer],
         *,
+        group: str,
         groups: ConsumerGroups,
         publish: Publish,
         dead_letter: DeadLetter,
     ) -> None:
         super().__init__()
-        self.consumer_settings = consumer_settings
+        self.new_consumer = new_consumer
+        self.group = group
         self.groups = groups
         self.publish = publish
         self.dead_letter = dead_letter
 
     @Service.task
     async def _split(self) -> None:
-        consumer = AIOKafkaConsumer(**self.consumer_settings)
+        consumer = self.new_consumer()
         consumer.subscribe([AI_REQUESTS.name], listener=_Assignments())
         await consumer.start()
-        group = self.consumer_settings["group_id"]
-        self.groups.add(group, [AI_REQUESTS.name], consumer)
+        self.groups.add(self.group, [AI_REQUESTS.name], consumer)
         log.info("router: intake splitting %s by priority", AI_REQUESTS.name)
         try:
             while not self.should_stop:
@@ -97,7 +98,7 @@ class PrioritySplitter(Service):
                     # and decide answers a request it has seen with its earlier response.
                     log.warning("router: intake commit skipped after a rebalance: %s", error)
         finally:
-            self.groups.discard(group)
+            self.groups.discard(self.group)
             await consumer.stop()
 
 

@@ -20,13 +20,14 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import mode
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.batch_consumer import BatchConsumerService
 from agents.context import Resources
 from agents.usage.outbox import publish_outbox, show_alert_thresholds
 from agents.usage.pricing import Priced, UsageLimits, price_usage
+from runtime import kafka
 from runtime.metrics import (
     COST,
     MESSAGES_IN,
@@ -147,7 +148,7 @@ class UsageBatchConsumer(BatchConsumerService):
         self.budgets = BudgetStore(self.pool)
         await self._maintain_partitions()
         group_id = usage_group_id(settings.base.app_id)
-        consumer = AIOKafkaConsumer(USAGE_EVENTS.name, **settings.batch_consumer_options(group_id))
+        consumer = kafka.consumer(settings, group_id, USAGE_EVENTS.name)
         await self.start_consumer(consumer, group_id, [USAGE_EVENTS.name])
 
     async def on_started(self) -> None:

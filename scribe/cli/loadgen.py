@@ -62,11 +62,7 @@ def loadgen(
     )
 
     async def run() -> int:
-        await ensure_topics(
-            settings.bootstrap_servers,
-            settings.base.topic_partitions,
-            settings.base.topic_replication,
-        )
+        await ensure_topics(settings)
         async with publisher_for(settings) as publisher:
             click.echo(
                 f"loadgen: {rate:,.0f} events/s for {seconds:g} s, seed {seed}, run "
