@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from agents.context import Resources
 from runtime.lag import GroupOffsets, LagSampler
+from sinks.retry import StoppingError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,13 @@ class BatchConsumerService(mode.Service):
         raise NotImplementedError
 
     async def on_started(self) -> None:
-        self._consuming = self.add_future(self.consume())
+        self._consuming = self.add_future(self._consume_until_stopped())
+
+    async def _consume_until_stopped(self) -> None:
+        try:
+            await self.consume()
+        except StoppingError as error:
+            log.warning("%s: %s", self.flow, error)  # the batch stays uncommitted
 
     async def on_stop(self) -> None:
         await self.finish_consuming()

@@ -1,8 +1,13 @@
 """The Faust app: one worker process runs every agent and serves /metrics, /health, /ready and
-the live /dashboard."""
+the live /dashboard. `StoppingWorker` runs it and stops it in order, within deadlines."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,10 +15,22 @@ from typing import Any
 import faust
 
 from agents.context import Resources
+from runtime.logs import RepeatLimiter, limit_repeats
 from runtime.metrics import ASSIGNED_PARTITIONS
 from runtime.settings import ResolvedSettings, faust_broker_url
+from sinks.retry import STOPPING
 from topics.catalog import TOPICS
 from topics.dlq import DEAD_LETTER_REQUEST_BYTES
+
+log = logging.getLogger(__name__)
+
+# A stop's deadlines, in seconds from its start (SIGTERM): the flows and Faust's services stop
+# first; then the shared connections close (`Resources.close`, each within its own deadline);
+# past HARD_EXIT_S the process exits at once. Whatever a flow had not committed by then is read
+# again after the restart, and stored once: the sinks' keys make a second write change nothing.
+SERVICES_STOP_S = 16.0
+HARD_EXIT_S = 27.0
+HARD_EXIT_CODE = 70  # EX_SOFTWARE
 
 
 def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
@@ -81,8 +98,59 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     async def _count_assignment(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         count_assignment(args[0])
 
-    @app.on_before_shutdown.connect
-    async def _close_resources(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await resources.close()
-
     return app, resources
+
+
+class StoppingWorker(faust.Worker):
+    """Faust's worker with an ordered, bounded stop. The sinks' retry loops are told first
+    (`STOPPING`: a failed write is no longer retried), then every flow, timer and consumer
+    stops, and only then do the PostgreSQL pool, the Redis client and the flows' shared clients
+    close, so no flow ever writes to a closed pool. Faust alone closed them before its services
+    stopped, and a world flush then retried a closed pool forever.
+
+    Its log lets repeats through once per window (`runtime.logs`): a server that is down
+    makes every retry loop log the same failure several times a second."""
+
+    def __init__(self, app: faust.App, resources: Resources, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.resources = resources
+        self._stop_began: float | None = None
+        self._repeat_limiters: list[RepeatLimiter] = []
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        self._repeat_limiters = limit_repeats(logger.handlers)
+
+    async def stop(self) -> None:
+        if self._stop_began is not None:
+            return  # asked again (the signal, then the loop's end): the first stop runs on
+        self._stop_began = time.monotonic()
+        STOPPING.set()
+        _exit_at_deadline(HARD_EXIT_S)
+        try:
+            await asyncio.wait_for(super().stop(), SERVICES_STOP_S)
+        except TimeoutError:
+            log.error(
+                "worker: flows not stopped within %.0f s (a server is unreachable?); closing "
+                "the connections anyway: what was not committed is read again after a restart",
+                SERVICES_STOP_S,
+            )
+        finally:
+            await self.resources.close()
+            log.info("worker: stopped in %.1f s", time.monotonic() - self._stop_began)
+            for limiter in self._repeat_limiters:
+                limiter.flush()
+
+
+def _exit_at_deadline(seconds: float) -> None:
+    """The last resort of a bounded stop: a stop still running after `seconds` ends the
+    process, whatever it waits for."""
+
+    def exit_now() -> None:
+        log.critical("worker: not stopped within %.0f s; exiting now", seconds)
+        logging.shutdown()
+        os._exit(HARD_EXIT_CODE)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
