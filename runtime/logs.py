@@ -1,7 +1,8 @@
 """Repeated log lines, limited: while a server is down, every retry loop and client logs the
-same failure several times a second. The first record of each (logger, level, message
-template) goes through; its repeats are held back for a window; then one line says how many
-were held back, and the next repeat goes through again."""
+same failure several times a second. The first warning (or worse) of each (logger, level,
+message template) goes through; its repeats are held back for a window; then one line says how
+many were held back, and the next repeat goes through again. Records below `min_level` (a
+worker's start and stop: one line per group joined, per service stopped) all go through."""
 
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ class RepeatLimiter(logging.Filter):
         handler: logging.Handler,
         window: float = WINDOW_S,
         clock: Callable[[], float] = time.monotonic,
+        min_level: int = logging.WARNING,
     ) -> None:
         super().__init__()
         self.handler = handler
         self.window = window
+        self.min_level = min_level
         self.clock = clock
         self._windows: dict[Key, _Window] = {}
         self._next_sweep = 0.0
@@ -47,6 +50,8 @@ class RepeatLimiter(logging.Filter):
         if now >= self._next_sweep:
             self._next_sweep = now + 1.0
             self._close_windows(now)
+        if record.levelno < self.min_level:
+            return True
         key = (record.name, record.levelno, str(record.msg))
         window = self._windows.get(key)
         if window is None:

@@ -47,7 +47,7 @@ def test_the_first_goes_through_repeats_are_counted_then_summarised(
     logged: tuple[logging.Logger, io.StringIO, RepeatLimiter, Clock],
 ) -> None:
     log, stream, _, clock = logged
-    for attempt in range(1, 701):  # a second of a flood, as a closed pool made
+    for attempt in range(1, 701):  # a second of the flood a closed pool made
         clock.now += 1 / 700
         log.warning("%s: write failed (attempt %d): %s", "postgres.world", attempt, "closed")
     assert lines(stream) == [
@@ -74,7 +74,16 @@ def test_other_templates_levels_and_loggers_are_not_held_back(
     log.error("a %s", 2)
     logging.getLogger("scribe.test.repeats.child").warning("a %s", 3)
     log.warning("a %s", 4)
-    assert len(lines(stream)) == 4
+    assert len(lines(stream)) == 4, "the last is a repeat"
+
+
+def test_records_below_warning_all_go_through(
+    logged: tuple[logging.Logger, io.StringIO, RepeatLimiter, Clock],
+) -> None:
+    log, stream, _, _ = logged
+    for group in ("usage", "world", "usage"):
+        log.info("Joined group %r", group)
+    assert len(lines(stream)) == 3
 
 
 def test_flush_says_what_is_held_back(

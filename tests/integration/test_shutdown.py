@@ -175,7 +175,7 @@ def summary(seconds: list[float]) -> str:
     )
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 async def test_sigterm_to_a_busy_worker_20_times_exits_in_time_and_loses_nothing(
     services: dict[str, str], state_dir: Path, kafka_url: str, db: asyncpg.Connection
 ) -> None:
