@@ -35,6 +35,7 @@ class BatchConsumerService(mode.Service):
     def __init__(self, resources: Resources, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.resources = resources
+        resources.flows.append(self)
         self._consumer: AIOKafkaConsumer | None = None
         self._offsets: GroupOffsets | None = None
         self._lag: LagSampler | None = None

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import faust
+import mode
 import redis.asyncio as aioredis
 
 from runtime.health import HealthChecks
@@ -42,6 +43,9 @@ class Resources:
         self._pool_lock = asyncio.Lock()
         self._closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._closed = False
+        # The services that read with consumers of their own: at shutdown the worker stops them
+        # all at once, while Faust stops its consumer, and before it stops the producer.
+        self.flows: list[mode.ServiceT] = []
         # Raw bytes in and out: decoding is ours, so bad input can reach the DLQ intact.
         self.topics = {
             spec.name: app.topic(

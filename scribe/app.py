@@ -115,7 +115,11 @@ class StoppingWorker(faust.Worker):
         super().__init__(app, **kwargs)
         self.resources = resources
         self._stop_began: float | None = None
+        self._flows_stopped: asyncio.Future[None] | None = None
         self._repeat_limiters: list[RepeatLimiter] = []
+        # Faust sends this once its own consumer stopped, before it flushes and stops the
+        # producer the flows publish with.
+        app.on_before_shutdown.connect(self._wait_for_flows)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
@@ -127,6 +131,7 @@ class StoppingWorker(faust.Worker):
         self._stop_began = time.monotonic()
         STOPPING.set()
         _exit_at_deadline(HARD_EXIT_S)
+        self._flows_stopped = asyncio.ensure_future(self._stop_flows())
         try:
             await asyncio.wait_for(super().stop(), SERVICES_STOP_S)
         except TimeoutError:
@@ -140,6 +145,19 @@ class StoppingWorker(faust.Worker):
             log.info("worker: stopped in %.1f s", time.monotonic() - self._stop_began)
             for limiter in self._repeat_limiters:
                 limiter.flush()
+
+    async def _stop_flows(self) -> None:
+        """Each flow finishes (or abandons, uncommitted) the batch in hand and leaves its
+        group; all at once, as each waits mostly on the broker."""
+        flows = list(self.resources.flows)
+        results = await asyncio.gather(*(flow.stop() for flow in flows), return_exceptions=True)
+        for flow, result in zip(flows, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("worker: %s did not stop cleanly: %r", flow.label, result)
+
+    async def _wait_for_flows(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        if self._flows_stopped is not None:
+            await asyncio.shield(self._flows_stopped)
 
 
 def _exit_at_deadline(seconds: float) -> None:

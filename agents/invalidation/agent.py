@@ -58,6 +58,7 @@ def register(app: faust.App, resources: Resources) -> None:
         running: asyncio.Future[None] | None = None
 
         async def on_started(self) -> None:
+            resources.flows.append(self)
             self.running = self.add_future(self._run())
 
         async def _run(self) -> None:
