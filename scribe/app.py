@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 # first; then the shared connections close (`Resources.close`, each within its own deadline);
 # past HARD_EXIT_S the process exits at once. Whatever a flow had not committed by then is read
 # again after the restart, and stored once: the sinks' keys make a second write change nothing.
-SERVICES_STOP_S = 16.0
-HARD_EXIT_S = 27.0
+SERVICES_STOP_S = 15.0
+HARD_EXIT_S = 25.0
 HARD_EXIT_CODE = 70  # EX_SOFTWARE
 
 
