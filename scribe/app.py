@@ -103,10 +103,11 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
 
 class StoppingWorker(faust.Worker):
     """Faust's worker with an ordered, bounded stop. The sinks' retry loops are told first
-    (`STOPPING`: a failed write is no longer retried), then every flow, timer and consumer
-    stops, and only then do the PostgreSQL pool, the Redis client and the flows' shared clients
-    close, so no flow ever writes to a closed pool. Faust alone closed them before its services
-    stopped, and a world flush then retried a closed pool forever.
+    (`STOPPING`: a failed write is no longer retried); the flows with consumers of their own
+    (`Resources.flows`) stop all at once while Faust stops its consumer; then Faust's agents,
+    timers and producer stop; only then do the PostgreSQL pool, the Redis client and the flows'
+    shared clients close, so no flow ever writes to a closed pool. Faust alone closed them
+    before its services stopped, and a world flush then retried a closed pool forever.
 
     Its log lets repeats through once per window (`runtime.logs`): a server that is down
     makes every retry loop log the same failure several times a second."""
