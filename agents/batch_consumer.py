@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.context import Resources
+from sinks.retry import StoppingError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class BatchConsumerService(mode.Service):
     def __init__(self, resources: Resources, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.resources = resources
+        resources.flows.append(self)
         self._consumer: AIOKafkaConsumer | None = None
         self._group: str | None = None
         self._consuming: asyncio.Future[None] | None = None
@@ -67,7 +69,13 @@ class BatchConsumerService(mode.Service):
         raise NotImplementedError
 
     async def on_started(self) -> None:
-        self._consuming = self.add_future(self.consume())
+        self._consuming = self.add_future(self._consume_until_stopped())
+
+    async def _consume_until_stopped(self) -> None:
+        try:
+            await self.consume()
+        except StoppingError as error:
+            log.warning("%s: %s", self.flow, error)  # the batch stays uncommitted
 
     async def on_stop(self) -> None:
         await self.finish_consuming()

@@ -1,13 +1,17 @@
 """What the agents share inside one worker: settings, the DLQ path, the PostgreSQL pool and
-the Redis client. Connections open on first use and close when the worker shuts down."""
+the Redis client. Connections open on first use and close once every flow has stopped (the
+worker's entry point calls `close` last)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import faust
+import mode
 import redis.asyncio as aioredis
 
 from runtime.health import HealthChecks
@@ -15,6 +19,12 @@ from runtime.lag import ConsumerGroups
 from runtime.settings import ResolvedSettings
 from topics.catalog import TOPICS, TopicSpec
 from topics.dlq import DeadLetters
+
+log = logging.getLogger(__name__)
+
+# How long closing may take: the pool waits this long for connections still in use, then
+# terminates them.
+CLOSE_DEADLINE_S = 2.0
 
 
 class Resources:
@@ -34,6 +44,11 @@ class Resources:
         )
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self._closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._closed = False
+        # The services that read with consumers of their own: at shutdown the worker stops them
+        # all at once, while Faust stops its consumer, and before it stops the producer.
+        self.flows: list[mode.ServiceT] = []
         # Raw bytes in and out: decoding is ours, so bad input can reach the DLQ intact.
         self.topics = {
             spec.name: app.topic(
@@ -49,8 +64,15 @@ class Resources:
     def topic(self, spec: TopicSpec) -> Any:
         return self.topics[spec.name]
 
+    def on_close(self, what: str, close: Callable[[], Awaitable[None]]) -> None:
+        """Close `what` (a client a flow shares, e.g. its HTTP clients) with the others, after
+        every flow stopped."""
+        self._closers.append((what, close))
+
     async def database(self) -> asyncpg.Pool:
         async with self._pool_lock:
+            if self._closed:
+                raise RuntimeError("the worker's PostgreSQL pool is closed: the worker stopped")
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
                     self.settings.database_url,
@@ -60,8 +82,25 @@ class Resources:
                 )
             return self._pool
 
-    async def close(self) -> None:
+    async def close(self, deadline: float = CLOSE_DEADLINE_S) -> None:
+        """Close the flows' clients, the pool and the Redis client, each within `deadline`
+        seconds. Call it only after every flow stopped: a write after this fails."""
+        self._closed = True
+        for what, close in self._closers:
+            try:
+                await asyncio.wait_for(close(), deadline)
+            except TimeoutError:
+                log.warning("%s not closed within %.0f s; abandoned", what, deadline)
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-        await self.redis.aclose()
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), deadline)
+            except TimeoutError:
+                log.warning(
+                    "PostgreSQL pool not closed within %.0f s; connections terminated", deadline
+                )
+                pool.terminate()
+        try:
+            await asyncio.wait_for(self.redis.aclose(), deadline)
+        except TimeoutError:
+            log.warning("Redis client not closed within %.0f s; abandoned", deadline)

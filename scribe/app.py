@@ -1,8 +1,13 @@
 """The Faust app: one worker process runs every agent and serves /metrics, /health, /ready and
-the live /dashboard."""
+the live /dashboard. `StoppingWorker` runs it and stops it in order, within deadlines."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -11,10 +16,22 @@ from typing import Any
 import faust
 
 from agents.context import Resources
+from runtime.logs import RepeatLimiter, limit_repeats
 from runtime.metrics import ASSIGNED_PARTITIONS
 from runtime.settings import ResolvedSettings, faust_broker_url
+from sinks.retry import STOPPING
 from topics.catalog import TOPICS
 from topics.dlq import DEAD_LETTER_REQUEST_BYTES
+
+log = logging.getLogger(__name__)
+
+# A stop's deadlines, in seconds from its start (SIGTERM): the flows and Faust's services stop
+# first; then the shared connections close (`Resources.close`, each within its own deadline);
+# past HARD_EXIT_S the process exits at once. Whatever a flow had not committed by then is read
+# again after the restart, and stored once: the sinks' keys make a second write change nothing.
+SERVICES_STOP_S = 15.0
+HARD_EXIT_S = 25.0
+HARD_EXIT_CODE = 70  # EX_SOFTWARE
 
 
 def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
@@ -83,10 +100,6 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     async def _count_assignment(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         count_assignment(args[0])
 
-    @app.on_before_shutdown.connect
-    async def _close_resources(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await resources.close()
-
     return app, resources
 
 
@@ -103,3 +116,77 @@ async def prepare(settings: ResolvedSettings, report: Callable[[str], None]) -> 
         report=report,
         connect_options=settings.base.security.postgres.asyncpg_kwargs(),
     )
+
+
+class StoppingWorker(faust.Worker):
+    """Faust's worker with an ordered, bounded stop. The sinks' retry loops are told first
+    (`STOPPING`: a failed write is no longer retried); the flows with consumers of their own
+    (`Resources.flows`) stop all at once while Faust stops its consumer; then Faust's agents,
+    timers and producer stop; only then do the PostgreSQL pool, the Redis client and the flows'
+    shared clients close, so no flow ever writes to a closed pool. Faust alone closed them
+    before its services stopped, and a world flush then retried a closed pool forever.
+
+    Its log lets repeats through once per window (`runtime.logs`): a server that is down
+    makes every retry loop log the same failure several times a second."""
+
+    def __init__(self, app: faust.App, resources: Resources, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.resources = resources
+        self._stop_began: float | None = None
+        self._flows_stopped: asyncio.Future[None] | None = None
+        self._repeat_limiters: list[RepeatLimiter] = []
+        # Faust sends this once its own consumer stopped, before it flushes and stops the
+        # producer the flows publish with.
+        app.on_before_shutdown.connect(self._wait_for_flows)
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        self._repeat_limiters = limit_repeats(logger.handlers)
+
+    async def stop(self) -> None:
+        if self._stop_began is not None:
+            return  # asked again (the signal, then the loop's end): the first stop runs on
+        self._stop_began = time.monotonic()
+        STOPPING.set()
+        _exit_at_deadline(HARD_EXIT_S)
+        self._flows_stopped = asyncio.ensure_future(self._stop_flows())
+        try:
+            await asyncio.wait_for(super().stop(), SERVICES_STOP_S)
+        except TimeoutError:
+            log.error(
+                "worker: flows not stopped within %.0f s (a server is unreachable?); closing "
+                "the connections anyway: what was not committed is read again after a restart",
+                SERVICES_STOP_S,
+            )
+        finally:
+            await self.resources.close()
+            log.info("worker: stopped in %.1f s", time.monotonic() - self._stop_began)
+            for limiter in self._repeat_limiters:
+                limiter.flush()
+
+    async def _stop_flows(self) -> None:
+        """Each flow finishes (or abandons, uncommitted) the batch in hand and leaves its
+        group; all at once, as each waits mostly on the broker."""
+        flows = list(self.resources.flows)
+        results = await asyncio.gather(*(flow.stop() for flow in flows), return_exceptions=True)
+        for flow, result in zip(flows, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("worker: %s did not stop cleanly: %r", flow.label, result)
+
+    async def _wait_for_flows(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        if self._flows_stopped is not None:
+            await asyncio.shield(self._flows_stopped)
+
+
+def _exit_at_deadline(seconds: float) -> None:
+    """The last resort of a bounded stop: a stop still running after `seconds` ends the
+    process, whatever it waits for."""
+
+    def exit_now() -> None:
+        log.critical("worker: not stopped within %.0f s; exiting now", seconds)
+        logging.shutdown()
+        os._exit(HARD_EXIT_CODE)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import faust
@@ -23,8 +24,10 @@ from schemas import DecodeError, decode
 from schemas.events import WorldEvent
 from sinks.cdn import CdnPurger, CdnSettings
 from sinks.redis import RETRYABLE, RedisInvalidator
-from sinks.retry import until_written
+from sinks.retry import StoppingError, until_written
 from topics.catalog import WORLD_EVENTS
+
+log = logging.getLogger(__name__)
 
 
 def register(app: faust.App, resources: Resources) -> None:
@@ -55,6 +58,7 @@ def register(app: faust.App, resources: Resources) -> None:
         running: asyncio.Future[None] | None = None
 
         async def on_started(self) -> None:
+            resources.flows.append(self)
             self.running = self.add_future(self._run())
 
         async def _run(self) -> None:
@@ -77,6 +81,8 @@ def register(app: faust.App, resources: Resources) -> None:
                 )
                 running.append(self.consumer)
                 await self.consumer.run()
+            except StoppingError as error:
+                log.warning("invalidation: %s", error)  # the window stays uncommitted
             finally:
                 await redis.close()
                 if cdn is not None:

@@ -144,10 +144,12 @@ def register(app: faust.App, resources: Resources) -> None:
 
     app.task(start_execution)
 
-    @app.on_before_shutdown.connect
-    async def _close_providers(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+    async def close_providers() -> None:
         for upstream in upstreams.values():
             await upstream.provider.aclose()
+
+    # After the lanes stopped: a call still in flight at shutdown finishes on an open client.
+    resources.on_close("provider HTTP clients", close_providers)
 
 
 def _upstreams(resources: Resources, settings: RouterSettings) -> dict[str, Upstream]:

@@ -16,7 +16,7 @@ from runtime.metrics import MESSAGES_OUT, PROCESSING_SECONDS
 from schemas import encode
 from schemas.events import CacheInvalidation
 from sinks.postgres.world import WorldStore
-from sinks.retry import until_written
+from sinks.retry import STOPPING, StoppingError, until_written
 from topics.catalog import CACHE_INVALIDATIONS
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,16 @@ def register(app: faust.App, resources: Resources) -> None:
     app.service(WorldBatchConsumer.bound_to(resources, world_owner))
 
     async def tick_active_worlds() -> None:
+        if STOPPING.is_set():
+            # The worker is stopping: the CPU is for finishing batches now. The next owner
+            # derives the ticks skipped here from the stored schedule.
+            return
         worlds = await world_owner()
         with PROCESSING_SECONDS.labels(agent="world-timer").time():
             try:
                 await worlds.tick_due()
+            except StoppingError as error:
+                log.warning("world tick round: %s", error)
             except Exception:
                 # Ticks are re-derived from the stored schedule, so the timer logs the failure
                 # (the owner already dropped the worlds it could not write) and keeps going.

@@ -60,15 +60,14 @@ def db_migrate() -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--loglevel", default="info", show_default=True)
 def worker(loglevel: str) -> None:
-    """Run every agent in one Faust worker; serves /metrics and /health on SCRIBE_WEB_PORT."""
-    from faust import Worker
-
-    from scribe.app import create_app, prepare
+    """Run every agent in one Faust worker; serves /metrics and /health on SCRIBE_WEB_PORT.
+    SIGTERM stops it within 10 s (30 s when a server is unreachable), losing nothing."""
+    from scribe.app import StoppingWorker, create_app, prepare
 
     settings = resolved_settings()
     asyncio.run(prepare(settings, report=lambda line: click.echo(line, err=True)))
-    app, _ = create_app(settings)
-    Worker(app, loglevel=loglevel).execute_from_commandline()
+    app, resources = create_app(settings)
+    StoppingWorker(app, resources, loglevel=loglevel).execute_from_commandline()
 
 
 def read_events(lines: TextIO, model: type[Event]) -> tuple[list[Event], list[tuple[int, str]]]:
