@@ -7,6 +7,7 @@ again in the same run."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,16 +35,28 @@ class ReplayCounts:
     matched: int = 0
     published: int = 0
     skipped_cut: int = 0  # matched, but the DLQ holds only the start of the original message
+    duplicates: int = 0  # matched, but the same key and bytes were already sent in this run
 
     def summary(self, dry_run: bool) -> str:
         sent = "would publish" if dry_run else "published"
         line = f"read {self.read}, matched {self.matched}, {sent} {self.published}"
+        if self.duplicates:
+            line += f", {self.duplicates} not sent again (same key and bytes as one sent before)"
         if self.skipped_cut:
             line += (
                 f", skipped {self.skipped_cut} whose original was cut to fit the DLQ "
                 "(only its start is stored; replaying it would send a different message)"
             )
         return line
+
+
+def message_digest(key: bytes | None, value: bytes | None) -> bytes:
+    """Identifies a message by its key and bytes (a missing key or value differs from an
+    empty one)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (key, value):
+        digest.update(b"-" if part is None else b"+%d:" % len(part) + part)
+    return digest.digest()
 
 
 def replay_headers(letter: DeadLetter, now: datetime) -> list[tuple[str, bytes]]:
@@ -90,8 +103,12 @@ async def replay(
 ) -> ReplayCounts:
     """Publish every dead letter of `spec` that `selection` matches back to `spec`, reading
     its DLQ from the beginning to the end offsets captured at start; with `dry_run`, only
-    `on_match` sees them. Returns once every publish is acknowledged."""
+    `on_match` sees them. Returns once every publish is acknowledged.
+
+    A message that failed again after an earlier replay is in the DLQ twice; it is sent once
+    per run, so repeated replays of what still fails add one dead letter each, not double."""
     counts = ReplayCounts()
+    sent: set[bytes] = set()
     async with DeadLetterReader(settings, [spec.dlq_name]) as reader:
         if reader.missing:
             raise DeadLetterReadError(
@@ -111,9 +128,13 @@ async def replay(
                 counts.read += 1
                 if selection.matches(letter):
                     counts.matched += 1
+                    digest = message_digest(letter.key, letter.value)
                     if letter.truncated:
                         counts.skipped_cut += 1
+                    elif digest in sent:
+                        counts.duplicates += 1
                     else:
+                        sent.add(digest)
                         on_match(letter)
                         if producer is None:
                             counts.published += 1

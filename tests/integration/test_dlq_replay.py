@@ -287,8 +287,9 @@ async def test_replay_after_the_price_is_added_counts_each_event_once(
         worker = new_worker(stack_env | {CATALOG_ENV: str(catalog_file)}, worker.state_dir, app_id)
         worker.start()
 
+        # Sent: each distinct message once (the 100 and the corpus's unpriced case).
         first = replay(stack_env, cli_dir, "usage.events")
-        assert f"matched {held['unpriced']}, published {held['unpriced']}" in first, first
+        assert f"matched {held['unpriced']}, published {EVENTS + 1}" in first, first
         await wait_caught_up(kafka_url, worker)
 
         totals = await check_counted_once(db, fresh, catalog_file)
@@ -303,19 +304,20 @@ async def test_replay_after_the_price_is_added_counts_each_event_once(
 
         before_second = await held_kinds(kafka_url)
         second = replay(stack_env, cli_dir, "usage.events.dlq")
-        matched = before_second["unpriced"]
-        assert f"matched {matched}, published {matched}" in second, second
+        # The corpus's unpriced case is in the DLQ twice now, and is sent once.
+        assert f"matched {before_second['unpriced']}, published {EVENTS + 1}" in second, second
         await wait_caught_up(kafka_url, worker)
         assert await usage_totals(db, users) == totals
 
-        assert await replayed_count(kafka_url) == held["unpriced"] + matched
+        assert await replayed_count(kafka_url) == 2 * (EVENTS + 1)
         after = await check_bad_input_kept(kafka_url, invalid, held)
+        assert after["unpriced"] == before_second["unpriced"] + 1  # failed again, once
         assert listed_kinds(stack_env, cli_dir) == dict(after)
         print(
             f"DLQ-REPLAY | unpriced dead letters: {held['unpriced']} before the price "
             f"({held['unpriced'] - EVENTS - 1} extra copies), {after['unpriced']} after two "
-            f"replays | ledger rows {totals.rows}, daily requests {totals.daily_requests}, "
-            f"cost {totals.daily_cost}"
+            f"replays of {EVENTS + 1} distinct messages each | ledger rows {totals.rows}, "
+            f"daily requests {totals.daily_requests}, cost {totals.daily_cost}"
         )
         assert worker.alive(), worker.log_tail()
     finally:

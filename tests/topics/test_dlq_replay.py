@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from topics.dlq_reader import DeadLetter
-from topics.dlq_replay import H_REPLAYED_AT, H_REPLAYED_FROM, Progress, ReplayCounts, replay_headers
+from topics.dlq_replay import (
+    H_REPLAYED_AT,
+    H_REPLAYED_FROM,
+    Progress,
+    ReplayCounts,
+    message_digest,
+    replay_headers,
+)
 
 
 def test_the_headers_say_which_dead_letter_was_replayed_and_when() -> None:
@@ -34,3 +41,27 @@ def test_progress_reports_every_n_records() -> None:
         counts.read += 1
         progress.tick(counts)
     assert reports == [100, 200, 300]
+
+
+def test_a_message_is_known_by_its_key_and_bytes() -> None:
+    assert message_digest(b"k", b"v") == message_digest(b"k", b"v")
+    distinct = {
+        message_digest(key, value)
+        for key, value in [
+            (b"k", b"v"),
+            (b"k", b"w"),
+            (None, b"v"),
+            (b"", b"v"),
+            (b"k", None),
+            (b"kv", b""),
+            (b"k", b""),
+        ]
+    }
+    assert len(distinct) == 7
+
+
+def test_the_summary_says_what_was_not_sent_twice() -> None:
+    counts = ReplayCounts(read=5, matched=5, published=3, duplicates=2)
+    assert counts.summary(dry_run=False) == (
+        "read 5, matched 5, published 3, 2 not sent again (same key and bytes as one sent before)"
+    )
