@@ -251,8 +251,8 @@ def show(topic: str, kind: str | None, since: str | None, limit: int, as_json: b
 @click.option("--dry-run", is_flag=True, help="Print what would be sent; send nothing.")
 def replay_command(topic: str, kind: str | None, since: str | None, dry_run: bool) -> None:
     """Publish the matching dead letters of TOPIC back to TOPIC (original key and bytes, with
-    scribe-replayed-from and scribe-replayed-at headers). Safe to repeat: the flows dedupe by
-    event id. What fails again returns to the DLQ with its new reason."""
+    scribe-replayed-from and scribe-replayed-at headers). Safe to repeat: every flow dedupes
+    by its key (usage by event id). What fails again returns to the DLQ with its new reason."""
     from topics.dlq_replay import Progress, ReplayCounts, replay
 
     spec = _source(topic)
