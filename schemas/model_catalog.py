@@ -4,17 +4,25 @@ the usage aggregator so an estimate and a bill come from the same numbers."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
 CATALOG_PATH = Path(__file__).parent / "model_catalog.json"
+# Names a catalog file of the same format to use instead of the packaged one: how a price is
+# added (or corrected) without a release. Read when a process first loads the catalog.
+CATALOG_ENV = "SCRIBE_MODEL_CATALOG"
 MILLION = Decimal(1_000_000)
 
 
 class UnknownModelError(LookupError):
     """A (service, model) pair the catalog has no price for."""
+
+
+class CatalogError(ValueError):
+    """The catalog file cannot be read; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,23 @@ def parse_catalog(text: str) -> ModelCatalog:
     return ModelCatalog(version=str(raw["version"]), models=models)
 
 
+def catalog_path() -> Path:
+    """The catalog this process prices with: SCRIBE_MODEL_CATALOG, else the packaged one."""
+    configured = os.environ.get(CATALOG_ENV, "").strip()
+    return Path(configured) if configured else CATALOG_PATH
+
+
+def load_catalog(path: Path | None = None) -> ModelCatalog:
+    """The catalog at `path`, by default `catalog_path()`; each file is read once."""
+    return _read_catalog(path or catalog_path())
+
+
 @cache
-def load_catalog(path: Path = CATALOG_PATH) -> ModelCatalog:
-    return parse_catalog(path.read_text())
+def _read_catalog(path: Path) -> ModelCatalog:
+    try:
+        return parse_catalog(path.read_text())
+    except (OSError, ValueError, KeyError, TypeError, ArithmeticError) as error:
+        origin = f" ({CATALOG_ENV})" if path != CATALOG_PATH else ""
+        raise CatalogError(
+            f"model catalog {path}{origin}: {type(error).__name__}: {error}"
+        ) from None

@@ -18,6 +18,7 @@ from scribe.cli.bench import bench
 from scribe.cli.budget import budget
 from scribe.cli.costs import costs
 from scribe.cli.dev import demo, stack
+from scribe.cli.dlq import dlq
 from scribe.cli.gateway import gateway
 from scribe.cli.loadgen import loadgen
 from scribe.cli.settings import resolved_settings
@@ -133,6 +134,7 @@ main.add_command(demo)
 main.add_command(bench)
 main.add_command(budget)
 main.add_command(costs)
+main.add_command(dlq)
 main.add_command(gateway)
 main.add_command(loadgen)
 main.add_command(world)
