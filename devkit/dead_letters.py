@@ -16,6 +16,8 @@ from runtime.settings import kafka_bootstrap_servers
 from topics.catalog import DEAD_LETTER_TOPICS
 from topics.dlq import H_ERROR, H_ERROR_KIND, H_FAILED_AT
 
+QUIET_POLLS = 2  # and at the high watermarks: read to the end
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -54,8 +56,10 @@ async def dead_letters_since(
     found: list[DeadLetter] = []
     try:
         deadline = time.monotonic() + timeout
+        quiet = 0  # polls in a row that brought nothing
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
+            quiet = 0 if batches else quiet + 1
             for messages in batches.values():
                 for message in messages:
                     headers = dict(message.headers or ())
@@ -72,7 +76,7 @@ async def dead_letters_since(
                                 failed_at,
                             )
                         )
-            if not batches and await _at_end(consumer) and enough(found):
+            if quiet >= QUIET_POLLS and await _at_end(consumer) and enough(found):
                 break
     finally:
         await consumer.stop()
