@@ -48,6 +48,8 @@ def _to_decimal(value: Any) -> Decimal:
         raise ValueError("money must be finite (no NaN or Infinity)")
     if result < 0:
         raise ValueError("money must not be negative")
+    if result.is_zero():
+        result = result.copy_abs()  # -0.0 is zero: written as "0.0", never "-0.0"
     if result > MAX_MONEY:
         raise ValueError(f"money above {MAX_MONEY} is not plausible")
     if result != result.quantize(Decimal(1).scaleb(-MONEY_PLACES)):
