@@ -102,8 +102,8 @@ class WorkloadConfig:
     mix: Mix = field(default_factory=Mix)
     # A world gets ticks only this long after its `world_loaded`: a tick for a world the
     # worker has not created yet is refused (`unknown_world`), and the two topics are read
-    # independently.
-    tick_delay_s: float = 2.0
+    # independently (a worker that lags reads them apart).
+    tick_delay_s: float = 5.0
 
 
 @dataclass(frozen=True)
