@@ -1,7 +1,7 @@
 """What the flows that read with their own aiokafka consumer group share (usage, world): a
-`mode.Service` of the Faust worker that owns the consumer, samples the group's lag, lets its
-consuming loop finish the batch in hand at shutdown, and commits offsets that a rebalance may
-refuse.
+`mode.Service` of the Faust worker that owns the consumer, registers its group for the worker's
+lag sampler, lets its consuming loop finish the batch in hand at shutdown, and commits offsets
+that a rebalance may refuse.
 
 Why their own group: Faust's partition assignor expects every member of its group to be a
 Faust worker, and Faust acks a message when the agent asks for the next one; these flows
@@ -20,12 +20,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.context import Resources
-from runtime.lag import GroupOffsets, LagSampler
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 15.0
-LAG_INTERVAL_S = 5.0
 
 
 class BatchConsumerService(mode.Service):
@@ -35,8 +33,7 @@ class BatchConsumerService(mode.Service):
         super().__init__(**kwargs)
         self.resources = resources
         self._consumer: AIOKafkaConsumer | None = None
-        self._offsets: GroupOffsets | None = None
-        self._lag: LagSampler | None = None
+        self._group: str | None = None
         self._consuming: asyncio.Future[None] | None = None
 
     @classmethod
@@ -58,14 +55,12 @@ class BatchConsumerService(mode.Service):
     async def start_consumer(
         self, consumer: AIOKafkaConsumer, group_id: str, topics: Iterable[str]
     ) -> None:
-        """Start `consumer` (subscribed to `topics` in `group_id`) and sample its lag."""
+        """Start `consumer` (subscribed to `topics` in `group_id`); its lag is sampled with the
+        worker's other groups."""
         self._consumer = consumer
         await consumer.start()
-        settings = self.resources.settings
-        self._offsets = GroupOffsets(
-            settings.bootstrap_servers, group_id, settings.kafka_client_options
-        )
-        self._lag = LagSampler(self._offsets, topics)
+        self._group = group_id
+        self.resources.consumer_groups.add(group_id, topics, consumer)
 
     async def consume(self) -> None:
         """Batches until `should_stop`; the batch in hand is finished and committed."""
@@ -89,10 +84,10 @@ class BatchConsumerService(mode.Service):
             self._consuming.cancel()
 
     async def close_consumer(self) -> None:
+        if self._group is not None:
+            self.resources.consumer_groups.discard(self._group)
         if self._consumer is not None:
             await self._consumer.stop()
-        if self._offsets is not None:
-            await self._offsets.close()
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -103,13 +98,3 @@ class BatchConsumerService(mode.Service):
             log.warning(
                 "%s: offsets not committed (%r); the batch will be re-read", self.flow, error
             )
-
-    @mode.Service.timer(LAG_INTERVAL_S)
-    async def _sample_lag(self) -> None:
-        """The worker's lag sampler covers the Faust group; this group's lag is ours."""
-        if self._lag is None or self._consumer is None:
-            return  # not started yet
-        try:
-            await self._lag.sample(self._consumer.assignment(), self._consumer)
-        except (KafkaError, OSError) as error:
-            log.warning("%s: consumer lag not sampled (%r); will retry", self.flow, error)

@@ -11,6 +11,7 @@ import faust
 import redis.asyncio as aioredis
 
 from runtime.health import HealthChecks
+from runtime.lag import ConsumerGroups
 from runtime.settings import ResolvedSettings
 from topics.catalog import TOPICS, TopicSpec
 from topics.dlq import DeadLetters
@@ -23,6 +24,8 @@ class Resources:
         self.dead_letters = DeadLetters(app)
         # Flows add their components (providers, the CDN) next to Kafka, PostgreSQL and Redis.
         self.health = HealthChecks(worker=f"{settings.base.app_id}@{settings.base.web_port}")
+        # Every consumer group the flows run, for the worker's one consumer-lag sampler.
+        self.consumer_groups = ConsumerGroups()
         security = settings.base.security
         self.redis = aioredis.from_url(
             settings.redis_url,

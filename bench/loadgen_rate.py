@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaProducer
 from devkit.loadgen.runner import Progress, run_load
 from devkit.loadgen.workload import Malformed, Workload, WorkloadConfig
 from devkit.stack import LocalStack
-from runtime.settings import kafka_bootstrap_servers
+from runtime.settings import ResolvedSettings, kafka_bootstrap_servers
 from schemas import encode
 from topics.admin import ensure_topics
 from topics.catalog import topic_for
@@ -125,7 +125,7 @@ async def _baseline_ceiling(servers: list[str], count: int) -> float:
 
 async def _bench(kafka_url: str, args: argparse.Namespace) -> dict[str, Any]:
     servers = kafka_bootstrap_servers(kafka_url)
-    await ensure_topics(servers, 4, 1)
+    await ensure_topics(ResolvedSettings.kafka_only(servers), 4, 1)
     print(f"1. paced: {args.rate:,.0f} events/s for {args.seconds:g} s", file=sys.stderr)
     paced = await _paced(servers, args.rate, args.seconds)
     print(f"2. ceiling: {args.ceiling_events:,} events, unpaced, each way", file=sys.stderr)

@@ -243,7 +243,7 @@ async def wait_held(env: dict[str, str], at_least: int, timeout: float = 300) ->
     held = 0
     next_line = time.monotonic() + 5
     while time.monotonic() < deadline:
-        for line in await metric_lines(worker_url, 'scribe_router_lane_held{lane="held"}'):
+        for line in await metric_lines(worker_url, 'scribe_router_lane_held_requests{lane="held"}'):
             held = int(float(line.rsplit(" ", 1)[1]))
         if held >= at_least:
             return held

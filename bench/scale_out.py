@@ -38,7 +38,7 @@ from devkit.harness import WorkerProcess, group_assignment, group_offsets, new_w
 from devkit.stack import LocalStack
 from devkit.stack.apache_kafka import KafkaCluster, fetch
 from devkit.usage_load import ledger_count, publish_usage, usage_events
-from runtime.settings import kafka_bootstrap_servers
+from runtime.settings import ResolvedSettings, kafka_bootstrap_servers
 from topics.admin import ensure_topics
 from topics.catalog import USAGE_EVENTS
 
@@ -229,7 +229,8 @@ async def run(
     state_dir: Path,
     services: dict[str, list[int]],
 ) -> list[RoundResult]:
-    await ensure_topics(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"]), PARTITIONS, args.rf)
+    servers = kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"])
+    await ensure_topics(ResolvedSettings.kafka_only(servers), PARTITIONS, args.rf)
     partitions = await usage_partitions(env["SCRIBE_KAFKA_URL"])
     say(f"{USAGE_EVENTS.name} has {partitions} partitions")
     results = []

@@ -57,6 +57,7 @@ def producer(settings: ResolvedSettings, **options: Any) -> AIOKafkaProducer:
 
 
 def admin(settings: ResolvedSettings, **options: Any) -> AIOKafkaAdminClient:
+    """An admin client (topics, cluster and group metadata) with the same security."""
     config: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": f"{settings.base.app_id}.admin",

@@ -48,8 +48,9 @@ END_TO_END_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge(
     "scribe_consumer_lag_messages",
-    "Messages in a partition this worker owns that its group has not committed yet",
-    ["topic", "partition"],
+    "Messages in a partition this worker owns in a consumer group that the group has not "
+    "committed yet",
+    ["group", "topic", "partition"],
 )
 
 HEALTH_STATUS = Gauge(
@@ -79,31 +80,33 @@ SINK_RETRIES = Counter(
 
 # --- AI providers and routing (fed by the router) ---------------------------------------------
 
+ROUTING_DECISIONS = Counter(
+    "scribe_routing_decisions",
+    "Routing decisions by priority lane, request kind (text, image) and route (free, paid, "
+    "rejected, deduplicated)",
+    ["lane", "kind", "route"],
+)
+FREE_TIER_REQUESTS = Counter(
+    "scribe_free_tier_requests",
+    "Free-tier quota checks of image requests by outcome (granted, exhausted, returned), by the "
+    "provider of the free model",
+    ["provider", "outcome"],
+)
 PROVIDER_CALLS = Counter(
-    "scribe_provider_calls_total",
-    "Calls to an AI provider by outcome (ok, rate_limited, server_error, timeout, error)",
+    "scribe_provider_calls",
+    "Calls to an AI provider by outcome (ok, rate_limited, server, timeout, refused, malformed)",
     ["provider", "model", "outcome"],
 )
 PROVIDER_CALL_SECONDS = Histogram(
     "scribe_provider_call_seconds",
     "Duration of one provider HTTP call, whatever its outcome",
     ["provider", "model"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
-)
-ROUTING_DECISIONS = Counter(
-    "scribe_routing_decisions_total",
-    "Routing decisions by priority lane, request kind (text, image) and route (free, paid, "
-    "rejected, deduplicated)",
-    ["lane", "kind", "route"],
-)
-FREE_TIER_REQUESTS = Counter(
-    "scribe_free_tier_requests_total",
-    "Free-tier quota checks by outcome (granted, exhausted, returned)",
-    ["provider", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 PROVIDER_KEY_QUOTA_USED_RATIO = Gauge(
     "scribe_provider_key_quota_used_ratio",
-    "Share of a provider key's account limit used in its current window (key_id, never the key)",
+    "Share of a provider key's account limit used in its current window (minute, day), as of "
+    "the key's last use (key_id, never the key)",
     ["provider", "key_id", "window"],
 )
 BREAKER_STATE = Gauge(
@@ -111,7 +114,33 @@ BREAKER_STATE = Gauge(
     "Circuit breaker state per provider and model: 0 closed, 1 half-open, 2 open",
     ["provider", "model"],
 )
-BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
+FALLBACKS = Counter(
+    "scribe_router_fallbacks",
+    "Requests served by a later model of their chain, by the provider that failed first",
+    ["provider"],
+)
+RESPONSES = Counter(
+    "scribe_router_responses",
+    "Responses the router emitted, by status and whether the free tier served them",
+    ["status", "free_tier"],
+)
+LANE_HELD = Gauge(
+    "scribe_router_lane_held_requests",
+    "Requests this worker holds in a lane, waiting for a slot, the off-peak window or the cap",
+    ["lane"],
+)
+LANE_IN_FLIGHT = Gauge(
+    "scribe_router_lane_in_flight_requests", "Requests of a lane being executed now", ["lane"]
+)
+PROMOTIONS = Counter(
+    "scribe_router_promotions",
+    "Held requests run ahead of the window and the rate cap because their deadline is near",
+)
+BUDGET_STATES = Counter(
+    "scribe_router_budget_states",
+    "Budget state records the router read, by result (applied, removed, ignored)",
+    ["result"],
+)
 
 # --- Cost and budgets -------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Settings read from the environment.
 
 Every setting is a `SCRIBE_*` variable. A service URL that is not set means "use the embedded
-stack": the CLI then reads the URLs that `scribe stack up` recorded under `.scribe/`.
+stack": on a developer install the CLI fills the unset variables from what `scribe stack up`
+recorded under SCRIBE_STATE_DIR (`scribe/cli/settings.py`) before it reads these settings.
 """
 
 from __future__ import annotations
@@ -267,6 +268,13 @@ class ResolvedSettings:
     database_url: str
     redis_url: str
 
+    @classmethod
+    def kafka_only(cls, bootstrap_servers: list[str]) -> ResolvedSettings:
+        """Default settings that name only a PLAINTEXT Kafka at `bootstrap_servers` (no
+        database, no Redis): for tests and tools that are given nothing but broker addresses."""
+        url = "kafka://" + ",".join(bootstrap_servers)
+        return cls(Settings(kafka_url=url), url, database_url="", redis_url="")
+
     @property
     def bootstrap_servers(self) -> list[str]:
         return kafka_bootstrap_servers(self.kafka_url)
@@ -275,28 +283,6 @@ class ResolvedSettings:
     def kafka_client_options(self) -> dict[str, Any]:
         """Security options for every aiokafka client (producer, consumer, admin)."""
         return self.base.security.kafka.aiokafka_kwargs()
-
-    def batch_consumer_options(self, group_id: str) -> dict[str, Any]:
-        """aiokafka consumer options of a flow that runs its own batch consumer group: it
-        commits offsets itself, only after its sink stored what they cover, and a new group
-        starts at the beginning of the log."""
-        timeouts: dict[str, int] = (
-            {
-                "rebalance_timeout_ms": 5000,
-                "session_timeout_ms": 10000,
-                "heartbeat_interval_ms": 1000,
-            }
-            if self.base.fast_rebalance
-            else {}
-        )
-        return {
-            "bootstrap_servers": self.bootstrap_servers,
-            "group_id": group_id,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            **timeouts,
-            **self.kafka_client_options,
-        }
 
     @property
     def secrets(self) -> list[str]:

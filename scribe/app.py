@@ -4,6 +4,7 @@ the live /dashboard."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         config["broker_credentials"] = credentials
     if base.fast_rebalance:
         # A single-process broker answers at once; Kafka's defaults would hold every worker
-        # start for ~30 s waiting out the rebalance timeout (see ARCHITECTURE.md). The engine
-        # tests set it on Apache Kafka too, so a SIGKILLed worker's partitions move after 10 s.
+        # start for ~30 s: at each join the group coordinator waits up to the rebalance timeout
+        # for every member it knows to rejoin. The engine tests set it on Apache Kafka too, so a
+        # SIGKILLed worker's partitions move after 10 s (the session timeout).
         config.update(
             broker_rebalance_timeout=5,
             broker_session_timeout=10,
@@ -86,3 +88,18 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
         await resources.close()
 
     return app, resources
+
+
+async def prepare(settings: ResolvedSettings, report: Callable[[str], None]) -> None:
+    """What a worker needs before it consumes: the catalog's topics and the schema."""
+    from sinks.postgres.migrate import migrate
+    from topics.admin import ensure_topics
+
+    created = await ensure_topics(settings)
+    if created:
+        report(f"created topics: {', '.join(created)}")
+    await migrate(
+        settings.database_url,
+        report=report,
+        connect_options=settings.base.security.postgres.asyncpg_kwargs(),
+    )

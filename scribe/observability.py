@@ -1,5 +1,6 @@
 """Wires a worker's observability: the core health checks (Kafka, PostgreSQL, Redis), the
-consumer-lag and cost-total samplers, the dashboard feed, and the web pages that serve them.
+consumer-lag sampler (of every consumer group registered in `resources.consumer_groups`), the
+cost-total sampler, the dashboard feed, and the web pages that serve them.
 
 A flow adds its own components to the same registry: `resources.health.add("cdn", check,
 critical=False)` (see `runtime.health.http_check`)."""
@@ -17,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from agents.context import Resources
 from runtime.health import Finding, Status
-from runtime.lag import GroupOffsets, LagSampler
+from runtime.lag import LagSampler, OffsetReader
 from scribe.cost_totals import refresh_cost_totals
 from scribe.dashboard.feed import FRAME_INTERVAL_S, DashboardFeed
 from scribe.web import register_pages
@@ -31,15 +32,17 @@ log = logging.getLogger(__name__)
 
 def register(app: faust.App, resources: Resources) -> None:
     settings = resources.settings
-    offsets = GroupOffsets(
-        settings.bootstrap_servers, settings.base.app_id, settings.kafka_client_options
-    )
+    offsets = OffsetReader(settings)
     _add_core_checks(app, resources, offsets)
-    lag = LagSampler(offsets, [t.name for t in TOPICS])
+    # Faust's own group (its agents); the flows add the groups of their own consumers.
+    resources.consumer_groups.add(
+        settings.base.app_id, [t.name for t in TOPICS], _FaustConsumer(app)
+    )
+    lag = LagSampler(resources.consumer_groups, offsets)
     feed = DashboardFeed(REGISTRY, resources.health, baseline_at=time.time())
 
     async def sample_consumer_lag() -> None:
-        await _logged("consumer lag", lambda: lag.sample(app.consumer.assignment(), app.consumer))
+        await _logged("consumer lag", lag.sample)
 
     async def refresh_costs() -> None:
         async def refresh() -> None:
@@ -69,6 +72,21 @@ def register(app: faust.App, resources: Resources) -> None:
         await offsets.close()
 
 
+class _FaustConsumer:
+    """The Faust app's consumer as the lag sampler sees it; looked up when sampled, since
+    Faust builds it when the worker starts."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    def assignment(self) -> Any:
+        return self.app.consumer.assignment()
+
+    def highwater(self, tp: Any) -> int | None:
+        highwater: int | None = self.app.consumer.highwater(tp)
+        return highwater
+
+
 async def _logged(what: str, work: Callable[[], Awaitable[Any]]) -> None:
     """A sampler that fails (a service is down) logs why and tries again on its next tick; it
     must not stop the worker, and /health reports the outage itself."""
@@ -80,7 +98,7 @@ async def _logged(what: str, work: Callable[[], Awaitable[Any]]) -> None:
         )
 
 
-def _add_core_checks(app: faust.App, resources: Resources, offsets: GroupOffsets) -> None:
+def _add_core_checks(app: faust.App, resources: Resources, offsets: OffsetReader) -> None:
     pipeline_topics = {t.name for t in TOPICS} | {t.name for t in DEAD_LETTER_TOPICS}
 
     async def kafka() -> Finding:

@@ -28,6 +28,8 @@ async def until_written(
     on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
     """`on_retry` hears each failure, e.g. to mark the sink down while this waits."""
+    # Created before the first failure, at zero: a sink's error rate is 0, not absent.
+    errors, retries = SINK_ERRORS.labels(sink=sink), SINK_RETRIES.labels(sink=sink)
     delay = first_delay
     attempt = 1
     started = time.perf_counter()
@@ -35,8 +37,8 @@ async def until_written(
         try:
             result = await write(*args)
         except retryable as exc:
-            SINK_ERRORS.labels(sink=sink).inc()
-            SINK_RETRIES.labels(sink=sink).inc()
+            errors.inc()
+            retries.inc()
             if on_retry is not None:
                 on_retry(exc)
             log.warning(
@@ -46,7 +48,7 @@ async def until_written(
             delay = min(delay * 2, max_delay)
             attempt += 1
         except Exception:
-            SINK_ERRORS.labels(sink=sink).inc()
+            errors.inc()
             raise
         else:
             SINK_WRITE_SECONDS.labels(sink=sink).observe(time.perf_counter() - started)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from runtime import kafka
+from runtime.settings import ResolvedSettings
 from topics.catalog import DEAD_LETTER_TOPICS, TOPICS, DeadLetterSpec, TopicSpec
 
 
@@ -37,20 +36,19 @@ def planned_topics(partitions: int, replication: int) -> list[NewTopic]:
 
 
 async def ensure_topics(
-    bootstrap_servers: list[str],
-    partitions: int,
-    replication: int,
-    client_options: Mapping[str, Any] | None = None,
+    settings: ResolvedSettings, partitions: int | None = None, replication: int | None = None
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created. `client_options`:
-    security settings (`ResolvedSettings.kafka_client_options`)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=30_000, **(client_options or {})
+    """Create the topics that do not exist yet; return the names created. Partitions and
+    replication default to SCRIBE_TOPIC_PARTITIONS and SCRIBE_TOPIC_REPLICATION."""
+    planned = planned_topics(
+        partitions or settings.base.topic_partitions,
+        replication or settings.base.topic_replication,
     )
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in planned_topics(partitions, replication) if t.name not in existing]
+        missing = [t for t in planned if t.name not in existing]
         created = []
         for new_topic in missing:
             try:

@@ -13,18 +13,17 @@ from concurrent.futures import Future as ThreadFuture
 from contextlib import contextmanager
 from enum import StrEnum
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from runtime import kafka
+from runtime.settings import ResolvedSettings
 from schemas import encode
 from schemas.events import Event
 from topics.catalog import TopicSpec, topic_for
-
-if TYPE_CHECKING:
-    from runtime.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,35 +92,35 @@ class Publisher:
 
     def __init__(
         self,
-        bootstrap_servers: list[str],
+        kafka_settings: ResolvedSettings | list[str],
         idempotence: Idempotence | str = Idempotence.AUTO,
         linger_ms: int = DEFAULT_LINGER_MS,
         request_timeout_ms: int = 30_000,
-        client_options: dict[str, Any] | None = None,
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.client_options = (
-            client_options or {}
-        )  # security: ResolvedSettings.kafka_client_options
+        """`kafka_settings`: the pipeline's settings (servers and security), or bare bootstrap
+        servers of a PLAINTEXT broker (tests and developer tools)."""
+        self.settings = (
+            kafka_settings
+            if isinstance(kafka_settings, ResolvedSettings)
+            else ResolvedSettings.kafka_only(kafka_settings)
+        )
         self.idempotence = Idempotence(idempotence)
         self.linger_ms = linger_ms
         self.request_timeout_ms = request_timeout_ms
         self.idempotent = False  # what the running producer actually does; set by `start`
         self._producer: Any = None
 
-    def _new_producer(self, idempotent: bool) -> Any:
-        return AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers,
-            acks="all",
+    def _new_producer(self, idempotent: bool) -> AIOKafkaProducer:
+        return kafka.producer(
+            self.settings,
             enable_idempotence=idempotent,
             linger_ms=self.linger_ms,
             max_batch_size=MAX_BATCH_BYTES,
             request_timeout_ms=self.request_timeout_ms,
-            **self.client_options,
         )
 
     async def start(self) -> None:
-        servers = tuple(self.bootstrap_servers)
+        servers = tuple(self.settings.bootstrap_servers)
         if self.idempotence is Idempotence.OFF or (
             self.idempotence is Idempotence.AUTO and servers in _brokers_without_idempotence
         ):
@@ -262,10 +261,9 @@ class Publisher:
 def publisher_for(settings: ResolvedSettings) -> Publisher:
     """A publisher configured by SCRIBE_KAFKA_URL and SCRIBE_PRODUCER_*."""
     return Publisher(
-        settings.bootstrap_servers,
+        settings,
         idempotence=settings.base.producer_idempotence,
         linger_ms=settings.base.producer_linger_ms,
-        client_options=settings.kafka_client_options,
     )
 
 
@@ -280,12 +278,12 @@ class SyncPublisher:
 
     def __init__(
         self,
-        bootstrap_servers: list[str],
+        kafka_settings: ResolvedSettings | list[str],
         idempotence: Idempotence | str = Idempotence.AUTO,
         linger_ms: int = DEFAULT_LINGER_MS,
         timeout: float = 60.0,
     ) -> None:
-        self._publisher = Publisher(bootstrap_servers, idempotence, linger_ms)
+        self._publisher = Publisher(kafka_settings, idempotence, linger_ms)
         self.timeout = timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

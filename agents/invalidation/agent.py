@@ -68,13 +68,12 @@ def register(app: faust.App, resources: Resources) -> None:
             cdn = CdnPurger(cdn_settings) if cdn_settings is not None else None
             try:
                 self.consumer = InvalidationConsumer(
-                    bootstrap_servers=settings.bootstrap_servers,
+                    kafka_settings=settings,
                     group_id=consumer_group(settings.base.app_id),
+                    groups=resources.consumer_groups,
                     settings=config,
                     delivery=Delivery(redis, cdn, resources.dead_letters),
                     dead_letters=resources.dead_letters,
-                    fast_rebalance=settings.base.fast_rebalance,
-                    client_options=settings.kafka_client_options,
                 )
                 running.append(self.consumer)
                 await self.consumer.run()

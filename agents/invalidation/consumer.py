@@ -20,14 +20,16 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.invalidation.coalesce import Coalescer, Window, merge
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import KAFKA_RETRYABLE, Delivery
-from runtime.lag import GroupOffsets, LagSampler
+from runtime import kafka
+from runtime.lag import ConsumerGroups
 from runtime.metrics import COALESCED_TARGETS, MESSAGES_IN
+from runtime.settings import ResolvedSettings
 from schemas import DecodeError, decode
 from schemas.events import CacheInvalidation
 from sinks.retry import until_written
@@ -37,7 +39,6 @@ from topics.dlq import DeadLetters, Origin
 log = logging.getLogger(__name__)
 
 AGENT = "invalidation"  # the `agent` label of this flow's metrics
-LAG_INTERVAL_S = 5.0
 IDLE_POLL_S = 0.1
 # How long the broker may hold a fetch open waiting for data (aiokafka defaults to 500 ms).
 FETCH_MAX_WAIT_MS = 20
@@ -67,38 +68,21 @@ class InvalidationConsumer:
     def __init__(
         self,
         *,
-        bootstrap_servers: list[str],
+        kafka_settings: ResolvedSettings,
         group_id: str,
+        groups: ConsumerGroups,
         settings: InvalidationSettings,
         delivery: Delivery,
         dead_letters: DeadLetters,
-        fast_rebalance: bool,
-        client_options: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.delivery = delivery
         self.dead_letters = dead_letters
-        timeouts: dict[str, int] = (
-            {
-                "rebalance_timeout_ms": 5000,
-                "session_timeout_ms": 10000,
-                "heartbeat_interval_ms": 1000,
-            }
-            if fast_rebalance
-            else {}
+        self._consumer = kafka.consumer(
+            kafka_settings, group_id, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
         )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            **timeouts,
-            **(client_options or {}),  # security settings
-        )
-        # Faust's lag sampler covers Faust's group only; this group reports its own.
-        self._offsets = GroupOffsets(bootstrap_servers, group_id, client_options)
-        self._lag = LagSampler(self._offsets, [CACHE_INVALIDATIONS.name])
+        self._group_id = group_id
+        self._groups = groups  # the worker samples the lag of the groups registered there
         self._coalescer = Coalescer(settings.window_seconds)
         self._committed: dict[TopicPartition, int] = {}
         self._cdn_queue: list[Window] = []
@@ -118,21 +102,18 @@ class InvalidationConsumer:
     async def run(self) -> None:
         self._consumer.subscribe([CACHE_INVALIDATIONS.name], listener=_Revocations(self._committed))
         await self._consumer.start()
+        self._groups.add(self._group_id, [CACHE_INVALIDATIONS.name], self._consumer)
         cdn_stage = asyncio.create_task(self._cdn_stage(), name="invalidation-cdn")
-        lag_sampler = asyncio.create_task(self._sample_lag(), name="invalidation-lag")
         try:
             await self._read_until_stopped(cdn_stage)
             await self._finish(cdn_stage)
         finally:
+            self._groups.discard(self._group_id)
             cdn_stage.cancel()
-            lag_sampler.cancel()
             if self._redis_task is not None:
                 self._redis_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cdn_stage
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag_sampler
-            await self._offsets.close()
             await self._consumer.stop()
 
     async def _read_until_stopped(self, cdn_stage: asyncio.Task[None]) -> None:
@@ -159,16 +140,6 @@ class InvalidationConsumer:
                     await self._take(message)
             if self._redis_task is None and self._coalescer.due(time.monotonic()):
                 self._start_window()
-
-    async def _sample_lag(self) -> None:
-        while True:
-            await asyncio.sleep(LAG_INTERVAL_S)
-            try:
-                await self._lag.sample(self._consumer.assignment(), self._consumer)
-            except Exception as exc:  # a service is down: /health says so; sample next time
-                log.warning(
-                    "invalidation: consumer lag not sampled: %s: %s", type(exc).__name__, exc
-                )
 
     def _poll_seconds(self) -> float:
         left = self._coalescer.time_left(time.monotonic())

@@ -5,11 +5,13 @@ to the decide owner. Unreadable input goes to ai.requests.dlq with the reason.""
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from agents.context import Resources
@@ -30,7 +32,7 @@ from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
 from agents.router.splitter import PrioritySplitter
-from devkit.stack import LocalStack
+from runtime import kafka
 from runtime.metrics import MESSAGES_IN, PROCESSING_SECONDS
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane, RoutedRequest, RouterSettlement
@@ -53,17 +55,6 @@ PROVIDER_CLASSES: dict[str, type[OpenRouter] | type[Gemini]] = {
 }
 
 
-def router_settings(resources: Resources) -> RouterSettings:
-    """From the environment; the simulator's URL from a running embedded stack if not set."""
-    env = dict(os.environ)
-    if not env.get("SCRIBE_PROVIDER_URL"):
-        stack = LocalStack(resources.settings.base.state_dir)
-        running = {s.env_var: s.url for s in stack.status() if s.running}
-        if "SCRIBE_PROVIDER_URL" in running:
-            env["SCRIBE_PROVIDER_URL"] = running["SCRIBE_PROVIDER_URL"]
-    return RouterSettings.from_env(env)
-
-
 # Short only where latency matters: each idle consumer polls the embedded broker this often.
 FETCH_WAIT_MS = {"intake": 20, "urgent": 20, "normal": 50, "deferred": 100, "held": 250}
 
@@ -77,7 +68,7 @@ def deferred_rate_limit(rate_per_s: float) -> Limit:
 def register(app: faust.App, resources: Resources) -> None:
     # httpx logs every request at INFO: far too much at this volume.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = router_settings(resources)
+    settings = RouterSettings.from_env()
     if not settings.providers:
         log.warning(
             "router: no provider configured (set OPENROUTER_API_KEYS / GEMINI_API_KEYS, or "
@@ -238,23 +229,29 @@ async def _start_execution(
 
     base = resources.settings.base
 
-    def consumer_settings(group: str, fetch_wait_ms: int) -> dict[str, Any]:
-        return {
-            "bootstrap_servers": resources.settings.bootstrap_servers,
-            "group_id": f"{base.app_id}-router-{group}",
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
+    def router_group(group: str) -> str:
+        return f"{base.app_id}-router-{group}"
+
+    def router_consumer(group: str, fetch_wait_ms: int) -> Callable[[], AIOKafkaConsumer]:
+        """Builds the consumer of one router group (`<app_id>-router-<group>`) when its
+        service starts; through the one client factory, so it reaches a secured cluster."""
+        return partial(
+            kafka.consumer,
+            resources.settings,
+            router_group(group),
             # The embedded broker answers a waiting fetch only when its wait runs out (see
             # scribe/faust_fetch_wait.py); Kafka answers when data arrives.
-            "fetch_max_wait_ms": fetch_wait_ms if base.fast_rebalance else 500,
-            "session_timeout_ms": 10_000,
-            "heartbeat_interval_ms": 1_000,
-            "rebalance_timeout_ms": 5_000 if base.fast_rebalance else 60_000,
-        }
+            fetch_max_wait_ms=fetch_wait_ms if base.fast_rebalance else 500,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            rebalance_timeout_ms=5_000 if base.fast_rebalance else 60_000,
+        )
 
     await app.add_runtime_dependency(
         PrioritySplitter(
-            consumer_settings("intake", FETCH_WAIT_MS["intake"]),
+            router_consumer("intake", FETCH_WAIT_MS["intake"]),
+            group=router_group("intake"),
+            groups=resources.consumer_groups,
             publish=publish,
             dead_letter=dead_letter,
         )
@@ -267,7 +264,9 @@ async def _start_execution(
         LaneConsumer(
             "held",
             AI_REQUESTS_HELD,
-            consumer_settings("held", FETCH_WAIT_MS["held"]),
+            router_consumer("held", FETCH_WAIT_MS["held"]),
+            group=router_group("held"),
+            groups=resources.consumer_groups,
             read=lambda value: decode(value, AIRequest),
             deadline_of=lambda request: request.deadline,
             handle=release,
@@ -302,7 +301,9 @@ async def _start_execution(
             LaneConsumer(
                 lane.value,
                 spec,
-                consumer_settings(lane.value, FETCH_WAIT_MS[lane.value]),
+                router_consumer(lane.value, FETCH_WAIT_MS[lane.value]),
+                group=router_group(lane.value),
+                groups=resources.consumer_groups,
                 read=lambda value: decode(value, RoutedRequest),
                 deadline_of=lambda routed: routed.request.deadline,
                 handle=execute,
@@ -311,9 +312,7 @@ async def _start_execution(
             )
         )
     await app.add_runtime_dependency(
-        BudgetStateReader(
-            resources.settings.bootstrap_servers, settings.budget_state_topic, budgets
-        )
+        BudgetStateReader(resources.settings, settings.budget_state_topic, budgets)
     )
     log.info(
         "router: executing with %s",

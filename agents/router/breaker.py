@@ -10,11 +10,12 @@ from enum import IntEnum
 
 
 class BreakerState(IntEnum):
-    """Exported as a gauge: 0 closed, 1 open, 2 half-open."""
+    """Exported as the `scribe_breaker_state` gauge, worst highest (so `max` across workers
+    shows the worst): 0 closed, 1 half-open, 2 open."""
 
     CLOSED = 0
-    OPEN = 1
-    HALF_OPEN = 2
+    HALF_OPEN = 1
+    OPEN = 2
 
 
 @dataclass(frozen=True)

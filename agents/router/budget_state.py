@@ -16,12 +16,13 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from mode import Service
 
-from agents.router.metrics import BUDGET_STATES
 from agents.router.policy import Budget
+from runtime import kafka
+from runtime.metrics import BUDGET_STATES
+from runtime.settings import ResolvedSettings
 from schemas import DecodeError, parse_json
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,10 @@ class BudgetBook:
 
     def __init__(self) -> None:
         self._budgets: dict[str, Budget] = {}
+        # Every result at zero from the start: "no budget records read" shows as 0, not absent.
+        self._counts = {
+            r: BUDGET_STATES.labels(result=r) for r in ("applied", "removed", "ignored")
+        }
 
     def get(self, user_id: str) -> Budget | None:
         return self._budgets.get(user_id)
@@ -78,37 +83,31 @@ class BudgetBook:
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         parsed = parse_budget_state(key, value)
         if parsed is None:
-            BUDGET_STATES.labels(result="ignored").inc()
+            self._counts["ignored"].inc()
             return
         user, budget = parsed
         if budget is None:
             self._budgets.pop(user, None)
-            BUDGET_STATES.labels(result="removed").inc()
+            self._counts["removed"].inc()
         else:
             self._budgets[user] = budget
-            BUDGET_STATES.labels(result="applied").inc()
+            self._counts["applied"].inc()
 
 
 class BudgetStateReader(Service):
     """Reads the budget state topic from the beginning into a BudgetBook, without a consumer
     group; waits for the topic to exist rather than creating it (its owner sets compaction)."""
 
-    def __init__(self, bootstrap_servers: list[str], topic: str, book: BudgetBook) -> None:
+    def __init__(self, settings: ResolvedSettings, topic: str, book: BudgetBook) -> None:
         super().__init__()
-        self.bootstrap_servers = bootstrap_servers
+        self.settings = settings
         self.topic = topic
         self.book = book
 
     @Service.task
     async def _read(self) -> None:
         partitions = await self._wait_for_topic()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=500,
-        )
+        consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=500)
         await consumer.start()
         try:
             consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
@@ -124,7 +123,7 @@ class BudgetStateReader(Service):
     async def _wait_for_topic(self) -> set[int]:
         """The topic's partitions once it exists. Listing all topics never creates one (asking
         for this topic's metadata could auto-create it without compaction)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        admin = kafka.admin(self.settings)
         await admin.start()
         try:
             announced = False

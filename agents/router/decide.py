@@ -17,8 +17,16 @@ from typing import Any
 import orjson
 
 from agents.router.budget_state import BudgetBook
-from agents.router.metrics import DECISIONS, RESPONSES
-from agents.router.policy import PolicyConfig, Rejection, UserLedger, decide, settle
+from agents.router.policy import (
+    LANE_OF_PRIORITY,
+    PolicyConfig,
+    Rejection,
+    Route,
+    UserLedger,
+    decide,
+    settle,
+)
+from runtime.metrics import FREE_TIER_REQUESTS, RESPONSES, ROUTING_DECISIONS
 from schemas import encode
 from schemas.events import (
     AIRequest,
@@ -60,6 +68,23 @@ def count_response(response: AIResponse) -> None:
     RESPONSES.labels(status=response.status.value, free_tier=str(bool(response.free_tier))).inc()
 
 
+def count_decision(request: AIRequest, outcome: Route | Rejection | None) -> None:
+    """One routing decision (None: the request was seen before), and the free-image quota
+    check it made, if any."""
+    if outcome is None:
+        lane, route = LANE_OF_PRIORITY[request.priority], "deduplicated"
+    elif isinstance(outcome, Rejection):
+        lane, route = LANE_OF_PRIORITY[request.priority], "rejected"
+    else:
+        lane, route = outcome.lane, "free" if outcome.chain[0].free_tier else "paid"
+    ROUTING_DECISIONS.labels(lane=lane.value, kind=request.kind.value, route=route).inc()
+    quota = outcome.free_quota if outcome is not None else None
+    if quota is not None:
+        FREE_TIER_REQUESTS.labels(
+            provider=quota.provider, outcome="granted" if quota.granted else "exhausted"
+        ).inc()
+
+
 class Decider:
     def __init__(
         self,
@@ -84,7 +109,7 @@ class Decider:
         request_key = request.request_id.encode()
         record = self._record(request_key, now)
         if record is not None:
-            DECISIONS.labels(lane="-", outcome="duplicate").inc()
+            count_decision(request, None)
             if record["response"] is not None:
                 return [_response_emit(request.user_id, orjson.dumps(record["response"]))]
             record["waiting"] += 1
@@ -102,8 +127,8 @@ class Decider:
         )
         if outcome.ledger != ledger:
             self.users[user_key] = outcome.ledger.dumps()
+        count_decision(request, outcome)
         if isinstance(outcome, Rejection):
-            DECISIONS.labels(lane="-", outcome="rejected").inc()
             response = AIResponse(
                 request_id=request.request_id,
                 user_id=request.user_id,
@@ -116,7 +141,6 @@ class Decider:
             raw = encode(response)
             self._remember(partition, request_key, now, raw)
             return [_response_emit(request.user_id, raw)]
-        DECISIONS.labels(lane=outcome.lane.value, outcome="routed").inc()
         routed = RoutedRequest(
             request=request,
             lane=outcome.lane,

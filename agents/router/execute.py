@@ -17,8 +17,14 @@ from enum import Enum
 from agents.router.breaker import Breakers, CircuitBreaker, backoff_delay
 from agents.router.images import ImageStore
 from agents.router.keys import KeyPool, ProviderKey, Wait
-from agents.router.metrics import BREAKER_STATE, FALLBACKS, PROVIDER_CALLS, PROVIDER_SECONDS
 from agents.router.providers import Call, Failure, Provider, ProviderError, Reply
+from runtime.metrics import (
+    BREAKER_STATE,
+    FALLBACKS,
+    FREE_TIER_REQUESTS,
+    PROVIDER_CALL_SECONDS,
+    PROVIDER_CALLS,
+)
 from schemas.events import (
     AIResponse,
     ResponseStatus,
@@ -68,7 +74,20 @@ class _Served:
 
 
 def _show(choice: RouteChoice, breaker: CircuitBreaker) -> None:
-    BREAKER_STATE.labels(choice.service, choice.model).set(breaker.state)
+    BREAKER_STATE.labels(provider=choice.service, model=choice.model).set(int(breaker.state))
+
+
+def _count_call(choice: RouteChoice, outcome: str, seconds: float) -> None:
+    """One provider call made, whatever its outcome."""
+    PROVIDER_CALLS.labels(provider=choice.service, model=choice.model, outcome=outcome).inc()
+    PROVIDER_CALL_SECONDS.labels(provider=choice.service, model=choice.model).observe(seconds)
+
+
+def _count_returned_free_slot(routed: RoutedRequest) -> None:
+    """The free image slot decide reserved goes back: the free call failed or never ran."""
+    free = next((c for c in routed.chain if c.free_tier), None)
+    if free is not None:
+        FREE_TIER_REQUESTS.labels(provider=free.service, outcome="returned").inc()
 
 
 def _clip(text: str, limit: int = MAX_REASON) -> str:
@@ -110,6 +129,9 @@ class Executor:
         self.rng = rng or random.Random()
         self.clock = clock
         self.sleep = sleep
+        # Zero for each provider until one first fails over: no fallbacks shows as 0.
+        for service in upstreams:
+            FALLBACKS.labels(provider=service)
 
     async def run(self, routed: RoutedRequest) -> Outcome:
         request = routed.request
@@ -135,6 +157,8 @@ class Executor:
                 request.request_id, served.reply.image, served.reply.image_type or "image/png"
             )
         release_day = routed.free_slot_day if (free_failed or served is None) else None
+        if release_day is not None:
+            _count_returned_free_slot(routed)
         return self._outcome(routed, served, notes, image_url, release_day)
 
     async def _try_model(
@@ -172,8 +196,7 @@ class Executor:
             try:
                 reply = await upstream.provider.complete(call, key)
             except ProviderError as error:
-                PROVIDER_SECONDS.labels(provider=choice.service).observe(self.clock() - started)
-                PROVIDER_CALLS.labels(choice.service, choice.model, error.failure.value).inc()
+                _count_call(choice, error.failure.value, self.clock() - started)
                 notes.append(f"{name}: {error}")
                 after = await self._after(error, upstream.pool, key, breaker)
                 _show(choice, breaker)
@@ -190,8 +213,7 @@ class Executor:
                     return None
                 continue
             latency = self.clock() - started
-            PROVIDER_SECONDS.labels(provider=choice.service).observe(latency)
-            PROVIDER_CALLS.labels(choice.service, choice.model, "ok").inc()
+            _count_call(choice, "ok", latency)
             breaker.record(self.clock(), ok=True)
             _show(choice, breaker)
             return _Served(choice, reply, key, latency)

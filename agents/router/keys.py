@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from runtime.metrics import PROVIDER_KEY_QUOTA_USED_RATIO as KEY_QUOTA_USED
+
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 
@@ -22,7 +24,8 @@ DAY_MS = 86_400_000
 # equal keys share the load), then (capacity, window_ms) per limit.
 # Picks the candidate with the most headroom (the smallest share of a bucket left, across its
 # limits) that is not cooling down and has a token in every bucket, and takes the tokens.
-# Returns {index, 0}, or {-1, ms until the first candidate could be used}.
+# Returns {index, 0, tokens left per limit (as strings: Redis would truncate a Lua number)}, or
+# {-1, ms until the first candidate could be used}.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -61,12 +64,14 @@ for n = 0, count - 1 do
   end
 end
 if best < 0 then return {-1, soonest} end
+local taken = {best, 0}
 for j = 1, limits do
   local key = KEYS[best * stride + 1 + j]
   redis.call('HSET', key, 'tokens', tostring(best_tokens[j] - 1), 'at', now)
   redis.call('PEXPIRE', key, tonumber(ARGV[2 * j + 2]) * 2)
+  taken[j + 2] = tostring(best_tokens[j] - 1)
 end
-return {best, 0}
+return taken
 """
 
 # KEYS[1]: the cool-down key. ARGV[1]: milliseconds. Only ever extends a cool-down.
@@ -110,6 +115,17 @@ class Wait:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Taken:
+    """A candidate's tokens taken; `used`: per limit, the share of its capacity now used."""
+
+    name: str
+    used: dict[Limit, float]
+
+
+WINDOW_NAMES = {MINUTE_MS: "minute", DAY_MS: "day"}
+
+
 class TokenBuckets:
     """Named candidates, each with a cool-down and the same limits, shared through Redis."""
 
@@ -135,13 +151,22 @@ class TokenBuckets:
         self._cool = client.register_script(COOL)
 
     async def acquire(self) -> str | Wait:
+        taken = await self.take()
+        return taken if isinstance(taken, Wait) else taken.name
+
+    async def take(self) -> Taken | Wait:
+        """A token of every limit from the candidate with the most headroom, and what is left."""
         first = random.randrange(len(self.names))
-        index, wait_ms = await self._acquire(
+        index, wait_ms, *left = await self._acquire(
             keys=self._keys, args=[len(self.limits), first, *self._limit_args]
         )
         if int(index) < 0:
             return Wait(int(wait_ms) / 1000)
-        return self.names[int(index)]
+        used = {
+            limit: 1 - max(0.0, float(tokens)) / limit.capacity
+            for limit, tokens in zip(self.limits, left, strict=True)
+        }
+        return Taken(self.names[int(index)], used)
 
     async def cool(self, name: str, seconds: float) -> None:
         await self._cool(keys=[self._cool_keys[name]], args=[max(1, int(seconds * 1000))])
@@ -169,8 +194,14 @@ class KeyPool:
         )
 
     async def acquire(self) -> ProviderKey | Wait:
-        taken = await self._buckets.acquire()
-        return taken if isinstance(taken, Wait) else self.keys[taken]
+        taken = await self._buckets.take()
+        if isinstance(taken, Wait):
+            return taken
+        key = self.keys[taken.name]
+        for limit, used in taken.used.items():
+            window = WINDOW_NAMES.get(limit.window_ms, f"{limit.window_ms}ms")
+            KEY_QUOTA_USED.labels(provider=self.service, key_id=key.id, window=window).set(used)
+        return key
 
     async def cool(self, key: ProviderKey, seconds: float) -> None:
         await self._buckets.cool(key.id, seconds)

@@ -28,7 +28,8 @@ from agents.router.decide import Emit, count_response
 from agents.router.execute import Executor, Outcome
 from agents.router.keys import TokenBuckets, Wait
 from agents.router.lanes import DeferredQueue, OffPeak, OffsetTracker
-from agents.router.metrics import LANE_HELD, LANE_IN_FLIGHT, PROMOTIONS
+from runtime.lag import ConsumerGroups
+from runtime.metrics import LANE_HELD, LANE_IN_FLIGHT, PROMOTIONS
 from schemas import DecodeError, encode
 from schemas.events import AIResponse, ResponseStatus, RoutedRequest, RouterSettlement
 from topics.catalog import AI_RESPONSES, AI_ROUTER_SETTLEMENTS, USAGE_EVENTS, TopicSpec
@@ -150,8 +151,10 @@ class LaneConsumer(Service, Generic[T]):
         self,
         name: str,
         spec: TopicSpec,
-        consumer_settings: dict[str, Any],
+        new_consumer: Callable[[], AIOKafkaConsumer],
         *,
+        group: str,
+        groups: ConsumerGroups,
         read: Callable[[bytes], T],
         deadline_of: Callable[[T], datetime | None],
         handle: Callable[[Job[T]], Awaitable[None]],
@@ -162,7 +165,9 @@ class LaneConsumer(Service, Generic[T]):
         super().__init__()
         self.name = name
         self.spec = spec
-        self.consumer_settings = consumer_settings
+        self.new_consumer = new_consumer
+        self.group = group
+        self.groups = groups
         self.read = read
         self.deadline_of = deadline_of
         self.handle = handle
@@ -177,9 +182,10 @@ class LaneConsumer(Service, Generic[T]):
 
     @Service.task
     async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(**self.consumer_settings)
+        consumer = self.new_consumer()
         consumer.subscribe([self.spec.name], listener=_Rebalance(self, consumer))
         await consumer.start()
+        self.groups.add(self.group, [self.spec.name], consumer)
         log.info("router: %s lane consuming %s", self.name, self.spec.name)
         next_commit = time.monotonic() + COMMIT_EVERY_S
         try:
@@ -194,6 +200,7 @@ class LaneConsumer(Service, Generic[T]):
                     await self._commit(consumer)
                     next_commit = time.monotonic() + COMMIT_EVERY_S
         finally:
+            self.groups.discard(self.group)
             if self._running:
                 await asyncio.wait(self._running, timeout=10)
             await self._commit(consumer)

@@ -138,6 +138,15 @@ class Complexity:
 
 
 @dataclass(frozen=True)
+class FreeQuotaCheck:
+    """An image request asked for one of the user's free images of the day: `provider` serves
+    the free model; `granted` False when the day's free images were used up."""
+
+    provider: str
+    granted: bool
+
+
+@dataclass(frozen=True)
 class Route:
     lane: Lane
     chain: tuple[RouteChoice, ...]
@@ -145,6 +154,7 @@ class Route:
     rationale: str
     free_slot_day: date | None
     ledger: UserLedger
+    free_quota: FreeQuotaCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,7 @@ class Rejection:
     error: str
     rationale: str
     ledger: UserLedger
+    free_quota: FreeQuotaCheck | None = None
 
 
 def estimate_tokens(text: str) -> int:
@@ -278,12 +289,15 @@ def _route_image(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rou
     free_slot_day = None
     free_models = [m for m in models if m.free]
     quota = ask.config.free_images_per_day
-    if free_models and ledger.free_images_used < quota:
+    free_quota = None
+    if free_models:
+        free_quota = FreeQuotaCheck(free_models[0].service, ledger.free_images_used < quota)
+    if free_quota is not None and free_quota.granted:
         ledger = replace(ledger, free_images_used=ledger.free_images_used + 1)
         free_slot_day = ledger.day
         notes.append(f"free image {ledger.free_images_used}/{quota} today")
         chain.append(_choice(free_models[0], ask.estimate(free_models[0])))
-    elif free_models:
+    elif free_quota is not None:
         notes.append(f"free images used up ({quota}/{quota} today)")
     paid = sorted(
         ((ask.estimate(m), m) for m in models if not m.free),
@@ -299,8 +313,9 @@ def _route_image(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rou
             f"budget ({_budget_note(ask.remaining)})",
             "; ".join(notes),
             ledger,
+            free_quota,
         )
-    return _route(ask, ledger, chain, notes, free_slot_day)
+    return replace(_route(ask, ledger, chain, notes, free_slot_day), free_quota=free_quota)
 
 
 def _route_text(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Route | Rejection:

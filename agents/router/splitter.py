@@ -11,7 +11,7 @@ Each batch's messages are published and acknowledged before the batch's offsets 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -20,6 +20,7 @@ from mode import Service
 from agents.router.decide import Emit
 from agents.router.lane_consumer import DeadLetter, Publish
 from agents.router.policy import LANE_OF_PRIORITY
+from runtime.lag import ConsumerGroups
 from runtime.metrics import MESSAGES_IN
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane
@@ -39,18 +40,27 @@ def destination(request: AIRequest) -> TopicSpec:
 
 class PrioritySplitter(Service):
     def __init__(
-        self, consumer_settings: dict[str, Any], *, publish: Publish, dead_letter: DeadLetter
+        self,
+        new_consumer: Callable[[], AIOKafkaConsumer],
+        *,
+        group: str,
+        groups: ConsumerGroups,
+        publish: Publish,
+        dead_letter: DeadLetter,
     ) -> None:
         super().__init__()
-        self.consumer_settings = consumer_settings
+        self.new_consumer = new_consumer
+        self.group = group
+        self.groups = groups
         self.publish = publish
         self.dead_letter = dead_letter
 
     @Service.task
     async def _split(self) -> None:
-        consumer = AIOKafkaConsumer(**self.consumer_settings)
+        consumer = self.new_consumer()
         consumer.subscribe([AI_REQUESTS.name], listener=_Assignments())
         await consumer.start()
+        self.groups.add(self.group, [AI_REQUESTS.name], consumer)
         log.info("router: intake splitting %s by priority", AI_REQUESTS.name)
         try:
             while not self.should_stop:
@@ -88,6 +98,7 @@ class PrioritySplitter(Service):
                     # and decide answers a request it has seen with its earlier response.
                     log.warning("router: intake commit skipped after a rebalance: %s", error)
         finally:
+            self.groups.discard(self.group)
             await consumer.stop()
 
 

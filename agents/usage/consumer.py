@@ -1,10 +1,11 @@
 """usage.events -> the ledger, rollups and budgets in PostgreSQL: a batch consumer run as a
 service of the Faust worker.
 
-Faust's per-event stream machinery caps a Table agent at a few thousand events/s (see
-ARCHITECTURE.md); this loop takes `getmany()` batches from a plain aiokafka consumer, writes
-each batch in one transaction and commits the batch's offsets only after that transaction
-committed. Its consumer group is `<app id>-usage` (see `agents/batch_consumer.py`).
+Faust's per-event stream machinery caps a Table agent at a few thousand events/s (the
+`peer.faust_table` case of `bench/README.md` measures it side by side); this loop takes
+`getmany()` batches from a plain aiokafka consumer, writes each batch in one transaction and
+commits the batch's offsets only after that transaction committed. Its consumer group is
+`<app id>-usage` (see `agents/batch_consumer.py`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import mode
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.batch_consumer import BatchConsumerService
 from agents.context import Resources
-from agents.usage.outbox import publish_outbox
+from agents.usage.outbox import publish_outbox, show_alert_thresholds
 from agents.usage.pricing import Priced, UsageLimits, price_usage
+from runtime import kafka
 from runtime.metrics import (
     COST,
     MESSAGES_IN,
@@ -142,10 +144,11 @@ class UsageBatchConsumer(BatchConsumerService):
             **settings.base.security.postgres.asyncpg_kwargs(),
         )
         self.ledger = UsageLedger(self.pool, self.usage.alert_thresholds_pct)
+        show_alert_thresholds(self.usage.alert_thresholds_pct)
         self.budgets = BudgetStore(self.pool)
         await self._maintain_partitions()
         group_id = usage_group_id(settings.base.app_id)
-        consumer = AIOKafkaConsumer(USAGE_EVENTS.name, **settings.batch_consumer_options(group_id))
+        consumer = kafka.consumer(settings, group_id, USAGE_EVENTS.name)
         await self.start_consumer(consumer, group_id, [USAGE_EVENTS.name])
 
     async def on_started(self) -> None:

@@ -32,6 +32,13 @@ def outbox_records(
     return records
 
 
+def show_alert_thresholds(thresholds_pct: Sequence[int]) -> None:
+    """Every threshold's alert count on /metrics from the start, at zero until an alert is
+    published, so an alert rule or a panel reading one threshold has a series to read."""
+    for pct in thresholds_pct:
+        ALERTS_PUBLISHED.labels(threshold=str(pct))
+
+
 async def publish_outbox(
     store: BudgetStore, send_all: SendAll, thresholds_pct: Sequence[int]
 ) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
@@ -28,6 +28,7 @@ from agents.batch_consumer import BatchConsumerService
 from agents.context import Resources
 from agents.intake import decoded
 from agents.world.owner import EVENTS_AGENT, TICKS_AGENT, WorldOwner
+from runtime import kafka
 from runtime.metrics import PROCESSING_SECONDS
 from schemas.events import WorldEvent, WorldTick
 from sinks.postgres.world import RETRYABLE
@@ -105,9 +106,8 @@ class WorldBatchConsumer(BatchConsumerService):
         settings = self.resources.settings
         group_id = world_group_id(settings.base.app_id)
         self._owner = await self.world_owner()
-        consumer = AIOKafkaConsumer(
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            **settings.batch_consumer_options(group_id),
+        consumer = kafka.consumer(
+            settings, group_id, partition_assignment_strategy=(RangePartitionAssignor,)
         )
         topics = [WORLD_EVENTS.name, WORLD_TICKS.name]
         consumer.subscribe(topics, listener=_Ownership(self))

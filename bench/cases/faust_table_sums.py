@@ -11,6 +11,7 @@ processed EXPECTED_EVENTS events, and keeps running until it is stopped.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from typing import Any
 import faust
 
 from agents.usage.pricing import Priced, UsageLimits, price_usage
-from devkit.stack import settings_with_stack
+from devkit.stack import fill_environment
 from devkit.stack.processes import free_port
 from runtime.settings import Settings
 from schemas import DecodeError, decode
@@ -32,7 +33,8 @@ from topics.catalog import USAGE_EVENTS
 
 
 def build_app(app_id: str, web_port: int, expected: int, result_file: Path) -> faust.App:
-    settings = settings_with_stack(Settings.from_env()).require()
+    fill_environment(os.environ, Settings.from_env().state_dir)
+    settings = Settings.from_env().require()
     config = faust_settings(settings) | {"web_port": web_port, "datadir": f"/tmp/{app_id}"}
     config["value_serializer"] = "json"
     app = faust.App(app_id, **config)

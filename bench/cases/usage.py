@@ -31,7 +31,7 @@ from agents.usage.synthetic import SyntheticUsage, synthetic_usage
 from bench.cases import EVENTS_PER_S, PEAK_RSS, Case, Context
 from devkit.harness import new_worker
 from runtime.settings import Settings, kafka_bootstrap_servers
-from scribe.cli import prepare
+from scribe.app import prepare
 from topics.catalog import USAGE_EVENTS
 
 CASES_DIR = Path(__file__).parent
@@ -99,7 +99,7 @@ def events(ctx: Context) -> list[SyntheticUsage]:
             database_url=ctx.env["SCRIBE_DATABASE_URL"],
             redis_url=ctx.env["SCRIBE_REDIS_URL"],
         ).require()
-        asyncio.run(prepare(settings))
+        asyncio.run(prepare(settings, report=ctx.say))
         ctx.say(f"publishing {ctx.events:,} usage events to {USAGE_EVENTS.name} ...")
         asyncio.run(_publish(ctx.env["SCRIBE_KAFKA_URL"], USAGE_EVENTS.name, generated))
         ctx.shared["usage"] = generated

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from devkit.stack.processes import ProcessRecord, StackError, free_port, port_is_free
@@ -25,9 +25,8 @@ from devkit.stack.services import (
     Service,
     TansuBroker,
 )
-from runtime.settings import Settings
 
-__all__ = ["BROKERS", "LocalStack", "ServiceStatus", "StackError", "settings_with_stack"]
+__all__ = ["BROKERS", "LocalStack", "ServiceStatus", "StackError", "fill_environment"]
 
 STATE_FILE = "stack.json"
 BROKERS = ("tansu", "apache")
@@ -208,21 +207,15 @@ class LocalStack:
             self.down(report, only=self.started)
 
 
-def settings_with_stack(settings: Settings) -> Settings:
-    """Fill the service URLs that are not set from the running embedded stack, if any."""
-    if settings.kafka_url and settings.database_url and settings.redis_url:
-        return settings
-    stack = LocalStack.at(settings.state_dir)
+def fill_environment(environ: MutableMapping[str, str], state_dir: Path) -> list[str]:
+    """Set in `environ` the SCRIBE_* variables it leaves unset (or empty) from the stack running
+    under `state_dir`, if one runs; return the names set. What is already set wins. The fast
+    rebalance timeouts suit the embedded broker only: they come along only with its URL."""
+    stack = LocalStack.at(state_dir)
     if not stack.is_running():
-        return settings
-    env = stack.environment()
-    return replace(
-        settings,
-        kafka_url=settings.kafka_url or env["SCRIBE_KAFKA_URL"],
-        database_url=settings.database_url or env["SCRIBE_DATABASE_URL"],
-        redis_url=settings.redis_url or env["SCRIBE_REDIS_URL"],
-        cdn_url=settings.cdn_url or env.get("SCRIBE_CDN_URL"),
-        cdn_providers=settings.cdn_providers or env.get("SCRIBE_CDN_PROVIDERS"),
-        fast_rebalance=settings.fast_rebalance
-        or (not settings.kafka_url and env.get("SCRIBE_FAST_REBALANCE") == "1"),
-    )
+        return []
+    filled = {name: url for name, url in stack.environment().items() if not environ.get(name)}
+    if environ.get("SCRIBE_KAFKA_URL"):
+        filled.pop("SCRIBE_FAST_REBALANCE", None)
+    environ.update(filled)
+    return sorted(filled)

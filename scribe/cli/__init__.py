@@ -1,84 +1,32 @@
-"""The `scribe` command: worker, publish, stack, db, demo. Each flow that adds commands puts
-them in a module of this package and registers its group at the bottom of this file."""
+"""The `scribe` command: worker, publish, db here; stack and demo (developer tools) in `dev`;
+each flow that adds commands puts them in a module of this package, registered at the bottom.
+The command modules take their settings from `scribe.cli.settings`, never from this package,
+so that nothing imports back up into it."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 from typing import TextIO
 
 import click
 
-from devkit.stack import BROKERS, LocalStack, StackError, settings_with_stack
 from runtime.security import Redactor, mask_url
-from runtime.settings import ResolvedSettings, Settings, SettingsError
 from schemas import DecodeError, decode
 from schemas.events import Event
-
-
-def resolved_settings() -> ResolvedSettings:
-    """The settings, with their secrets kept out of every log record from here on."""
-    try:
-        settings = settings_with_stack(Settings.from_env()).require()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-    Redactor(settings.secrets).install()
-    return settings
+from scribe.cli.bench import bench
+from scribe.cli.budget import budget
+from scribe.cli.costs import costs
+from scribe.cli.dev import demo, stack
+from scribe.cli.gateway import gateway
+from scribe.cli.loadgen import loadgen
+from scribe.cli.settings import resolved_settings
+from scribe.cli.world import world
 
 
 @click.group()
 def main() -> None:
     """Scribe: the stream-processing pipeline of the AI role-playing platform."""
-
-
-@main.group()
-def stack() -> None:
-    """The embedded local stack on loopback: Kafka protocol (Tansu), PostgreSQL, Redis and the
-    CDN purge simulator."""
-
-
-def _stack() -> LocalStack:
-    return LocalStack.at(Settings.from_env().state_dir)
-
-
-@stack.command("up")
-@click.option(
-    "--broker",
-    type=click.Choice(BROKERS),
-    default=None,
-    help="tansu (the default: memory-only, from pip) or apache (Apache Kafka from Maven "
-    "Central's jars: needs Java 17+ and Maven; durable, with transactions).",
-)
-def stack_up(broker: str | None) -> None:
-    """Start what is not running; print the `export` lines that point the pipeline at it."""
-    state_dir = Settings.from_env().state_dir
-    try:
-        local = LocalStack.at(state_dir) if broker is None else LocalStack(state_dir, broker)
-        env = local.up(report=lambda line: click.echo(line, err=True))
-    except StackError as exc:
-        raise click.ClickException(str(exc)) from None
-    for name, value in env.items():
-        click.echo(f"export {name}={value}")
-
-
-@stack.command("down")
-def stack_down() -> None:
-    """Stop exactly what `scribe stack up` started."""
-    _stack().down(report=lambda line: click.echo(line, err=True))
-
-
-@stack.command("status")
-def stack_status() -> None:
-    """Show each service, its URL and whether it runs; exit 1 unless all run."""
-    statuses = _stack().status()
-    if not statuses:
-        click.echo("the embedded stack is not running")
-        sys.exit(1)
-    for status in statuses:
-        state = "running" if status.running else "stopped"
-        click.echo(f"{status.name:<12} {state:<8} pid {status.pid:<8} {status.url}")
-    sys.exit(0 if all(s.running for s in statuses) else 1)
 
 
 @main.group()
@@ -109,36 +57,16 @@ def db_migrate() -> None:
     click.echo(f"{len(applied)} migration(s) applied; the schema is up to date")
 
 
-async def prepare(settings: ResolvedSettings) -> None:
-    """What a worker needs before it consumes: the catalog's topics and the schema."""
-    from sinks.postgres.migrate import migrate
-    from topics.admin import ensure_topics
-
-    created = await ensure_topics(
-        settings.bootstrap_servers,
-        settings.base.topic_partitions,
-        settings.base.topic_replication,
-        client_options=settings.kafka_client_options,
-    )
-    if created:
-        click.echo(f"created topics: {', '.join(created)}", err=True)
-    await migrate(
-        settings.database_url,
-        report=lambda line: click.echo(line, err=True),
-        connect_options=settings.base.security.postgres.asyncpg_kwargs(),
-    )
-
-
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--loglevel", default="info", show_default=True)
 def worker(loglevel: str) -> None:
     """Run every agent in one Faust worker; serves /metrics and /health on SCRIBE_WEB_PORT."""
     from faust import Worker
 
-    from scribe.app import create_app
+    from scribe.app import create_app, prepare
 
     settings = resolved_settings()
-    asyncio.run(prepare(settings))
+    asyncio.run(prepare(settings, report=lambda line: click.echo(line, err=True)))
     app, _ = create_app(settings)
     Worker(app, loglevel=loglevel).execute_from_commandline()
 
@@ -201,23 +129,8 @@ def publish(topic: str, source: TextIO, skip_invalid: bool) -> None:
         sys.exit(1)
 
 
-@main.command()
-@click.option("--seconds", type=float, envvar="DEMO_SECONDS", default=60, show_default=True)
-def demo(seconds: float) -> None:
-    """Run a worker on the embedded stack (or SCRIBE_*_URL) under a mixed load, then summarize."""
-    from devkit.demo import run_demo
-
-    sys.exit(run_demo(seconds, Path.cwd()))
-
-
-# Each flow's commands, registered here (imported last: they use the above).
-from scribe.cli.bench import bench  # noqa: E402
-from scribe.cli.budget import budget  # noqa: E402
-from scribe.cli.costs import costs  # noqa: E402
-from scribe.cli.gateway import gateway  # noqa: E402
-from scribe.cli.loadgen import loadgen  # noqa: E402
-from scribe.cli.world import world  # noqa: E402
-
+main.add_command(stack)
+main.add_command(demo)
 main.add_command(bench)
 main.add_command(budget)
 main.add_command(costs)

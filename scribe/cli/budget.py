@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from runtime.settings import ResolvedSettings
 from schemas.fields import Identifier, Money
-from scribe.cli import resolved_settings
+from scribe.cli.settings import resolved_settings
 
 if TYPE_CHECKING:
     from sinks.postgres.budgets import BudgetStore

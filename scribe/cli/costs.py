@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from scribe.cli import resolved_settings
+from scribe.cli.settings import resolved_settings
 
 if TYPE_CHECKING:
     from agents.usage.report import CostReport

@@ -8,7 +8,7 @@ import logging
 import click
 
 from runtime.settings import SettingsError
-from scribe.cli import resolved_settings
+from scribe.cli.settings import resolved_settings
 
 
 @click.command()
@@ -37,13 +37,7 @@ def gateway(port: int | None, host: str | None) -> None:
         )
     config = replace(config, port=config.port if port is None else port, host=host or config.host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(
-        ensure_topics(
-            settings.bootstrap_servers,
-            settings.base.topic_partitions,
-            settings.base.topic_replication,
-        )
-    )
+    asyncio.run(ensure_topics(settings))
     names = ", ".join(c.name for c in config.tokens.clients)
     click.echo(
         f"gateway on http://{config.host}:{config.port} for clients: {names}; "

@@ -8,7 +8,8 @@ import uuid
 
 import click
 
-from scribe.cli import resolved_settings
+from scribe.cli.dev import dev_tools
+from scribe.cli.settings import resolved_settings
 
 
 @click.command()
@@ -41,10 +42,12 @@ def loadgen(
     """Publish a mixed load (Zipf-like users and worlds; requests of every priority and kind;
     usage priced from the catalog; world events and ticks; bursts of invalidations) at RATE
     events/s for SECONDS, then print what was acknowledged per topic and the achieved rate."""
-    from devkit.loadgen.runner import Progress, run_load
-    from devkit.loadgen.workload import Mix, Workload, WorkloadConfig
     from topics.admin import ensure_topics
     from topics.publisher import publisher_for
+
+    with dev_tools():
+        from devkit.loadgen.runner import Progress, run_load
+        from devkit.loadgen.workload import Mix, Workload, WorkloadConfig
 
     if rate <= 0 or seconds <= 0:
         raise click.BadParameter("--rate and --seconds must be positive")
@@ -59,11 +62,7 @@ def loadgen(
     )
 
     async def run() -> int:
-        await ensure_topics(
-            settings.bootstrap_servers,
-            settings.base.topic_partitions,
-            settings.base.topic_replication,
-        )
+        await ensure_topics(settings)
         async with publisher_for(settings) as publisher:
             click.echo(
                 f"loadgen: {rate:,.0f} events/s for {seconds:g} s, seed {seed}, run "

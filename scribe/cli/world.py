@@ -77,7 +77,7 @@ def summary(state: WorldState) -> list[str]:
 @click.argument("world_id")
 def show(world_id: str) -> None:
     """A readable summary of WORLD as stored (its last checkpoint and the log after it)."""
-    from scribe.cli import resolved_settings
+    from scribe.cli.settings import resolved_settings
 
     stored, state = asyncio.run(current_state(resolved_settings().database_url, world_id))
     for line in summary(state):
@@ -157,7 +157,7 @@ def replay(world_ids: tuple[str, ...], every: bool) -> None:
     Prints `match`, or `MISMATCH` with the first differing field (live != replayed), per
     world; exits 1 if any world does not match.
     """
-    from scribe.cli import resolved_settings
+    from scribe.cli.settings import resolved_settings
 
     database_url = resolved_settings().database_url
     if every:

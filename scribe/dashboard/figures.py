@@ -184,13 +184,22 @@ def consumer_lag(current: Snapshot) -> Json | None:
         return None
     partitions = sorted(
         (
-            {"topic": label(ls, "topic"), "partition": int(label(ls, "partition")), "lag": v}
+            {
+                "group": label(ls, "group"),
+                "topic": label(ls, "topic"),
+                "partition": int(label(ls, "partition")),
+                "lag": v,
+            }
             for ls, v in series.items()
         ),
-        key=lambda p: (p["topic"], p["partition"]),
+        key=lambda p: (p["group"], p["topic"], p["partition"]),
     )
-    by_topic = _totals(current, "scribe_consumer_lag_messages", "topic")
-    return {"total": sum(series.values()), "by_topic": by_topic, "partitions": partitions}
+    return {
+        "total": sum(series.values()),
+        "by_topic": _totals(current, "scribe_consumer_lag_messages", "topic"),
+        "by_group": _totals(current, "scribe_consumer_lag_messages", "group"),
+        "partitions": partitions,
+    }
 
 
 def latency(current: Snapshot, earlier: Snapshot) -> Json | None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from agents.router.keys import KeyPool, Limit, ProviderKey, TokenBuckets, Wait
 
@@ -82,3 +83,20 @@ async def test_a_rate_gate_releases_at_its_rate(redis_client: aioredis.Redis) ->
     assert granted.count("lane") == 5
     await asyncio.sleep(0.45)
     assert await gate.acquire() == "lane", "5 per second: one more after 200 ms"
+
+
+async def test_each_use_shows_the_share_of_the_keys_limits_used(
+    redis_client: aioredis.Redis,
+) -> None:
+    pool = KeyPool(redis_client, "gemini", secrets(1), 10, 1000)
+    for _ in range(3):
+        taken = await pool.acquire()
+    assert isinstance(taken, ProviderKey)
+
+    def used(window: str) -> float | None:
+        labels = {"provider": "gemini", "key_id": taken.id, "window": window}
+        return REGISTRY.get_sample_value("scribe_provider_key_quota_used_ratio", labels)
+
+    # Refill runs on the clock between calls: a few thousandths of a token at most.
+    assert used("minute") == pytest.approx(0.3, abs=0.01)
+    assert used("day") == pytest.approx(0.003, abs=0.0001)

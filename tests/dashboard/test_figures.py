@@ -37,10 +37,12 @@ class Registry:
         self.e2e = Histogram(
             "scribe_end_to_end_seconds", "", ["agent", "sink"], buckets=(0.1, 1), registry=r
         )
-        self.lag = Gauge("scribe_consumer_lag_messages", "", ["topic", "partition"], registry=r)
+        self.lag = Gauge(
+            "scribe_consumer_lag_messages", "", ["group", "topic", "partition"], registry=r
+        )
         self.today = Gauge("scribe_cost_today_usd", "", ["service", "model"], registry=r)
         self.mtd = Gauge("scribe_cost_month_to_date_usd", "", ["service", "model"], registry=r)
-        self.routes = Counter("scribe_routing_decisions", "", ["lane", "route"], registry=r)
+        self.routes = Counter("scribe_routing_decisions", "", ["lane", "kind", "route"], registry=r)
         self.breaker = Gauge("scribe_breaker_state", "", ["provider", "model"], registry=r)
         self.ticks = Counter("scribe_world_ticks", "", ["source"], registry=r)
         self.invalidations = Counter("scribe_invalidations", "", ["sink", "kind"], registry=r)
@@ -138,16 +140,23 @@ def test_latency_row_of_an_idle_window_has_no_percentiles(reg: Registry) -> None
     assert row["p95"] is None and row["mean"] is None
 
 
-def test_consumer_lag_by_topic_and_partition(reg: Registry) -> None:
+def test_consumer_lag_by_group_topic_and_partition(reg: Registry) -> None:
     def sampled() -> None:
-        reg.lag.labels("usage.events", "0").set(7)
-        reg.lag.labels("usage.events", "1").set(3)
-        reg.lag.labels("world.ticks", "0").set(0)
+        reg.lag.labels("app-usage", "usage.events", "0").set(7)
+        reg.lag.labels("app-usage", "usage.events", "1").set(3)
+        reg.lag.labels("app-world", "world.ticks", "0").set(0)
+        reg.lag.labels("app", "world.ticks", "0").set(2)
 
     lag = _frame(reg, sampled)["lag"]
-    assert lag["total"] == 10
-    assert lag["by_topic"] == {"usage.events": 10, "world.ticks": 0}
-    assert lag["partitions"][0] == {"topic": "usage.events", "partition": 0, "lag": 7}
+    assert lag["total"] == 12
+    assert lag["by_topic"] == {"usage.events": 10, "world.ticks": 2}
+    assert lag["by_group"] == {"app-usage": 10, "app-world": 0, "app": 2}
+    assert lag["partitions"][1] == {
+        "group": "app-usage",
+        "topic": "usage.events",
+        "partition": 0,
+        "lag": 7,
+    }
 
 
 def test_cost_today_month_to_date_and_projection(reg: Registry) -> None:
@@ -183,9 +192,9 @@ def test_panels_nothing_feeds_are_empty_not_zero(reg: Registry) -> None:
 
 def test_routing_mix_breakers_and_world_once_fed(reg: Registry) -> None:
     def routed() -> None:
-        reg.routes.labels("urgent", "paid").inc(1)
-        reg.routes.labels("normal", "free").inc(6)
-        reg.routes.labels("deferred", "free").inc(3)
+        reg.routes.labels("urgent", "text", "paid").inc(1)
+        reg.routes.labels("normal", "image", "free").inc(6)
+        reg.routes.labels("deferred", "image", "free").inc(3)
         reg.breaker.labels("openrouter", "m").set(2)
         reg.breaker.labels("gemini", "g").set(0)
         reg.ticks.labels("timer").inc(50)
@@ -222,7 +231,7 @@ def test_chart_point_keeps_a_few_numbers_per_frame(reg: Registry) -> None:
     def load() -> None:
         reg.messages_in.labels("usage.events", "usage").inc(25)
         reg.processing.labels("usage").observe(0.05)
-        reg.lag.labels("usage.events", "0").set(4)
+        reg.lag.labels("app-usage", "usage.events", "0").set(4)
 
     point = _frame(reg, load)["point"]
     assert point["t"] == 1_005_000

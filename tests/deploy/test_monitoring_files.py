@@ -4,21 +4,24 @@ them uses only metric names and labels that runtime/metrics.py defines."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import promql_parser
 import pytest
-import yaml
 from prometheus_client import REGISTRY
 
+from agents.router.breaker import BreakerState
+from agents.router.providers import Failure
 from runtime.metrics import family_specs
+from tests.deploy.monitoring import (
+    DASHBOARD,
+    alert_rules,
+    dashboard_targets,
+    nodes,
+    parse,
+    selectors,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
-DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "scribe.json"
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 SCRAPE_LABELS = {"job", "instance"}  # added by Prometheus to every scraped sample
 SEVERITIES = {"info", "warning", "critical"}
 
@@ -36,26 +39,14 @@ def known_samples() -> dict[str, set[str]]:
     return samples
 
 
-def _nodes(node: Any) -> Iterator[Any]:
-    yield node
-    for attr in ("expr", "lhs", "rhs", "param", "vector_selector"):
-        child = getattr(node, attr, None)
-        if child is not None and not isinstance(child, (str, int, float)):
-            yield from _nodes(child)
-    for arg in getattr(node, "args", None) or []:
-        yield from _nodes(arg)
-
-
 def check_expression(expr: str) -> list[str]:
     """Problems with one expression: unknown metrics, or labels its metrics do not have."""
-    for variable, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(variable, value)
-    tree = promql_parser.parse(expr)
+    tree = parse(expr)
     known = known_samples()
     problems = []
     used_labels: set[str] = set(SCRAPE_LABELS)
     grouping: set[str] = set()
-    for node in _nodes(tree):
+    for node in nodes(tree):
         if isinstance(node, promql_parser.VectorSelector):
             if node.name not in known:
                 problems.append(f"unknown metric {node.name}")
@@ -72,20 +63,6 @@ def check_expression(expr: str) -> list[str]:
                 grouping |= set(matching.labels)
     problems += [f"grouping by unknown label {name!r}" for name in sorted(grouping - used_labels)]
     return problems
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    document = yaml.safe_load(ALERTS.read_text())
-    return [rule for group in document["groups"] for rule in group["rules"]]
-
-
-def dashboard_targets() -> list[tuple[str, str]]:
-    document = json.loads(DASHBOARD.read_text())
-    return [
-        (panel["title"], target["expr"])
-        for panel in document["panels"]
-        for target in panel.get("targets", [])
-    ]
 
 
 def test_the_checker_catches_unknown_names_and_labels() -> None:
@@ -145,3 +122,18 @@ def test_dashboard_is_provisionable_and_shows_every_family() -> None:
     queries = " ".join(expr for _, expr in dashboard_targets())
     unshown = [s.name for s in family_specs() if s.name not in queries]
     assert unshown == []
+
+
+def test_the_provider_alerts_match_what_the_router_reports() -> None:
+    """The outcomes the failure alert counts are the router's failure kinds, and the breaker
+    alert's threshold is the open state's gauge value."""
+    rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    outcomes = {
+        alternative
+        for selector in selectors(rules["ScribeProviderErrorRateHigh"])
+        for matcher in selector.matchers.matchers
+        if matcher.name == "outcome"
+        for alternative in matcher.value.split("|")
+    }
+    assert outcomes == {Failure.SERVER, Failure.TIMEOUT, Failure.MALFORMED}
+    assert rules["ScribeBreakerOpen"].strip().endswith(f"== {int(BreakerState.OPEN)}")

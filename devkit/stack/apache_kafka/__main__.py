@@ -12,6 +12,7 @@ import click
 
 from devkit.stack.apache_kafka.cluster import DEFAULT_HEAP, KafkaCluster
 from devkit.stack.apache_kafka.distribution import fetch
+from devkit.stack.apache_kafka.sasl_ssl import MECHANISM
 from devkit.stack.processes import StackError
 
 DEFAULT_DIR = Path(".scribe/kafka-cluster")
@@ -36,6 +37,13 @@ brokers_option = click.option("--brokers", type=click.IntRange(1, 9), default=3,
 heap_option = click.option(
     "--heap", default=DEFAULT_HEAP, show_default=True, help="JVM heap per node."
 )
+sasl_ssl_option = click.option(
+    "--sasl-ssl/--no-sasl-ssl",
+    default=True,
+    show_default=True,
+    help="A new cluster also gets a SASL_SSL (SCRAM-SHA-512) listener per node, with a "
+    "certificate made for it; brokers keep talking PLAINTEXT to each other.",
+)
 
 
 def _say(line: str) -> None:
@@ -50,7 +58,19 @@ def _cluster(root: Path, cache: Path, heap: str = DEFAULT_HEAP) -> KafkaCluster:
 
 
 def _environment(cluster: KafkaCluster) -> dict[str, str]:
-    return {"SCRIBE_KAFKA_URL": cluster.url, "SCRIBE_KAFKA_CLUSTER_DIR": str(cluster.root)}
+    """The pipeline's URL (PLAINTEXT) and, with a SASL_SSL listener, what the tests that use it
+    read: its URL, the CA's PEM and the SCRAM-SHA-512 user."""
+    env = {"SCRIBE_KAFKA_URL": cluster.url, "SCRIBE_KAFKA_CLUSTER_DIR": str(cluster.root)}
+    listener = cluster.sasl_ssl()
+    if listener is not None:
+        env |= {
+            "SCRIBE_TEST_KAFKA_SASL_SSL_URL": cluster.sasl_ssl_url,
+            "SCRIBE_TEST_KAFKA_SASL_SSL_CAFILE": listener.cafile,
+            "SCRIBE_TEST_KAFKA_SASL_SSL_MECHANISM": MECHANISM,
+            "SCRIBE_TEST_KAFKA_SASL_SSL_USERNAME": listener.username,
+            "SCRIBE_TEST_KAFKA_SASL_SSL_PASSWORD": listener.password,
+        }
+    return env
 
 
 @click.group()
@@ -71,14 +91,15 @@ def fetch_command(cache: Path) -> None:
 @cache_option
 @brokers_option
 @heap_option
+@sasl_ssl_option
 @click.option("--fresh", is_flag=True, help="Delete an earlier cluster's data first.")
-def up(root: Path, cache: Path, brokers: int, heap: str, fresh: bool) -> None:
+def up(*, root: Path, cache: Path, brokers: int, heap: str, sasl_ssl: bool, fresh: bool) -> None:
     """Start the cluster; print the `export` lines that point the pipeline at it."""
     cluster = _cluster(root, cache, heap)
     try:
         if fresh:
             cluster.down(report=_say, purge=True)
-        cluster.up(brokers, report=_say)
+        cluster.up(brokers, report=_say, sasl_ssl=sasl_ssl)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     for name, value in _environment(cluster).items():
@@ -128,17 +149,26 @@ def _interrupt(child: subprocess.Popen[bytes]) -> None:
 @cache_option
 @brokers_option
 @heap_option
+@sasl_ssl_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(root: Path, cache: Path, brokers: int, heap: str, command: tuple[str, ...]) -> None:
+def run(
+    *,
+    root: Path,
+    cache: Path,
+    brokers: int,
+    heap: str,
+    sasl_ssl: bool,
+    command: tuple[str, ...],
+) -> None:
     """Start a fresh cluster, run COMMAND with SCRIBE_KAFKA_URL and SCRIBE_KAFKA_CLUSTER_DIR
-    pointing at it, then stop and delete the cluster, also when COMMAND fails; exit with
-    COMMAND's code."""
+    pointing at it (and SCRIBE_TEST_KAFKA_SASL_SSL_* at its SASL_SSL listener), then stop and
+    delete the cluster, also when COMMAND fails; exit with COMMAND's code."""
     cluster = _cluster(root, cache, heap)
     # A CI runner or `kill` stops us with SIGTERM: exit through `finally`, stopping the cluster.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         cluster.down(report=_say, purge=True)
-        cluster.up(brokers, report=_say)
+        cluster.up(brokers, report=_say, sasl_ssl=sasl_ssl)
         child = subprocess.Popen(list(command), env={**os.environ, **_environment(cluster)})
         try:
             code = child.wait()

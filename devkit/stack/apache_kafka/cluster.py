@@ -23,7 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from devkit.stack.apache_kafka import sasl_ssl as sasl_ssl_listener
 from devkit.stack.apache_kafka.distribution import KafkaJars
+from devkit.stack.apache_kafka.sasl_ssl import LISTENER, SaslSslListener
 from devkit.stack.processes import (
     ProcessRecord,
     StackError,
@@ -57,6 +59,7 @@ class KafkaNode:
     node_id: int
     broker_port: int
     controller_port: int
+    sasl_ssl_port: int = 0  # 0: the node has no SASL_SSL listener
     pid: int = 0
     started_at: float = 0.0
 
@@ -68,6 +71,10 @@ class KafkaNode:
     def bootstrap(self) -> str:
         return f"{LOOPBACK}:{self.broker_port}"
 
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        return f"{LOOPBACK}:{self.sasl_ssl_port}"
+
 
 def replication_for(nodes: int) -> tuple[int, int]:
     """(replication factor, min in-sync replicas) for a cluster of `nodes`: three copies and
@@ -76,22 +83,37 @@ def replication_for(nodes: int) -> tuple[int, int]:
     return replication, 2 if replication >= 3 else 1
 
 
-def node_properties(node: KafkaNode, voters: Sequence[KafkaNode], data_dir: Path) -> dict[str, str]:
-    """The `server.properties` of one combined broker+controller node."""
+def node_properties(
+    node: KafkaNode,
+    voters: Sequence[KafkaNode],
+    data_dir: Path,
+    sasl_ssl: SaslSslListener | None = None,
+) -> dict[str, str]:
+    """The `server.properties` of one combined broker+controller node. With `sasl_ssl`, the
+    node also listens for SASL_SSL clients on its `sasl_ssl_port`; brokers and controllers
+    still talk to each other in PLAINTEXT."""
     replication, min_insync = replication_for(len(voters))
+    listeners = [
+        f"PLAINTEXT://{LOOPBACK}:{node.broker_port}",
+        f"CONTROLLER://{LOOPBACK}:{node.controller_port}",
+    ]
+    advertised = [f"PLAINTEXT://{LOOPBACK}:{node.broker_port}"]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    if sasl_ssl is not None:
+        listeners.append(f"{LISTENER}://{LOOPBACK}:{node.sasl_ssl_port}")
+        advertised.append(f"{LISTENER}://{LOOPBACK}:{node.sasl_ssl_port}")
+        protocols.append(f"{LISTENER}:{LISTENER}")
     return {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
         "controller.quorum.voters": ",".join(
             f"{v.node_id}@{LOOPBACK}:{v.controller_port}" for v in voters
         ),
-        "listeners": (
-            f"PLAINTEXT://{LOOPBACK}:{node.broker_port},CONTROLLER://{LOOPBACK}:{node.controller_port}"
-        ),
-        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{node.broker_port}",
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(protocols),
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         "default.replication.factor": str(replication),
@@ -109,6 +131,7 @@ def node_properties(node: KafkaNode, voters: Sequence[KafkaNode], data_dir: Path
         "num.network.threads": "2",
         "num.io.threads": "4",
         "num.recovery.threads.per.data.dir": "1",
+        **(sasl_ssl.broker_properties() if sasl_ssl is not None else {}),
     }
 
 
@@ -206,17 +229,27 @@ class KafkaCluster:
     def url(self) -> str:
         return bootstrap_url(self.nodes())
 
+    def sasl_ssl(self) -> SaslSslListener | None:
+        """The SASL_SSL listener made when the cluster was created, if it was asked for."""
+        return SaslSslListener.recorded(self.root)
+
+    @property
+    def sasl_ssl_url(self) -> str:
+        return "kafka://" + ",".join(n.sasl_ssl_bootstrap for n in self.nodes())
+
     def up(
         self,
         brokers: int,
         ports: Sequence[int] | None = None,
         report: Callable[[str], None] = lambda _: None,
         timeout: float = 120.0,
+        sasl_ssl: bool = False,
     ) -> str:
         """Start the cluster (or the nodes of it that are not running); return its URL.
 
         A cluster recorded here keeps its id, data and ports, unless `ports` (broker ports, one
-        per node) names others for the nodes it starts.
+        per node) names others for the nodes it starts. `sasl_ssl`: a new cluster also gets a
+        SASL_SSL (SCRAM-SHA-512) listener on a port of its own per node (`sasl_ssl()`).
         """
         nodes = self.nodes()
         cluster_id = self.cluster_id()
@@ -230,7 +263,16 @@ class KafkaCluster:
             broker_ports = list(ports) if ports else [free_port() for _ in range(brokers)]
             if len(broker_ports) != brokers:
                 raise StackError(f"{brokers} broker(s) need {brokers} port(s), got {broker_ports}")
-            nodes = [KafkaNode(i + 1, port, free_port()) for i, port in enumerate(broker_ports)]
+            nodes = [
+                KafkaNode(i + 1, port, free_port(), free_port() if sasl_ssl else 0)
+                for i, port in enumerate(broker_ports)
+            ]
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / sasl_ssl_listener.RECORD_FILE).unlink(missing_ok=True)
+            if sasl_ssl:
+                made = time.monotonic()
+                sasl_ssl_listener.create(self.root / "tls").save(self.root)
+                report(f"SASL_SSL certificates made in {time.monotonic() - made:.1f} s")
         else:
             nodes = [self._with_free_ports(n) for n in nodes]
             if ports:
@@ -261,15 +303,19 @@ class KafkaCluster:
             return node
         broker = node.broker_port if port_is_free(node.broker_port) else free_port()
         controller = node.controller_port if port_is_free(node.controller_port) else free_port()
-        return replace(node, broker_port=broker, controller_port=controller)
+        secured = node.sasl_ssl_port
+        if secured and not port_is_free(secured):
+            secured = free_port()
+        return replace(node, broker_port=broker, controller_port=controller, sasl_ssl_port=secured)
 
     def _format(self, node: KafkaNode, voters: Sequence[KafkaNode], cluster_id: str) -> None:
         """Write the node's config; format its storage once (`kafka-storage format`)."""
         directory = self.node_dir(node.node_id)
         data = directory / "data"
         directory.mkdir(parents=True, exist_ok=True)
+        listener = self.sasl_ssl()
         (directory / "server.properties").write_text(
-            render_properties(node_properties(node, voters, data))
+            render_properties(node_properties(node, voters, data, listener))
         )
         (self.root / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         if (data / "meta.properties").exists():
@@ -285,6 +331,7 @@ class KafkaCluster:
             cluster_id,
             "--config",
             str(directory / "server.properties"),
+            *(listener.scram_format_arguments() if listener is not None else []),
         ]
         result = subprocess.run(
             cmd, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S, check=False

@@ -8,12 +8,13 @@ import asyncio
 
 import pytest
 
+from agents.router.breaker import BreakerState
 from tests.integration.router.conftest import BREAKER_COOLDOWN_S, Router, Simulator
 
 pytestmark = pytest.mark.integration
 
 FREE_IMAGE = "google/gemini-2.5-flash-image-preview:free"
-OPEN, CLOSED = 1.0, 0.0
+OPEN, CLOSED = float(BreakerState.OPEN), float(BreakerState.CLOSED)
 
 
 async def test_openrouter_failing_falls_back_to_gemini_and_the_breaker_opens_then_closes(
@@ -37,7 +38,7 @@ async def test_openrouter_failing_falls_back_to_gemini_and_the_breaker_opens_the
         a.startswith("gemini/gemini-2.5-flash-image/False|served by fallback") for a in failing
     )
     breaker = {"provider": "openrouter", "model": FREE_IMAGE}
-    assert router.metric("scribe_router_breaker_state", **breaker) == OPEN
+    assert router.metric("scribe_breaker_state", **breaker) == OPEN
     calls_while_open = len(simulator.calls(tag))
     for n in range(2, 5):
         assert (await image(n)).startswith("gemini/")
@@ -47,7 +48,7 @@ async def test_openrouter_failing_falls_back_to_gemini_and_the_breaker_opens_the
     await asyncio.sleep(BREAKER_COOLDOWN_S)
     probe = await image(5)
     assert probe.startswith(f"openrouter/{FREE_IMAGE}/True|")
-    assert router.metric("scribe_router_breaker_state", **breaker) == CLOSED
+    assert router.metric("scribe_breaker_state", **breaker) == CLOSED
     # Every earlier request's free slot went back when its free call failed or was skipped.
     assert "free image 1/1000 today" in probe
     assert "free image 2/1000 today" in await image(6)

@@ -110,7 +110,10 @@ async def test_the_1001st_image_of_the_day_is_not_free_with_two_workers(
             assert Counter(u.free_tier for u in usage) == {True: FREE_PER_DAY, False: 1}
 
         for worker in (router.worker, second):
-            routed = _metric(router, worker, "scribe_router_decisions_total", outcome="routed")
+            routed = sum(
+                _metric(router, worker, "scribe_routing_decisions_total", route=route)
+                for route in ("free", "paid")
+            )
             assert routed > 0, f"worker {worker.web_port} decided nothing"
     finally:
         second.stop()

@@ -20,7 +20,7 @@ BACKLOG = 10_000
 
 
 async def held(router: Router) -> int:
-    value = await asyncio.to_thread(router.metric, "scribe_router_lane_held", lane="held")
+    value = await asyncio.to_thread(router.metric, "scribe_router_lane_held_requests", lane="held")
     return int(value or 0)
 
 

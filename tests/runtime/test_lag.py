@@ -1,4 +1,4 @@
-"""Consumer lag from committed offsets and the two end-offset answers (see scribe/consumer_lag)."""
+"""Consumer lag from committed offsets and the two end-offset answers (`runtime/lag.py`)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,16 @@ from runtime.metrics import NO_AGENT, current_agent_name, family_specs, observe_
 
 # Values that grow with users, worlds or traffic never become labels.
 UNBOUNDED_LABELS = {"user_id", "user", "world_id", "world", "request_id", "event_id", "id", "key"}
-UNIT_SUFFIXES = ("_seconds", "_usd", "_messages", "_ratio", "_size", "_state", "_status")
+UNIT_SUFFIXES = (
+    "_seconds",
+    "_usd",
+    "_messages",
+    "_requests",
+    "_ratio",
+    "_size",
+    "_state",
+    "_status",
+)
 
 
 def test_names_carry_the_prefix_and_a_unit_or_kind() -> None:

@@ -16,6 +16,7 @@ from devkit.stack.apache_kafka.cluster import (
     replication_for,
 )
 from devkit.stack.apache_kafka.distribution import POM, KafkaJars, java_major, kafka_version
+from devkit.stack.apache_kafka.sasl_ssl import SaslSslListener
 from devkit.stack.processes import StackError
 
 NODES = [KafkaNode(1, 9101, 9201), KafkaNode(2, 9102, 9202), KafkaNode(3, 9103, 9203)]
@@ -102,3 +103,51 @@ def test_a_cluster_is_found_again_from_its_record(tmp_path: Path) -> None:
 def test_no_record_no_cluster(tmp_path: Path) -> None:
     with pytest.raises(StackError, match="no Apache Kafka cluster is recorded"):
         KafkaCluster.recorded(tmp_path)
+
+
+LISTENER = SaslSslListener(
+    username="scribe",
+    password="pw-123",
+    cafile="/tls/ca.pem",
+    keystore="/tls/broker.p12",
+    truststore="/tls/truststore.p12",
+    store_password="store-456",
+)
+
+
+def test_a_sasl_ssl_listener_is_added_beside_plaintext_and_brokers_keep_plaintext() -> None:
+    node = KafkaNode(2, 9102, 9202, sasl_ssl_port=9302)
+    props = node_properties(node, [node], Path("/data"), LISTENER)
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9102,CONTROLLER://127.0.0.1:9202,SASL_SSL://127.0.0.1:9302"
+    )
+    assert props["advertised.listeners"] == ("PLAINTEXT://127.0.0.1:9102,SASL_SSL://127.0.0.1:9302")
+    assert props["listener.security.protocol.map"] == (
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert (
+        "ScramLoginModule required"
+        in (props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"])
+    )
+    assert props["listener.name.sasl_ssl.ssl.keystore.location"] == "/tls/broker.p12"
+    assert props["listener.name.sasl_ssl.ssl.keystore.password"] == "store-456"
+
+
+def test_without_a_listener_no_sasl_setting_is_written() -> None:
+    props = node_properties(NODES[0], NODES, Path("/data"))
+    assert not any("sasl" in key for key in props)
+
+
+def test_the_scram_user_is_stored_when_the_storage_is_formatted() -> None:
+    assert LISTENER.scram_format_arguments() == [
+        "--add-scram",
+        "SCRAM-SHA-512=[name=scribe,password=pw-123]",
+    ]
+
+
+def test_the_listener_is_found_again_from_its_record(tmp_path: Path) -> None:
+    assert SaslSslListener.recorded(tmp_path) is None
+    LISTENER.save(tmp_path)
+    assert SaslSslListener.recorded(tmp_path) == LISTENER

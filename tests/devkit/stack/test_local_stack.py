@@ -10,6 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from devkit.stack import fill_environment
+
 pytestmark = pytest.mark.integration
 
 
@@ -59,12 +61,25 @@ def test_up_twice_then_down_leaves_nothing_running(state_dir: Path) -> None:
         assert status.stdout.count("running") == 5
         pids = [int(line.split()[3]) for line in status.stdout.splitlines()]
         assert all(psutil.pid_exists(pid) for pid in pids)
+
+        # What `scribe worker` finds in its environment: every unset variable from the stack.
+        empty: dict[str, str] = {}
+        assert fill_environment(empty, state_dir) == sorted(exports)
+        assert empty == exports
+        # What is set wins; fast rebalance comes only with the stack's own broker.
+        elsewhere = {"SCRIBE_KAFKA_URL": "kafka://kafka.example:9092", "SCRIBE_CDN_URL": ""}
+        fill_environment(elsewhere, state_dir)
+        assert elsewhere["SCRIBE_KAFKA_URL"] == "kafka://kafka.example:9092"
+        assert elsewhere["SCRIBE_CDN_URL"] == exports["SCRIBE_CDN_URL"]
+        assert elsewhere["SCRIBE_PROVIDER_URL"] == exports["SCRIBE_PROVIDER_URL"]
+        assert "SCRIBE_FAST_REBALANCE" not in elsewhere
     finally:
         down = _scribe(state_dir, "stack", "down")
     assert down.returncode == 0, down.stderr
     assert not any(psutil.pid_exists(pid) and _running(pid) for pid in pids)
     assert _processes_under(state_dir) == []
     assert _scribe(state_dir, "stack", "status").returncode == 1
+    assert fill_environment({}, state_dir) == []
 
 
 def _running(pid: int) -> bool:

@@ -1,0 +1,144 @@
+"""Under `scribe loadgen`'s load, every metric the alert rules, the Grafana panels and the live
+dashboard read has samples on /metrics (the gateway's on the gateway's /metrics), and consumer
+lag is reported for every consumer group the worker runs, as the broker lists them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import promql_parser
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from devkit.harness import WorkerProcess
+from runtime.metrics import GATEWAY_PREFIX
+from runtime.settings import kafka_bootstrap_servers
+from tests.deploy.monitoring import alert_rules, dashboard_targets, figure_families, selectors
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+Labels = frozenset[tuple[str, str]]
+LAG = "scribe_consumer_lag_messages"
+FEED_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Read:
+    """A metric some consumer reads: a sample name (or a histogram's family name) and the
+    label values it asks for with `=`."""
+
+    name: str
+    labels: Labels
+    reader: str
+
+    def met_by(self, samples: dict[str, list[Labels]]) -> bool:
+        for name in (self.name, f"{self.name}_bucket"):
+            if any(self.labels <= labels for labels in samples.get(name, [])):
+                return True
+        return False
+
+    def __str__(self) -> str:
+        wanted = ", ".join(f"{k}={v!r}" for k, v in sorted(self.labels))
+        return (
+            f"{self.name}{{{wanted}}} (read by {self.reader})"
+            if wanted
+            else (f"{self.name} (read by {self.reader})")
+        )
+
+
+def reads() -> list[Read]:
+    found = []
+    expressions = [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()]
+    expressions += [(f"Grafana panel {title!r}", expr) for title, expr in dashboard_targets()]
+    for reader, expr in expressions:
+        for selector in selectors(expr):
+            equal = frozenset(
+                (m.name, m.value)
+                for m in selector.matchers.matchers
+                if m.op == promql_parser.MatchOp.Equal and m.name != "__name__"
+            )
+            found.append(Read(selector.name, equal, reader))
+    found += [Read(name, frozenset(), "the /dashboard figures") for name in figure_families()]
+    return found
+
+
+async def scrape(url: str) -> dict[str, list[Labels]]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    samples: dict[str, list[Labels]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(frozenset(sample.labels.items()))
+    return samples
+
+
+async def until_empty(
+    what: str, missing: Callable[[], Awaitable[list[str]]], timeout: float = FEED_TIMEOUT_S
+) -> None:
+    """Ask `missing` until it answers nothing; fail with its last answer after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = await missing()
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} after {timeout:.0f} s:\n  " + "\n  ".join(sorted(left)))
+        await asyncio.sleep(2)
+
+
+def test_the_reads_are_found_in_all_three_places() -> None:
+    """The extraction itself: alerts, Grafana and figures each name the router's families."""
+    by_reader = {r.reader.split(" ")[0] for r in reads() if "provider" in r.name}
+    assert by_reader == {"alert", "Grafana", "the"}
+    assert any(r.labels == {("agent", "invalidation")} for r in reads())
+
+
+async def test_every_metric_read_by_alerts_grafana_and_the_dashboard_has_samples(
+    loaded_worker: WorkerProcess, gateway: str
+) -> None:
+    wanted = reads()
+
+    async def missing() -> list[str]:
+        worker = await scrape(loaded_worker.url)
+        gateway_samples = await scrape(gateway)
+        return [
+            str(read)
+            for read in wanted
+            if not read.met_by(gateway_samples if read.name.startswith(GATEWAY_PREFIX) else worker)
+        ]
+
+    await until_empty("read but never fed", missing)
+
+
+async def consumer_groups_of(kafka_url: str, app_id: str) -> set[str]:
+    """The broker's consumer groups of this worker's app: `app_id` (Faust's) and those named
+    `<app_id>-<flow>...` or `<app_id>.<flow>`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers(kafka_url))
+    await admin.start()
+    try:
+        listed = await admin.list_consumer_groups()
+    finally:
+        await admin.close()
+    names = {group[0] for group in listed}
+    return {n for n in names if n == app_id or n.startswith((f"{app_id}-", f"{app_id}."))}
+
+
+async def test_consumer_lag_is_reported_for_every_consumer_group_of_the_worker(
+    loaded_worker: WorkerProcess, metrics_stack: dict[str, str]
+) -> None:
+    groups = await consumer_groups_of(metrics_stack["SCRIBE_KAFKA_URL"], loaded_worker.app_id)
+    # Faust's group, the router's intake, held and three execution lanes, usage, world and
+    # invalidation: a broker that lists fewer has not seen the flows join.
+    assert len(groups) >= 9, sorted(groups)
+
+    async def unreported() -> list[str]:
+        samples = await scrape(loaded_worker.url)
+        reported = {dict(labels).get("group") for labels in samples.get(LAG, [])}
+        return [f"{group}: no {LAG} sample" for group in groups - reported]
+
+    await until_empty("consumer groups without lag", unreported)
