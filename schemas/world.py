@@ -59,7 +59,10 @@ def _no_nul(text: str) -> str:
 
 
 MemoryText = Annotated[
-    str, StringConstraints(strict=True, min_length=1, max_length=8000), AfterValidator(_no_nul)
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=8000),
+    AfterValidator(_no_nul),
+    Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),  # the same rule, for producers
 ]
 
 
