@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import click
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit.dead_letters import dead_letters_since
+from devkit.dead_letters import tally as dead_letter_tally
 from devkit.harness import Record, WorkerProcess, new_worker, read_until
 from devkit.loadgen.runner import Progress, run_load
 from devkit.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
@@ -35,7 +38,7 @@ from scribe.dashboard.figures import take_snapshot
 from scribe.gateway.access import TokenBook
 from scribe.gateway.config import GatewaySettings
 from scribe.gateway.server import RunningGateway
-from topics.catalog import INPUT_TOPICS, TopicSpec, topic_for
+from topics.catalog import INPUT_TOPICS, topic_for
 from topics.publisher import Publisher
 
 EVENTS_PER_SECOND = 200
@@ -53,6 +56,7 @@ class LoadTally:
     """What the demo published, to check against what came out."""
 
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))  # dead letters after
     published: Counter[str] = field(default_factory=Counter)
     bad: Counter[str] = field(default_factory=Counter)
     usage_cost: Decimal = Decimal(0)
@@ -236,15 +240,38 @@ async def _usage_in_postgres(
         await conn.close()
 
 
-async def _dead_letters(kafka_url: str, spec: TopicSpec, key: bytes, expected: int) -> list[bytes]:
-    records = await read_until(
+async def _dead_letters_summary(kafka_url: str, tally: LoadTally) -> bool:
+    """Every dead letter since the load began, per topic and kind, beside what the load meant
+    to be bad; true when the dead letters are exactly the bad messages."""
+    meant = sum(tally.bad.values())
+    letters = await dead_letters_since(
         kafka_url,
-        spec.dlq_name,
-        done=lambda kept: len(kept) >= expected,
-        match=lambda r: r.key == key,
-        timeout=15 if expected else 2,
+        tally.started,
+        enough=lambda found: sum(d.key == tally.bad_key for d in found) >= meant,
     )
-    return [r.headers.get("scribe-error", b"") for r in records]
+    counts = dead_letter_tally(letters)
+    click.echo(f"{'topic':<22}{'published':>10}{'bad':>6}{'in .dlq':>9}  by kind")
+    ok = True
+    for spec in INPUT_TOPICS:
+        mine = [d for d in letters if d.topic == spec.name]
+        bad_ones = sum(d.key == tally.bad_key for d in mine)
+        ok &= bad_ones == tally.bad[spec.name] and len(mine) == bad_ones
+        kinds = ", ".join(
+            f"{kind} {n}" for (name, kind), n in sorted(counts.items()) if name == spec.name
+        )
+        click.echo(
+            f"{spec.name:<22}{tally.published[spec.name]:>10,}{tally.bad[spec.name]:>6}"
+            f"{len(mine):>9}  {kinds or '-'}"
+        )
+    unexpected = [d for d in letters if d.key != tally.bad_key]
+    if unexpected:
+        click.echo(
+            f"{len(unexpected)} dead letter(s) of messages the demo meant to be valid; the first: "
+            f"{unexpected[0].topic} {unexpected[0].kind}: {unexpected[0].reason}"
+        )
+    elif letters:
+        click.echo(f"a dead letter's reason: {letters[0].reason}")
+    return ok
 
 
 def _print_metric_families(worker: WorkerProcess) -> None:
@@ -306,17 +333,7 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
     _say("waiting for the worker to drain ...")
     stored, cost = await _usage_in_postgres(database_url, tally.usage_ids, timeout=60)
     click.echo("\n== Scribe demo: run summary ==")
-    click.echo(f"{'topic':<22}{'published':>10}{'bad':>6}{'in .dlq':>9}")
-    ok = True
-    sample_reason = b""
-    for spec in INPUT_TOPICS:
-        reasons = await _dead_letters(kafka_url, spec, tally.bad_key, tally.bad[spec.name])
-        sample_reason = sample_reason or (reasons[0] if reasons else b"")
-        ok &= len(reasons) == tally.bad[spec.name]
-        click.echo(
-            f"{spec.name:<22}{tally.published[spec.name]:>10,}{tally.bad[spec.name]:>6}"
-            f"{len(reasons):>9}"
-        )
+    ok = await _dead_letters_summary(kafka_url, tally)
     click.echo(f"({tally.via_gateway} of the usage events came through the HTTP gateway)")
     click.echo(
         f"\nusage ledger: {stored:,} of {len(tally.usage_ids):,} events stored; "
@@ -340,8 +357,6 @@ async def _summarize(env: dict[str, str], tally: LoadTally, worker: WorkerProces
     for line in await _budget_and_costs(database_url):
         click.echo(line)
     ok &= await _world_summary(database_url)
-    if sample_reason:
-        click.echo(f"a dead letter's reason: {sample_reason.decode(errors='replace')}")
     ok &= await _invalidation_summary(env, tally, worker)
     click.echo(await _ai_responses(kafka_url, tally.ai_request_ids))
     click.echo(

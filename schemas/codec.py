@@ -69,9 +69,10 @@ def _default(value: Any) -> Any:
 
 
 def encode(event: BaseModel) -> bytes:
-    """Compact JSON; money as decimal strings, timestamps as UTC ISO-8601 with `Z`."""
+    """Compact JSON; money as decimal strings, timestamps as UTC ISO-8601 with `Z`, enum keys
+    (a world payload's `stock`) as their values."""
     return orjson.dumps(
         event.model_dump(mode="python", exclude_none=True),
         default=_default,
-        option=orjson.OPT_UTC_Z,
+        option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS,
     )

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    SerializeAsAny,
     StrictBool,
     StrictInt,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
-from schemas.fields import Count, Identifier, Label, Money, Payload, UtcDatetime
+from schemas.fields import Count, Identifier, Label, Money, Url, UtcDatetime, bounded_payload
+from schemas.world import PAYLOADS, WorldPayload
 
 
 class Priority(StrEnum):
@@ -62,7 +70,6 @@ class Event(BaseModel):
 Prompt = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=32_000)]
 Text = Annotated[str, StringConstraints(strict=True, max_length=256_000)]
 Reason = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=500)]
-Url = Annotated[str, StringConstraints(strict=True, max_length=2048, pattern=r"^https?://[^\s]+$")]
 CacheKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=512)]
 EventType = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
@@ -158,19 +165,96 @@ class RouterSettlement(Event):
     released_free_slot_day: date | None = None
 
 
+class _WorldEventOfOneType(Event):
+    """The fields every world event has; `world_event_of_type` adds `type` and `payload`."""
+
+    event_id: Identifier
+    world_id: Identifier
+    occurred_at: UtcDatetime
+    version: Annotated[int, Field(strict=True, ge=1, le=2**53)] | None = None
+
+    @field_validator("payload", mode="before", check_fields=False)
+    @classmethod
+    def _payload_within_limit(cls, value: Any) -> Any:
+        return bounded_payload(value) if isinstance(value, dict) else value
+
+
+def world_event_of_type(type_: str, payload: type[WorldPayload]) -> type[_WorldEventOfOneType]:
+    """The event model of one world event type: `type` fixed, `payload` its model (optional on
+    the wire when every payload field has a default)."""
+    default = payload() if not any(f.is_required() for f in payload.model_fields.values()) else ...
+    event: type[_WorldEventOfOneType] = create_model(
+        f"{payload.__name__}Event",
+        __base__=_WorldEventOfOneType,
+        __doc__=f"A world event of type `{type_}`.",
+        __module__=__name__,
+        type=(Literal[type_], ...),
+        payload=(payload, default),
+    )
+    return event
+
+
+WORLD_EVENT_TYPES: dict[str, type[_WorldEventOfOneType]] = {
+    type_: world_event_of_type(type_, payload) for type_, payload in PAYLOADS.items()
+}
+# The `world.events` contract: one event model per type, told apart by `type`. Its JSON
+# Schema is the published one (a `oneOf` with a discriminator on `type`).
+WORLD_EVENT_CONTRACT: TypeAdapter[_WorldEventOfOneType] = TypeAdapter(
+    Annotated[
+        Union[tuple(WORLD_EVENT_TYPES.values())],  # noqa: UP007 - built from PAYLOADS
+        Field(discriminator="type"),
+    ]
+)
+
+
 class WorldEvent(Event):
     """Something a player or the AI did in a world, keyed by world_id.
 
-    `version`, when the producer numbers its events per world, lets the world ignore any
-    event at or below the highest version it has applied (besides ignoring repeated ids).
+    `payload` is the model `schemas.world.PAYLOADS[type]`: an unknown type or a payload that
+    does not fit its type is refused here, where the producer sees it. `version`, when the
+    producer numbers its events per world, lets the world ignore any event at or below the
+    highest version it has applied (besides ignoring repeated ids).
     """
 
     event_id: Identifier
     world_id: Identifier
     type: EventType
-    payload: Payload = Field(default_factory=dict)
+    payload: SerializeAsAny[WorldPayload]
     occurred_at: UtcDatetime
     version: Annotated[int, Field(strict=True, ge=1, le=2**53)] | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _payload_of_its_type(
+        cls, data: Any, handler: ModelWrapValidatorHandler[WorldEvent]
+    ) -> WorldEvent:
+        if isinstance(data, dict):
+            try:
+                typed = WORLD_EVENT_CONTRACT.validate_python(data)
+            except ValidationError as exc:
+                raise _as_wire_errors(exc, data.get("type")) from None
+            data = {**data, "payload": typed.payload}  # type: ignore[attr-defined]
+        return handler(data)
+
+
+def _as_wire_errors(error: ValidationError, type_: Any) -> ValidationError:
+    """The contract's errors located as on the wire: `payload.kind`, not
+    `location_created.payload.kind`; an unknown type is an error of `type`."""
+    details: list[InitErrorDetails] = []
+    for item in error.errors(include_url=False):
+        loc = item["loc"]
+        kind: str = item["type"]
+        if kind == "union_tag_invalid":
+            loc = ("type",)
+        elif kind == "union_tag_not_found":
+            kind, loc = "missing", ("type",)
+        elif loc and loc[0] == type_:
+            loc = loc[1:]
+        detail = InitErrorDetails(type=kind, loc=loc, input=item["input"])
+        if "ctx" in item:
+            detail["ctx"] = item["ctx"]
+        details.append(detail)
+    return ValidationError.from_exception_data(WorldEvent.__name__, details)
 
 
 class WorldTick(Event):

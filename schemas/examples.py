@@ -1,6 +1,7 @@
 """A valid example of each family for docs, the demo and tests.
 
-`example(UsageEvent, user_id="u-7")` overrides any field.
+`example(UsageEvent, user_id="u-7")` overrides any field; `world_event_examples()` gives one
+world event of each type, in an order a fresh world accepts.
 """
 
 from __future__ import annotations
@@ -132,5 +133,41 @@ def _fields(model: type[Event], now: datetime) -> dict[str, Any]:
 
 
 def example(model: type[E], /, **overrides: Any) -> E:
+    """A valid `model`; a world event of another `type` gets that type's example payload."""
     now = datetime.now(UTC).replace(microsecond=0)
-    return model.model_validate({**_fields(model, now), **overrides})
+    fields = _fields(model, now)
+    if model is WorldEvent and "type" in overrides:
+        fields["payload"] = WORLD_PAYLOAD_EXAMPLES.get(overrides["type"], fields["payload"])
+    return model.model_validate({**fields, **overrides})
+
+
+# One payload per world event type; applied in this order, each fits the world the ones
+# before it made (the village template brings npc-1, the tavern and the guild).
+WORLD_PAYLOAD_EXAMPLES: dict[str, dict[str, Any]] = {
+    "world_loaded": {"name": "Emberfall", "template": "village"},
+    "location_created": {"location_id": "well", "name": "Village Well", "kind": "square"},
+    "npc_created": {"npc_id": "npc-40", "name": "Ysolde", "location_id": "well"},
+    "npc_moved": {"npc_id": "npc-40", "location_id": "tavern"},
+    "item_created": {
+        "item_id": "lantern-1",
+        "name": "Brass lantern",
+        "value": 12,
+        "owner_id": "npc-40",
+    },
+    "faction_changed": {"faction_id": "guild", "join": ["npc-40"], "treasury_delta": 25},
+    "memory_recorded": {
+        "npc_id": "npc-40",
+        "content": "Ysolde lit the lantern at the well.",
+        "importance": 6,
+    },
+    "relationship_changed": {"npc_id": "npc-40", "other_npc_id": "npc-1", "delta": 10},
+    "world_unloaded": {},
+}
+
+
+def world_event_examples(world_id: str = "world-1") -> list[WorldEvent]:
+    """A valid world event of every type, in an order a fresh world accepts."""
+    return [
+        example(WorldEvent, world_id=world_id, type=type_, payload=payload)
+        for type_, payload in WORLD_PAYLOAD_EXAMPLES.items()
+    ]

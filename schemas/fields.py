@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import (
-    AfterValidator,
     BeforeValidator,
     Field,
     StrictInt,
@@ -49,6 +48,8 @@ def _to_decimal(value: Any) -> Decimal:
         raise ValueError("money must be finite (no NaN or Infinity)")
     if result < 0:
         raise ValueError("money must not be negative")
+    if result.is_zero():
+        result = result.copy_abs()  # -0.0 is zero: written as "0.0", never "-0.0"
     if result > MAX_MONEY:
         raise ValueError(f"money above {MAX_MONEY} is not plausible")
     if result != result.quantize(Decimal(1).scaleb(-MONEY_PLACES)):
@@ -102,20 +103,18 @@ Label = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
 ]
 Count = Annotated[StrictInt, Field(ge=0, le=10_000_000)]
-
-
-def _bounded_json(limit: int) -> AfterValidator:
-    def check(value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            size = len(orjson.dumps(value, default=str))
-        except TypeError as exc:
-            raise ValueError(f"payload is not JSON-serializable: {exc}") from None
-        if size > limit:
-            raise ValueError(f"payload is {size} bytes; the limit is {limit}")
-        return value
-
-    return AfterValidator(check)
+Url = Annotated[str, StringConstraints(strict=True, max_length=2048, pattern=r"^https?://[^\s]+$")]
 
 
 PAYLOAD_LIMIT_BYTES = 64 * 1024
-Payload = Annotated[dict[str, Any], _bounded_json(PAYLOAD_LIMIT_BYTES)]
+
+
+def bounded_payload(value: dict[str, Any]) -> dict[str, Any]:
+    """`value` when its JSON is at most `PAYLOAD_LIMIT_BYTES`; a payload is stored whole."""
+    try:
+        size = len(orjson.dumps(value, default=str))
+    except TypeError as exc:
+        raise ValueError(f"payload is not JSON-serializable: {exc}") from None
+    if size > PAYLOAD_LIMIT_BYTES:
+        raise ValueError(f"payload is {size} bytes; the limit is {PAYLOAD_LIMIT_BYTES}")
+    return value

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from schemas.events import (
+    WORLD_EVENT_CONTRACT,
     AIRequest,
     AIResponse,
     BudgetAlert,
@@ -44,13 +46,22 @@ def file_name(family: str, model: type[Event]) -> str:
     return f"{family}.v{version}.schema.json"
 
 
+def json_schema(model: type[Event]) -> dict[str, Any]:
+    """The schema producers validate against; a world event's is one object per event type
+    (`oneOf`, discriminated by `type`), its payload the model of that type."""
+    if model is WorldEvent:
+        return WORLD_EVENT_CONTRACT.json_schema(mode="validation")
+    return model.model_json_schema(mode="validation")
+
+
 def render_all() -> dict[str, str]:
     files = {}
     for family, model in FAMILIES.items():
-        schema = model.model_json_schema(mode="validation")
+        schema = json_schema(model)
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://scribe.invalid/schemas/{file_name(family, model)}",
+            "title": model.__name__,
             **schema,
         }
         files[file_name(family, model)] = json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -13,7 +13,7 @@ import pytest
 
 from devkit.harness import read_until
 from schemas import encode
-from schemas.events import UsageEvent
+from schemas.events import UsageEvent, WorldEvent
 from schemas.examples import example
 
 
@@ -46,6 +46,28 @@ def test_rejects_are_listed_with_line_numbers_and_nothing_is_published(tmp_path:
     assert "events.jsonl:3: rejected: schema: input_tokens" in result.stderr
     assert "events.jsonl:4: rejected: json: malformed JSON" in result.stderr
     assert "nothing published" in result.stderr
+
+
+def test_a_world_event_without_its_payload_fields_is_rejected_naming_line_and_field(
+    tmp_path: Path,
+) -> None:
+    loaded = encode(example(WorldEvent, type="world_loaded")).decode()
+    no_kind = orjson.loads(encode(example(WorldEvent, type="location_created")))
+    del no_kind["payload"]["kind"]
+    path = tmp_path / "world.jsonl"
+    path.write_text(f"{loaded}\n{orjson.dumps(no_kind).decode()}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "scribe", "publish", "world.events", str(path)],
+        env={**os.environ, "SCRIBE_KAFKA_URL": "127.0.0.1:1"},  # nothing may be sent
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "world.jsonl:2: rejected: schema: payload.kind: Field required" in result.stderr
+    assert "world.jsonl:1:" not in result.stderr
+    assert "1 line(s) rejected; nothing published" in result.stderr
 
 
 def test_an_unknown_topic_is_a_clear_error(tmp_path: Path) -> None:

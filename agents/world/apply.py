@@ -1,127 +1,42 @@
 """`apply_event(state, event)`: what a player's or the AI's world event does to a world.
 
-Pure, like the step. Each event type has a payload model (unknown fields refused) and a rule;
-an event whose type is unknown, whose payload is invalid, or that breaks a rule of the world
-(an NPC that does not exist, a location created twice) is `Rejected` with a reason for the
-dead-letter topic. An event already applied, by id or by producer version, is a `Duplicate`
-and changes nothing.
+Pure, like the step. Each event type has a rule; its payload model is part of the contract
+(`schemas.world`), so the event arrives with its payload already validated. An event that
+breaks a rule of the world (an NPC that does not exist, a location created twice) is
+`Rejected` with a reason for the dead-letter topic. An event already applied, by id or by
+producer version, is a `Duplicate` and changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
-from pydantic import ValidationError as PydanticValidationError
+from typing import Any, Literal
 
 from agents.world.genesis import generate
 from agents.world.model import (
     RECENT_EVENT_IDS,
-    RELATIONSHIP_LIMIT,
     DerivedEvent,
     Faction,
     Item,
     Location,
-    LocationKind,
     Npc,
-    Resource,
     WorldState,
 )
-from schemas.codec import describe
-from schemas.events import Url, WorldEvent
-from schemas.fields import Identifier, Label
-
-Quantity = Annotated[int, Field(strict=True, ge=0, le=1_000_000)]
-Delta = Annotated[int, Field(strict=True, ge=-1_000_000, le=1_000_000)]
-Need = Annotated[int, Field(strict=True, ge=0, le=1000)]
-Attitude = Annotated[int, Field(strict=True, ge=-RELATIONSHIP_LIMIT, le=RELATIONSHIP_LIMIT)]
-
-
-def _no_nul(text: str) -> str:
-    # PostgreSQL text and jsonb cannot hold U+0000; refuse it here rather than at the sink.
-    if "\x00" in text:
-        raise ValueError("text must not contain the NUL character")
-    return text
-
-
-MemoryText = Annotated[
-    str, StringConstraints(strict=True, min_length=1, max_length=8000), AfterValidator(_no_nul)
-]
-
-
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WorldLoaded(_Payload):
-    name: Label | None = None
-    template: Literal["village"] | None = None
-    image_url: Url | None = None
-    image_base_url: Url | None = None
-
-
-class WorldUnloaded(_Payload):
-    pass
-
-
-class LocationCreated(_Payload):
-    location_id: Identifier
-    name: Label
-    kind: LocationKind
-    capacity: Quantity = 50
-    stock: dict[Resource, Quantity] = Field(default_factory=dict)
-    image_url: Url | None = None
-
-
-class NpcCreated(_Payload):
-    npc_id: Identifier
-    name: Label
-    location_id: Identifier | None = None
-    home_id: Identifier | None = None
-    work_id: Identifier | None = None
-    faction_id: Identifier | None = None
-    wealth: Quantity = 20
-    hunger: Need = 200
-    energy: Need = 800
-    image_url: Url | None = None
-
-
-class NpcMoved(_Payload):
-    npc_id: Identifier
-    location_id: Identifier
-
-
-class ItemCreated(_Payload):
-    item_id: Identifier
-    name: Label
-    value: Quantity = 0
-    location_id: Identifier | None = None
-    owner_id: Identifier | None = None
-
-
-class FactionChanged(_Payload):
-    faction_id: Identifier
-    name: Label | None = None
-    join: Annotated[list[Identifier], Field(max_length=1000)] = Field(default_factory=list)
-    leave: Annotated[list[Identifier], Field(max_length=1000)] = Field(default_factory=list)
-    treasury_delta: Delta = 0
-    reputation_delta: Delta = 0
-    attitudes: dict[Identifier, Attitude] = Field(default_factory=dict)
-
-
-class MemoryRecorded(_Payload):
-    memory_id: Identifier | None = None
-    npc_id: Identifier | None = None
-    content: MemoryText
-    importance: Annotated[int, Field(strict=True, ge=1, le=10)] = 5
-
-
-class RelationshipChanged(_Payload):
-    npc_id: Identifier
-    other_npc_id: Identifier
-    delta: Attitude
+from schemas.events import WorldEvent
+from schemas.world import (
+    RELATIONSHIP_LIMIT,
+    FactionChanged,
+    ItemCreated,
+    LocationCreated,
+    MemoryRecorded,
+    NpcCreated,
+    NpcMoved,
+    RelationshipChanged,
+    WorldLoaded,
+    WorldPayload,
+    WorldUnloaded,
+)
 
 
 class WorldRuleError(ValueError):
@@ -172,13 +87,12 @@ def apply_event(state: WorldState, event: WorldEvent) -> Outcome:
         known = ", ".join(sorted(_RULES))
         return Rejected("unknown_type", f"unknown world event type {event.type!r}; known: {known}")
     model, change = rule
-    try:
-        payload = model.model_validate(event.payload)
-    except PydanticValidationError as exc:
-        return Rejected("payload", f"{event.type}: " + "; ".join(describe(exc)))
+    if not isinstance(event.payload, model):
+        kind = type(event.payload).__name__
+        return Rejected("payload", f"{event.type}: the payload is a {kind}, not a {model.__name__}")
     world = state.clone()
     try:
-        derived = change(world, payload)
+        derived = change(world, event.payload)
     except WorldRuleError as exc:
         return Rejected("payload", f"{event.type}: {exc}")
     world.version += 1
@@ -198,9 +112,9 @@ class RecordedMemory:
 
 def recorded_memory(event: WorldEvent) -> RecordedMemory | None:
     """The memory an applied `memory_recorded` event stores (its id defaults to the event's)."""
-    if event.type != "memory_recorded":
+    payload = event.payload
+    if not isinstance(payload, MemoryRecorded):
         return None
-    payload = MemoryRecorded.model_validate(event.payload)
     return RecordedMemory(
         payload.memory_id or event.event_id, payload.npc_id, payload.content, payload.importance
     )
@@ -333,7 +247,7 @@ def _relationship_changed(world: WorldState, p: RelationshipChanged) -> list[Der
     return []
 
 
-Rule = tuple[type[_Payload], Callable[[WorldState, Any], list[DerivedEvent]]]
+Rule = tuple[type[WorldPayload], Callable[[WorldState, Any], list[DerivedEvent]]]
 _RULES: dict[str, Rule] = {
     "world_loaded": (WorldLoaded, _world_loaded),
     "world_unloaded": (WorldUnloaded, _world_unloaded),

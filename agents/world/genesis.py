@@ -4,7 +4,8 @@ its id, so a benchmark or a demo gets a living village from one event."""
 from __future__ import annotations
 
 from agents.world.dice import Dice
-from agents.world.model import PRODUCES, Faction, Location, LocationKind, Npc, WorldState
+from agents.world.model import PRODUCES, Faction, Location, Npc, WorldState
+from schemas.world import LocationKind
 
 TEMPLATES = ("village",)
 

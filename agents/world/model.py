@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 
+from schemas.world import LocationKind, Resource
+
 MINUTES_PER_TICK = 10
 TICKS_PER_HOUR = 60 // MINUTES_PER_TICK
 TICKS_PER_DAY = 24 * TICKS_PER_HOUR
 NEED_MAX = 1000
-RELATIONSHIP_LIMIT = 100
 # Event ids remembered in the state itself, so applying an event twice changes nothing even
 # without a database; older duplicates are caught by the owner's lookup in `world_event_ids`.
 RECENT_EVENT_IDS = 64
@@ -40,25 +41,6 @@ class Activity(StrEnum):
     WORKING = "working"
     SOCIALIZING = "socializing"
     HUNGRY = "hungry"
-
-
-class LocationKind(StrEnum):
-    SQUARE = "square"
-    TAVERN = "tavern"
-    MARKET = "market"
-    TEMPLE = "temple"
-    HOME = "home"
-    FARM = "farm"
-    FOREST = "forest"
-    MINE = "mine"
-    HARBOR = "harbor"
-
-
-class Resource(StrEnum):
-    GRAIN = "grain"
-    FISH = "fish"
-    WOOD = "wood"
-    ORE = "ore"
 
 
 FOODS = (Resource.GRAIN, Resource.FISH)

@@ -457,7 +457,7 @@ class WorldOwner:
                 event.type,
                 "event",
                 state.tick,
-                _payload_json(event.payload),
+                _payload_json(event.payload.model_dump(mode="json")),
                 event.occurred_at,
                 event.version,
             )

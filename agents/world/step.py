@@ -21,18 +21,16 @@ from agents.world.model import (
     FOODS,
     NEED_MAX,
     PRODUCES,
-    RELATIONSHIP_LIMIT,
     TICKS_PER_DAY,
     TICKS_PER_HOUR,
     Activity,
     Clock,
     DerivedEvent,
-    LocationKind,
     Npc,
-    Resource,
     Weather,
     WorldState,
 )
+from schemas.world import RELATIONSHIP_LIMIT, LocationKind, Resource
 
 HUNGER_PER_TICK = 6
 HUNGRY_AT = 650

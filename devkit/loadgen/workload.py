@@ -4,8 +4,9 @@ events in the same order, so a benchmark can be rerun and a test can check what 
 - Users and worlds follow a Zipf-like law: a few are very active, most are not.
 - AI requests mix priorities and kinds (text, image); a fifth of users are premium.
 - Usage events price real catalog models exactly (Decimal).
-- World events come from active worlds; ticks go round-robin over every world, each world's
-  tick number rising.
+- World events follow the world contract: a world's first event is `world_loaded` with the
+  village template, the others name the village's NPCs and places. Ticks go round-robin over
+  the worlds loaded at least `tick_delay_s` ago, each world's ticks numbered 1, 2, 3, ...
 - Cache invalidations arrive in bursts (an edit to a world invalidates many keys at once).
 - Optionally, a share of deliberately malformed messages, for the dead-letter path.
 """
@@ -15,10 +16,12 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from schemas.events import (
     AIRequest,
@@ -32,6 +35,7 @@ from schemas.events import (
     WorldTick,
 )
 from schemas.model_catalog import ModelPrice, load_catalog
+from schemas.world import LocationKind
 from topics.catalog import INPUT_TOPICS
 
 CENT_FRACTION = Decimal(1).scaleb(-12)  # money carries at most 12 decimal places
@@ -52,11 +56,19 @@ PROMPTS = (
     "Summarize what the party learned in the crypt.",
     "Draw a map of the northern marches.",
 )
-# World events the world flow applies (agents/world/apply.py), naming the NPCs and places of
-# the village a world's first `world_loaded` creates; before it they are refused to the DLQ.
-WORLD_EVENT_TYPES = ("world_loaded", "npc_moved", "memory_recorded", "relationship_changed")
+# World events after a world's first (`world_loaded` with the village template): they name
+# the NPCs, places and factions that template creates, so the world flow applies every one.
+WORLD_EVENT_TYPES = (
+    "npc_moved",
+    "memory_recorded",
+    "relationship_changed",
+    "location_created",
+    "item_created",
+    "faction_changed",
+)
 VILLAGE_NPCS = 8
 VILLAGE_PLACES = ("square", "tavern", "market", "temple", "farm", "forest", "mine", "harbor")
+VILLAGE_FACTIONS = ("guild", "faith")
 MALFORMED = (
     b'{"truncated": ',
     b"[1, 2, 3]",
@@ -88,6 +100,10 @@ class WorkloadConfig:
     zipf_exponent: float = 1.1
     burst_sizes: tuple[int, int] = (10, 50)  # invalidations per burst, inclusive
     mix: Mix = field(default_factory=Mix)
+    # A world gets ticks only this long after its `world_loaded`: a tick for a world the
+    # worker has not created yet is refused (`unknown_world`), and the two topics are read
+    # independently (a worker that lags reads them apart).
+    tick_delay_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -123,10 +139,11 @@ class Workload:
         self._users = _zipf_cumulative(self.config.users, self.config.zipf_exponent)
         self._worlds = _zipf_cumulative(self.config.worlds, self.config.zipf_exponent)
         self._count = 0
+        self._loaded: set[str] = set()
+        self._waiting_for_ticks: deque[tuple[datetime, str]] = deque()  # (loaded at, world)
+        self._tickable: list[str] = []
+        self._ticks: dict[str, int] = {}  # the last tick sent per world
         self._ticks_sent = 0
-        # Tick numbers start from the clock in milliseconds, so a later run's ticks come after
-        # this one's (unless a world ticked more than once per millisecond).
-        self._tick_base = int(clock().timestamp() * 1000)
         self._priorities = list(PRIORITY_WEIGHTS)
         self._priority_cumulative = list(itertools.accumulate(PRIORITY_WEIGHTS.values()))
         self._burst: list[CacheInvalidation] = []
@@ -234,36 +251,72 @@ class Workload:
         )
 
     def _world_event(self) -> WorldEvent:
+        world = self._world()
+        if world not in self._loaded:
+            return self._load(world)
         kind = self._rng.choice(WORLD_EVENT_TYPES)
         npc, other = (f"npc-{n}" for n in self._rng.sample(range(1, VILLAGE_NPCS + 1), 2))
-        payloads: dict[str, dict[str, object]] = {
-            "world_loaded": {"template": "village"},
-            "npc_moved": {"npc_id": npc, "location_id": self._rng.choice(VILLAGE_PLACES)},
-            "memory_recorded": {"npc_id": npc, "content": f"{npc} spoke with {other}."},
-            "relationship_changed": {
-                "npc_id": npc,
-                "other_npc_id": other,
-                "delta": self._rng.randint(-10, 10),
-            },
-        }
-        return WorldEvent(
-            event_id=self._id("wev"),
-            world_id=self._world(),
-            type=kind,
-            payload=payloads[kind],
-            occurred_at=self.clock(),
+        payload: dict[str, Any]
+        if kind == "npc_moved":
+            payload = {"npc_id": npc, "location_id": self._rng.choice(VILLAGE_PLACES)}
+        elif kind == "memory_recorded":
+            payload = {"npc_id": npc, "content": f"{npc} spoke with {other}."}
+        elif kind == "relationship_changed":
+            payload = {"npc_id": npc, "other_npc_id": other, "delta": self._rng.randint(-10, 10)}
+        elif kind == "location_created":
+            place = self._rng.choice(list(LocationKind))
+            payload = {
+                "location_id": self._id("loc"),
+                "name": f"New {place.value}",
+                "kind": place.value,
+            }
+        elif kind == "item_created":
+            payload = {
+                "item_id": self._id("item"),
+                "name": "Lantern",
+                "value": self._rng.randint(1, 50),
+                "location_id": self._rng.choice(VILLAGE_PLACES),
+            }
+        else:
+            payload = {"faction_id": self._rng.choice(VILLAGE_FACTIONS), "join": [npc]}
+        return WorldEvent.model_validate(
+            {
+                "event_id": self._id("wev"),
+                "world_id": world,
+                "type": kind,
+                "payload": payload,
+                "occurred_at": self.clock(),
+            }
         )
 
-    def _world_tick(self) -> WorldTick:
-        """Round-robin over every world: a world's n-th tick is tick_base + n."""
-        number = self._ticks_sent
-        self._ticks_sent += 1
-        world = number % self.config.worlds + 1
-        return WorldTick(
-            world_id=f"{self.config.prefix}world-{world}",
-            tick=self._tick_base + number // self.config.worlds,
-            occurred_at=self.clock(),
+    def _load(self, world: str) -> WorldEvent:
+        """A world's first event: load it with the village its other events name."""
+        now = self.clock()
+        self._loaded.add(world)
+        self._waiting_for_ticks.append((now, world))
+        return WorldEvent.model_validate(
+            {
+                "event_id": self._id("wev"),
+                "world_id": world,
+                "type": "world_loaded",
+                "payload": {"template": "village"},
+                "occurred_at": now,
+            }
         )
+
+    def _world_tick(self) -> WorldTick | WorldEvent:
+        """The next tick, round-robin over the worlds loaded `tick_delay_s` ago or earlier;
+        while there are none, a world event instead (which loads a world)."""
+        now = self.clock()
+        ready = now - timedelta(seconds=self.config.tick_delay_s)
+        while self._waiting_for_ticks and self._waiting_for_ticks[0][0] <= ready:
+            self._tickable.append(self._waiting_for_ticks.popleft()[1])
+        if not self._tickable:
+            return self._world_event()
+        world = self._tickable[self._ticks_sent % len(self._tickable)]
+        self._ticks_sent += 1
+        self._ticks[world] = self._ticks.get(world, 0) + 1
+        return WorldTick(world_id=world, tick=self._ticks[world], occurred_at=now)
 
     def _start_burst(self) -> CacheInvalidation:
         """One world changed: a run of invalidations for its keys, tags and CDN URLs."""

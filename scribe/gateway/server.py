@@ -196,9 +196,11 @@ _SCHEMA_FILES = {
 
 
 async def _schema(request: web.Request) -> web.StreamResponse:
-    path = _SCHEMA_FILES.get(request.match_info["topic"])
+    name = request.match_info["topic"]
+    path = _SCHEMA_FILES.get(name)
     if path is None:
-        return _json(_error(404, f"no schema for {request.match_info['topic']!r}"))
+        known = ", ".join(sorted(_SCHEMA_FILES))
+        return _json(_error(404, f"no topic {name!r}, so no schema; the topics are: {known}"))
     return web.Response(body=path.read_bytes(), content_type="application/schema+json")
 
 

@@ -12,8 +12,11 @@ from agents.world.apply import (
     apply_event,
     recorded_memory,
 )
-from agents.world.model import LocationKind, WorldState, canonical_json, state_hash
+from agents.world.model import WorldState, canonical_json, state_hash
+from schemas import DecodeError, decode, validate
 from schemas.events import WorldEvent
+from schemas.examples import world_event_examples
+from schemas.world import PAYLOADS, LocationKind
 from tests.agents.world_fixtures import applied, village, world_event
 
 
@@ -139,21 +142,49 @@ def test_only_recent_ids_are_kept_in_the_state() -> None:
     assert world.recent_event_ids[-1] == "e-99"
 
 
-def test_unknown_type_is_rejected_with_the_known_types() -> None:
-    outcome = apply_event(village("w-u"), world_event("w-u", "dragon_summoned"))
-    assert isinstance(outcome, Rejected) and outcome.kind == "unknown_type"
-    assert "'dragon_summoned'" in outcome.reason
-    assert all(t in outcome.reason for t in EVENT_TYPES)
+def test_every_world_event_type_in_the_contract_has_a_rule() -> None:
+    assert set(EVENT_TYPES) == set(PAYLOADS)
+
+
+def test_the_contract_examples_apply_one_after_another_to_a_fresh_world() -> None:
+    world = WorldState("world-1")
+    for event in world_event_examples("world-1"):
+        outcome = apply_event(world, event)
+        assert isinstance(outcome, Applied), (event.type, outcome)
+        world = outcome.state
+    assert not world.loaded and world.items["lantern-1"].owner_id == "npc-40"
 
 
 @pytest.mark.parametrize(
     ("type_", "payload", "expected"),
     [
-        ("npc_created", {"name": "Nameless"}, "npc_id: Field required"),
-        ("npc_created", {"npc_id": "x", "name": "X", "wealth": 1.5}, "wealth"),
-        ("npc_created", {"npc_id": "x", "name": "X", "colour": "red"}, "colour"),
-        ("location_created", {"location_id": "l", "name": "L", "kind": "moon"}, "kind"),
-        ("memory_recorded", {"content": "a\x00b"}, "NUL"),
+        ("dragon_summoned", {}, "type: Input tag 'dragon_summoned'"),
+        ("npc_created", {"name": "Nameless"}, "payload.npc_id: Field required"),
+        ("npc_created", {"npc_id": "x", "name": "X", "wealth": 1.5}, "payload.wealth: "),
+        ("npc_created", {"npc_id": "x", "name": "X", "colour": "red"}, "payload.colour: "),
+        ("location_created", {"location_id": "l", "name": "L", "kind": "moon"}, "payload.kind: "),
+        ("memory_recorded", {"content": "a\x00b"}, "payload.content: Value error, text must not"),
+    ],
+)
+def test_unknown_types_and_invalid_payloads_never_reach_the_world(
+    type_: str, payload: dict[str, Any], expected: str
+) -> None:
+    """The contract refuses them at decode (the worker dead-letters them with kind `schema`)."""
+    fields = {
+        "event_id": "e-bad",
+        "world_id": "w-bad",
+        "type": type_,
+        "payload": payload,
+        "occurred_at": "2026-03-01T00:00:00Z",
+    }
+    with pytest.raises(DecodeError) as refused:
+        validate(fields, WorldEvent)
+    assert expected in refused.value.reason
+
+
+@pytest.mark.parametrize(
+    ("type_", "payload", "expected"),
+    [
         ("npc_moved", {"npc_id": "npc-1", "location_id": "atlantis"}, "'atlantis' does not"),
         ("npc_moved", {"npc_id": "ghost", "location_id": "tavern"}, "npc 'ghost' does not"),
         ("npc_created", {"npc_id": "npc-1", "name": "Again"}, "already exists"),
@@ -171,7 +202,7 @@ def test_unknown_type_is_rejected_with_the_known_types() -> None:
         ),
     ],
 )
-def test_invalid_payloads_and_broken_rules_are_rejected_with_a_reason(
+def test_broken_rules_are_rejected_with_a_reason(
     type_: str, payload: dict[str, Any], expected: str
 ) -> None:
     world = village("w-bad")
@@ -214,11 +245,9 @@ def test_recorded_memory_defaults_its_id_to_the_event_id() -> None:
 def test_payload_numbers_decoded_as_json_stay_exact() -> None:
     """The codec decodes JSON numbers as Decimal when they have a fraction: money-like
     amounts in a payload are refused rather than rounded."""
-    from schemas import decode
-
     raw = (
         b'{"event_id": "e", "world_id": "w-n", "type": "npc_created", "occurred_at": '
         b'"2026-03-01T00:00:00Z", "payload": {"npc_id": "n", "name": "N", "wealth": 2.0}}'
     )
-    outcome = apply_event(WorldState("w-n"), decode(raw, WorldEvent))
-    assert isinstance(outcome, Rejected) and "wealth" in outcome.reason
+    with pytest.raises(DecodeError, match=r"payload\.wealth"):
+        decode(raw, WorldEvent)

@@ -26,7 +26,7 @@ inputs = st.lists(
         ),
         st.tuples(st.just("join"), st.sampled_from(NPCS)),
         st.tuples(
-            st.just("unknown"),
+            st.just("nowhere"),
         ),
         st.tuples(st.just("repeat"), st.integers(0, 50)),
         st.tuples(
@@ -54,8 +54,8 @@ def _event(spec: tuple[object, ...], number: int) -> WorldEvent | None:
         )
     if kind == "join":
         return world_event(W, "faction_changed", f"e{number}", faction_id="guild", join=[spec[1]])
-    if kind == "unknown":
-        return world_event(W, "dragon_summoned", f"e{number}")
+    if kind == "nowhere":  # refused by the world: the location does not exist
+        return world_event(W, "npc_moved", f"e{number}", npc_id="npc-1", location_id="atlantis")
     return None
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from agents.world.model import (
     NEED_MAX,
-    RELATIONSHIP_LIMIT,
     TICKS_PER_DAY,
     Activity,
     WorldState,
@@ -16,6 +15,7 @@ from agents.world.model import (
     state_hash,
 )
 from agents.world.step import StepError, step
+from schemas.world import RELATIONSHIP_LIMIT
 from tests.agents.world_fixtures import village
 
 

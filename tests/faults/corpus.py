@@ -174,10 +174,14 @@ def _requests(event: AIRequest) -> Iterator[Case]:
 def _world_events(event: WorldEvent) -> Iterator[Case]:
     yield Case("unknown-type-shape", _with(event, type="Bad Type!"), "schema")
     yield Case("payload-not-object", _with(event, payload=[1, 2]), "schema")
-    yield Case("payload-over-64-kib", _with(event, payload={"x": "y" * 70_000}), "schema")
+    yield Case("unknown-type", _with(event, type="dragon_summoned"), "schema")
+    yield Case("payload-missing-a-field", _with(event, payload={"importance": 3}), "schema")
+    # Every field within its own bounds, the whole over 64 KiB.
+    huge = {"faction_id": "f", "join": ["n" * 128] * 1000}
+    yield Case("payload-over-64-kib", _with(event, type="faction_changed", payload=huge), "schema")
     yield Case(
         "valid-unicode-payload",
-        _with(event, payload={"name": "\u05de\u05d9\u05e8\u05d4 \U0001f409"}),
+        _with(event, payload={"content": "\u05de\u05d9\u05e8\u05d4 \U0001f409"}),
         VALID,
     )
 

@@ -108,3 +108,15 @@ def test_receipt_ids_are_each_familys_id() -> None:
     assert receipt_id(example(WorldEvent, event_id="wev-1")) == "wev-1"
     assert receipt_id(example(CacheInvalidation, id="inv-1")) == "inv-1"
     assert receipt_id(example(WorldTick, world_id="w-1", tick=9)) == "w-1:9"
+
+
+def test_a_world_event_payload_is_checked_against_its_type() -> None:
+    good = orjson.loads(encode(example(WorldEvent, type="location_created")))
+    no_kind = orjson.loads(encode(example(WorldEvent, type="location_created")))
+    del no_kind["payload"]["kind"]
+    body = orjson.dumps(good) + b"\n" + orjson.dumps(no_kind) + b"\n"
+    events, errors = validate_items(
+        parse_items(body, "application/x-ndjson", LIMIT, 10), WorldEvent
+    )
+    assert len(events) == 1
+    assert errors == [ItemError(1, ["payload.kind: Field required"], line=2)]

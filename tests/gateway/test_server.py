@@ -21,6 +21,7 @@ from runtime.settings import ResolvedSettings, Settings
 from schemas import DecodeError, decode, encode
 from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldEvent, WorldTick
 from schemas.examples import example
+from schemas.world import PAYLOADS
 from scribe.gateway.access import TokenBook
 from scribe.gateway.config import GatewaySettings
 from scribe.gateway.ingest import receipt_id
@@ -145,6 +146,24 @@ async def test_refused_requests_never_reach_kafka_and_tokens_are_never_logged(
     assert "client=game" in caplog.text  # the access log names the client instead
 
 
+async def test_a_world_event_whose_payload_breaks_the_contract_is_refused_per_item(
+    roomy: httpx.AsyncClient, kafka_url: str
+) -> None:
+    world = f"gw-{uuid.uuid4().hex[:8]}"
+    good = example(WorldEvent, world_id=world, type="world_loaded")
+    no_kind = orjson.loads(encode(example(WorldEvent, world_id=world, type="location_created")))
+    del no_kind["payload"]["kind"]
+    response = await _post(
+        roomy, "world.events", orjson.dumps([orjson.loads(encode(good)), no_kind])
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"] == [{"index": 1, "errors": ["payload.kind: Field required"]}]
+    stored = await read_until(
+        kafka_url, "world.events", lambda kept: False, lambda r: r.key == world.encode(), timeout=3
+    )
+    assert stored == []
+
+
 async def test_unknown_and_output_topics_are_not_found(roomy: httpx.AsyncClient) -> None:
     for name in ("usage.event", "ai.responses", "budget.alerts"):
         response = await _post(roomy, name, encode(example(UsageEvent)))
@@ -162,7 +181,15 @@ async def test_content_type_must_be_json_or_ndjson(roomy: httpx.AsyncClient) -> 
 async def test_the_contract_is_served(roomy: httpx.AsyncClient) -> None:
     response = await roomy.get("/v1/schemas/usage.events")
     assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/schema+json"
     assert response.json()["title"] == "UsageEvent"
+    world = (await roomy.get("/v1/schemas/world.events")).json()
+    assert world["discriminator"]["propertyName"] == "type"
+    assert set(world["discriminator"]["mapping"]) == set(PAYLOADS)
+    unknown = await roomy.get("/v1/schemas/usage.event")
+    assert unknown.status_code == 404
+    assert "no topic 'usage.event'" in unknown.json()["error"]
+    assert "usage.events" in unknown.json()["error"]
     assert (await roomy.get("/health")).json() == {"status": "healthy"}
     assert "scribe_gateway_requests_total" in (await roomy.get("/metrics")).text
 

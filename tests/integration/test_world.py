@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from devkit.harness import WorkerProcess, read_until
+from schemas import encode
 from schemas.events import WorldEvent
 from tests.faults.observe import committed_offset
 from topics.publisher import Publisher
@@ -159,16 +160,24 @@ async def test_world_events_sent_twice_change_nothing(
 
     older_version = world_event(w, "npc_moved", npc_id="npc-4", location_id="mine")
     older_version = older_version.model_copy(update={"version": 4})
-    unknown = world_event(w, "dragon_summoned")  # after the duplicates, on the same partition
-    await publisher.publish_many([*events, older_version, unknown])
+    # An unknown type breaks the contract, so only raw bytes carry it; it is sent after the
+    # duplicates, on the same partition.
+    unknown_id = f"ev-{uuid.uuid4().hex[:12]}"
+    unknown = orjson.dumps(
+        {**orjson.loads(encode(world_event(w, "world_unloaded"))), "event_id": unknown_id}
+        | {"type": "dragon_summoned"}
+    )
+    await publisher.publish_many([*events, older_version])
+    await publisher.publish_raw([("world.events", w.encode(), unknown)])
     dead = await read_until(
         kafka_url,
         "world.events.dlq",
         done=lambda kept: len(kept) >= 1,
-        match=lambda r: r.value is not None and unknown.event_id.encode() in r.value,
+        match=lambda r: r.value is not None and unknown_id.encode() in r.value,
     )
     assert dead, worker.log_tail()
-    assert dead[0].headers["scribe-error-kind"] == b"unknown_type"
+    assert dead[0].headers["scribe-error-kind"] == b"schema"
+    assert b"dragon_summoned" in dead[0].headers["scribe-error"]
 
     after = await world_row(db, w)
     assert after == before

@@ -1,7 +1,8 @@
 """Hypothesis strategies that generate instances of our JSON Schema files.
 
-Covers the keywords `schemas.json_schema` emits (objects, strings with patterns and lengths,
-bounded numbers, enums, anyOf, $ref, arrays). `hypothesis-jsonschema` 0.23 would be the
+Covers the keywords `schemas.json_schema` emits (objects and maps, strings with patterns and
+lengths, bounded numbers, enums, anyOf, oneOf, $ref, arrays). `hypothesis-jsonschema` 0.23
+would be the
 general tool, but it breaks on current Hypothesis (`'many' object has no attribute 'more'`).
 """
 
@@ -49,8 +50,9 @@ def from_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -> A
     if "$ref" in schema:
         name = schema["$ref"].removeprefix("#/$defs/")
         return from_schema(root["$defs"][name], root)
-    if "anyOf" in schema:
-        return st.one_of([from_schema(option, root) for option in schema["anyOf"]])
+    if "anyOf" in schema or "oneOf" in schema:
+        options = schema.get("anyOf") or schema["oneOf"]
+        return st.one_of([from_schema(option, root) for option in options])
     if "const" in schema:
         return st.just(schema["const"])
     if "enum" in schema:
@@ -101,10 +103,24 @@ def _string(schema: dict[str, Any]) -> Any:
 def _object(schema: dict[str, Any], root: dict[str, Any]) -> Any:
     properties = schema.get("properties")
     if properties is None:
-        return st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=4)
+        return _map(schema, root)
     required = set(schema.get("required", ()))
     strategies = {name: from_schema(sub, root) for name, sub in properties.items()}
     return st.fixed_dictionaries(
         {name: s for name, s in strategies.items() if name in required},
         optional={name: s for name, s in strategies.items() if name not in required},
     )
+
+
+def _map(schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """A JSON object used as a map: keys from `propertyNames` or `patternProperties`, values
+    from the matching value schema; any object when neither is given."""
+    patterns = schema.get("patternProperties", {})
+    if patterns:
+        ((pattern, values),) = patterns.items()
+        names = {**schema.get("propertyNames", {}), "type": "string", "pattern": pattern}
+    elif "propertyNames" in schema:
+        names, values = schema["propertyNames"], schema.get("additionalProperties", {})
+    else:
+        return st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=4)
+    return st.dictionaries(from_schema(names, root), from_schema(values, root), max_size=4)

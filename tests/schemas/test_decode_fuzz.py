@@ -5,6 +5,7 @@ and what the model accepts must satisfy the JSON Schema the producers are given.
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Any
 
 import jsonschema
@@ -71,9 +72,19 @@ def _decode_or_refuse(raw: bytes, model: type[Event], schema: dict[str, Any]) ->
         assert error.reason
         return None
     encoded = encode(event)
-    jsonschema.validate(orjson.loads(encoded), schema)
+    _validator(json.dumps(schema, sort_keys=True)).validate(orjson.loads(encoded))
     assert decode(encoded, model) == event or _has_payload_numbers(event)
     return event
+
+
+@cache
+def _validator(schema_text: str) -> Any:
+    """One checked validator per schema: `jsonschema.validate` checks the schema on every call,
+    which for the world event schema (a branch per type) costs more than the test itself."""
+    schema = json.loads(schema_text)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
 
 
 def _has_payload_numbers(event: Event) -> bool:

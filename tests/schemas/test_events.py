@@ -43,6 +43,12 @@ def test_money_from_a_decimal_string() -> None:
     assert decode(_usage(cost_usd="0.0012345"), UsageEvent).cost_usd == Decimal("0.0012345")
 
 
+def test_negative_zero_money_is_zero_and_written_without_a_sign() -> None:
+    raw = _usage(cost_usd=None).replace(b'"cost_usd":null', b'"cost_usd":-0.0')
+    event = decode(raw, UsageEvent)
+    assert orjson.loads(encode(event))["cost_usd"] == "0.0"
+
+
 def test_money_is_serialized_as_an_exact_string() -> None:
     event = example(UsageEvent, cost_usd=Decimal("0.000000000001"))
     assert orjson.loads(encode(event))["cost_usd"] == "0.000000000001"

@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 
 import pytest
 
-from devkit.loadgen.workload import Malformed, Message, Mix, Workload, WorkloadConfig
+from agents.world.apply import Applied, apply_event
+from agents.world.model import WorldState
+from agents.world.owner import MAX_TICK_JUMP
+from agents.world.step import step
+from devkit.loadgen.workload import (
+    WORLD_EVENT_TYPES,
+    Malformed,
+    Message,
+    Mix,
+    Workload,
+    WorkloadConfig,
+)
 from schemas import DecodeError, decode, encode
-from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldTick
+from schemas.events import AIRequest, CacheInvalidation, Event, UsageEvent, WorldEvent, WorldTick
 from schemas.model_catalog import load_catalog
 from topics.catalog import INPUT_TOPICS, topic, topic_for
 
-FIXED = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
+START = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
+STEP = timedelta(milliseconds=5)  # the clock of a load at 200 messages/s
+
+
+def _clock() -> Callable[[], datetime]:
+    """A clock that advances STEP per reading, like a load sent at a steady rate."""
+    readings = itertools.count()
+    return lambda: START + next(readings) * STEP
 
 
 def _take(count: int, **config: object) -> list[Message]:
-    workload = Workload(WorkloadConfig(**config), clock=lambda: FIXED)  # type: ignore[arg-type]
+    workload = Workload(WorkloadConfig(**config), clock=_clock())  # type: ignore[arg-type]
     return list(itertools.islice(workload, count))
 
 
@@ -90,14 +109,38 @@ def test_invalidations_arrive_in_bursts() -> None:
     assert runs and min(runs) >= 10 and max(runs) <= 50
 
 
-def test_ticks_rise_per_world_round_robin() -> None:
-    ticks = [m for m in _take(20_000, worlds=50) if isinstance(m, WorldTick)]
+def test_ticks_count_up_per_world_and_start_after_the_world_was_loaded() -> None:
+    loaded_at: dict[str, datetime] = {}
     last: dict[str, int] = {}
-    for tick in ticks:
-        assert tick.tick > last.get(tick.world_id, -1)
-        last[tick.world_id] = tick.tick
+    for message in _take(20_000, worlds=50):
+        if isinstance(message, WorldEvent) and message.type == "world_loaded":
+            loaded_at.setdefault(message.world_id, message.occurred_at)
+        if isinstance(message, WorldTick):
+            assert message.occurred_at - loaded_at[message.world_id] >= timedelta(seconds=5)
+            assert message.tick == last.get(message.world_id, 0) + 1
+            last[message.world_id] = message.tick
     assert len(last) == 50
-    assert ticks[0].tick == int(FIXED.timestamp() * 1000)
+
+
+def test_the_world_flow_accepts_every_world_event_and_tick() -> None:
+    """Applied in order to fresh worlds as the worker would (events by `apply_event`, ticks
+    advancing the world to their number): nothing is refused."""
+    worlds: dict[str, WorldState] = {}
+    types: Counter[str] = Counter()
+    for message in _take(20_000, worlds=50, run_id="r3"):
+        if isinstance(message, WorldEvent):
+            state = worlds.get(message.world_id) or WorldState(message.world_id)
+            outcome = apply_event(state, message)
+            assert isinstance(outcome, Applied), (message, outcome)
+            worlds[message.world_id] = outcome.state
+            types[message.type] += 1
+        elif isinstance(message, WorldTick):
+            state = worlds[message.world_id]  # a tick for an unknown world is refused
+            assert message.tick - state.tick <= MAX_TICK_JUMP
+            while state.tick < message.tick:
+                state, _ = step(state, state.tick + 1)
+            worlds[message.world_id] = state
+    assert set(types) == {"world_loaded", *WORLD_EVENT_TYPES}
 
 
 def test_usage_is_priced_exactly_from_the_catalog() -> None:

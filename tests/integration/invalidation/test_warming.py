@@ -89,11 +89,15 @@ async def test_a_world_without_state_is_counted_not_warmed(
     world = f"nostate-{uuid.uuid4().hex[:10]}"
     await db.execute(WORLD_STATE)
     before = await metric(worker.url, "scribe_cache_warming_total", outcome="no_state")
-    # A template the world flow refuses, so it does not create the world's state meanwhile.
-    payload = {"template": "no-such-template"}
-    await publisher.publish(
-        example(WorldEvent, world_id=world, type="world_loaded", payload=payload)
+    # An event the world flow takes as already applied (its id is on record), so it does not
+    # create the world's state meanwhile.
+    loaded = example(WorldEvent, world_id=world, type="world_loaded", payload={})
+    await db.execute(
+        "INSERT INTO world_event_ids (world_id, event_id, seq) VALUES ($1, $2, 1)",
+        world,
+        loaded.event_id,
     )
+    await publisher.publish(loaded)
 
     async def counted() -> bool:
         return await metric(worker.url, "scribe_cache_warming_total", outcome="no_state") > before
