@@ -276,28 +276,6 @@ class ResolvedSettings:
         """Security options for every aiokafka client (producer, consumer, admin)."""
         return self.base.security.kafka.aiokafka_kwargs()
 
-    def batch_consumer_options(self, group_id: str) -> dict[str, Any]:
-        """aiokafka consumer options of a flow that runs its own batch consumer group: it
-        commits offsets itself, only after its sink stored what they cover, and a new group
-        starts at the beginning of the log."""
-        timeouts: dict[str, int] = (
-            {
-                "rebalance_timeout_ms": 5000,
-                "session_timeout_ms": 10000,
-                "heartbeat_interval_ms": 1000,
-            }
-            if self.base.fast_rebalance
-            else {}
-        )
-        return {
-            "bootstrap_servers": self.bootstrap_servers,
-            "group_id": group_id,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            **timeouts,
-            **self.kafka_client_options,
-        }
-
     @property
     def secrets(self) -> list[str]:
         """Every secret value configured, URL passwords included: for the log redactor."""

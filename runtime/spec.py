@@ -60,6 +60,10 @@ class ConsumerSpec:
     def group(self, settings: ResolvedSettings) -> str:
         return group_id(settings, self.flow)
 
+    def group_of(self, app_id: str) -> str:
+        """The group in the workers of `app_id` (what `group` gives with their settings)."""
+        return f"{app_id}.{self.flow}"
+
     def agent_of(self, topic: str) -> str:
         return self.agent_labels.get(topic, self.flow)
 
