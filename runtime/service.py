@@ -5,6 +5,7 @@ server, signals, its own timers). The service builds the flow, its consumer (thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -47,42 +48,47 @@ class FlowService(mode.Service):
         self._offsets: GroupOffsets | None = None
         self._running: asyncio.Task[None] | None = None
 
-    async def on_start(self) -> None:
-        flow = await self.build()
-        spec, settings = flow.spec, self.settings
-        group = spec.group(settings)
-        consumer = kafka.consumer(settings, group, **spec.consumer_options())
-        self._offsets = GroupOffsets(
-            settings.bootstrap_servers, group, settings.kafka_client_options
-        )
-        runner = FlowRunner(
-            flow, consumer, lag=LagSampler(self._offsets, spec.topics), on_lag=self.on_lag
-        )
-        await runner.start()
-        self.running.runner = runner
-
     async def on_started(self) -> None:
-        runner = self.running.runner
-        assert runner is not None
-        self._running = asyncio.create_task(self._run(runner), name=runner.spec.flow)
+        # Built in the background: a flow waiting for its servers (Redis, PostgreSQL) does not
+        # hold up the worker's start; /health says what it waits for.
+        self._running = asyncio.create_task(self._run(), name=f"flow.{self.label}")
 
-    async def _run(self, runner: FlowRunner[Any, Any]) -> None:
+    async def _run(self) -> None:
         try:
+            flow = await self.build()
+            spec, settings = flow.spec, self.settings
+            group = spec.group(settings)
+            consumer = kafka.consumer(settings, group, **spec.consumer_options())
+            self._offsets = GroupOffsets(
+                settings.bootstrap_servers, group, settings.kafka_client_options
+            )
+            runner = FlowRunner(
+                flow, consumer, lag=LagSampler(self._offsets, spec.topics), on_lag=self.on_lag
+            )
+            self.running.runner = runner
+            await runner.start()
             await runner.run()
         except Exception as error:
-            log.exception("%s: the flow failed; stopping the worker", runner.spec.flow)
+            log.exception("%s: the flow failed; stopping the worker", self.label)
+            if self.running.runner is not None:
+                await self.running.runner.stop()
             await self.crash(error)
 
     async def on_stop(self) -> None:
-        if self.running.runner is not None:
-            await self.running.runner.stop()
+        runner = self.running.runner
+        if runner is not None:
+            await runner.stop()  # bounded; the loop returns once it is done
         if self._running is not None and not self._running.done():
+            # Still building (waiting for a server) or past the stop deadline.
             self._running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._running
         if self._offsets is not None:
             await self._offsets.close()
 
 
 def hosted(
+    name: str,
     build: Callable[[], Awaitable[Flow[Any, Any]]],
     settings: ResolvedSettings,
     on_lag: LagHook | None = None,
@@ -93,5 +99,7 @@ def hosted(
     class Hosted(FlowService):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(build, settings, on_lag, running, **kwargs)
+
+    Hosted.__name__ = Hosted.__qualname__ = f"Flow[{name}]"  # the service's label in logs
 
     return Hosted

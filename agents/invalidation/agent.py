@@ -44,7 +44,7 @@ def register(app: faust.App, resources: Resources) -> None:
     resources.health.add("invalidation", flow_health, critical=False)
 
     build = partial(flow.build, resources, config, closers=(warming_cache.close,))
-    app.service(hosted(build, settings, running=running))
+    app.service(hosted(flow.INVALIDATION.flow, build, settings, running=running))
 
     # A second agent on world.events: Faust hands every message to both this one and the world
     # flow's. Bad input is the world flow's to dead-letter, so here it is only skipped.

@@ -19,7 +19,7 @@ from sinks.postgres.costs import load_cost_inputs
 
 
 def register(app: faust.App, resources: Resources) -> None:
-    app.service(hosted(partial(flow.build, resources), resources.settings))
+    app.service(hosted(flow.USAGE.flow, partial(flow.build, resources), resources.settings))
 
     @app.page("/costs/report")
     async def cost_report(web: Any, request: Any) -> Any:

@@ -13,4 +13,4 @@ from runtime.service import hosted
 
 
 def register(app: faust.App, resources: Resources) -> None:
-    app.service(hosted(partial(flow.build, resources), resources.settings))
+    app.service(hosted(flow.WORLD.flow, partial(flow.build, resources), resources.settings))
