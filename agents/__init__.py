@@ -21,13 +21,11 @@ def consumer_group(app_id: str, topic: str) -> str:
     """The consumer group that reads `topic` in the workers of `app_id`: Faust's own group,
     except for the flows the runtime runs, each in `<app_id>.<flow>`."""
     from agents.invalidation.flow import INVALIDATION
+    from agents.router.splitter import INTAKE
     from agents.usage.flow import USAGE
     from agents.world.flow import WORLD
-    from topics.catalog import AI_REQUESTS
 
-    if topic == AI_REQUESTS.name:
-        return f"{app_id}-router-intake"  # agents/router/agent.py
-    for spec in (USAGE, WORLD, INVALIDATION):
+    for spec in (USAGE, WORLD, INVALIDATION, INTAKE):
         if topic in spec.topics:
             return spec.group_of(app_id)
     return app_id

@@ -13,6 +13,8 @@ import faust
 from aiokafka.errors import KafkaError
 
 from agents.context import Resources
+from agents.intake import dead_letter_writer
+from agents.router import splitter
 from agents.router.breaker import BreakerConfig, Breakers
 from agents.router.budget_state import BudgetBook, BudgetStateReader
 from agents.router.decide import LANE_TOPICS, Decider, Emit
@@ -29,9 +31,10 @@ from agents.router.lane_consumer import (
 from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
-from agents.router.splitter import PrioritySplitter
 from devkit.stack import LocalStack
+from runtime.flow import Flow
 from runtime.metrics import MESSAGES_IN, PROCESSING_SECONDS
+from runtime.service import FlowService
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane, RoutedRequest, RouterSettlement
 from schemas.model_catalog import load_catalog
@@ -252,13 +255,12 @@ async def _start_execution(
             "rebalance_timeout_ms": 5_000 if base.fast_rebalance else 60_000,
         }
 
-    await app.add_runtime_dependency(
-        PrioritySplitter(
-            consumer_settings("intake", FETCH_WAIT_MS["intake"]),
-            publish=publish,
-            dead_letter=dead_letter,
-        )
-    )
+    async def intake() -> Flow[Any, Any]:
+        fetch_wait_ms = FETCH_WAIT_MS["intake"] if base.fast_rebalance else 500
+        writer = dead_letter_writer(resources.dead_letters, splitter.INTAKE)
+        return splitter.declare(publish, writer, fetch_wait_ms)
+
+    await app.add_runtime_dependency(FlowService(intake, resources.settings))
 
     async def release(job: Job[AIRequest]) -> None:
         await publish([Emit(AI_REQUESTS_READY, job.payload.user_id.encode(), job.value)])
