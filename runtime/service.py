@@ -38,15 +38,21 @@ class FlowService(mode.Service):
         settings: ResolvedSettings,
         on_lag: LagHook | None = None,
         running: Running | None = None,
+        name: str = "flow",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.flow_name = name
         self.build = build
         self.settings = settings
         self.on_lag = on_lag
         self.running = running or Running()
         self._offsets: GroupOffsets | None = None
         self._running: asyncio.Task[None] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"Flow[{self.flow_name}]"
 
     async def on_started(self) -> None:
         # Built in the background: a flow waiting for its servers (Redis, PostgreSQL) does not
@@ -93,13 +99,11 @@ def hosted(
     settings: ResolvedSettings,
     on_lag: LagHook | None = None,
     running: Running | None = None,
-) -> type[FlowService]:
+) -> type[mode.Service]:
     """A `FlowService` class Faust can instantiate with its own arguments (`app.service`)."""
 
     class Hosted(FlowService):
         def __init__(self, **kwargs: Any) -> None:
-            super().__init__(build, settings, on_lag, running, **kwargs)
-
-    Hosted.__name__ = Hosted.__qualname__ = f"Flow[{name}]"  # the service's label in logs
+            super().__init__(build, settings, on_lag, running, name=name, **kwargs)
 
     return Hosted

@@ -260,7 +260,9 @@ async def _start_execution(
         writer = dead_letter_writer(resources.dead_letters, splitter.INTAKE)
         return splitter.declare(publish, writer, fetch_wait_ms)
 
-    await app.add_runtime_dependency(FlowService(intake, resources.settings))
+    await app.add_runtime_dependency(
+        FlowService(intake, resources.settings, name=splitter.INTAKE.flow)
+    )
 
     async def release(job: Job[AIRequest]) -> None:
         await publish([Emit(AI_REQUESTS_READY, job.payload.user_id.encode(), job.value)])
