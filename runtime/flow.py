@@ -334,6 +334,11 @@ class FlowRunner(Generic[E, T]):
     async def partitions_assigned(self, partitions: frozenset[TopicPartition]) -> None:
         if self._stopping.is_set():
             return  # a join finishing while the worker leaves: it will own nothing
+        log.info(
+            "%s: assigned partitions %s",
+            self.spec.flow,
+            ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(partitions)) or "none",
+        )
         if self.flow.rebalance is not None:
             self.flow.rebalance.assigned(partitions, self.source.partition_counts())
 
