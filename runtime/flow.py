@@ -287,7 +287,7 @@ class FlowRunner(Generic[E, T]):
             while True:
                 async with self._writing_lock:
                     owned = self.source.still_owned(batch)
-                    if owned.records == 0:
+                    if not owned.offsets:
                         return  # every partition went to another member: theirs to write
                     if owned is not batch or checkpoint is None:
                         batch = owned
