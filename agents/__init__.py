@@ -19,23 +19,13 @@ def register_all(app: faust.App, resources: Resources) -> None:
 
 def consumer_group(app_id: str, topic: str) -> str:
     """The consumer group that reads `topic` in the workers of `app_id`: Faust's own group,
-    except for the firehose flows that run their own batch consumer."""
-    from agents.invalidation.consumer import consumer_group as invalidation_group
-    from agents.usage.consumer import usage_group_id
-    from agents.world.consumer import world_group_id
-    from topics.catalog import (
-        AI_REQUESTS,
-        CACHE_INVALIDATIONS,
-        USAGE_EVENTS,
-        WORLD_EVENTS,
-        WORLD_TICKS,
-    )
+    except for the flows the runtime runs, each in `<app_id>.<flow>`."""
+    from agents.invalidation.flow import INVALIDATION
+    from agents.router.splitter import INTAKE
+    from agents.usage.flow import USAGE
+    from agents.world.flow import WORLD
 
-    own_groups = {
-        AI_REQUESTS.name: lambda app: f"{app}-router-intake",  # agents/router/agent.py
-        CACHE_INVALIDATIONS.name: invalidation_group,
-        USAGE_EVENTS.name: usage_group_id,
-        WORLD_EVENTS.name: world_group_id,
-        WORLD_TICKS.name: world_group_id,
-    }
-    return own_groups[topic](app_id) if topic in own_groups else app_id
+    for spec in (USAGE, WORLD, INVALIDATION, INTAKE):
+        if topic in spec.topics:
+            return spec.group_of(app_id)
+    return app_id

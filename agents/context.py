@@ -14,8 +14,10 @@ import faust
 import mode
 import redis.asyncio as aioredis
 
+from runtime.flow import Flow
 from runtime.health import HealthChecks
 from runtime.lag import ConsumerGroups
+from runtime.service import FlowService, Running
 from runtime.settings import ResolvedSettings
 from topics.catalog import TOPICS, TopicSpec
 from topics.dlq import DeadLetters
@@ -60,6 +62,30 @@ class Resources:
             )
             for spec in TOPICS
         }
+
+    def flow_service(
+        self,
+        name: str,
+        build: Callable[[], Awaitable[Flow[Any, Any]]],
+        running: Running | None = None,
+    ) -> type[mode.Service]:
+        """The service that hosts flow `name` in this worker (for `app.service`): its group's
+        lag is sampled with the others', and the worker stops it with the other flows."""
+        resources = self
+
+        class Hosted(FlowService):
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(
+                    build,
+                    resources.settings,
+                    groups=resources.consumer_groups,
+                    stop_together=resources.flows,
+                    running=running,
+                    name=name,
+                    **kwargs,
+                )
+
+        return Hosted
 
     def topic(self, spec: TopicSpec) -> Any:
         return self.topics[spec.name]

@@ -1,50 +1,60 @@
-"""Turn raw messages into validated events; bad input goes to the DLQ.
-
-A batch from `decoded` holds only valid events, and every invalid message among its inputs has
-already been stored in the topic's `.dlq`.
-"""
+"""Decode-or-dead-letter for every flow: the decode a flow's `ConsumerSpec` topics need, and
+the writer that stores a bad record in its topic's `.dlq` with the reason. The runtime calls
+them for each record in offset order (`runtime.source.BatchSource.fill`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import TypeVar, cast
 
-from runtime.metrics import MESSAGES_IN
+from aiokafka.errors import KafkaError
+
+from runtime.source import DeadLetterWriter, Received, Record, Rejected
+from runtime.spec import ConsumerSpec
 from schemas import DecodeError, decode
 from schemas.events import Event
-from topics.catalog import TopicSpec
-from topics.dlq import DeadLetters, Origin
+from sinks.retry import until_written
+from topics.catalog import TopicSpec, topic
+from topics.dlq import DeadLetters
+
+__all__ = ["Received", "dead_letter_writer", "decoder"]
 
 E = TypeVar("E", bound=Event)
 
-
-@dataclass(frozen=True)
-class Received(Generic[E]):
-    """A valid event with where it came from, so a later stage can still dead-letter it."""
-
-    event: E
-    origin: Origin
+DLQ_RETRYABLE = (KafkaError, OSError, TimeoutError)
 
 
-async def decoded(
-    origins: Sequence[Origin],
-    spec: TopicSpec,
-    model: type[E],
-    dead_letters: DeadLetters,
-    agent: str,
-) -> list[Received[E]]:
-    """The valid events among `origins`, in order; each invalid one is in the DLQ on return.
-    `agent` labels the counts (a batch consumer service is no Faust agent)."""
-    batch: list[Received[E]] = []
-    MESSAGES_IN.labels(topic=spec.name, agent=agent).inc(len(origins))
-    for origin in origins:
+def decoder(model: type[E], *specs: TopicSpec) -> Callable[[Record], E | Rejected]:
+    """Each record as its topic's model (a kind of `model`), or why not."""
+    models = {spec.name: spec.model for spec in specs}
+    if not all(issubclass(m, model) for m in models.values()):
+        raise TypeError(f"the models of {list(models)} are not all {model.__name__}")
+
+    def decode_record(record: Record) -> E | Rejected:
+        if record.value is None:
+            return Rejected("json", "empty message (no value)")
         try:
-            if origin.value is None:
-                raise DecodeError("json", "empty message (no value)")
-            event = decode(origin.value, model)
+            return cast(E, decode(record.value, models[record.topic]))
         except DecodeError as error:
-            await dead_letters.send(spec, origin, error.kind, error.reason, agent=agent)
-            continue
-        batch.append(Received(event, origin))
-    return batch
+            return Rejected(error.kind, error.reason)
+
+    return decode_record
+
+
+def dead_letter_writer(dead_letters: DeadLetters, spec: ConsumerSpec) -> DeadLetterWriter:
+    """Stores a record in `<topic>.dlq`, retried while Kafka is unreachable, so its offset is
+    never committed before its dead letter is stored."""
+
+    async def write(record: Record, kind: str, reason: str) -> None:
+        await until_written(
+            "kafka.dlq",
+            dead_letters.send,
+            topic(record.topic),
+            record,
+            kind,
+            reason,
+            spec.agent_of(record.topic),
+            retryable=DLQ_RETRYABLE,
+        )
+
+    return write

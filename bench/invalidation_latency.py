@@ -45,7 +45,7 @@ from topics.publisher import Publisher
 
 RESULTS = Path(__file__).parent / "results"
 DELETED_CHANNEL = "__keyevent@0__:del"
-FETCH_MAX_WAIT_MS = 20  # as the flow's consumer (agents/invalidation/consumer.py)
+FETCH_MAX_WAIT_MS = 20  # as the flow's consumer (agents/invalidation/flow.py)
 
 
 def say(line: str) -> None:

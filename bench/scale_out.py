@@ -33,7 +33,7 @@ import psutil
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.usage.consumer import usage_group_id
+from agents.usage.flow import USAGE
 from devkit.harness import WorkerProcess, group_assignment, group_offsets, new_worker
 from devkit.stack import LocalStack
 from devkit.stack.apache_kafka import KafkaCluster, fetch
@@ -131,7 +131,7 @@ async def one_round(
     takes a share of the time measured."""
     app_id = f"bench-scale-{uuid.uuid4().hex[:8]}"
     kafka_url, database_url = env["SCRIBE_KAFKA_URL"], env["SCRIBE_DATABASE_URL"]
-    await start_group_at_end(kafka_url, usage_group_id(app_id), partitions)
+    await start_group_at_end(kafka_url, USAGE.group_of(app_id), partitions)
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     published = time.monotonic()
     await publish_usage(kafka_url, usage_events(run_id, events, users=500), report=say)
@@ -143,7 +143,7 @@ async def one_round(
             for worker in group:
                 stack.callback(worker.stop)
             await asyncio.gather(*(asyncio.to_thread(w.start) for w in group))
-            spread = await wait_for_spread(kafka_url, usage_group_id(app_id), workers, partitions)
+            spread = await wait_for_spread(kafka_url, USAGE.group_of(app_id), workers, partitions)
             measured_from = await conn.fetchval("SELECT clock_timestamp()")
             stored_before = await ledger_count(conn, run_id)
             if stored_before > events // 2:

@@ -3,11 +3,11 @@ with the original bytes and the reason in headers, and the agent moves on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from runtime.metrics import DEAD_LETTERS, MESSAGES_OUT, current_agent_name
+from runtime.source import Record
 from schemas.codec import MAX_MESSAGE_BYTES
 from topics.catalog import TopicSpec
 
@@ -41,15 +41,8 @@ def dead_letter_headers(
     ]
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a consumed message came from, with its original bytes."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+# Where a consumed message came from, with its original bytes: the runtime's record.
+Origin = Record
 
 
 class DeadLetters:

@@ -11,8 +11,7 @@ from runtime.settings import env_number
 class InvalidationSettings:
     # Identical targets read within this window become one purge (50-200 ms).
     window_seconds: float = 0.1
-    # Messages read but not yet committed; beyond this the partitions pause.
-    max_uncommitted: int = 50_000
+    # The most records one window holds (while full, reading waits for the sinks).
     poll_records: int = 5_000
     # How long a stopping worker keeps delivering what it already read.
     shutdown_seconds: float = 10.0
@@ -23,8 +22,5 @@ class InvalidationSettings:
     def from_env(cls) -> InvalidationSettings:
         return cls(
             window_seconds=env_number("SCRIBE_INVALIDATION_WINDOW_MS", 100, 50, 200) / 1000,
-            max_uncommitted=int(
-                env_number("SCRIBE_INVALIDATION_MAX_UNCOMMITTED", 50_000, 100, 10_000_000)
-            ),
             warm_ttl_seconds=env_number("SCRIBE_CACHE_WARM_TTL_S", 300, 1, 86_400),
         )

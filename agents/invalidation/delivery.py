@@ -1,70 +1,56 @@
-"""Carry one coalesced window to the sinks, in the order the flow promises: Redis first
-(retried until it succeeds), then the L1 broadcast, then the CDN (a bounded number of
-attempts; what still fails is dead-lettered with the reason)."""
+"""The invalidation flow's two sinks, written in this order for each coalesced window: Redis
+and the L1 broadcast (until Redis answers), then the CDN (a bounded number of attempts; what
+still fails is dead-lettered with the reason)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 
-from aiokafka.errors import KafkaError
-
 from agents.invalidation.coalesce import Target, TargetKind, Window
 from cache.layout import Broadcast
-from runtime.metrics import INVALIDATIONS, observe_end_to_end
+from runtime.metrics import INVALIDATIONS, SINK_ERRORS, SINK_RETRIES, observe_end_to_end
+from runtime.sink import SinkBackpressure
+from runtime.source import DeadLetterWriter
 from sinks.cdn import CdnPurger, PurgeKind
 from sinks.redis import RETRYABLE, RedisInvalidator
-from sinks.retry import until_written
-from topics.catalog import CACHE_INVALIDATIONS
-from topics.dlq import DeadLetters, Origin
+from topics.dlq import Origin
 
 log = logging.getLogger(__name__)
 
-KAFKA_RETRYABLE = (KafkaError, OSError, asyncio.TimeoutError)
+FIRST_RETRY_S = 0.1
+MAX_RETRY_S = 5.0
 AGENT = "invalidation"  # the `agent` label of this flow's metrics
 NO_CDN = "no CDN configured (set SCRIBE_CDN_URL and SCRIBE_CDN_PROVIDERS) for url targets"
 MAX_LISTED = 5
 
 
-class Delivery:
-    def __init__(
-        self, redis: RedisInvalidator, cdn: CdnPurger | None, dead_letters: DeadLetters
-    ) -> None:
+class RedisSink:
+    """Removes a window's keys, patterns and tags in Redis, then broadcasts to every L1. While
+    Redis is down it pushes back: the runtime pauses the partitions and writes the window
+    again, so nothing is committed (nor purged at the CDN) past a Redis that missed it."""
+
+    def __init__(self, redis: RedisInvalidator) -> None:
         self.redis = redis
-        self.cdn = cdn
-        self.dead_letters = dead_letters
-        # True while Redis writes are failing: the consumer pauses its partitions.
-        self.redis_down = False
+        self.down = False  # Redis writes are failing: /health says so
+        self._delay = FIRST_RETRY_S
 
-    def _redis_failed(self, exc: BaseException) -> None:
-        self.redis_down = True
-
-    async def to_redis(self, window: Window) -> None:
-        """Remove the window's keys, patterns and tags, then broadcast to every L1. Waits
-        (retrying) for as long as Redis is down."""
+    async def write(self, window: Window) -> None:
         if not window.ids:
             return
-        applied = await until_written(
-            "redis",
-            self.redis.apply,
-            window.keys,
-            window.patterns,
-            window.tags,
-            retryable=RETRYABLE,
-            on_retry=self._redis_failed,
-        )
-        broadcast = Broadcast(
-            tuple(window.keys), tuple(window.patterns), tuple(window.tags), tuple(window.ids)
-        )
-        await until_written(
-            "redis.l1",
-            self.redis.broadcast,
-            broadcast,
-            retryable=RETRYABLE,
-            on_retry=self._redis_failed,
-        )
-        self.redis_down = False
+        try:
+            applied = await self.redis.apply(window.keys, window.patterns, window.tags)
+            broadcast = Broadcast(
+                tuple(window.keys), tuple(window.patterns), tuple(window.tags), tuple(window.ids)
+            )
+            await self.redis.broadcast(broadcast)
+        except RETRYABLE as error:
+            SINK_ERRORS.labels(sink="redis").inc()
+            SINK_RETRIES.labels(sink="redis").inc()
+            self.down = True
+            delay, self._delay = self._delay, min(self._delay * 2, MAX_RETRY_S)
+            raise SinkBackpressure(delay, f"Redis is down ({error!r})") from error
+        self.down, self._delay = False, FIRST_RETRY_S
         for kind, count in (
             ("key", applied.keys),
             ("pattern", applied.patterns),
@@ -73,6 +59,25 @@ class Delivery:
             INVALIDATIONS.labels(sink="redis", kind=kind).inc(count)
             INVALIDATIONS.labels(sink="l1", kind=kind).inc(count)
         observe_end_to_end(AGENT, "redis", window.occurred_at)
+
+    async def close(self) -> None:
+        await self.redis.close()
+
+
+class CdnSink:
+    """Purges a window's URLs and tags at the CDN (a bounded number of attempts per
+    provider); the messages behind what still fails are dead-lettered with the reason."""
+
+    def __init__(self, cdn: CdnPurger | None, dead_letter: DeadLetterWriter) -> None:
+        self.cdn = cdn
+        self.dead_letter = dead_letter
+
+    async def write(self, window: Window) -> None:
+        await self.to_cdn(window)
+
+    async def close(self) -> None:
+        if self.cdn is not None:
+            await self.cdn.aclose()
 
     async def to_cdn(self, window: Window) -> int:
         """Purge the window's URLs and tags at the CDN; dead-letter the messages behind what
@@ -98,15 +103,7 @@ class Delivery:
                 key = (origin.topic, origin.partition, origin.offset)
                 reasons.setdefault(key, (origin, []))[1].append(reason)
         for origin, why in reasons.values():
-            await until_written(
-                "kafka.dlq",
-                self.dead_letters.send,
-                CACHE_INVALIDATIONS,
-                origin,
-                "undeliverable",
-                " | ".join(why),
-                retryable=KAFKA_RETRYABLE,
-            )
+            await self.dead_letter(origin, "undeliverable", " | ".join(why))
         if reasons:
             log.error("cdn: dead-lettered %d invalidation message(s)", len(reasons))
         if self.cdn is not None and (urls or tags):

@@ -15,6 +15,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from agents.context import Resources
+from agents.intake import dead_letter_writer
+from agents.router import splitter
 from agents.router.breaker import BreakerConfig, Breakers
 from agents.router.budget_state import BudgetBook, BudgetStateReader
 from agents.router.decide import LANE_TOPICS, Decider, Emit
@@ -31,8 +33,8 @@ from agents.router.lane_consumer import (
 from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
-from agents.router.splitter import PrioritySplitter
 from runtime import kafka
+from runtime.flow import Flow
 from runtime.metrics import MESSAGES_IN, PROCESSING_SECONDS
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane, RoutedRequest, RouterSettlement
@@ -249,15 +251,12 @@ async def _start_execution(
             rebalance_timeout_ms=5_000 if base.fast_rebalance else 60_000,
         )
 
-    await app.add_runtime_dependency(
-        PrioritySplitter(
-            router_consumer("intake", FETCH_WAIT_MS["intake"]),
-            group=router_group("intake"),
-            groups=resources.consumer_groups,
-            publish=publish,
-            dead_letter=dead_letter,
-        )
-    )
+    async def intake() -> Flow[Any, Any]:
+        fetch_wait_ms = FETCH_WAIT_MS["intake"] if base.fast_rebalance else 500
+        writer = dead_letter_writer(resources.dead_letters, splitter.INTAKE)
+        return splitter.declare(publish, writer, fetch_wait_ms)
+
+    await app.add_runtime_dependency(resources.flow_service(splitter.INTAKE.flow, intake)())
 
     async def release(job: Job[AIRequest]) -> None:
         await publish([Emit(AI_REQUESTS_READY, job.payload.user_id.encode(), job.value)])

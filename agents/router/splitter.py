@@ -1,36 +1,38 @@
-"""The router's intake: ai.requests read in batches by a plain aiokafka consumer, validated
-(bad input to ai.requests.dlq), and split by priority: urgent, high and normal go straight to
-decide (`ai.requests.ready`); low and background to the held lane (`ai.requests.held`), which
-releases them to decide under its rate cap and window. So a burst of background requests never
-sits in front of an urgent one at the per-event decide stage (Faust's per-event machinery is
-the slow part; a batch loop reads tens of thousands of messages a second).
+"""The router's intake, a flow on the runtime: ai.requests validated (bad input to
+ai.requests.dlq) and split by priority: urgent, high and normal go straight to decide
+(`ai.requests.ready`); low and background to the held lane (`ai.requests.held`), which releases
+them to decide under its rate cap and window. So a burst of background requests never sits in
+front of an urgent one at the per-event decide stage.
 
-Each batch's messages are published and acknowledged before the batch's offsets are committed.
+Each batch's messages are published and acknowledged before its offsets are committed; a
+re-read batch is harmless: decide answers a request it has seen with its earlier response.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
-from mode import Service
+from aiokafka.errors import KafkaError
 
+from agents.intake import decoder
 from agents.router.decide import Emit
-from agents.router.lane_consumer import DeadLetter, Publish
 from agents.router.policy import LANE_OF_PRIORITY
-from runtime.lag import ConsumerGroups
-from runtime.metrics import MESSAGES_IN
-from schemas import DecodeError, decode
+from runtime.flow import Flow
+from runtime.source import DeadLetterWriter, Received
+from runtime.spec import ConsumerSpec
 from schemas.events import AIRequest, Lane
 from topics.catalog import AI_REQUESTS, AI_REQUESTS_HELD, AI_REQUESTS_READY, TopicSpec
-from topics.dlq import Origin
 
-log = logging.getLogger(__name__)
+INTAKE = ConsumerSpec(
+    "router-intake",
+    (AI_REQUESTS.name,),
+    max_batch=2000,
+    poll_ms=20,
+    agent_labels={AI_REQUESTS.name: "router"},
+)
 
-POLL_MS = 20
-MAX_BATCH = 2000
+Publish = Callable[[list[Emit]], Awaitable[None]]
 
 
 def destination(request: AIRequest) -> TopicSpec:
@@ -38,75 +40,35 @@ def destination(request: AIRequest) -> TopicSpec:
     return AI_REQUESTS_HELD if held else AI_REQUESTS_READY
 
 
-class PrioritySplitter(Service):
-    def __init__(
-        self,
-        new_consumer: Callable[[], AIOKafkaConsumer],
-        *,
-        group: str,
-        groups: ConsumerGroups,
-        publish: Publish,
-        dead_letter: DeadLetter,
-    ) -> None:
-        super().__init__()
-        self.new_consumer = new_consumer
-        self.group = group
-        self.groups = groups
+def split(batch: list[Received[AIRequest]]) -> list[Emit]:
+    # Keyed by user_id whatever the producer used: decide's tables need it.
+    return [
+        Emit(destination(r.event), r.event.user_id.encode(), r.origin.value or b"") for r in batch
+    ]
+
+
+class Publishing:
+    """The intake's sink: the split requests, each acknowledged by the broker."""
+
+    def __init__(self, publish: Publish) -> None:
         self.publish = publish
-        self.dead_letter = dead_letter
 
-    @Service.task
-    async def _split(self) -> None:
-        consumer = self.new_consumer()
-        consumer.subscribe([AI_REQUESTS.name], listener=_Assignments())
-        await consumer.start()
-        self.groups.add(self.group, [AI_REQUESTS.name], consumer)
-        log.info("router: intake splitting %s by priority", AI_REQUESTS.name)
-        try:
-            while not self.should_stop:
-                batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_BATCH)
-                if not batches:
-                    continue
-                emits = []
-                for partition, records in batches.items():
-                    MESSAGES_IN.labels(topic=AI_REQUESTS.name, agent="router").inc(len(records))
-                    for record in records:
-                        origin = Origin(
-                            partition.topic,
-                            partition.partition,
-                            record.offset,
-                            record.key,
-                            record.value,
-                        )
-                        try:
-                            if record.value is None:
-                                raise DecodeError("json", "empty message (no value)")
-                            request = decode(record.value, AIRequest)
-                        except DecodeError as error:
-                            await self.dead_letter(origin, error.kind, error.reason)
-                            continue
-                        # Keyed by user_id whatever the producer used: decide's tables need it.
-                        emits.append(
-                            Emit(destination(request), request.user_id.encode(), record.value)
-                        )
-                if emits:
-                    await self.publish(emits)
-                try:
-                    await consumer.commit()
-                except (CommitFailedError, IllegalStateError) as error:
-                    # A rebalance took partitions away: their new owner reads them again,
-                    # and decide answers a request it has seen with its earlier response.
-                    log.warning("router: intake commit skipped after a rebalance: %s", error)
-        finally:
-            self.groups.discard(self.group)
-            await consumer.stop()
+    async def write(self, batch: list[Emit]) -> None:
+        if batch:
+            await self.publish(batch)
 
-
-class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+    async def close(self) -> None:
         return None
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info(
-            "router: intake lane assigned partitions %s", sorted(tp.partition for tp in assigned)
-        )
+
+def declare(
+    publish: Publish, dead_letter: DeadLetterWriter, fetch_wait_ms: int = INTAKE.fetch_wait_ms
+) -> Flow[AIRequest, list[Emit]]:
+    return Flow(
+        spec=replace(INTAKE, fetch_wait_ms=fetch_wait_ms),
+        decode=decoder(AIRequest, AI_REQUESTS),
+        dead_letter=dead_letter,
+        handle=split,
+        sinks=[Publishing(publish)],
+        retryable=(KafkaError, OSError),
+    )

@@ -1,23 +1,24 @@
-"""usage.events -> the usage ledger, rollups and budgets in PostgreSQL (a batch consumer run
+"""usage.events -> the usage ledger, rollups and budgets in PostgreSQL (the usage flow, run
 as a service of the worker), and the cost report page `/costs/report?user=&month=YYYY-MM`."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
 import orjson
 
 from agents.context import Resources
-from agents.usage.consumer import UsageBatchConsumer
+from agents.usage import flow
 from agents.usage.report import ReportPolicy, build_report, parse_month, report_json
 from schemas.model_catalog import load_catalog
 from sinks.postgres.costs import load_cost_inputs
 
 
 def register(app: faust.App, resources: Resources) -> None:
-    app.service(UsageBatchConsumer.bound_to(resources))
+    app.service(resources.flow_service(flow.USAGE.flow, partial(flow.build, resources)))
 
     @app.page("/costs/report")
     async def cost_report(web: Any, request: Any) -> Any:

@@ -26,7 +26,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.usage.consumer import MAX_BATCH
+from agents.usage.flow import USAGE
 from agents.usage.synthetic import SyntheticUsage, synthetic_usage
 from bench.cases import EVENTS_PER_S, PEAK_RSS, Case, Context
 from devkit.harness import new_worker
@@ -169,7 +169,7 @@ async def _consume_rate(kafka_url: str, count: int) -> float:
     try:
         seen, started = 0, time.monotonic()
         while seen < count:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_BATCH)
+            batches = await consumer.getmany(timeout_ms=1000, max_records=USAGE.max_batch)
             seen += sum(len(messages) for messages in batches.values())
         return seen / (time.monotonic() - started)
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from agents.usage.consumer import usage_group_id
+from agents.usage.flow import USAGE
 from devkit.harness import WorkerProcess, group_assignment, new_worker
 from devkit.usage_load import (
     expected_daily,
@@ -68,7 +68,7 @@ async def wait_for_spread(group: WorkerGroup, kafka_url: str, timeout: float = 9
     deadline = time.monotonic() + timeout
     seen = None
     while time.monotonic() < deadline:
-        seen = await group_assignment(kafka_url, usage_group_id(group.app_id), USAGE_EVENTS.name)
+        seen = await group_assignment(kafka_url, USAGE.group_of(group.app_id), USAGE_EVENTS.name)
         spread = seen.partitions
         if (
             seen.state == "Stable"

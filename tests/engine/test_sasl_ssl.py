@@ -26,7 +26,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
-from agents.usage.consumer import usage_group_id
+from agents.usage.flow import USAGE
 from agents.usage.synthetic import synthetic_usage
 from devkit.harness import WorkerProcess, group_offsets, new_worker
 from devkit.stack import LocalStack
@@ -138,7 +138,7 @@ async def test_a_usage_batch_lands_exact_in_postgresql(
     run = f"sasl{uuid.uuid4().hex[:8]}"
     items = list(synthetic_usage(run, USAGE_BATCH, seed=11))
     expected = Expected(run, items)
-    group = usage_group_id(secured_worker.app_id)
+    group = USAGE.group_of(secured_worker.app_id)
     # A new group reads the topic from the start: other tests' usage shares the hourly rollups.
     backlog = await usage_backlog(apache_kafka_url, group)
     if backlog:

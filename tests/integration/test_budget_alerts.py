@@ -13,7 +13,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from agents.usage.consumer import usage_group_id
+from agents.usage.flow import USAGE
 from agents.usage.synthetic import SyntheticUsage
 from devkit.harness import Record, WorkerProcess, read_until
 from schemas import decode, encode
@@ -65,7 +65,7 @@ async def publish_and_wait(
     last = await publish(kafka_url, items)
     took = time.monotonic() - started
     await wait_committed_past(
-        kafka_url, usage_group_id(worker.app_id), last, timeout=60, log=worker.log_tail
+        kafka_url, USAGE.group_of(worker.app_id), last, timeout=60, log=worker.log_tail
     )
     return took
 

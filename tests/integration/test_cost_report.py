@@ -11,7 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from agents.usage.consumer import usage_group_id
+from agents.usage.flow import USAGE
 from agents.usage.synthetic import synthetic_usage
 from devkit.harness import WorkerProcess
 from tests.integration.usage_pipeline import (
@@ -32,7 +32,7 @@ async def test_report_cli_and_page_match_the_published_usage(
     user = f"{run}-u0"
     last = await publish(kafka_url, items)
     await wait_committed_past(
-        kafka_url, usage_group_id(worker.app_id), last, timeout=60, log=worker.log_tail
+        kafka_url, USAGE.group_of(worker.app_id), last, timeout=60, log=worker.log_tail
     )
     by_model: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for item in items:

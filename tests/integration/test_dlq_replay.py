@@ -24,7 +24,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from agents.usage.consumer import usage_group_id
+from agents.usage.flow import USAGE
 from agents.usage.synthetic import synthetic_usage
 from devkit.harness import Record, WorkerProcess, group_offsets, new_worker, read_until
 from devkit.stack import LocalStack
@@ -137,7 +137,7 @@ async def wait_caught_up(kafka_url: str, worker: WorkerProcess) -> None:
         ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
 
     async def committed_all() -> bool:
-        async with group_offsets(kafka_url, usage_group_id(worker.app_id)) as consumer:
+        async with group_offsets(kafka_url, USAGE.group_of(worker.app_id)) as consumer:
             for partition, end in ends.items():
                 done = await consumer.committed(TopicPartition(USAGE_EVENTS.name, partition))
                 if done is None or done < end:

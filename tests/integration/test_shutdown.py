@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.usage.consumer import usage_group_id
+from agents.usage.flow import USAGE
 from agents.usage.synthetic import SyntheticUsage, synthetic_usage
 from devkit.harness import WorkerProcess, new_worker
 from runtime.settings import kafka_bootstrap_servers
@@ -206,7 +206,7 @@ async def test_sigterm_to_a_busy_worker_20_times_exits_in_time_and_loses_nothing
         # The last thousand again: their offsets are past everything published before.
         last = await publish(kafka_url, load.usage[-1000:])
         await wait_committed_past(
-            kafka_url, usage_group_id(worker.app_id), last, timeout=120, log=worker.log_tail
+            kafka_url, USAGE.group_of(worker.app_id), last, timeout=120, log=worker.log_tail
         )
         row = await db.fetchrow(
             "SELECT count(*), count(DISTINCT event_id), sum(cost_usd) FROM usage_events "

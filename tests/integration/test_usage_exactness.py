@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from agents.usage.consumer import usage_group_id
+from agents.usage.flow import USAGE
 from agents.usage.synthetic import SyntheticUsage, synthetic_usage
 from devkit.harness import WorkerProcess, new_worker
 from tests.integration.usage_pipeline import (
@@ -79,7 +79,7 @@ async def test_published_twice_then_replayed_by_a_fresh_group_the_sums_stay_exac
     items = list(synthetic_usage(run, EVENTS, months=months, seed=5))
     expected = Expected(run, items)
     await expected.snapshot_shared(db)
-    group = usage_group_id(worker.app_id)
+    group = USAGE.group_of(worker.app_id)
 
     first = await publish(kafka_url, items)
     await wait_committed_past(kafka_url, group, first, timeout=240, log=worker.log_tail)
@@ -92,7 +92,7 @@ async def test_published_twice_then_replayed_by_a_fresh_group_the_sums_stay_exac
     replayer = new_worker(services, state_dir / "workers").start()
     try:
         await wait_committed_past(
-            kafka_url, usage_group_id(replayer.app_id), second, timeout=240, log=replayer.log_tail
+            kafka_url, USAGE.group_of(replayer.app_id), second, timeout=240, log=replayer.log_tail
         )
     finally:
         replayer.stop()
@@ -126,6 +126,6 @@ async def test_a_worker_killed_mid_stream_and_restarted_gives_the_same_exact_sum
 
     worker.start()
     await wait_committed_past(
-        kafka_url, usage_group_id(worker.app_id), last, timeout=240, log=worker.log_tail
+        kafka_url, USAGE.group_of(worker.app_id), last, timeout=240, log=worker.log_tail
     )
     await expected.check(db, "after SIGKILL mid-stream and a restart")

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
-from agents.usage.consumer import usage_group_id
+from agents.usage.flow import USAGE
 from agents.usage.synthetic import SyntheticUsage
 from devkit.harness import WorkerProcess, read_until
 from schemas import encode
@@ -37,7 +37,7 @@ async def test_unpriced_usage_is_priced_from_the_catalog_and_impossible_usage_de
     events = (unknown, too_big, priced)
     last = await publish(kafka_url, [SyntheticUsage(user.encode(), encode(e), {}) for e in events])
     await wait_committed_past(
-        kafka_url, usage_group_id(worker.app_id), last, timeout=60, log=worker.log_tail
+        kafka_url, USAGE.group_of(worker.app_id), last, timeout=60, log=worker.log_tail
     )
 
     dead = await read_until(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from agents.invalidation.consumer import consumer_group
+from agents.invalidation.flow import INVALIDATION
 from devkit.harness import WorkerProcess
 
 
@@ -32,7 +32,7 @@ async def cdn(cdn_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def group(worker: WorkerProcess) -> str:
-    return consumer_group(worker.app_id)
+    return INVALIDATION.group_of(worker.app_id)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ APP_ID = "scribe-router-it"
 OPENROUTER_KEYS = ("it-openrouter-1", "it-openrouter-2", "it-openrouter-3")
 GEMINI_KEYS = ("it-gemini-1", "it-gemini-2", "it-gemini-3")
 BREAKER_COOLDOWN_S = 2.0
-LANES = ("intake", "held", "urgent", "normal", "deferred")
+LANES = ("held", "urgent", "normal", "deferred")
 
 
 def offpeak_excluding(now: datetime) -> str:
@@ -74,7 +74,8 @@ def wait_for_lanes(worker: WorkerProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         log = worker.log_path.read_text(errors="replace")
-        if all(f"router: {lane} lane assigned partitions" in log for lane in LANES):
+        assigned = [f"router: {lane} lane assigned partitions" for lane in LANES]
+        if all(line in log for line in [*assigned, "router-intake: assigned partitions"]):
             return
         time.sleep(0.2)
     raise TimeoutError(f"router lanes not assigned:\n{worker.log_tail()}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.usage.consumer import usage_group_id, write_isolating
+from agents.usage.flow import USAGE
+from agents.usage.store import write_isolating
 from sinks.postgres.usage import LedgerWrite
 
 
@@ -48,4 +49,4 @@ async def test_other_errors_are_not_swallowed() -> None:
 
 
 def test_the_usage_group_is_apart_from_the_faust_group() -> None:
-    assert usage_group_id("scribe") == "scribe-usage"
+    assert USAGE.group_of("scribe") == "scribe.usage"

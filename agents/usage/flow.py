@@ -1,0 +1,114 @@
+"""usage.events -> the exact cost ledger, rollups and budgets in PostgreSQL (`LedgerSink`),
+and budget alerts and states to Kafka. Its key is the event id: one ledger row per event, so
+re-reading a batch after a crash or a refused commit counts nothing twice."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from agents.context import Resources
+from agents.intake import dead_letter_writer, decoder
+from agents.usage.outbox import show_alert_thresholds
+from agents.usage.pricing import Priced, UsageLimits, price_usage
+from agents.usage.store import LedgerSink
+from runtime.flow import Flow, Timer
+from runtime.metrics import USAGE_EVENTS_COUNTED
+from runtime.sink import Sink
+from runtime.source import DeadLetterWriter, Received, Record, Rejected
+from runtime.spec import ConsumerSpec
+from schemas.events import UsageEvent
+from schemas.model_catalog import ModelCatalog, load_catalog
+from sinks.postgres.usage import RETRYABLE, PricedUsage
+from topics.catalog import USAGE_EVENTS
+from topics.publisher import RawRecord
+
+# A rollup row that many events of a batch touch is upserted once per batch: at 10,000 events
+# (vs 5,000) PostgreSQL alone stored ~10-15 % more events/s with 1,000 live users.
+USAGE = ConsumerSpec("usage", (USAGE_EVENTS.name,), max_batch=10_000)
+# A full garbage collection after this many generation-1 collections (Python's default: 10).
+FULL_COLLECTION_EVERY = 100
+
+
+UsageBatch = list[Received[PricedUsage]]
+
+
+def priced(
+    catalog: ModelCatalog, limits: UsageLimits
+) -> Callable[[Record], PricedUsage | Rejected]:
+    """Decode and price; invalid, unpriced and implausible events become dead letters."""
+    decode_event = decoder(UsageEvent, USAGE_EVENTS)
+
+    def decode_and_price(record: Record) -> PricedUsage | Rejected:
+        event = decode_event(record)
+        if isinstance(event, Rejected):
+            return event
+        outcome = price_usage(event, catalog, limits, datetime.now(UTC))
+        if isinstance(outcome, Priced):
+            return PricedUsage(event, outcome.cost_usd, outcome.catalog_version)
+        USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
+        return Rejected(outcome.kind, outcome.reason)
+
+    return decode_and_price
+
+
+def declare(
+    ledger: Sink[UsageBatch],
+    dead_letter: DeadLetterWriter,
+    limits: UsageLimits,
+    timers: Sequence[Timer] = (),
+) -> Flow[PricedUsage, UsageBatch]:
+    return Flow(
+        spec=USAGE,
+        decode=priced(load_catalog(), limits),
+        dead_letter=dead_letter,
+        handle=list,
+        sinks=[ledger],
+        retryable=(KafkaError, *RETRYABLE),
+        timers=timers,
+    )
+
+
+async def build(resources: Resources) -> Flow[PricedUsage, UsageBatch]:
+    settings, usage = resources.settings, resources.settings.base.usage
+
+    async def send_all(records: list[RawRecord]) -> None:
+        producer = resources.app.producer
+        sent = [await producer.send(t, k, v, None, None, None) for t, k, v in records]
+        for future in sent:
+            await future
+
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=3,
+        **settings.base.security.postgres.asyncpg_kwargs(),
+    )
+    dead_letter = dead_letter_writer(resources.dead_letters, USAGE)
+    ledger = LedgerSink(pool, usage.alert_thresholds_pct, send_all, dead_letter)
+    show_alert_thresholds(usage.alert_thresholds_pct)
+    retention = usage.retention_months
+    await ledger.maintain_partitions(retention)
+    # Every object alive once the flow is built lives as long as the process: frozen, a full
+    # collection no longer walks it, and full collections come ten times rarer than Python's
+    # default (the batches in flight made them every ~2 batches).
+    gc.freeze()
+    gen0, gen1, _ = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
+    limits = UsageLimits(max_tokens_per_event=usage.max_tokens_per_event)
+    return declare(
+        ledger,
+        dead_letter,
+        limits,
+        timers=[
+            # Finishes what a crash, a failed send or `scribe budget set` left pending.
+            Timer("outbox-sweep", 5.0, ledger.publish_outbox),
+            Timer("budget-reconcile", 60.0, ledger.reconcile_budgets),
+            Timer("ledger-upkeep", 3600.0, partial(ledger.maintain_partitions, retention)),
+        ],
+    )

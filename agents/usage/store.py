@@ -1,0 +1,139 @@
+"""The usage flow's sink: a batch of priced events into the ledger, rollups and budgets in
+one PostgreSQL transaction (one ledger row per event id, so a batch written twice counts once),
+then the budget outbox to Kafka. It owns its pool, which the runtime closes after the flow's
+loop and timers have ended."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from agents.usage.outbox import SendAll, publish_outbox
+from runtime.metrics import (
+    COST,
+    PROCESSING_SECONDS,
+    SINK_BATCH_SIZE,
+    SINK_ERRORS,
+    USAGE_EVENTS_COUNTED,
+    observe_end_to_end,
+)
+from runtime.source import DeadLetterWriter, Received
+from sinks.postgres.budgets import BudgetStore
+from sinks.postgres.usage import (
+    RETRYABLE,
+    LedgerWrite,
+    PricedUsage,
+    UsageLedger,
+    months_ahead,
+    retention_cutoff,
+)
+from sinks.retry import until_written
+
+log = logging.getLogger(__name__)
+
+AGENT = "usage"
+SINK = "postgres.usage"
+MONTHS_AHEAD = 2
+
+# PostgreSQL refused the data itself: retrying cannot help, so the batch is split until the
+# event at fault is found and dead-lettered.
+REFUSED = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+T = TypeVar("T")
+PricedEvent = Received[PricedUsage]
+
+
+async def write_isolating(
+    items: Sequence[T],
+    write: Callable[[Sequence[T]], Awaitable[LedgerWrite]],
+    refused: tuple[type[BaseException], ...],
+    dead_letter: Callable[[T, BaseException], Awaitable[None]],
+) -> LedgerWrite:
+    """Write `items`; when the sink refuses the batch, bisect it so that only the items it
+    refuses on their own are dead-lettered and every other item is written."""
+    try:
+        return await write(items)
+    except refused as error:
+        if len(items) == 1:
+            await dead_letter(items[0], error)
+            return LedgerWrite(0, 0, 0)
+    middle = len(items) // 2
+    first = await write_isolating(items[:middle], write, refused, dead_letter)
+    return first + await write_isolating(items[middle:], write, refused, dead_letter)
+
+
+class LedgerSink:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        thresholds_pct: Sequence[int],
+        send_all: SendAll,
+        dead_letter: DeadLetterWriter,
+    ) -> None:
+        self.pool = pool
+        self.ledger = UsageLedger(pool, thresholds_pct)
+        self.budgets = BudgetStore(pool)
+        self.thresholds_pct = thresholds_pct
+        self.send_all = send_all
+        self.dead_letter = dead_letter
+
+    async def write(self, batch: list[PricedEvent]) -> None:
+        """Write the batch in one transaction, then publish what it made due."""
+        if not batch:
+            return
+        with PROCESSING_SECONDS.labels(agent=f"{AGENT}.store").time():
+            SINK_BATCH_SIZE.labels(sink=SINK).observe(len(batch))
+            written = await write_isolating(batch, self._write, REFUSED, self._refused)
+            observe_end_to_end(AGENT, SINK, (p.event.event.occurred_at for p in batch))
+            for (service, model), cost in written.cost_by_model.items():
+                COST.labels(service=service, model=model).inc(float(cost))
+            USAGE_EVENTS_COUNTED.labels(outcome="counted").inc(written.inserted)
+            USAGE_EVENTS_COUNTED.labels(outcome="duplicate").inc(len(batch) - written.inserted)
+            if written.alerts or written.states:
+                await self.publish_outbox()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _write(self, items: Sequence[PricedEvent]) -> LedgerWrite:
+        return await until_written(
+            SINK, self.ledger.write, [p.event for p in items], retryable=RETRYABLE
+        )
+
+    async def _refused(self, item: PricedEvent, error: BaseException) -> None:
+        await self.dead_letter(item.origin, "refused", f"PostgreSQL refused the event: {error}")
+        USAGE_EVENTS_COUNTED.labels(outcome="refused").inc()
+
+    async def publish_outbox(self) -> None:
+        """Publish pending alerts and states. A failure leaves them pending in PostgreSQL for
+        the next sweep; it never holds up counting."""
+        try:
+            await publish_outbox(self.budgets, self.send_all, self.thresholds_pct)
+        except (KafkaError, *RETRYABLE) as error:
+            SINK_ERRORS.labels(sink="kafka.budget").inc()
+            log.warning("usage: budget outbox not published yet (%r); will retry", error)
+
+    async def reconcile_budgets(self) -> None:
+        """A new month resets every budget's state; a budget set while a batch of its user
+        was in flight gets the alerts and state that batch would have made due."""
+        if await self.budgets.reconcile(self.thresholds_pct):
+            await self.publish_outbox()
+
+    async def maintain_partitions(self, retention_months: int) -> None:
+        """The current month and the next two exist ahead of time; with a retention setting,
+        older months are detached."""
+        today = datetime.now(UTC).date()
+        await self.ledger.ensure_months(set(months_ahead(today, MONTHS_AHEAD)))
+        if retention_months > 0:
+            detached = await self.ledger.detach_before(retention_cutoff(today, retention_months))
+            if detached:
+                log.info("usage: detached ledger partitions %s", ", ".join(detached))

@@ -1,0 +1,348 @@
+"""A flow is a declaration: what it reads (`ConsumerSpec`), how a record becomes an event
+(`decode`, bad input to `dead_letter`), what a batch of events becomes (`handle`, pure or
+nearly) and where that goes (`sinks`). `FlowRunner` is the one loop under every flow:
+
+    poll -> decode (dead letters) -> batch -> handle -> sinks write -> producer flush -> commit
+
+Batches are written strictly in order; the next one is read and decoded while the one before
+is written, and keeps filling (up to `max_batch`) until that write is done. Stopping is bounded
+and ordered: timers stop, reading stops, the batch in hand is finished within the deadline or
+abandoned uncommitted, the flow writes what it holds for its partitions, the producer is
+flushed, the consumer leaves its group, and only then are the sinks closed, so nothing can
+write to a closed pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from runtime.checkpoint import Checkpoint, Flush, nothing_to_flush
+from runtime.sink import Sink, SinkBackpressure
+from runtime.source import (
+    Batch,
+    BatchSource,
+    Consumer,
+    DeadLetterWriter,
+    Received,
+    Record,
+    Rejected,
+)
+from runtime.spec import ConsumerSpec
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+T = TypeVar("T")
+
+FIRST_PAUSE_S = 0.5
+MAX_PAUSE_S = 10.0
+BUSY_POLL_MS = 5  # while the batch before is being written: look for more records this often
+
+
+@dataclass(frozen=True)
+class Timer:
+    """Work a flow does every `seconds` besides its batches (a sweep, a tick round). It runs
+    while the flow runs and stops before the sinks close; a failure is logged, not fatal."""
+
+    name: str
+    seconds: float
+    action: Callable[[], Awaitable[None]]
+
+
+class Rebalance(Protocol):
+    """What a flow that keeps state per partition does when the group moves them. `revoked` is
+    called once the batch in flight is written, before another member may take the partitions,
+    and at shutdown for what is still owned."""
+
+    def assigned(
+        self, partitions: frozenset[TopicPartition], counts: Mapping[str, int]
+    ) -> None: ...
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Flow(Generic[E, T]):
+    spec: ConsumerSpec
+    decode: Callable[[Record], E | Rejected]
+    dead_letter: DeadLetterWriter
+    handle: Callable[[list[Received[E]]], T]
+    sinks: Sequence[Sink[T]]
+    # Errors under which a batch is written again after a pause (a server down), rather than
+    # ending the flow.
+    retryable: tuple[type[BaseException], ...] = (KafkaError, OSError)
+    flush: Flush = nothing_to_flush
+    timers: Sequence[Timer] = ()
+    rebalance: Rebalance | None = None
+    # Released after the sinks (a pool the sinks share, a cache client).
+    closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+
+
+class FlowRunner(Generic[E, T]):
+    """Runs one flow on one consumer: `start`, then `run` (returns once stopped), `stop`."""
+
+    def __init__(self, flow: Flow[E, T], consumer: Consumer) -> None:
+        self.flow = flow
+        self.spec = flow.spec
+        self.source: BatchSource[E] = BatchSource(
+            flow.spec, consumer, flow.decode, flow.dead_letter
+        )
+        self._writing_lock = asyncio.Lock()  # held while a batch is written and committed
+        self._stopping = asyncio.Event()
+        self._filling: Batch[E] = Batch()
+        self._writing: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.Task[None]] = []
+        self._closed = False
+        self._abandoned = False  # stopping cancelled the loop itself
+
+    # -- what /health and tests read --------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self.source.paused
+
+    @property
+    def in_hand(self) -> int:
+        """Records read and not yet written (the batch filling and the one being written)."""
+        return self._filling.records + self._writing_records
+
+    @property
+    def idle(self) -> bool:
+        return self._filling.records == 0 and (self._writing is None or self._writing.done())
+
+    _writing_records = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.source.start(self)
+
+    async def run(self) -> None:
+        """Read and write batches until `stop`; a failure that is not retryable ends the flow
+        with that error (after the bounded shutdown)."""
+        self._reading = asyncio.current_task()
+        self._timers = [
+            asyncio.create_task(self._every(timer), name=f"{self.spec.flow}.{timer.name}")
+            for timer in self.flow.timers
+        ]
+        try:
+            await self._read()
+        except asyncio.CancelledError:
+            if not self._abandoned:
+                raise
+        finally:
+            self._reading = None
+
+    async def stop(self) -> None:
+        """Stop in order, each step within `spec.stop_seconds`; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        deadline = self.spec.stop_seconds
+        await self._cancel(self._timers)
+        reading = self._reading
+        if reading is not None and not await self._finished(reading, deadline):
+            log.warning(
+                "%s: batch not written within %.0f s of stopping; abandoned uncommitted",
+                self.spec.flow,
+                deadline,
+            )
+            if self._writing is not None:
+                self._writing.cancel()
+            if not await self._finished(reading, deadline):
+                self._abandoned = True
+                reading.cancel()
+        await self._bounded("writing what the flow holds", self._release_owned(), deadline)
+        await self._bounded("flushing the producer", self.flow.flush(), deadline)
+        await self._bounded("leaving the group", self.source.consumer.stop(), deadline)
+        for sink in self.flow.sinks:
+            await self._bounded(f"closing {type(sink).__name__}", sink.close(), deadline)
+        for close in self.flow.closers:
+            await self._bounded("closing", close(), deadline)
+
+    @staticmethod
+    async def _finished(task: asyncio.Task[None], seconds: float) -> bool:
+        """Whether `task` ended (however) within `seconds`."""
+        await asyncio.wait([task], timeout=seconds)
+        return task.done()
+
+    async def _release_owned(self) -> None:
+        """Leaving the group does not call the listener: the flow writes what it holds for its
+        partitions here, so their next owner starts from it."""
+        async with self._writing_lock:
+            owned = frozenset(self.source.owned)
+            self.source.forget(owned)
+            if owned and self.flow.rebalance is not None:
+                await self.flow.rebalance.revoked(owned)
+
+    async def _bounded(self, what: str, step: Awaitable[None], seconds: float) -> None:
+        try:
+            await asyncio.wait_for(step, seconds)
+        except TimeoutError:
+            log.warning("%s: %s took over %.0f s; given up", self.spec.flow, what, seconds)
+        except Exception:
+            log.exception("%s: %s failed", self.spec.flow, what)
+
+    @staticmethod
+    async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                if self._writing is not None and self._writing.done():
+                    self._writing.result()  # a failure that is not retryable ends the flow
+                    self._writing = None
+                try:
+                    await self.source.fill(self._filling, self._poll_ms())
+                except self.flow.retryable as error:
+                    log.warning("%s: poll failed (%r); retrying", self.spec.flow, error)
+                    await asyncio.sleep(FIRST_PAUSE_S)
+                    continue
+                if self._due():
+                    await self._hand_over()
+            if self._filling.records:
+                await self._hand_over()  # what was read is written (within the stop deadline)
+            await self._written()
+        finally:
+            if self._writing is not None and not self._writing.done():
+                await self._cancel([self._writing])  # abandoned: its offsets stay uncommitted
+
+    def _poll_ms(self) -> int:
+        batch = self._filling
+        if batch.opened_at is None:
+            return self.spec.poll_ms
+        left = batch.opened_at + self.spec.window_seconds - time.monotonic()
+        if left > 0:
+            return max(1, min(int(left * 1000), self.spec.poll_ms))
+        return BUSY_POLL_MS
+
+    def _due(self) -> bool:
+        batch = self._filling
+        if batch.opened_at is None:
+            return False
+        writing = self._writing is not None and not self._writing.done()
+        if batch.records >= self.spec.max_batch:
+            return True
+        if time.monotonic() < batch.opened_at + self.spec.window_seconds:
+            return False
+        return not writing
+
+    async def _written(self) -> None:
+        """Wait for the batch being written; one that stopping abandoned is no error."""
+        writing = self._writing
+        if writing is None:
+            return
+        try:
+            await writing
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not writing.cancelled() or (current is not None and current.cancelling()):
+                raise
+
+    async def _hand_over(self) -> None:
+        await self._written()
+        batch, self._filling = self._filling, Batch()
+        self._writing_records = batch.records
+        self._writing = asyncio.create_task(self._write(batch), name=f"{self.spec.flow}.write")
+
+    async def _write(self, batch: Batch[E]) -> None:
+        """Write `batch` through the checkpoint, again after a pause while a sink pushes back
+        or a server is down; stopping abandons it uncommitted."""
+        pause = FIRST_PAUSE_S
+        checkpoint: Checkpoint[T] | None = None
+        try:
+            while True:
+                async with self._writing_lock:
+                    owned = self.source.still_owned(batch)
+                    if not owned.offsets:
+                        return  # every partition went to another member: theirs to write
+                    if owned is not batch or checkpoint is None:
+                        batch = owned
+                        checkpoint = Checkpoint(
+                            self.flow.handle(batch.received),
+                            batch.offsets,
+                            self.flow.sinks,
+                            self.flow.flush,
+                            self.source.commit,
+                        )
+                    try:
+                        await checkpoint.run()
+                        self.source.resume()
+                        return
+                    except SinkBackpressure as pushed_back:
+                        self.source.pause()
+                        wait = pushed_back.retry_after
+                        log.warning("%s: %s", self.spec.flow, pushed_back)
+                    except self.flow.retryable as error:
+                        wait, pause = pause, min(pause * 2, MAX_PAUSE_S)
+                        log.warning(
+                            "%s: batch not written (%r); retry in %.1f s",
+                            self.spec.flow,
+                            error,
+                            wait,
+                        )
+                    except Exception as error:
+                        if not self._stopping.is_set():
+                            raise
+                        # A sink that refuses to write once the worker stops: nothing is lost,
+                        # the batch is read again after the restart.
+                        log.warning(
+                            "%s: stopping; batch abandoned uncommitted (%s)", self.spec.flow, error
+                        )
+                        return
+                if self._stopping.is_set():
+                    log.warning("%s: stopping; batch abandoned uncommitted", self.spec.flow)
+                    return
+                await asyncio.sleep(wait)
+        finally:
+            self._writing_records = 0
+
+    # -- rebalance (called by the source's listener) -----------------------------------------
+
+    async def partitions_revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Waits for the batch being written, then lets the flow write what it holds for these
+        partitions before another member may take them."""
+        async with self._writing_lock:
+            self.source.forget(partitions)
+            if self.flow.rebalance is not None and partitions:
+                await self.flow.rebalance.revoked(partitions)
+
+    async def partitions_assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        if self._stopping.is_set():
+            return  # a join finishing while the worker leaves: it will own nothing
+        log.info(
+            "%s: assigned partitions %s",
+            self.spec.flow,
+            ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(partitions)) or "none",
+        )
+        if self.flow.rebalance is not None:
+            self.flow.rebalance.assigned(partitions, self.source.partition_counts())
+
+    # -- timers ------------------------------------------------------------------------------
+
+    async def _every(self, timer: Timer) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(timer.seconds)
+            try:
+                await timer.action()
+            except Exception:
+                log.exception(
+                    "%s: %s failed; runs again in %.1f s", self.spec.flow, timer.name, timer.seconds
+                )

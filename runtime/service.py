@@ -1,0 +1,95 @@
+"""The Faust worker hosts each flow as a `mode.Service` (Faust stays the process host: web
+server, signals, its own timers). The service builds the flow and its consumer (through
+`runtime.kafka`), adds its group to the worker's lag registry, runs the loop, and stops it in
+order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import mode
+
+from runtime import kafka
+from runtime.flow import Flow, FlowRunner
+from runtime.lag import ConsumerGroups
+from runtime.settings import ResolvedSettings
+
+log = logging.getLogger(__name__)
+
+
+class Running:
+    """Where a flow's runner can be found once its service has started (for /health)."""
+
+    runner: FlowRunner[Any, Any] | None = None
+
+
+class FlowService(mode.Service):
+    """Runs the flow `build` returns for as long as the worker runs. `groups` is the worker's
+    lag registry; `stop_together` the services the worker stops all at once when it stops,
+    before its producer and pools."""
+
+    def __init__(
+        self,
+        build: Callable[[], Awaitable[Flow[Any, Any]]],
+        settings: ResolvedSettings,
+        *,
+        groups: ConsumerGroups | None = None,
+        stop_together: list[Any] | None = None,
+        running: Running | None = None,
+        name: str = "flow",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.flow_name = name
+        self.build = build
+        self.settings = settings
+        self.groups = groups
+        self.running = running or Running()
+        self._group: str | None = None
+        self._running: asyncio.Task[None] | None = None
+        if stop_together is not None:
+            stop_together.append(self)
+
+    @property
+    def label(self) -> str:
+        return f"Flow[{self.flow_name}]"
+
+    async def on_started(self) -> None:
+        # Built in the background: a flow waiting for its servers (Redis, PostgreSQL) does not
+        # hold up the worker's start; /health says what it waits for.
+        self._running = asyncio.create_task(self._run(), name=f"flow.{self.label}")
+
+    async def _run(self) -> None:
+        try:
+            flow = await self.build()
+            spec, settings = flow.spec, self.settings
+            group = spec.group(settings)
+            consumer = kafka.consumer(settings, group, **spec.consumer_options())
+            runner = FlowRunner(flow, consumer)
+            self.running.runner = runner
+            await runner.start()
+            if self.groups is not None:
+                self._group = group
+                self.groups.add(group, spec.topics, consumer)
+            await runner.run()
+        except Exception as error:
+            log.exception("%s: the flow failed; stopping the worker", self.label)
+            if self.running.runner is not None:
+                await self.running.runner.stop()
+            await self.crash(error)
+
+    async def on_stop(self) -> None:
+        runner = self.running.runner
+        if runner is not None:
+            await runner.stop()  # bounded; the loop returns once it is done
+        if self._running is not None and not self._running.done():
+            # Still building (waiting for a server) or past the stop deadline.
+            self._running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._running
+        if self.groups is not None and self._group is not None:
+            self.groups.discard(self._group)

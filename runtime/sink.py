@@ -1,0 +1,30 @@
+"""The one sink contract: a flow's sink writes a whole batch, idempotently by key, and is
+closed by the runtime once nothing can write to it any more."""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class SinkBackpressure(Exception):  # noqa: N818 - a signal, not a failure
+    """Raised by `write` when the destination cannot take the batch now (it is down or full).
+    The runtime pauses the flow's partitions, waits `retry_after` seconds and writes the same
+    batch again; nothing is committed meanwhile."""
+
+    def __init__(self, retry_after: float, reason: str) -> None:
+        super().__init__(f"{reason}; retrying in {retry_after:.1f} s")
+        self.retry_after = retry_after
+        self.reason = reason
+
+
+class Sink(Protocol[T_contra]):
+    """`write` stores a batch. It may be called again with the same batch (after a failure or
+    a rebalance), so what it stores is keyed: a second write of one item changes nothing.
+    `close` releases what the sink holds (its pool, its client); it is called once, after the
+    flow's loop and timers have ended."""
+
+    async def write(self, batch: T_contra) -> None: ...
+
+    async def close(self) -> None: ...

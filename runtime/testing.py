@@ -1,0 +1,169 @@
+"""Run a flow in-process, in a unit test: records from a list, the sinks of the test's
+choosing (`ListSink`), dead letters into a list, offsets committed into a dict. The loop,
+the decoding, the checkpoint order and the shutdown are the ones a worker runs; only the
+consumer is a list."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from aiokafka import TopicPartition
+
+from runtime.flow import Flow, FlowRunner
+from runtime.source import Record
+
+T = TypeVar("T")
+
+RUN_TIMEOUT_S = 30.0
+
+
+class ListSink(Generic[T]):
+    """Keeps every batch written to it; `close` is recorded so a test sees the order."""
+
+    def __init__(self, batches: list[T] | None = None) -> None:
+        self.batches: list[T] = [] if batches is None else batches
+        self.closed = False
+
+    async def write(self, batch: T) -> None:
+        if self.closed:
+            raise RuntimeError("write on a closed sink")
+        self.batches.append(batch)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: Record
+    kind: str
+    reason: str
+
+
+@dataclass
+class DeadLetterList:
+    """A dead-letter writer that keeps what it is given, in order."""
+
+    letters: list[DeadLetter] = field(default_factory=list)
+
+    async def __call__(self, record: Record, kind: str, reason: str) -> None:
+        self.letters.append(DeadLetter(record, kind, reason))
+
+
+@dataclass
+class _Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class ListConsumer:
+    """A consumer of records given up front. It owns every partition they name, hands them
+    out in offset order per partition, and keeps what is committed. `refuse_commits` makes
+    the broker refuse commits, as a rebalance does."""
+
+    def __init__(
+        self, records: Iterable[Record], partition_counts: Mapping[str, int] | None = None
+    ):
+        self.queues: dict[TopicPartition, list[_Message]] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            queue = self.queues.setdefault(tp, [])
+            offset = queue[-1].offset + 1 if queue else r.offset
+            queue.append(_Message(r.topic, r.partition, max(offset, r.offset), r.key, r.value))
+        self.counts = dict(partition_counts or {})
+        self.committed: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.paused: set[TopicPartition] = set()
+        self.refuse_commits = False
+        self.listener: Any = None
+        self.topics: list[str] = []
+        self.stopped = False
+
+    def subscribe(self, topics: Iterable[str], listener: Any) -> None:
+        self.topics = list(topics)
+        self.listener = listener
+
+    async def start(self) -> None:
+        for topic in self.topics:
+            for p in range(self.counts.get(topic, 0)):
+                self.queues.setdefault(TopicPartition(topic, p), [])
+        await self.listener.on_partitions_assigned(set(self.queues))
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    @property
+    def drained(self) -> bool:
+        return all(not queue for queue in self.queues.values())
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        taken: dict[Any, list[Any]] = {}
+        for tp, queue in self.queues.items():
+            if tp in self.paused or not queue or max_records <= 0:
+                continue
+            taken[tp], self.queues[tp] = queue[:max_records], queue[max_records:]
+            max_records -= len(taken[tp])
+        if not taken:
+            await asyncio.sleep(min(timeout_ms, 5) / 1000)
+        return taken
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        from aiokafka.errors import CommitFailedError
+
+        if self.refuse_commits:
+            raise CommitFailedError("refused: the group is rebalancing")
+        self.commits.append(dict(offsets))
+        self.committed.update(offsets)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.queues)
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        count = self.counts.get(topic) or len({tp for tp in self.queues if tp.topic == topic})
+        return set(range(count)) if count else None
+
+    async def revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        """What a rebalance does to this member: revoke, then assign what is left."""
+        await self.listener.on_partitions_revoked(set(partitions))
+        for tp in partitions:
+            self.queues.pop(tp, None)
+        await self.listener.on_partitions_assigned(set(self.queues))
+
+
+def records(
+    topic: str, values: Sequence[bytes | None], partition: int = 0, key: bytes | None = None
+) -> list[Record]:
+    """Records of one partition, offsets from 0."""
+    return [Record(topic, partition, offset, key, value) for offset, value in enumerate(values)]
+
+
+async def run_flow(
+    flow: Flow[Any, Any],
+    consumer: ListConsumer,
+    timeout: float = RUN_TIMEOUT_S,
+) -> FlowRunner[Any, Any]:
+    """Run `flow` until every record was read and written, then stop it as a worker does.
+    Returns the stopped runner; the commits are on `consumer`."""
+    runner: FlowRunner[Any, Any] = FlowRunner(flow, consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not (consumer.drained and runner.idle) and not running.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    finally:
+        await runner.stop()
+        await running
+    return runner

@@ -1,0 +1,261 @@
+"""The one loop under every flow, run in-process: the checkpoint order, decoding into events
+or dead letters, backpressure, rebalances and the bounded shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+import pytest
+from aiokafka import TopicPartition
+
+from runtime.checkpoint import Checkpoint
+from runtime.flow import Flow, FlowRunner, Timer
+from runtime.sink import SinkBackpressure
+from runtime.source import Received, Record, Rejected
+from runtime.spec import ConsumerSpec
+from runtime.testing import DeadLetterList, ListConsumer, ListSink, records, run_flow
+
+TOPIC = "numbers"
+
+
+def decode_int(record: Record) -> int | Rejected:
+    try:
+        return int(record.value or b"")
+    except ValueError:
+        return Rejected("json", f"not a number: {record.value!r}")
+
+
+def values(batch: list[Received[int]]) -> list[int]:
+    return [r.event for r in batch]
+
+
+def flow(
+    sinks: Sequence[object],
+    dead: DeadLetterList | None = None,
+    max_batch: int = 100,
+    **options: object,
+) -> Flow[int, list[int]]:
+    return Flow(
+        spec=ConsumerSpec("numbers", (TOPIC,), max_batch=max_batch, stop_seconds=2),
+        decode=decode_int,
+        dead_letter=dead or DeadLetterList(),
+        handle=values,
+        sinks=sinks,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_valid_events_reach_the_sink_bad_ones_the_dead_letters_in_offset_order() -> None:
+    sink: ListSink[list[int]] = ListSink()
+    dead = DeadLetterList()
+    consumer = ListConsumer(records(TOPIC, [b"1", b"x", b"2", None, b"3"]))
+
+    await run_flow(flow([sink], dead), consumer)
+
+    assert [v for batch in sink.batches for v in batch] == [1, 2, 3]
+    assert [(d.record.offset, d.kind) for d in dead.letters] == [(1, "json"), (3, "json")]
+    assert consumer.committed == {TopicPartition(TOPIC, 0): 5}
+    assert sink.closed
+
+
+async def test_batches_are_written_in_order_and_each_committed_after_its_write() -> None:
+    order: list[str] = []
+
+    class Recording(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            await asyncio.sleep(0.01)
+            order.append(f"write {batch[-1]}")
+            await super().write(batch)
+
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(10)]))
+    original = consumer.commit
+
+    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        order.append(f"commit {offsets[TopicPartition(TOPIC, 0)]}")
+        await original(offsets)
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    await run_flow(flow([Recording()], max_batch=3), consumer)
+
+    assert order == [x for i in (2, 5, 8, 9) for x in (f"write {i}", f"commit {i + 1}")]
+
+
+async def test_a_sink_that_fails_means_nothing_is_committed() -> None:
+    class Broken(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            raise KeyError("a bug in the sink")
+
+    consumer = ListConsumer(records(TOPIC, [b"1", b"2"]))
+    with pytest.raises(KeyError):
+        await run_flow(flow([Broken()]), consumer)
+    assert consumer.committed == {}
+
+
+async def test_sinks_then_producer_flush_then_commit() -> None:
+    order: list[str] = []
+
+    class Named(ListSink[list[int]]):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        async def write(self, batch: list[int]) -> None:
+            order.append(self.name)
+
+    async def flush() -> None:
+        order.append("flush")
+
+    async def commit(offsets: object) -> bool:
+        order.append("commit")
+        return True
+
+    done = await Checkpoint([1], {}, [Named("postgres"), Named("redis")], flush, commit).run()
+    assert done
+    assert order == ["postgres", "redis", "flush", "commit"]
+
+
+async def test_a_retried_checkpoint_does_not_ask_a_sink_that_already_wrote() -> None:
+    first, second = ListSink[list[int]](), ListSink[list[int]]()
+    failures = [ConnectionError("redis is down")]
+
+    class Flaky(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            if failures:
+                raise failures.pop()
+            await second.write(batch)
+
+    async def commit(offsets: object) -> bool:
+        return True
+
+    checkpoint = Checkpoint([1], {}, [first, Flaky()], _no_flush, commit)
+    with pytest.raises(ConnectionError):
+        await checkpoint.run()
+    assert await checkpoint.run()
+    assert first.batches == [[1]]
+    assert second.batches == [[1]]
+
+
+async def _no_flush() -> None:
+    return None
+
+
+async def test_a_refused_commit_is_logged_and_the_flow_goes_on() -> None:
+    sink: ListSink[list[int]] = ListSink()
+    consumer = ListConsumer(records(TOPIC, [b"1", b"2"]))
+    consumer.refuse_commits = True
+
+    await run_flow(flow([sink]), consumer)
+
+    assert [v for batch in sink.batches for v in batch] == [1, 2]
+    assert consumer.committed == {}
+
+
+async def test_backpressure_pauses_the_partitions_and_writes_the_batch_again() -> None:
+    sink: ListSink[list[int]] = ListSink()
+    pushed = [SinkBackpressure(0.05, "redis is down")]
+    paused_while_pushed_back: list[bool] = []
+    consumer = ListConsumer(records(TOPIC, [b"1", b"2"]))
+
+    class Pushing(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            if pushed:
+                raise pushed.pop()
+            paused_while_pushed_back.append(bool(consumer.paused))
+            await sink.write(batch)
+
+    runner = await run_flow(flow([Pushing()], max_batch=2), consumer)
+
+    assert sink.batches == [[1, 2]]
+    assert paused_while_pushed_back == [True]
+    assert consumer.committed == {TopicPartition(TOPIC, 0): 2}
+    assert not runner.paused and not consumer.paused
+
+
+async def test_records_of_a_revoked_partition_are_left_to_their_next_owner() -> None:
+    written: list[list[int]] = []
+    revoked: list[frozenset[TopicPartition]] = []
+    gate = asyncio.Event()
+    a, b = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    consumer = ListConsumer([*records(TOPIC, [b"1", b"2"], 0), *records(TOPIC, [b"10", b"20"], 1)])
+
+    class Slow(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            await gate.wait()
+            written.append(batch)
+
+    class Keeper:
+        def assigned(self, partitions: frozenset[TopicPartition], counts: object) -> None:
+            pass
+
+        async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+            revoked.append(partitions)
+
+    runner: FlowRunner[int, list[int]] = FlowRunner(
+        flow([Slow()], max_batch=1, rebalance=Keeper()), consumer
+    )
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.05)  # the first batch (one record of partition 0) is being written
+    revoking = asyncio.create_task(consumer.revoke([b]))
+    await asyncio.sleep(0.05)
+    assert not revoking.done(), "a revocation waits for the batch being written"
+    gate.set()
+    await revoking
+    await asyncio.sleep(0.1)
+    await runner.stop()
+    await running
+
+    assert revoked[0] == frozenset({b})
+    assert [v for batch in written for v in batch] == [1, 2]
+    assert b not in consumer.committed
+    assert consumer.committed[a] == 2
+
+
+async def test_a_batch_not_written_by_the_stop_deadline_is_abandoned_uncommitted() -> None:
+    closed: list[str] = []
+
+    class Stuck(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            await asyncio.Event().wait()
+
+        async def close(self) -> None:
+            closed.append("sink")
+
+    consumer = ListConsumer(records(TOPIC, [b"1"]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([Stuck()]), consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.05)
+    await runner.stop()
+    await running
+
+    assert consumer.committed == {}
+    assert closed == ["sink"]
+    assert consumer.stopped
+
+
+async def test_timers_end_before_the_sinks_close() -> None:
+    events: list[str] = []
+
+    class Closing(ListSink[list[int]]):
+        async def close(self) -> None:
+            events.append("close")
+
+    async def tick() -> None:
+        events.append("tick")
+
+    consumer = ListConsumer(records(TOPIC, [b"1"]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(
+        flow([Closing()], timers=[Timer("tick", 0.01, tick)]), consumer
+    )
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.1)
+    await runner.stop()
+    await running
+    await asyncio.sleep(0.05)
+
+    assert events[-1] == "close"
+    assert events.count("close") == 1
+    assert "tick" in events

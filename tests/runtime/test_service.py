@@ -1,0 +1,31 @@
+"""The Faust worker's host of a flow: it starts without waiting for the flow's servers, and
+stops while the flow is still being built."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from runtime.service import FlowService, Running
+
+
+async def test_a_flow_waiting_for_its_servers_neither_holds_up_start_nor_stop() -> None:
+    building = asyncio.Event()
+
+    async def build() -> Any:
+        building.set()
+        await asyncio.Event().wait()  # Redis never answers
+
+    settings: Any = None  # never read: the flow is never built
+    running = Running()
+    stop_together: list[Any] = []
+    service = FlowService(
+        build, settings, stop_together=stop_together, running=running, name="waiting"
+    )
+    async with asyncio.timeout(10):
+        await service.start()
+        await building.wait()
+        assert service.label == "Flow[waiting]"
+        assert running.runner is None
+        assert stop_together == [service]
+        await service.stop()
