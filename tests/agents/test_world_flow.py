@@ -68,7 +68,9 @@ async def test_events_and_ticks_are_applied_and_rejects_dead_lettered_in_offset_
         encode(village_loaded(w)),
         b"{",
         encode(moved),
-        encode(world_event(w, "no_such_type")),
+        # An unknown type breaks the contract (a union keyed on `type`): refused at decode.
+        b'{"event_id": "ev-x", "world_id": "%s", "type": "no_such_type", "payload": {}, '
+        b'"occurred_at": "2026-03-01T12:00:00Z"}' % w.encode(),
         encode(village_loaded(w)),  # the same event id again: a duplicate
     ]
     ticks = [
@@ -94,7 +96,7 @@ async def test_events_and_ticks_are_applied_and_rejects_dead_lettered_in_offset_
     assert worlds.states[w] == expected
     assert sorted((d.record.topic, d.record.offset, d.kind) for d in dead.letters) == [
         (WORLD_EVENTS.name, 1, "json"),
-        (WORLD_EVENTS.name, 3, "unknown_type"),
+        (WORLD_EVENTS.name, 3, "schema"),
         (WORLD_TICKS.name, 1, "schema"),
     ]
     assert consumer.committed == {
