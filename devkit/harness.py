@@ -51,6 +51,44 @@ def services_for_tests(state_dir: Path) -> Iterator[dict[str, str]]:
         yield env
 
 
+@contextmanager
+def gateway_process(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`scribe gateway` as a child process on a free loopback port, once `/health` answers;
+    its URL. Stopped (SIGINT, then SIGKILL after 20 s) on leaving, also on failure. `env` holds
+    the service URLs and the gateway's tokens."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scribe", "gateway"],
+            env={**os.environ, **env, "SCRIBE_GATEWAY_PORT": str(port)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _answers_health(url):
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _answers_health(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @dataclass
 class WorkerProcess:
     """`scribe worker` as a child process, the way production runs it. `command` (the

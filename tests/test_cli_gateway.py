@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devkit.stack.processes import free_port
+from devkit.harness import gateway_process
 from schemas import encode
 from schemas.events import UsageEvent
 from schemas.examples import example
@@ -44,44 +43,10 @@ def test_scribe_gateway_refuses_to_start_without_tokens() -> None:
 @pytest.fixture
 def gateway_url(services: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`scribe gateway` as a child process on a free loopback port; stopped afterwards."""
-    port = free_port()
-    env = {
-        **os.environ,
-        **services,
-        "SCRIBE_GATEWAY_PORT": str(port),
-        "SCRIBE_GATEWAY_TOKENS": f"cli:{TOKEN}:usage.events",
-    }
     log_path = tmp_path / "gateway.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scribe", "gateway"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not _healthy(url):
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    env = {**services, "SCRIBE_GATEWAY_TOKENS": f"cli:{TOKEN}:usage.events"}
+    with gateway_process(env, log_path) as url:
         yield url, log_path
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.mark.integration

@@ -71,6 +71,19 @@ class FaultStack:
             if record is not None and record.alive():
                 service.stop(record, self.ports[service.name])
 
+    @classmethod
+    @contextmanager
+    def running(cls, root: Path) -> Iterator[FaultStack]:
+        """Every server started under `root`; all stopped on leaving, also on failure."""
+        stack = cls(root)
+        stack.postgres.root.mkdir(parents=True, exist_ok=True)
+        try:
+            for service in stack.services:
+                stack.start(service)
+            yield stack
+        finally:
+            stack.stop_all()
+
 
 # How the fault worker is tuned, and why:
 # - the CDN sink dead-letters a purge after SCRIBE_CDN_MAX_ATTEMPTS (default 5, a few seconds of
@@ -92,14 +105,8 @@ FAULT_TUNING = {
 
 @pytest.fixture(scope="session")
 def fault_stack(state_dir: Path) -> Iterator[FaultStack]:
-    stack = FaultStack(state_dir / "fault-stack")
-    stack.postgres.root.mkdir(parents=True, exist_ok=True)
-    try:
-        for service in stack.services:
-            stack.start(service)
+    with FaultStack.running(state_dir / "fault-stack") as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -254,14 +254,8 @@ async def test_sigterm_to_a_busy_worker_20_times_exits_in_time_and_loses_nothing
 @pytest.fixture
 def own_stack(state_dir: Path) -> Iterator[FaultStack]:
     """Servers of this test's own: it stops the broker, which the session's stack must keep."""
-    stack = FaultStack(state_dir / f"shutdown-stack-{uuid.uuid4().hex[:6]}")
-    stack.postgres.root.mkdir(parents=True, exist_ok=True)
-    try:
-        for service in stack.services:
-            stack.start(service)
+    with FaultStack.running(state_dir / f"shutdown-stack-{uuid.uuid4().hex[:6]}") as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 @pytest.mark.timeout(300)

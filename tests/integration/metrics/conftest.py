@@ -5,10 +5,8 @@ broker's consumer groups are this worker's alone."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devkit.harness import WorkerProcess, new_worker
+from devkit.harness import WorkerProcess, gateway_process, new_worker
 from devkit.stack import LocalStack
-from devkit.stack.processes import free_port
 from schemas import encode
 from schemas.events import UsageEvent
 from schemas.examples import example
@@ -66,41 +63,14 @@ def loaded_worker(
         worker.stop()
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="package")
 def gateway(
     metrics_stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`scribe gateway` on a free port, having accepted one usage event; its URL."""
-    port = free_port()
-    env = {
-        **os.environ,
-        **metrics_stack,
-        "SCRIBE_GATEWAY_PORT": str(port),
-        "SCRIBE_GATEWAY_TOKENS": f"metrics:{GATEWAY_TOKEN}:usage.events",
-    }
+    env = {**metrics_stack, "SCRIBE_GATEWAY_TOKENS": f"metrics:{GATEWAY_TOKEN}:usage.events"}
     log_path: Path = tmp_path_factory.mktemp("metrics-gateway") / "gateway.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scribe", "gateway"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not _healthy(url):
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    with gateway_process(env, log_path) as url:
         response = httpx.post(
             f"{url}/v1/events/usage.events",
             content=encode(example(UsageEvent)),
@@ -112,10 +82,3 @@ def gateway(
         )
         assert response.status_code == 202, response.text
         yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
