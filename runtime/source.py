@@ -87,8 +87,10 @@ class Batch(Generic[E]):
 
     received: list[Received[E]] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    # The ownership epoch each partition's first record was read in (see `BatchSource`).
+    # The ownership epoch each partition's records were read in (see `BatchSource`).
     epochs: dict[TopicPartition, int] = field(default_factory=dict)
+    # Records read per partition, dead-lettered ones included.
+    counts: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
     opened_at: float | None = None
 
@@ -98,7 +100,15 @@ class Batch(Generic[E]):
         kept = [r for r in self.received if _tp(r.origin) not in partitions]
         offsets = {tp: o for tp, o in self.offsets.items() if tp not in partitions}
         epochs = {tp: e for tp, e in self.epochs.items() if tp not in partitions}
-        return Batch(kept, offsets, epochs, len(kept), self.opened_at)
+        counts = {tp: n for tp, n in self.counts.items() if tp not in partitions}
+        return Batch(kept, offsets, epochs, counts, sum(counts.values()), self.opened_at)
+
+    def drop(self, partition: TopicPartition) -> None:
+        """Forget what was read from `partition`, in place (a poll may be filling this batch)."""
+        self.received[:] = [r for r in self.received if _tp(r.origin) != partition]
+        self.offsets.pop(partition, None)
+        self.epochs.pop(partition, None)
+        self.records -= self.counts.pop(partition, 0)
 
 
 def _tp(record: Record) -> TopicPartition:
@@ -191,7 +201,14 @@ class BatchSource(Generic[E]):
                 len(messages)
             )
             key = TopicPartition(tp.topic, tp.partition)
-            batch.epochs.setdefault(key, self._epoch)
+            epoch = self.owned.get(key, self._epoch)
+            if batch.epochs.setdefault(key, epoch) != epoch:
+                # Read before the partition was revoked and given back to this member: its
+                # position went back to the committed offset, so those records come again.
+                # Kept, the whole partition would be dropped at write time, these new records
+                # with it, and the next batch would commit past them.
+                batch.drop(key)
+                batch.epochs[key] = epoch
             for index, message in enumerate(messages, start=1):
                 if index % DECODE_CHUNK == 0:
                     # Let the batch before this one make progress (its writes, its commit).
@@ -205,6 +222,7 @@ class BatchSource(Generic[E]):
                 else:
                     batch.received.append(Received(outcome, record))
             batch.offsets[key] = messages[-1].offset + 1
+            batch.counts[key] = batch.counts.get(key, 0) + len(messages)
             batch.records += len(messages)
 
     def pause(self) -> None:

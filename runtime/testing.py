@@ -76,6 +76,8 @@ class ListConsumer:
             queue = self.queues.setdefault(tp, [])
             offset = queue[-1].offset + 1 if queue else r.offset
             queue.append(_Message(r.topic, r.partition, max(offset, r.offset), r.key, r.value))
+        # Every record ever given, per partition: a rebalance reads again from the commit.
+        self.logs = {tp: list(queue) for tp, queue in self.queues.items()}
         self.counts = dict(partition_counts or {})
         self.committed: dict[TopicPartition, int] = {}
         self.commits: list[dict[TopicPartition, int]] = []
@@ -133,6 +135,27 @@ class ListConsumer:
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         count = self.counts.get(topic) or len({tp for tp in self.queues if tp.topic == topic})
         return set(range(count)) if count else None
+
+    def append(self, more: Iterable[Record]) -> None:
+        """Records produced after the start, at the end of their partitions."""
+        for r in more:
+            tp = TopicPartition(r.topic, r.partition)
+            log = self.logs.setdefault(tp, [])
+            message = _Message(
+                r.topic, r.partition, log[-1].offset + 1 if log else 0, r.key, r.value
+            )
+            log.append(message)
+            self.queues.setdefault(tp, []).append(message)
+
+    async def rebalance(self) -> None:
+        """What an eager rebalance does to a member that keeps its partitions: revoke them
+        all, give them back, and read each again from its committed offset."""
+        owned = set(self.queues)
+        await self.listener.on_partitions_revoked(owned)
+        for tp in owned:
+            start = self.committed.get(tp, 0)
+            self.queues[tp] = [m for m in self.logs.get(tp, []) if m.offset >= start]
+        await self.listener.on_partitions_assigned(owned)
 
     async def revoke(self, partitions: Sequence[TopicPartition]) -> None:
         """What a rebalance does to this member: revoke, then assign what is left."""

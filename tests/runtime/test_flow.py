@@ -212,6 +212,39 @@ async def test_records_of_a_revoked_partition_are_left_to_their_next_owner() -> 
     assert consumer.committed[a] == 2
 
 
+async def test_a_partition_given_back_while_a_batch_fills_loses_no_record() -> None:
+    """An eager rebalance takes every partition away and gives most back; the position goes
+    back to the committed offset. What the open batch read before is read again, and what
+    comes after is written, not dropped with it and then committed past."""
+    tp = TopicPartition(TOPIC, 0)
+    sink: ListSink[list[int]] = ListSink()
+    consumer = ListConsumer(records(TOPIC, [str(n).encode() for n in range(40)]))
+    # A batch stays open for its window (as the invalidation flow's does), so the records
+    # read after the rebalance join the ones read before it.
+    windowed = Flow(
+        spec=ConsumerSpec("numbers", (TOPIC,), stop_seconds=2, window_seconds=0.3),
+        decode=decode_int,
+        dead_letter=DeadLetterList(),
+        handle=values,
+        sinks=[sink],
+    )
+    runner: FlowRunner[int, list[int]] = FlowRunner(windowed, consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.05)  # 0-39 read into the open batch, nothing written yet
+    await consumer.rebalance()
+    consumer.append(records(TOPIC, [str(n).encode() for n in range(40, 50)]))
+    async with asyncio.timeout(10):
+        while not (consumer.drained and runner.idle):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await runner.stop()
+    await running
+
+    written = [v for batch in sink.batches for v in batch]
+    assert sorted(set(written)) == list(range(50)), sorted(set(range(50)) - set(written))
+    assert consumer.committed[tp] == 50
+
+
 async def test_a_batch_not_written_by_the_stop_deadline_is_abandoned_uncommitted() -> None:
     closed: list[str] = []
 
