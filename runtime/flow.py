@@ -26,7 +26,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from runtime.checkpoint import Checkpoint, Flush, nothing_to_flush
-from runtime.sink import Sink, SinkBackpressure
+from runtime.sink import Sink, SinkBackpressure, SinkStopping
 from runtime.source import (
     Batch,
     BatchSource,
@@ -103,6 +103,9 @@ class FlowRunner(Generic[E, T]):
         self._timers: list[asyncio.Task[None]] = []
         self._closed = False
         self._abandoned = False  # stopping cancelled the loop itself
+        # A batch was left unwritten: a later one must not be committed, its offsets would
+        # carry the commit past the records left behind.
+        self._gave_up = False
 
     # -- what /health and tests read --------------------------------------------------------
 
@@ -268,7 +271,7 @@ class FlowRunner(Generic[E, T]):
         pause = FIRST_PAUSE_S
         checkpoint: Checkpoint[T] | None = None
         try:
-            while True:
+            while not self._gave_up:
                 async with self._writing_lock:
                     owned = self.source.still_owned(batch)
                     if not owned.offsets:
@@ -298,21 +301,21 @@ class FlowRunner(Generic[E, T]):
                             error,
                             wait,
                         )
-                    except Exception as error:
-                        if not self._stopping.is_set():
-                            raise
-                        # A sink that refuses to write once the worker stops: nothing is lost,
-                        # the batch is read again after the restart.
-                        log.warning(
-                            "%s: stopping; batch abandoned uncommitted (%s)", self.spec.flow, error
-                        )
+                    except SinkStopping as error:
+                        self._give_up(str(error))
                         return
                 if self._stopping.is_set():
-                    log.warning("%s: stopping; batch abandoned uncommitted", self.spec.flow)
+                    self._give_up("stopping")
                     return
                 await asyncio.sleep(wait)
         finally:
             self._writing_records = 0
+
+    def _give_up(self, why: str) -> None:
+        """Leave the batch uncommitted and take no other: it is read again after the restart."""
+        self._gave_up = True
+        self._stopping.set()
+        log.warning("%s: batch abandoned uncommitted (%s)", self.spec.flow, why)
 
     # -- rebalance (called by the source's listener) -----------------------------------------
 
@@ -342,6 +345,8 @@ class FlowRunner(Generic[E, T]):
             await asyncio.sleep(timer.seconds)
             try:
                 await timer.action()
+            except SinkStopping as error:
+                log.warning("%s: %s: %s", self.spec.flow, timer.name, error)
             except Exception:
                 log.exception(
                     "%s: %s failed; runs again in %.1f s", self.spec.flow, timer.name, timer.seconds

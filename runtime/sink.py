@@ -19,6 +19,11 @@ class SinkBackpressure(Exception):  # noqa: N818 - a signal, not a failure
         self.reason = reason
 
 
+class SinkStopping(Exception):  # noqa: N818 - a signal, not a failure
+    """Raised by `write` when it gives up because the worker is stopping. The runtime abandons
+    the batch uncommitted (it is read again after the restart) and takes no further batch."""
+
+
 class Sink(Protocol[T_contra]):
     """`write` stores a batch. It may be called again with the same batch (after a failure or
     a rebalance), so what it stores is keyed: a second write of one item changes nothing.

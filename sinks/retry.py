@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from runtime.metrics import SINK_ERRORS, SINK_RETRIES, SINK_WRITE_SECONDS
+from runtime.sink import SinkStopping
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 RETRYABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, asyncio.TimeoutError)
 
 
-class StoppingError(RuntimeError):
+class StoppingError(SinkStopping):
     """A write failed while the worker was stopping, and was not retried."""
 
     def __init__(self, sink: str, attempt: int, cause: BaseException) -> None:

@@ -43,11 +43,13 @@ def register(app: faust.App, resources: Resources) -> None:
 
     resources.health.add("invalidation", flow_health, critical=False)
 
-    build = partial(flow.build, resources, config, closers=(warming_cache.close,))
+    build = partial(flow.build, resources, config)
     app.service(resources.flow_service(flow.INVALIDATION.flow, build, running))
+    # The warming agent below is Faust's and runs until Faust stops: its client closes after.
+    resources.on_close("warming cache", warming_cache.close)
 
-    # A second agent on world.events: Faust hands every message to both this one and the world
-    # flow's. Bad input is the world flow's to dead-letter, so here it is only skipped.
+    # A Faust agent on world.events beside the world flow (which reads them in its own group).
+    # Bad input is the world flow's to dead-letter, so here it is only skipped.
     @app.agent(resources.topic(WORLD_EVENTS), name="cache-warming")
     async def warm_loaded_worlds(stream: Any) -> None:
         warmer = CacheWarmer(await resources.database(), warming_cache, config.warm_ttl_seconds)

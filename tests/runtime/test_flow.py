@@ -11,7 +11,7 @@ from aiokafka import TopicPartition
 
 from runtime.checkpoint import Checkpoint
 from runtime.flow import Flow, FlowRunner, Timer
-from runtime.sink import SinkBackpressure
+from runtime.sink import SinkBackpressure, SinkStopping
 from runtime.source import Received, Record, Rejected
 from runtime.spec import ConsumerSpec
 from runtime.testing import DeadLetterList, ListConsumer, ListSink, records, run_flow
@@ -266,6 +266,26 @@ async def test_a_batch_not_written_by_the_stop_deadline_is_abandoned_uncommitted
     assert consumer.committed == {}
     assert closed == ["sink"]
     assert consumer.stopped
+
+
+async def test_a_sink_giving_up_at_stop_leaves_its_batch_and_every_later_one_uncommitted() -> None:
+    """Committing a later batch would carry the commit past the one left unwritten."""
+    calls: list[list[int]] = []
+
+    class GivesUpOnce(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            calls.append(batch)
+            if len(calls) == 1:
+                raise SinkStopping("the worker is stopping")
+            await super().write(batch)
+
+    sink = GivesUpOnce()
+    consumer = ListConsumer(records(TOPIC, [b"1", b"2", b"3"]))
+    runner = await run_flow(flow([sink], max_batch=1), consumer)
+
+    assert calls == [[1]]
+    assert consumer.committed == {}
+    assert sink.closed and runner.idle
 
 
 async def test_timers_end_before_the_sinks_close() -> None:
