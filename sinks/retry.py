@@ -72,6 +72,9 @@ class StopSignal:
 
 
 STOPPING = StopSignal()
+# Never set: for a write that must still be tried while the worker stops, because what it
+# sends is recorded nowhere else (the caller's own deadline bounds it).
+KEEP_TRYING = StopSignal()
 
 
 async def until_written(

@@ -29,7 +29,7 @@ from runtime.spec import Assignor, ConsumerSpec
 from schemas import encode
 from schemas.events import CacheInvalidation, Event, WorldEvent, WorldTick
 from sinks.postgres.world import RETRYABLE, WorldStore
-from sinks.retry import until_written
+from sinks.retry import KEEP_TRYING, until_written
 from topics.catalog import CACHE_INVALIDATIONS, WORLD_EVENTS, WORLD_TICKS
 
 WORLD = ConsumerSpec(
@@ -129,7 +129,14 @@ async def build(resources: Resources) -> Flow[Event, WorldInputs]:
             for future in sent:
                 await future
 
-        await until_written("kafka.cache_invalidations", send_all, retryable=(KafkaError, OSError))
+        # The worlds are stored by now: invalidations not sent here would never be sent, so a
+        # stop does not cut this short (the runner's stop deadline does, if Kafka is down).
+        await until_written(
+            "kafka.cache_invalidations",
+            send_all,
+            retryable=(KafkaError, OSError),
+            stopping=KEEP_TRYING,
+        )
         MESSAGES_OUT.labels(topic=CACHE_INVALIDATIONS.name, agent="world").inc(len(invalidations))
 
     pool = await asyncpg.create_pool(
