@@ -183,12 +183,14 @@ def world_event_of_type(type_: str, payload: type[WorldPayload]) -> type[_WorldE
     """The event model of one world event type: `type` fixed, `payload` its model (optional on
     the wire when every payload field has a default)."""
     default = payload() if not any(f.is_required() for f in payload.model_fields.values()) else ...
+    # A type built at run time: typed Any, as type checkers read such forms differently.
+    fixed_type: Any = Literal[type_]
     event: type[_WorldEventOfOneType] = create_model(
         f"{payload.__name__}Event",
         __base__=_WorldEventOfOneType,
         __doc__=f"A world event of type `{type_}`.",
         __module__=__name__,
-        type=(Literal[type_], ...),
+        type=(fixed_type, ...),
         payload=(payload, default),
     )
     return event
@@ -199,12 +201,11 @@ WORLD_EVENT_TYPES: dict[str, type[_WorldEventOfOneType]] = {
 }
 # The `world.events` contract: one event model per type, told apart by `type`. Its JSON
 # Schema is the published one (a `oneOf` with a discriminator on `type`).
-WORLD_EVENT_CONTRACT: TypeAdapter[_WorldEventOfOneType] = TypeAdapter(
-    Annotated[
-        Union[tuple(WORLD_EVENT_TYPES.values())],  # noqa: UP007 - built from PAYLOADS
-        Field(discriminator="type"),
-    ]
-)
+_ONE_OF_THE_TYPES: Any = Annotated[
+    Union[tuple(WORLD_EVENT_TYPES.values())],  # noqa: UP007 - built from PAYLOADS
+    Field(discriminator="type"),
+]
+WORLD_EVENT_CONTRACT: TypeAdapter[_WorldEventOfOneType] = TypeAdapter(_ONE_OF_THE_TYPES)
 
 
 class WorldEvent(Event):
