@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # How long closing may take: the pool waits this long for connections still in use, then
 # terminates them.
 CLOSE_DEADLINE_S = 2.0
+REDIS_CONNECTIONS = 100
+REDIS_WAIT_S = 20.0
 
 
 class Resources:
@@ -39,10 +41,16 @@ class Resources:
         # Every consumer group the flows run, for the worker's one consumer-lag sampler.
         self.consumer_groups = ConsumerGroups()
         security = settings.base.security
-        self.redis = aioredis.from_url(
-            settings.redis_url,
-            decode_responses=False,
-            **security.redis.redis_kwargs(settings.redis_url),
+        # A request waits for a free connection: redis-py 8 caps a pool at 100 connections and,
+        # unblocked, fails the 101st (the router's lanes run that many jobs in a burst).
+        self.redis = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_WAIT_S,
+                decode_responses=False,
+                **security.redis.redis_kwargs(settings.redis_url),
+            )
         )
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
