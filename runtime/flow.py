@@ -152,6 +152,9 @@ class FlowRunner(Generic[E, T]):
         self._closed = True
         self._stopping.set()
         deadline = self.spec.stop_seconds
+        # A timer's round in progress (a world tick round writing to PostgreSQL) finishes;
+        # one still running at the deadline is cancelled.
+        await self._finished_all(self._timers, deadline)
         await self._cancel(self._timers)
         reading = self._reading
         if reading is not None and not await self._finished(reading, deadline):
@@ -172,6 +175,11 @@ class FlowRunner(Generic[E, T]):
             await self._bounded(f"closing {type(sink).__name__}", sink.close(), deadline)
         for close in self.flow.closers:
             await self._bounded("closing", close(), deadline)
+
+    @staticmethod
+    async def _finished_all(tasks: Sequence[asyncio.Task[Any]], seconds: float) -> None:
+        if tasks:
+            await asyncio.wait(tasks, timeout=seconds)
 
     @staticmethod
     async def _finished(task: asyncio.Task[None], seconds: float) -> bool:
@@ -342,7 +350,10 @@ class FlowRunner(Generic[E, T]):
 
     async def _every(self, timer: Timer) -> None:
         while not self._stopping.is_set():
-            await asyncio.sleep(timer.seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timer.seconds)
+            if self._stopping.is_set():
+                return
             try:
                 await timer.action()
             except SinkStopping as error:
