@@ -61,21 +61,24 @@ async def test_every_message_sent_is_acknowledged_and_stored(kafka_url: str) -> 
     for spec in INPUT_TOPICS:
         expected = report.by_topic[spec.name] + report.malformed[spec.name]
         sent = {_sent_value(m) for m in seen if _sent_topic(m) == spec.name}
-        stored = await _stored(kafka_url, spec.name, sent, expected)
-        assert stored == expected, spec.name
+        stored = await _stored(kafka_url, spec.name, sent)
+        # Every message is there; a few twice is at-least-once: the embedded broker grants no
+        # idempotent producer, so a batch retried after a slow acknowledgement is stored again.
+        assert set(stored) == sent, spec.name
+        assert len(stored) >= expected, spec.name
 
 
-async def _stored(kafka_url: str, name: str, sent: set[bytes], expected: int) -> int:
+async def _stored(kafka_url: str, name: str, sent: set[bytes]) -> list[bytes]:
     """Records in topic `name` that are byte for byte what this run sent. The pipeline writes
     to some input topics itself (the router's usage events for the same users): not ours."""
     stored = await read_until(
         kafka_url,
         name,
-        done=lambda kept: len(kept) >= expected,
+        done=lambda kept: {r.value for r in kept} >= sent,
         match=lambda record: record.value in sent,
         timeout=30,
     )
-    return len(stored)
+    return [r.value for r in stored if r.value is not None]
 
 
 def _sent_value(message: Message) -> bytes:
