@@ -19,7 +19,7 @@ import pytest
 
 from devkit.stack.processes import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the build needs; caches, virtual environments and local state stay behind.

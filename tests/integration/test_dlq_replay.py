@@ -43,7 +43,7 @@ from topics.catalog import USAGE_EVENTS
 from topics.dlq import H_ERROR, H_ERROR_KIND, H_SOURCE_OFFSET
 from topics.dlq_replay import H_REPLAYED_AT, H_REPLAYED_FROM
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 SERVICE, MODEL = "acme", "acme/dlq-replay-model"  # not in the packaged catalog
 PRICE = {

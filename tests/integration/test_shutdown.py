@@ -38,7 +38,7 @@ from tests.integration.usage_pipeline import expected_cost, publish, wait_commit
 from topics.catalog import USAGE_EVENTS
 from topics.publisher import Publisher
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 # Worlds tick every 0.2 s, as the shared worker's do.
 WORKER_TEST_SETTINGS = {"SCRIBE_WORLD_TICK_SECONDS": "0.2", "SCRIBE_WORLD_IDLE_SECONDS": "3"}
