@@ -20,9 +20,9 @@ FAST_REBALANCE_TIMEOUTS = {
 }
 
 
-def group_id(settings: ResolvedSettings, flow: str) -> str:
-    """The consumer group of `flow` in this deployment: `<app_id>.<flow>`."""
-    return f"{settings.base.app_id}.{flow}"
+def group_id(app_id: str, flow: str) -> str:
+    """The consumer group of `flow` in the workers of `app_id`: `<app_id>.<flow>`."""
+    return f"{app_id}.{flow}"
 
 
 def consumer(

@@ -58,11 +58,11 @@ class ConsumerSpec:
             raise ValueError(f"flow {self.flow!r}: max_batch must be at least 1")
 
     def group(self, settings: ResolvedSettings) -> str:
-        return group_id(settings, self.flow)
+        return self.group_of(settings.base.app_id)
 
     def group_of(self, app_id: str) -> str:
         """The group in the workers of `app_id` (what `group` gives with their settings)."""
-        return f"{app_id}.{self.flow}"
+        return group_id(app_id, self.flow)
 
     def agent_of(self, topic: str) -> str:
         return self.agent_labels.get(topic, self.flow)
