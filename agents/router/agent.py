@@ -284,6 +284,7 @@ async def _start_execution(
                 promote_before=timedelta(seconds=settings.promote_before_s),
                 max_held=settings.deferred_max_held,
             ),
+            stop_together=resources.flows,
         )
     )
     execute = ExecuteRouted(
@@ -310,6 +311,7 @@ async def _start_execution(
                 handle=execute,
                 dead_letter=dead_letter,
                 concurrency=concurrency[lane],
+                stop_together=resources.flows,
             )
         )
     await app.add_runtime_dependency(

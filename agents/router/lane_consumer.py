@@ -41,6 +41,10 @@ T = TypeVar("T")
 COMMIT_EVERY_S = 0.5
 POLL_MS = 100
 MAX_POLL_RECORDS = 500
+# At stop, calls in flight get this long to finish; the rest are cancelled and left uncommitted,
+# to run again after the restart. A held provider call (a timeout, a long Retry-After) must not
+# hold the worker's stop past its 10 s.
+STOP_GRACE_S = 3.0
 
 Publish = Callable[[list[Emit]], Awaitable[None]]
 DeadLetter = Callable[[Origin, str, str], Awaitable[None]]
@@ -161,6 +165,7 @@ class LaneConsumer(Service, Generic[T]):
         dead_letter: DeadLetter,
         concurrency: int,
         deferred: DeferredPlan | None = None,
+        stop_together: list[Any] | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -179,6 +184,12 @@ class LaneConsumer(Service, Generic[T]):
         self.in_flight = 0
         self._slot_freed = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        if stop_together is not None:
+            stop_together.append(self)
+
+    @property
+    def label(self) -> str:
+        return f"Lane[{self.name}]"
 
     @Service.task
     async def _consume(self) -> None:
@@ -201,10 +212,24 @@ class LaneConsumer(Service, Generic[T]):
                     next_commit = time.monotonic() + COMMIT_EVERY_S
         finally:
             self.groups.discard(self.group)
-            if self._running:
-                await asyncio.wait(self._running, timeout=10)
+            await self._finish_or_abandon(STOP_GRACE_S)
             await self._commit(consumer)
             await consumer.stop()
+
+    async def _finish_or_abandon(self, grace_s: float) -> None:
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(self._running, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+            log.info(
+                "router: %s lane left %d call(s) unfinished at stop; they run again after the "
+                "restart",
+                self.name,
+                len(pending),
+            )
 
     async def _receive(self, partition: TopicPartition, record: Any) -> None:
         self.tracker.received(partition, record.offset)
@@ -256,10 +281,15 @@ class LaneConsumer(Service, Generic[T]):
         task.add_done_callback(self._running.discard)
 
     async def _run(self, job: Job[T]) -> None:
+        abandoned = False
         try:
             await self.handle(job)
+        except asyncio.CancelledError:
+            abandoned = True  # at stop: its offset stays uncommitted, so it runs again
+            raise
         finally:
-            self.tracker.finished(job.partition, job.offset)
+            if not abandoned:
+                self.tracker.finished(job.partition, job.offset)
             self.in_flight -= 1
             LANE_IN_FLIGHT.labels(lane=self.name).set(self.in_flight)
             self._slot_freed.set()

@@ -1,6 +1,7 @@
 """A clean stop is bounded and loses nothing: SIGTERM to a busy worker (worlds ticking, usage
-streaming, invalidations flowing) ends it within 10 s without a write after its pools closed,
-20 times in a row, and the ledger and the worlds are exact afterwards. With the broker gone,
+streaming, invalidations flowing, slow provider calls in flight) ends it within 10 s without a
+write after its pools closed, 20 times in a row, and the ledger and the worlds are exact
+afterwards. With the broker gone,
 SIGTERM still ends the worker within 30 s, and the outage does not flood its log."""
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from agents.usage.flow import USAGE
 from agents.usage.synthetic import SyntheticUsage, synthetic_usage
 from devkit.harness import WorkerProcess, new_worker
 from runtime.settings import kafka_bootstrap_servers
-from schemas.events import WorldEvent
+from schemas.events import AIRequest, WorldEvent
+from schemas.examples import example
 from tests.faults.conftest import FaultStack
 from tests.integration.test_world import (
     applied_ids,
@@ -59,6 +61,11 @@ AFTER_CLOSE = (
     "Event loop is closed",
 )
 PLACES = ["square", "tavern", "market", "temple", "farm", "forest", "mine", "harbor"]
+# One AI request a second that the provider simulator answers only after 12 s, longer than a
+# stop may take: every SIGTERM finds calls in flight. The lanes abandon them, uncommitted, and
+# they run again after the restart (all of them after the last one).
+AI_REQUEST_EVERY = 10  # load rounds (of about 0.1 s)
+SLOW_PROMPT = "[sim:slow=12000] Describe the harbour at dusk"
 
 
 @dataclass
@@ -71,6 +78,7 @@ class Load:
     worlds: list[str]
     usage: list[SyntheticUsage] = field(default_factory=list)
     world_events: int = 0
+    ai_requests: list[str] = field(default_factory=list)  # their user ids, one per request
 
     async def run_until(self, stop: asyncio.Event) -> None:
         rng = random.Random(self.run)
@@ -82,7 +90,15 @@ class Load:
         try:
             async with Publisher(kafka_bootstrap_servers(self.kafka_url)) as publisher:
                 self.world_events += await publisher.publish_many([village(w) for w in self.worlds])
+                rounds = 0
                 while not stop.is_set():
+                    if rounds % AI_REQUEST_EVERY == 0:
+                        user = f"{self.run}-ai-{len(self.ai_requests)}"
+                        await publisher.publish_many(
+                            [example(AIRequest, user_id=user, prompt=SLOW_PROMPT)]
+                        )
+                        self.ai_requests.append(user)
+                    rounds += 1
                     batch = [next(usage) for _ in range(20)]
                     sends = [
                         await producer.send(USAGE_EVENTS.name, item.value, key=item.key)
@@ -229,12 +245,26 @@ async def test_sigterm_to_a_busy_worker_20_times_exits_in_time_and_loses_nothing
             load.worlds,
         )
         assert logged == load.world_events, "a world event was applied twice or not at all"
+        # Every AI request was answered, and its usage stored once (calls abandoned at a stop
+        # ran after a restart).
+        asked = len(load.ai_requests)
+        await eventually(
+            lambda: db.fetchrow(
+                "SELECT count(*), count(DISTINCT event_id), count(DISTINCT user_id) "
+                "FROM usage_events WHERE user_id LIKE $1",
+                f"{run}-ai-%",
+            ),
+            lambda row: row is not None and tuple(row) == (asked, asked, asked),
+            f"the usage of all {asked} AI requests stored once",
+            120,
+        )
         final = await asyncio.to_thread(sigterm, worker, STOP_LIMIT_S + 20)
         assert final.ok(STOP_LIMIT_S), final
         assert_replay_matches(services, *load.worlds)
         print(
-            f"  {distinct:,} usage events ({expected} USD) and {load.world_events:,} world "
-            f"events stored exactly once; replay matches {len(load.worlds)} worlds",
+            f"  {distinct:,} usage events ({expected} USD), {load.world_events:,} world "
+            f"events and the usage of {len(load.ai_requests)} slow AI requests stored exactly "
+            f"once; replay matches {len(load.worlds)} worlds",
             flush=True,
         )
     finally:

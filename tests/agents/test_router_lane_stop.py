@@ -1,0 +1,94 @@
+"""A lane's stop is bounded: calls still in flight after the grace are cancelled and left
+uncommitted (they run again after the restart), what finished is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from agents.router import lane_consumer
+from agents.router.lane_consumer import Job, LaneConsumer
+from runtime.lag import ConsumerGroups
+from runtime.testing import ListConsumer, records
+from topics.catalog import AI_LANE_URGENT
+from topics.dlq import Origin
+
+TOPIC = AI_LANE_URGENT.name
+PARTITION = TopicPartition(TOPIC, 0)
+
+
+async def no_dead_letter(origin: Origin, kind: str, reason: str) -> None:
+    raise AssertionError(f"unexpected dead letter {kind}: {reason}")
+
+
+def lane(consumer: ListConsumer, handle: Any, stop_together: list[Any]) -> LaneConsumer[bytes]:
+    return LaneConsumer(
+        "urgent",
+        AI_LANE_URGENT,
+        lambda: consumer,
+        group="test-router-urgent",
+        groups=ConsumerGroups(),
+        read=lambda value: value,
+        deadline_of=lambda _: None,
+        handle=handle,
+        dead_letter=no_dead_letter,
+        concurrency=4,
+        stop_together=stop_together,
+    )
+
+
+async def test_a_call_held_at_stop_is_abandoned_uncommitted_within_the_grace(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(lane_consumer, "STOP_GRACE_S", 0.5)
+    consumer = ListConsumer(records(TOPIC, [b"quick", b"held", b"quick-too"]))
+    handled: list[bytes] = []
+    held, both_quick_done = asyncio.Event(), asyncio.Event()
+
+    async def handle(job: Job[bytes]) -> None:
+        if job.payload == b"held":
+            held.set()
+            await asyncio.sleep(3600)  # a provider holding the call
+        handled.append(job.payload)
+        if len(handled) == 2:
+            both_quick_done.set()
+
+    stop_together: list[Any] = []
+    service = lane(consumer, handle, stop_together)
+    assert stop_together == [service], "the worker stops the lane with the other flows"
+    await service.start()
+    await asyncio.wait_for(asyncio.gather(held.wait(), both_quick_done.wait()), 5)
+
+    started = time.monotonic()
+    await asyncio.wait_for(service.stop(), 5)
+    took = time.monotonic() - started
+
+    assert 0.5 <= took < 2.0, took
+    assert sorted(handled) == [b"quick", b"quick-too"]
+    # Offset 1 (held) did not finish: the commit stops before it, so a restart reads it again.
+    assert consumer.committed == {PARTITION: 1}
+    assert consumer.stopped
+
+
+async def test_calls_that_finish_within_the_grace_are_committed(monkeypatch: Any) -> None:
+    monkeypatch.setattr(lane_consumer, "STOP_GRACE_S", 5.0)
+    consumer = ListConsumer(records(TOPIC, [b"a", b"slow", b"b"]))
+    slow_started = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def handle(job: Job[bytes]) -> None:
+        if job.payload == b"slow":
+            slow_started.set()
+            await asyncio.sleep(0.3)
+        handled.append(job.payload)
+
+    service = lane(consumer, handle, [])
+    await service.start()
+    await asyncio.wait_for(slow_started.wait(), 5)
+    await asyncio.wait_for(service.stop(), 5)
+
+    assert sorted(handled) == [b"a", b"b", b"slow"]
+    assert consumer.committed == {PARTITION: 3}
