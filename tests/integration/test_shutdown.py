@@ -61,10 +61,10 @@ AFTER_CLOSE = (
     "Event loop is closed",
 )
 PLACES = ["square", "tavern", "market", "temple", "farm", "forest", "mine", "harbor"]
-# One AI request a second that the provider simulator answers only after 12 s, longer than a
+# One AI request every 2 s that the provider simulator answers only after 12 s, longer than a
 # stop may take: every SIGTERM finds calls in flight. The lanes abandon them, uncommitted, and
 # they run again after the restart (all of them after the last one).
-AI_REQUEST_EVERY = 10  # load rounds (of about 0.1 s)
+AI_REQUEST_EVERY = 20  # load rounds (of about 0.1 s)
 SLOW_PROMPT = "[sim:slow=12000] Describe the harbour at dusk"
 
 
