@@ -233,11 +233,11 @@ async def _start_execution(
 
     base = resources.settings.base
 
-    def router_group(group: str) -> str:
-        return f"{base.app_id}-router-{group}"
+    def router_group(lane: str) -> str:
+        return kafka.group_id(base.app_id, f"router-{lane}")
 
     def router_consumer(group: str, fetch_wait_ms: int) -> Callable[[], AIOKafkaConsumer]:
-        """Builds the consumer of one router group (`<app_id>-router-<group>`) when its
+        """Builds the consumer of one router group (`<app_id>.router-<lane>`) when its
         service starts; through the one client factory, so it reaches a secured cluster."""
         return partial(
             kafka.consumer,
