@@ -120,21 +120,28 @@ class Resources:
         """Close the flows' clients, the pool and the Redis client, each within `deadline`
         seconds. Call it only after every flow stopped: a write after this fails."""
         self._closed = True
+        # One client failing to close must not leave the others open: each is tried in turn.
         for what, close in self._closers:
             try:
                 await asyncio.wait_for(close(), deadline)
             except TimeoutError:
                 log.warning("%s not closed within %.0f s; abandoned", what, deadline)
+            except Exception:
+                log.exception("%s failed to close; abandoned", what)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), deadline)
-            except TimeoutError:
+            except Exception as error:
                 log.warning(
-                    "PostgreSQL pool not closed within %.0f s; connections terminated", deadline
+                    "PostgreSQL pool not closed within %.0f s (%r); connections terminated",
+                    deadline,
+                    error,
                 )
                 pool.terminate()
         try:
             await asyncio.wait_for(self.redis.aclose(), deadline)
         except TimeoutError:
             log.warning("Redis client not closed within %.0f s; abandoned", deadline)
+        except Exception:
+            log.exception("Redis client failed to close; abandoned")

@@ -101,7 +101,7 @@ class FlowRunner(Generic[E, T]):
         self._writing: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
-        self._closed = False
+        self._stop: asyncio.Future[None] | None = None
         self._abandoned = False  # stopping cancelled the loop itself
         # A batch was left unwritten: a later one must not be committed, its offsets would
         # carry the commit past the records left behind.
@@ -146,11 +146,14 @@ class FlowRunner(Generic[E, T]):
             self._reading = None
 
     async def stop(self) -> None:
-        """Stop in order, each step within `spec.stop_seconds`; safe to call more than once."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stopping.set()
+        """Stop in order, each step within `spec.stop_seconds`. Safe to call more than once: a
+        second call returns when the first stop is done, not before."""
+        if self._stop is None:
+            self._stopping.set()
+            self._stop = asyncio.ensure_future(self._stop_in_order())
+        await asyncio.shield(self._stop)
+
+    async def _stop_in_order(self) -> None:
         deadline = self.spec.stop_seconds
         # A timer's round in progress (a world tick round writing to PostgreSQL) finishes;
         # one still running at the deadline is cancelled.

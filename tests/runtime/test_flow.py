@@ -312,3 +312,27 @@ async def test_timers_end_before_the_sinks_close() -> None:
     assert events[-1] == "close"
     assert events.count("close") == 1
     assert "tick" in events
+
+
+async def test_a_second_stop_returns_only_once_the_first_is_done() -> None:
+    """The worker stops a flow at SIGTERM and again when Faust stops its services: the second
+    caller must not go on (closing the pools) while the first is still writing."""
+    gate = asyncio.Event()
+
+    class Slow(ListSink[list[int]]):
+        async def close(self) -> None:
+            await gate.wait()
+            await super().close()
+
+    sink = Slow()
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([sink]), ListConsumer([]))
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    first = asyncio.create_task(runner.stop())
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(runner.stop())
+    await asyncio.sleep(0.05)
+    assert not second.done(), "the second stop returned while the first was closing the sink"
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second, running), 5)
+    assert sink.closed
