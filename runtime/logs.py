@@ -52,7 +52,8 @@ class RepeatLimiter(logging.Filter):
             self._close_windows(now)
         if record.levelno < self.min_level:
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        # A record the redactor cleaned has its message in `msg`; its template is kept aside.
+        key = (record.name, record.levelno, str(getattr(record, "redacted_template", record.msg)))
         window = self._windows.get(key)
         if window is None:
             self._windows[key] = _Window(now)
