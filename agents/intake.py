@@ -4,6 +4,7 @@ them for each record in offset order (`runtime.source.BatchSource.fill`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar, cast
 
@@ -18,6 +19,8 @@ from topics.catalog import TopicSpec, topic
 from topics.dlq import DeadLetters
 
 __all__ = ["Received", "dead_letter_writer", "decoder"]
+
+log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
 
@@ -43,7 +46,8 @@ def decoder(model: type[E], *specs: TopicSpec) -> Callable[[Record], E | Rejecte
 
 def dead_letter_writer(dead_letters: DeadLetters, spec: ConsumerSpec) -> DeadLetterWriter:
     """Stores a record in `<topic>.dlq`, retried while Kafka is unreachable, so its offset is
-    never committed before its dead letter is stored."""
+    never committed before its dead letter is stored; a warning names it (the worker's log
+    holds back a flood of them, `runtime.logs`)."""
 
     async def write(record: Record, kind: str, reason: str) -> None:
         await until_written(
@@ -55,6 +59,16 @@ def dead_letter_writer(dead_letters: DeadLetters, spec: ConsumerSpec) -> DeadLet
             reason,
             spec.agent_of(record.topic),
             retryable=DLQ_RETRYABLE,
+        )
+        log.warning(
+            "%s: %s partition %d offset %d dead-lettered (%s): %s",
+            spec.flow,
+            record.topic,
+            record.partition,
+            record.offset,
+            kind,
+            reason,
+            extra={"flow": spec.flow},
         )
 
     return write

@@ -92,6 +92,8 @@ class FlowRunner(Generic[E, T]):
     def __init__(self, flow: Flow[E, T], consumer: Consumer) -> None:
         self.flow = flow
         self.spec = flow.spec
+        # Each line names the flow twice: in its text, and as `flow` in a JSON log.
+        self.log = logging.LoggerAdapter(log, {"flow": flow.spec.flow})
         self.source: BatchSource[E] = BatchSource(
             flow.spec, consumer, flow.decode, flow.dead_letter
         )
@@ -161,7 +163,7 @@ class FlowRunner(Generic[E, T]):
         await self._cancel(self._timers)
         reading = self._reading
         if reading is not None and not await self._finished(reading, deadline):
-            log.warning(
+            self.log.warning(
                 "%s: batch not written within %.0f s of stopping; abandoned uncommitted",
                 self.spec.flow,
                 deadline,
@@ -203,9 +205,9 @@ class FlowRunner(Generic[E, T]):
         try:
             await asyncio.wait_for(step, seconds)
         except TimeoutError:
-            log.warning("%s: %s took over %.0f s; given up", self.spec.flow, what, seconds)
+            self.log.warning("%s: %s took over %.0f s; given up", self.spec.flow, what, seconds)
         except Exception:
-            log.exception("%s: %s failed", self.spec.flow, what)
+            self.log.exception("%s: %s failed", self.spec.flow, what)
 
     @staticmethod
     async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
@@ -226,7 +228,7 @@ class FlowRunner(Generic[E, T]):
                 try:
                     await self.source.fill(self._filling, self._poll_ms())
                 except self.flow.retryable as error:
-                    log.warning("%s: poll failed (%r); retrying", self.spec.flow, error)
+                    self.log.warning("%s: poll failed (%r); retrying", self.spec.flow, error)
                     await asyncio.sleep(FIRST_PAUSE_S)
                     continue
                 if self._due():
@@ -303,10 +305,10 @@ class FlowRunner(Generic[E, T]):
                     except SinkBackpressure as pushed_back:
                         self.source.pause()
                         wait = pushed_back.retry_after
-                        log.warning("%s: %s", self.spec.flow, pushed_back)
+                        self.log.warning("%s: %s", self.spec.flow, pushed_back)
                     except self.flow.retryable as error:
                         wait, pause = pause, min(pause * 2, MAX_PAUSE_S)
-                        log.warning(
+                        self.log.warning(
                             "%s: batch not written (%r); retry in %.1f s",
                             self.spec.flow,
                             error,
@@ -326,7 +328,7 @@ class FlowRunner(Generic[E, T]):
         """Leave the batch uncommitted and take no other: it is read again after the restart."""
         self._gave_up = True
         self._stopping.set()
-        log.warning("%s: batch abandoned uncommitted (%s)", self.spec.flow, why)
+        self.log.warning("%s: batch abandoned uncommitted (%s)", self.spec.flow, why)
 
     # -- rebalance (called by the source's listener) -----------------------------------------
 
@@ -341,7 +343,7 @@ class FlowRunner(Generic[E, T]):
     async def partitions_assigned(self, partitions: frozenset[TopicPartition]) -> None:
         if self._stopping.is_set():
             return  # a join finishing while the worker leaves: it will own nothing
-        log.info(
+        self.log.info(
             "%s: assigned partitions %s",
             self.spec.flow,
             ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(partitions)) or "none",
@@ -360,8 +362,8 @@ class FlowRunner(Generic[E, T]):
             try:
                 await timer.action()
             except SinkStopping as error:
-                log.warning("%s: %s: %s", self.spec.flow, timer.name, error)
+                self.log.warning("%s: %s: %s", self.spec.flow, timer.name, error)
             except Exception:
-                log.exception(
+                self.log.exception(
                     "%s: %s failed; runs again in %.1f s", self.spec.flow, timer.name, timer.seconds
                 )

@@ -310,6 +310,9 @@ class Redactor:
             message = record.getMessage()
             cleaned = self.redact(message)
             if cleaned != message:
+                # The template goes with the arguments; the repeat limiter still groups the
+                # record by it (`runtime.logs`), so it is kept, cleaned too.
+                record.redacted_template = self.redact(str(record.msg))
                 record.msg, record.args = cleaned, None
             if record.exc_info and record.exc_info[1] is not None:
                 text = logging.Formatter().formatException(record.exc_info)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from runtime.logs import LOG_FORMATS
 from runtime.security import Security, SecuritySettingsError, mask_url
 
 
@@ -191,6 +192,8 @@ class Settings:
     # How often a world's full state is written to world_state (0: with every batch); between
     # checkpoints world_state.state lags the world's log by up to twice this.
     world_checkpoint_seconds: float = 10.0
+    # How the worker and the gateway write their log: `text`, or `json` (one object per line).
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -237,6 +240,7 @@ class Settings:
             world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),
             world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
             world_checkpoint_seconds=_float("SCRIBE_WORLD_CHECKPOINT_SECONDS", 10.0),
+            log_format=_choice("SCRIBE_LOG_FORMAT", LOG_FORMATS, "text"),
         )
 
     def require(self) -> ResolvedSettings:

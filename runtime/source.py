@@ -148,6 +148,7 @@ class BatchSource(Generic[E]):
         dead_letter: DeadLetterWriter,
     ) -> None:
         self.spec = spec
+        self.log = logging.LoggerAdapter(log, {"flow": spec.flow})
         self.consumer = consumer
         self.decode = decode
         self.dead_letter = dead_letter
@@ -227,14 +228,14 @@ class BatchSource(Generic[E]):
 
     def pause(self) -> None:
         if not self.paused:
-            log.warning("%s: partitions paused", self.spec.flow)
+            self.log.warning("%s: partitions paused", self.spec.flow)
         self.consumer.pause(*self.consumer.assignment())
         self.paused = True
 
     def resume(self) -> None:
         if self.paused:
             self.consumer.resume(*self.consumer.assignment())
-            log.warning("%s: partitions resumed", self.spec.flow)
+            self.log.warning("%s: partitions resumed", self.spec.flow)
         self.paused = False
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
@@ -245,7 +246,7 @@ class BatchSource(Generic[E]):
         try:
             await self.consumer.commit(dict(offsets))
         except KafkaError as error:
-            log.warning(
+            self.log.warning(
                 "%s: offsets not committed (%r); the batch will be re-read", self.spec.flow, error
             )
             return False

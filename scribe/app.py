@@ -16,7 +16,7 @@ from typing import Any
 import faust
 
 from agents.context import Resources
-from runtime.logs import RepeatLimiter, limit_repeats
+from runtime.logs import JsonFormatter, RepeatLimiter, limit_repeats
 from runtime.metrics import ASSIGNED_PARTITIONS
 from runtime.settings import ResolvedSettings, faust_broker_url
 from sinks.retry import STOPPING
@@ -140,7 +140,15 @@ class StoppingWorker(faust.Worker):
         app.on_before_shutdown.connect(self._wait_for_flows)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        log_format = self.resources.settings.base.log_format
+        if log_format == "json":
+            self.spinner = None  # it would write its progress between the JSON lines
         super().on_setup_root_logger(logger, level)
+        if log_format == "json":
+            # Faust's handler (and its own lines with it) takes our format; what is printed
+            # from here on is redirected into the log by Faust (`worker_redirect_stdouts`).
+            for handler in logger.handlers:
+                handler.setFormatter(JsonFormatter())
         self._repeat_limiters = limit_repeats(logger.handlers)
 
     async def stop(self) -> None:

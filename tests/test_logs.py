@@ -127,3 +127,22 @@ def test_limit_repeats_gives_each_handler_one_limiter() -> None:
     assert len(limit_repeats(handlers)) == 2
     assert limit_repeats(handlers) == []
     assert all(len(h.filters) == 1 for h in handlers)
+
+
+def test_a_redacted_record_is_still_grouped_by_its_template(
+    logged: tuple[logging.Logger, io.StringIO, RepeatLimiter, Clock],
+) -> None:
+    log, stream, limiter, _ = logged
+    previous = logging.getLogRecordFactory()
+    Redactor(["pw-1234"]).install()
+    try:
+        for attempt in range(1, 6):  # the redactor replaces each template by its message
+            log.warning("connecting to %s (attempt %d)", "redis://:pw-1234@h/0", attempt)
+        limiter.flush()
+    finally:
+        logging.setLogRecordFactory(previous)
+    assert lines(stream) == [
+        "WARNING scribe.test.repeats connecting to redis://:***@h/0 (attempt 1)",
+        "WARNING scribe.test.repeats 4 more like this in 10 s, held back; the last: "
+        "connecting to redis://:***@h/0 (attempt 5)",
+    ]

@@ -63,10 +63,15 @@ def db_migrate() -> None:
 def worker(loglevel: str) -> None:
     """Run every agent in one Faust worker; serves /metrics and /health on SCRIBE_WEB_PORT.
     SIGTERM stops it within 10 s (30 s when a server is unreachable), losing nothing."""
+    import logging
+
+    from runtime.logs import log_to_stderr
     from scribe.app import StoppingWorker, create_app, prepare
 
     settings = resolved_settings()
-    asyncio.run(prepare(settings, report=lambda line: click.echo(line, err=True)))
+    # Until Faust sets up its own logging, so that what `prepare` reports is in the log's format.
+    log_to_stderr(settings.base.log_format)
+    asyncio.run(prepare(settings, report=logging.getLogger("scribe.worker").info))
     app, resources = create_app(settings)
     StoppingWorker(app, resources, loglevel=loglevel).execute_from_commandline()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import click
 
@@ -21,6 +20,7 @@ def gateway(port: int | None, host: str | None) -> None:
 
     from aiohttp import web
 
+    from runtime.logs import log_to_stderr
     from scribe.gateway.config import GatewaySettings
     from scribe.gateway.server import AccessLogger, create_app, log
     from topics.admin import ensure_topics
@@ -36,13 +36,15 @@ def gateway(port: int | None, host: str | None) -> None:
             "name:token:*) or SCRIBE_GATEWAY_TOKENS_FILE; without one every request gets 401"
         )
     config = replace(config, port=config.port if port is None else port, host=host or config.host)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_to_stderr(settings.base.log_format)
     asyncio.run(ensure_topics(settings))
-    names = ", ".join(c.name for c in config.tokens.clients)
-    click.echo(
-        f"gateway on http://{config.host}:{config.port} for clients: {names}; "
-        f"{config.rate:g} events/s per client (burst {config.burst:,})",
-        err=True,
+    log.info(
+        "gateway on http://%s:%d for clients: %s; %g events/s per client (burst %s)",
+        config.host,
+        config.port,
+        ", ".join(c.name for c in config.tokens.clients),
+        config.rate,
+        f"{config.burst:,}",
     )
     web.run_app(
         create_app(config, settings),
