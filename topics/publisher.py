@@ -34,6 +34,7 @@ _brokers_without_idempotence: set[tuple[str, ...]] = set()
 DEFAULT_LINGER_MS = 5
 # (topic, key, value) as sent; a None value is a tombstone on a compacted topic.
 RawRecord = tuple[str, bytes | None, bytes | None]
+Header = tuple[str, bytes]  # a Kafka record header: name, value
 MAX_BATCH_BYTES = 256 * 1024
 
 
@@ -182,14 +183,17 @@ class Publisher:
             raise PublishError("the publisher is not started: use `async with Publisher(...)`")
         return self._producer
 
-    async def enqueue(self, event: Event, spec: TopicSpec | None = None) -> asyncio.Future[Any]:
+    async def enqueue(
+        self, event: Event, spec: TopicSpec | None = None, headers: Sequence[Header] = ()
+    ) -> asyncio.Future[Any]:
         """Add the event to the current batch; the returned future resolves to its
-        RecordMetadata once the broker acknowledged it (or raises why it did not)."""
+        RecordMetadata once the broker acknowledged it (or raises why it did not). `headers`
+        go on the record as given (the gateway's CloudEvents attributes)."""
         target = spec or topic_for(event)
         if not isinstance(event, target.model):
             raise WrongTopicError(event, target)
         future: asyncio.Future[Any] = await self._running().send(
-            target.name, encode(event), key=target.key_of(event)
+            target.name, encode(event), key=target.key_of(event), headers=list(headers) or None
         )
         return future
 

@@ -14,7 +14,8 @@ from scribe.cli.settings import resolved_settings
 @click.option("--port", type=int, default=None, help="Overrides SCRIBE_GATEWAY_PORT (8080).")
 @click.option("--host", default=None, help="Overrides SCRIBE_GATEWAY_HOST (127.0.0.1).")
 def gateway(port: int | None, host: str | None) -> None:
-    """Serve POST /v1/events/{topic} (one event, a JSON array or NDJSON) with bearer tokens
+    """Serve POST /v1/events/{topic} (one event, a JSON array or NDJSON) and POST
+    /v1/cloudevents (structured, batch or binary CloudEvents) with bearer tokens
     (SCRIBE_GATEWAY_TOKENS / SCRIBE_GATEWAY_TOKENS_FILE) and a per-client rate limit."""
     from dataclasses import replace
 

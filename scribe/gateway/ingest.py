@@ -110,18 +110,26 @@ def _ndjson_items(body: bytes, max_bytes: int) -> list[Item]:
     return items
 
 
+def check_item(index: int, item: Item, model: type[E]) -> E | ItemError:
+    """The item as an event of `model`, or why it is not one."""
+    if item.error is not None:
+        return ItemError(index, [item.error], item.line)
+    try:
+        return validate(item.value, model)
+    except DecodeError as exc:
+        return ItemError(index, exc.errors, item.line)
+
+
 def validate_items(items: list[Item], model: type[E]) -> tuple[list[E], list[ItemError]]:
     """Every item checked (not just up to the first failure), so one answer lists them all."""
     events: list[E] = []
     errors: list[ItemError] = []
     for index, item in enumerate(items):
-        if item.error is not None:
-            errors.append(ItemError(index, [item.error], item.line))
-            continue
-        try:
-            events.append(validate(item.value, model))
-        except DecodeError as exc:
-            errors.append(ItemError(index, exc.errors, item.line))
+        checked = check_item(index, item, model)
+        if isinstance(checked, ItemError):
+            errors.append(checked)
+        else:
+            events.append(checked)
     return events, errors
 
 

@@ -1,10 +1,13 @@
 """The HTTP ingest gateway (aiohttp): `POST /v1/events/{topic}` for services that cannot speak
-Kafka, plus the contract (`GET /v1/schemas/{topic}`), `/health` and `/metrics`.
+Kafka, `POST /v1/cloudevents` for CloudEvents (each event's type names its topic), plus the
+contract (`GET /v1/schemas/{topic}`), `/health` and `/metrics`.
 
 A request is answered in this order: 401 (no valid bearer token), 404 (not an input topic),
 403 (the token may not publish to it), 413 (too large), 415 (not JSON or NDJSON), 429 (over
 the client's rate, counted per event), 400 (any invalid event: nothing published), 503 (the
 broker did not acknowledge in time; retry), else 202 with the ids once the broker acknowledged.
+CloudEvents are answered in the same order, except that there is no 404 and 403 comes once the
+body was read, since the topics are named by the events' types.
 """
 
 from __future__ import annotations
@@ -31,14 +34,23 @@ from runtime.settings import ResolvedSettings
 from schemas.events import Event
 from schemas.json_schema import FAMILIES, SCHEMA_DIR, file_name
 from scribe.gateway.access import PUBLISHABLE, Client
+from scribe.gateway.cloud_events import Accepted, event_type, read_cloudevents, translate
 from scribe.gateway.config import GatewaySettings
-from scribe.gateway.ingest import BodyError, parse_items, receipt_id, rejection, validate_items
+from scribe.gateway.ingest import (
+    BodyError,
+    ItemError,
+    parse_items,
+    receipt_id,
+    rejection,
+    validate_items,
+)
 from scribe.gateway.ratelimit import TokenBucket
 from topics.catalog import TOPICS, TopicSpec, topic
-from topics.publisher import Publisher, publisher_for
+from topics.publisher import Header, Publisher, publisher_for
 
 log = logging.getLogger("scribe.gateway")
 CLIENT_KEY = web.RequestKey("scribe_client", str)  # the client's name, for the access log
+CLOUDEVENTS_LABEL = "cloudevents"  # the `topic` label of requests to /v1/cloudevents
 
 
 @dataclass
@@ -52,6 +64,15 @@ def _error(status: int, message: str, **headers: str) -> Answer:
     return Answer(status, {"error": message}, headers)
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One record to publish: the event, its topic, its headers."""
+
+    spec: TopicSpec
+    event: Event
+    headers: list[Header] = field(default_factory=list)
+
+
 class Gateway:
     """The request logic; the aiohttp wiring is in `create_app`."""
 
@@ -63,7 +84,7 @@ class Gateway:
         self.redis = redis
         self.bucket = TokenBucket(redis, settings.rate, settings.burst)
 
-    async def ingest(self, request: web.Request, topic_name: str) -> Answer:
+    def _authenticate(self, request: web.Request) -> Client | Answer:
         client = self.settings.tokens.authenticate(request.headers.get("Authorization"))
         if client is None:
             return _error(
@@ -72,6 +93,21 @@ class Gateway:
                 **{"WWW-Authenticate": 'Bearer realm="scribe"'},
             )
         request[CLIENT_KEY] = client.name
+        return client
+
+    async def _body(self, request: web.Request) -> bytes | Answer:
+        too_large = f"the body is over the limit of {self.settings.max_body_bytes:,} bytes"
+        if (request.content_length or 0) > self.settings.max_body_bytes:
+            return _error(413, too_large)
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, too_large)
+
+    async def ingest(self, request: web.Request, topic_name: str) -> Answer:
+        client = self._authenticate(request)
+        if isinstance(client, Answer):
+            return client
         if topic_name not in PUBLISHABLE:
             return _error(
                 404,
@@ -80,14 +116,68 @@ class Gateway:
             )
         if not client.may_publish(topic_name):
             return _error(403, f"client {client.name!r} may not publish to {topic_name}")
-        too_large = f"the body is over the limit of {self.settings.max_body_bytes:,} bytes"
-        if (request.content_length or 0) > self.settings.max_body_bytes:
-            return _error(413, too_large)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, too_large)
+        body = await self._body(request)
+        if isinstance(body, Answer):
+            return body
         return await self._accept(client, topic_name, body, request.content_type)
+
+    async def ingest_cloudevents(self, request: web.Request) -> Answer:
+        """Structured, batch or binary CloudEvents; each event's type names its topic."""
+        client = self._authenticate(request)
+        if isinstance(client, Answer):
+            return client
+        body = await self._body(request)
+        if isinstance(body, Answer):
+            return body
+        try:
+            received = read_cloudevents(
+                request.headers, body, self.settings.max_body_bytes, self.settings.max_events
+            )
+        except BodyError as exc:
+            if exc.status != 400:
+                return _error(exc.status, exc.message)
+            refused = await self._over_limit(client, 1)  # as for a body that is not JSON
+            return refused or _error(400, exc.message)
+        known = [t for t in map(event_type, received) if t is not None]
+        forbidden = sorted({t.topic.name for t in known if not client.may_publish(t.topic.name)})
+        if forbidden:
+            return _error(
+                403,
+                f"client {client.name!r} may not publish to {', '.join(forbidden)}, the topic of "
+                "CloudEvents type(s) "
+                + ", ".join(sorted({t.name for t in known if t.topic.name in forbidden})),
+            )
+        refused = await self._over_limit(client, len(received))
+        if refused:
+            return refused
+        translated = [translate(index, r) for index, r in enumerate(received)]
+        errors = [t for t in translated if isinstance(t, ItemError)]
+        if errors:
+            return Answer(400, rejection(errors, len(received)))
+        accepted = [t for t in translated if isinstance(t, Accepted)]
+        outgoing = [Outgoing(a.type.topic, a.event, a.headers) for a in accepted]
+        unacknowledged = await self._publish(client, outgoing)
+        if unacknowledged:
+            return self._unacknowledged(unacknowledged, len(outgoing))
+        for a in accepted:
+            GATEWAY_EVENTS.labels(topic=a.type.topic.name).inc()
+        return Answer(
+            202,
+            {
+                "accepted": len(accepted),
+                "ids": [receipt_id(a.event) for a in accepted],
+                "topics": [a.type.topic.name for a in accepted],
+            },
+        )
+
+    def _unacknowledged(self, unacknowledged: int, total: int) -> Answer:
+        return _error(
+            503,
+            f"the broker did not acknowledge {unacknowledged} of {total} event(s); "
+            "retry the same request (events already stored are deduplicated by id "
+            "downstream)",
+            **{"Retry-After": "1"},
+        )
 
     async def _accept(
         self, client: Client, topic_name: str, body: bytes, content_type: str
@@ -109,28 +199,23 @@ class Gateway:
         events, errors = validate_items(items, spec.model)
         if errors:
             return Answer(400, rejection(errors, len(items)))
-        unacknowledged = await self._publish(client, spec, events)
+        unacknowledged = await self._publish(client, [Outgoing(spec, e) for e in events])
         if unacknowledged:
-            return _error(
-                503,
-                f"the broker did not acknowledge {unacknowledged} of {len(events)} event(s); "
-                "retry the same request (events already stored are deduplicated by id "
-                "downstream)",
-                **{"Retry-After": "1"},
-            )
+            return self._unacknowledged(unacknowledged, len(events))
         GATEWAY_EVENTS.labels(topic=topic_name).inc(len(events))
         return Answer(
             202,
             {"topic": topic_name, "accepted": len(events), "ids": [receipt_id(e) for e in events]},
         )
 
-    async def _publish(self, client: Client, spec: TopicSpec, events: list[Event]) -> int:
-        """Batch every event, wait for the acknowledgements; return how many were not."""
+    async def _publish(self, client: Client, records: list[Outgoing]) -> int:
+        """Batch every record, wait for the acknowledgements; return how many were not."""
+        topics = ", ".join(sorted({r.spec.name for r in records}))
         try:
-            futures = [await self.publisher.enqueue(event, spec) for event in events]
+            futures = [await self.publisher.enqueue(r.event, r.spec, r.headers) for r in records]
         except KafkaError as exc:
-            log.error("client %s: publishing to %s failed: %r", client.name, spec.name, exc)
-            return len(events)
+            log.error("client %s: publishing to %s failed: %r", client.name, topics, exc)
+            return len(records)
         # `wait`, not `wait_for(gather)`: a timeout must not cancel the producer's futures.
         done, pending = await asyncio.wait(futures, timeout=self.settings.ack_timeout_s)
         failed = [f.exception() for f in done if f.exception() is not None]
@@ -139,8 +224,8 @@ class Gateway:
                 "client %s: %d of %d event(s) to %s not acknowledged (%d timed out): %r",
                 client.name,
                 len(failed) + len(pending),
-                len(events),
-                spec.name,
+                len(records),
+                topics,
                 len(pending),
                 failed[:1],
             )
@@ -186,6 +271,14 @@ async def _ingest(request: web.Request) -> web.Response:
     answer = await request.app[GATEWAY].ingest(request, topic_name)
     GATEWAY_REQUESTS.labels(topic=label, status=str(answer.status)).inc()
     GATEWAY_SECONDS.labels(topic=label).observe(time.perf_counter() - started)
+    return _json(answer)
+
+
+async def _ingest_cloudevents(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    answer = await request.app[GATEWAY].ingest_cloudevents(request)
+    GATEWAY_REQUESTS.labels(topic=CLOUDEVENTS_LABEL, status=str(answer.status)).inc()
+    GATEWAY_SECONDS.labels(topic=CLOUDEVENTS_LABEL).observe(time.perf_counter() - started)
     return _json(answer)
 
 
@@ -256,6 +349,7 @@ def create_app(settings: GatewaySettings, resolved: ResolvedSettings) -> web.App
 
     app.cleanup_ctx.append(resources)
     app.router.add_post("/v1/events/{topic}", _ingest)
+    app.router.add_post("/v1/cloudevents", _ingest_cloudevents)
     app.router.add_get("/v1/schemas/{topic}", _schema)
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
