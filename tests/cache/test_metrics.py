@@ -242,13 +242,13 @@ async def test_zipf_reads_show_their_hit_ratio_on_metrics(redis_url: str, prefix
         CacheClient(redis_url, name=names[1], l1_ttl=600) as b,
     ):
         clients = [a, b]
-        for client, key in reads:
-            value = await clients[client].get(f"{prefix}:{key}", loader(key), ttl=600)
+        for which, key in reads:
+            value = await clients[which].get(f"{prefix}:{key}", loader(key), ttl=600)
             assert value == {"key": key}
 
     scraped = scrape_reads(names)
-    for client, name, want in zip(clients, names, expected, strict=True):
-        stats = client.stats
+    for cache, name, want in zip(clients, names, expected, strict=True):
+        stats = cache.stats
         assert scraped[name] == {
             "l1": stats.l1_hits,
             "redis": stats.redis_hits,
