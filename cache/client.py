@@ -127,7 +127,7 @@ class CacheStats:
         return (self.l1_hits + self.redis_hits) / self.reads if self.reads else None
 
 
-class _Exported:
+class _ClientSeries:
     """One client's series of the runtime.metrics cache families, made on first use so that a
     process exports only what its caches did."""
 
@@ -217,7 +217,7 @@ class CacheClient:
         self.lease_wait = lease_wait
         self.l1_ttl = l1_ttl
         self.stats = CacheStats()
-        self._exported = _Exported(name)
+        self._series = _ClientSeries(name)
         self._dumps = dumps
         self._loads = loads
         self._redis = aioredis.from_url(redis_url, decode_responses=False)
@@ -386,12 +386,12 @@ class CacheClient:
             self.stats.redis_hits += 1
         else:
             self.stats.misses += 1
-        self._exported.read(layer)
+        self._series.read(layer)
 
     def _refused(self, write_backs: int) -> None:
         self.stats.fills_refused += write_backs
         if write_backs:
-            self._exported.lease_refusals.inc(write_backs)
+            self._series.lease_refusals.inc(write_backs)
 
     def _ttl(self, ttl: float | None) -> float:
         ttl = self.default_ttl if ttl is None else ttl
@@ -429,9 +429,9 @@ class CacheClient:
             self._l1.put(key, value, time.monotonic() + min(ttl, self.l1_ttl), flight.tags)
         return value
 
-    async def _load(self, loader: Callable[[], Awaitable[Any]]) -> Any:
+    async def _load(self, loader: Loader) -> Any:
         self.stats.loads += 1
-        with self._exported.in_flight_loads.track_inprogress():
+        with self._series.in_flight_loads.track_inprogress():
             return await loader()
 
     async def _through_redis(
@@ -456,10 +456,10 @@ class CacheClient:
             if not waited:  # counted once per miss, however many times it looks again
                 waited = True
                 self.stats.lease_waits += 1
-                self._exported.lease_waits.inc()
+                self._series.lease_waits.inc()
             if time.monotonic() >= give_up_at:
                 self.stats.lease_wait_timeouts += 1
-                self._exported.lease_wait_timeouts.inc()
+                self._series.lease_wait_timeouts.inc()
                 flight.layer = LOADER_LAYER
                 return await self._load(loader), True
             await asyncio.sleep(delay)
