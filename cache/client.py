@@ -13,6 +13,10 @@ Freshness rules (the invalidation pipeline removes Redis entries, then broadcast
 - **Single flight**: one load per key at a time in a process; other callers await it. Across
   processes the lease plays that role: a process that finds another's lease waits briefly for
   the value, then loads without writing back.
+
+Each client counts in its `stats` and exports the same counts under its `name` to the cache
+families of `runtime.metrics` (reads by answering layer, loads in flight, lease waits, their
+timeouts and refused write-backs).
 """
 
 from __future__ import annotations
@@ -20,17 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import TracebackType
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
+from prometheus_client import Counter, Gauge
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -44,11 +51,22 @@ from cache.layout import (
     tag_set_key,
 )
 from cache.patterns import compile_glob
+from runtime.metrics import (
+    CACHE_IN_FLIGHT_LOADS,
+    CACHE_LEASE_REFUSALS,
+    CACHE_LEASE_WAIT_TIMEOUTS,
+    CACHE_LEASE_WAITS,
+    CACHE_READS,
+)
 
 log = logging.getLogger(__name__)
 
 Loader = Callable[[], Awaitable[Any]]
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# A client's name is a metric label: a constant chosen in code, never built from data.
+CACHE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# The layer that answered a read (the `layer` label of scribe_cache_reads_total).
+L1_LAYER, REDIS_LAYER, LOADER_LAYER = "l1", "redis", "loader"
 
 HIT, BUSY, LEASED = 1, 2, 3
 # KEYS[1] the key; ARGV[1] our lease token, ARGV[2] the lease lifetime in ms.
@@ -80,10 +98,13 @@ return 0
 
 @dataclass
 class CacheStats:
-    """Counters for this client; app code exports them to its own metrics."""
+    """Counts of this one client. Reads are counted once each, by the layer that answered:
+    `l1_hits`, `redis_hits`, or `misses` (the read waited for a loader call, its own or one it
+    joined); a read whose caller was cancelled before its answer is not counted."""
 
     l1_hits: int = 0
     redis_hits: int = 0
+    misses: int = 0
     loads: int = 0
     fills: int = 0
     fills_refused: int = 0
@@ -95,6 +116,46 @@ class CacheStats:
     l1_dropped: int = 0
     subscriptions: int = 0
     disconnects: int = 0
+
+    @property
+    def reads(self) -> int:
+        return self.l1_hits + self.redis_hits + self.misses
+
+    @property
+    def hit_ratio(self) -> float | None:
+        """Reads answered by L1 or Redis over all reads; None before the first read."""
+        return (self.l1_hits + self.redis_hits) / self.reads if self.reads else None
+
+
+class _ClientSeries:
+    """One client's series of the runtime.metrics cache families, made on first use so that a
+    process exports only what its caches did."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._reads: dict[str, Counter] = {}
+
+    def read(self, layer: str) -> None:
+        child = self._reads.get(layer)
+        if child is None:
+            child = self._reads[layer] = CACHE_READS.labels(cache=self.name, layer=layer)
+        child.inc()
+
+    @cached_property
+    def in_flight_loads(self) -> Gauge:
+        return CACHE_IN_FLIGHT_LOADS.labels(cache=self.name)
+
+    @cached_property
+    def lease_waits(self) -> Counter:
+        return CACHE_LEASE_WAITS.labels(cache=self.name)
+
+    @cached_property
+    def lease_wait_timeouts(self) -> Counter:
+        return CACHE_LEASE_WAIT_TIMEOUTS.labels(cache=self.name)
+
+    @cached_property
+    def lease_refusals(self) -> Counter:
+        return CACHE_LEASE_REFUSALS.labels(cache=self.name)
 
 
 @dataclass(frozen=True)
@@ -109,6 +170,8 @@ class PrimeResult:
 class _Flight:
     tags: tuple[str, ...]
     task: asyncio.Task[Any] | None = None
+    # The layer that answered: every caller of this flight counts its read under it.
+    layer: str | None = None
     # An invalidation for this key arrived while it was loading: its result may predate it.
     stale: bool = False
 
@@ -128,6 +191,7 @@ class CacheClient:
         self,
         redis_url: str,
         *,
+        name: str = "default",
         default_ttl: float = 300.0,
         max_ttl: float = 86_400.0,
         lease_ttl: float = 10.0,
@@ -141,12 +205,19 @@ class CacheClient:
     ) -> None:
         if not 0 < default_ttl <= max_ttl:
             raise ValueError("default_ttl must be positive and at most max_ttl")
+        if not CACHE_NAME.fullmatch(name):
+            raise ValueError(
+                f"cache name {name!r}: 1-32 of a-z, 0-9, '_', '-', starting with a letter; "
+                "a fixed name per cache (it labels the cache metrics), never a key or an id"
+            )
+        self.name = name
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
         self.lease_ttl = lease_ttl
         self.lease_wait = lease_wait
         self.l1_ttl = l1_ttl
         self.stats = CacheStats()
+        self._series = _ClientSeries(name)
         self._dumps = dumps
         self._loads = loads
         self._redis = aioredis.from_url(redis_url, decode_responses=False)
@@ -232,15 +303,21 @@ class CacheClient:
         if self._l1 is not None and self._l1_live:
             hit, value = self._l1.get(key, time.monotonic())
             if hit:
-                self.stats.l1_hits += 1
+                self._count_read(L1_LAYER)
                 return value
         flight = self._flights.get(key)
         if flight is None:
             flight = self._start_flight(key, loader, ttl, tuple(dict.fromkeys(tags)))
         else:
             self.stats.joined_flights += 1
-        assert flight.task is not None
-        return await asyncio.shield(flight.task)
+        task = flight.task
+        assert task is not None
+        try:
+            return await asyncio.shield(task)
+        finally:
+            # A caller cancelled while the load goes on got no answer: no read to count.
+            if task.done() and flight.layer is not None:
+                self._count_read(flight.layer)
 
     async def prime(
         self,
@@ -269,8 +346,7 @@ class CacheClient:
             return PrimeResult(0, 0, cached, busy)
         for key in leased:
             await self._register_tags(key, tags)
-        values = await load()
-        self.stats.loads += 1
+        values = await self._load(load)
         filled = refused = 0
         for key in leased:
             if key not in values:
@@ -281,7 +357,7 @@ class CacheClient:
             else:
                 refused += 1
         self.stats.fills += filled
-        self.stats.fills_refused += refused
+        self._refused(refused)
         return PrimeResult(filled, refused, cached, busy)
 
     async def applied(self, invalidation_id: str, timeout: float) -> bool:
@@ -302,6 +378,20 @@ class CacheClient:
                 del self._waiters[invalidation_id]
 
     # -- internals -----------------------------------------------------------------------
+
+    def _count_read(self, layer: str) -> None:
+        if layer == L1_LAYER:
+            self.stats.l1_hits += 1
+        elif layer == REDIS_LAYER:
+            self.stats.redis_hits += 1
+        else:
+            self.stats.misses += 1
+        self._series.read(layer)
+
+    def _refused(self, write_backs: int) -> None:
+        self.stats.fills_refused += write_backs
+        if write_backs:
+            self._series.lease_refusals.inc(write_backs)
 
     def _ttl(self, ttl: float | None) -> float:
         ttl = self.default_ttl if ttl is None else ttl
@@ -328,7 +418,7 @@ class CacheClient:
     async def _fetch(
         self, key: str, loader: Loader, ttl: float, flight: _Flight, epoch: int
     ) -> Any:
-        value, keep = await self._through_redis(key, loader, ttl, flight.tags)
+        value, keep = await self._through_redis(key, loader, ttl, flight)
         if (
             keep
             and self._l1 is not None
@@ -341,37 +431,45 @@ class CacheClient:
 
     async def _load(self, loader: Loader) -> Any:
         self.stats.loads += 1
-        return await loader()
+        with self._series.in_flight_loads.track_inprogress():
+            return await loader()
 
     async def _through_redis(
-        self, key: str, loader: Loader, ttl: float, tags: tuple[str, ...]
+        self, key: str, loader: Loader, ttl: float, flight: _Flight
     ) -> tuple[Any, bool]:
         """The value, and whether L1 may keep it: not when its write-back was refused, since
-        that means an invalidation ran while it loaded."""
+        that means an invalidation ran while it loaded. Sets the flight's answering layer."""
         token = uuid.uuid4().hex
         give_up_at = time.monotonic() + self.lease_wait
         delay = 0.002
+        waited = False
         while True:
             try:
                 code, payload = await self._lookup(keys=[key], args=[token, _ms(self.lease_ttl)])
             except REDIS_ERRORS as exc:
-                return await self._load_without_redis(loader, exc), True
+                return await self._load_without_redis(loader, exc, flight), True
             if int(code) == HIT:
-                self.stats.redis_hits += 1
+                flight.layer = REDIS_LAYER
                 return self._loads(payload), True
             if int(code) == LEASED:
                 break
+            if not waited:  # counted once per miss, however many times it looks again
+                waited = True
+                self.stats.lease_waits += 1
+                self._series.lease_waits.inc()
             if time.monotonic() >= give_up_at:
                 self.stats.lease_wait_timeouts += 1
+                self._series.lease_wait_timeouts.inc()
+                flight.layer = LOADER_LAYER
                 return await self._load(loader), True
-            self.stats.lease_waits += 1
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         try:
-            await self._register_tags(key, tags)
+            await self._register_tags(key, flight.tags)
         except REDIS_ERRORS as exc:
             # Unregistered, a tag invalidation would miss this key: serve without storing.
-            return await self._load_without_redis(loader, exc), True
+            return await self._load_without_redis(loader, exc, flight), True
+        flight.layer = LOADER_LAYER
         value = await self._load(loader)
         try:
             filled = await self._fill(keys=[key], args=[token, self._dumps(value), _ms(ttl)])
@@ -381,11 +479,12 @@ class CacheClient:
         if filled:
             self.stats.fills += 1
         else:
-            self.stats.fills_refused += 1
+            self._refused(1)
         return value, bool(filled)
 
-    async def _load_without_redis(self, loader: Loader, exc: BaseException) -> Any:
+    async def _load_without_redis(self, loader: Loader, exc: BaseException, flight: _Flight) -> Any:
         self._redis_failed(exc)
+        flight.layer = LOADER_LAYER
         return await self._load(loader)
 
     def _redis_failed(self, exc: BaseException) -> None:

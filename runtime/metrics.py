@@ -1,7 +1,7 @@
 """Prometheus metrics shared by the agents and sinks: every family the pipeline exposes on
 /metrics, the dashboard and the alert rules read. Names follow Prometheus conventions (base
 units, `_total`, `_seconds`); labels stay low-cardinality — topic, agent, sink, provider, model,
-lane — never a user, world, request or key value."""
+lane, a cache's name — never a user, world, request or key value."""
 
 from __future__ import annotations
 
@@ -188,6 +188,41 @@ CACHE_WARMING = Counter(
     ["outcome"],
 )
 
+# --- Cache client (fed by every process that reads through cache.CacheClient) -----------------
+# `cache` is the name the code gives each client (a constant such as "worlds", checked by the
+# client), so several caches in one process stay apart without a label per key or user.
+
+CACHE_READ_LAYERS = ("l1", "redis", "loader")
+
+CACHE_READS = Counter(
+    "scribe_cache_reads",
+    "Reads through a cache client by the layer that answered: l1 (in-process), redis, or loader "
+    "(a miss: the read waited for a loader call, its own or one it joined)",
+    ["cache", "layer"],
+)
+CACHE_IN_FLIGHT_LOADS = Gauge(
+    "scribe_cache_in_flight_loads",
+    "Loader calls of a cache client running now (reads and cache warming)",
+    ["cache"],
+)
+CACHE_LEASE_WAITS = Counter(
+    "scribe_cache_lease_waits",
+    "Redis misses that found another process loading the key (its lease) and waited for its value",
+    ["cache"],
+)
+CACHE_LEASE_WAIT_TIMEOUTS = Counter(
+    "scribe_cache_lease_wait_timeouts",
+    "Lease waits that gave up after the client's lease_wait and called the loader themselves, "
+    "without writing the value back",
+    ["cache"],
+)
+CACHE_LEASE_REFUSALS = Counter(
+    "scribe_cache_lease_refusals",
+    "Loaded values the lease guard did not write back to Redis, because an invalidation removed "
+    "the key (and its lease) while they loaded",
+    ["cache"],
+)
+
 # --- World simulation (fed by the world flow) -------------------------------------------------
 
 WORLD_TICKS = Counter(
@@ -235,6 +270,19 @@ ASSIGNED_PARTITIONS = Gauge(
 
 
 GATEWAY_PREFIX = "scribe_gateway_"
+# On the /metrics of whichever process reads through a CacheClient: an app's, and the worker's
+# for the client cache warming primes through.
+CACHE_CLIENT_FAMILIES = frozenset(
+    described.name
+    for family in (
+        CACHE_READS,
+        CACHE_IN_FLIGHT_LOADS,
+        CACHE_LEASE_WAITS,
+        CACHE_LEASE_WAIT_TIMEOUTS,
+        CACHE_LEASE_REFUSALS,
+    )
+    for described in family.describe()
+)
 
 
 def current_agent_name() -> str:
@@ -275,8 +323,11 @@ class FamilySpec:
     @property
     def served_by(self) -> str:
         """Which process exposes it: the gateway's families are on `scribe gateway`'s /metrics,
-        all others on every worker's."""
-        return "gateway" if self.name.startswith(GATEWAY_PREFIX) else "worker"
+        the cache client's on that of any process reading through one, all others on every
+        worker's."""
+        if self.name.startswith(GATEWAY_PREFIX):
+            return "gateway"
+        return "cache client" if self.name in CACHE_CLIENT_FAMILIES else "worker"
 
     @property
     def activity_sample(self) -> str:

@@ -27,7 +27,7 @@ from topics.catalog import WORLD_EVENTS
 def register(app: faust.App, resources: Resources) -> None:
     settings = resources.settings
     config = InvalidationSettings.from_env()
-    warming_cache = CacheClient(settings.redis_url, l1=False)
+    warming_cache = CacheClient(settings.redis_url, name="warming", l1=False)
     running = Running()
 
     async def flow_health() -> Finding:

@@ -18,6 +18,8 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from runtime.metrics import CACHE_READ_LAYERS
+
 LabelSet = tuple[tuple[str, str], ...]
 Series = Mapping[LabelSet, float]
 Json = dict[str, Any]
@@ -385,6 +387,49 @@ def invalidation(current: Snapshot, earlier: Snapshot) -> Json | None:
     }
 
 
+def _hit_ratio(reads: Mapping[str, float]) -> float | None:
+    """Reads answered by L1 or Redis over all reads (by layer)."""
+    return _share(reads.get("l1", 0.0) + reads.get("redis", 0.0), sum(reads.values()))
+
+
+def cache_reads(current: Snapshot, earlier: Snapshot) -> Json | None:
+    """The hit ratio of the cache clients in this process, per cache name and overall, over the
+    window and since start."""
+    name = "scribe_cache_reads_total"
+    if not current.has(name):
+        return None
+    window = sum_by(increase(current, earlier, name), "cache", "layer")
+    total = sum_by(current.series(name), "cache", "layer")
+
+    def by_layer(
+        counts: Mapping[tuple[str, ...], float], cache: str | None = None
+    ) -> dict[str, float]:
+        layers: dict[str, float] = defaultdict(float)
+        for (of_cache, layer), value in counts.items():
+            if cache is None or of_cache == cache:
+                layers[layer] += value
+        return layers
+
+    seconds = _window(current, earlier)
+    rows = []
+    for cache in sorted({c for c, _ in total}):
+        in_window, since_start = by_layer(window, cache), by_layer(total, cache)
+        rows.append(
+            {
+                "cache": cache,
+                "reads_per_s": sum(in_window.values()) / seconds,
+                "hit_ratio": _hit_ratio(in_window),
+                "hit_ratio_total": _hit_ratio(since_start),
+                "reads": {layer: since_start.get(layer, 0.0) for layer in CACHE_READ_LAYERS},
+            }
+        )
+    return {
+        "rows": rows,
+        "hit_ratio": _hit_ratio(by_layer(window)),
+        "hit_ratio_total": _hit_ratio(by_layer(total)),
+    }
+
+
 def health_states(current: Snapshot) -> dict[str, str] | None:
     series = current.series("scribe_health_status")
     if not series:
@@ -431,6 +476,7 @@ def build_frame(current: Snapshot, earlier: Snapshot, now: datetime) -> Json:
         "breakers": breakers(current),
         "world": world(current, earlier),
         "invalidation": invalidation(current, earlier),
+        "cache": cache_reads(current, earlier),
         "health_states": health_states(current),
         "process": process(current),
     }

@@ -47,6 +47,7 @@ class Registry:
         self.ticks = Counter("scribe_world_ticks", "", ["source"], registry=r)
         self.invalidations = Counter("scribe_invalidations", "", ["sink", "kind"], registry=r)
         self.coalesce = Counter("scribe_coalesce_targets", "", ["stage"], registry=r)
+        self.cache_reads = Counter("scribe_cache_reads", "", ["cache", "layer"], registry=r)
         self.unrelated = Counter("other_things", "", registry=r)
 
     def snapshot(self, at: float) -> Snapshot:
@@ -184,7 +185,7 @@ def test_projection_assumes_at_least_one_day_of_history() -> None:
 
 def test_panels_nothing_feeds_are_empty_not_zero(reg: Registry) -> None:
     frame = _frame(reg, lambda: reg.messages_in.labels("usage.events", "usage").inc())
-    for panel in ("lag", "latency", "sinks", "cost", "routing", "breakers", "world"):
+    for panel in ("lag", "latency", "sinks", "cost", "routing", "breakers", "world", "cache"):
         assert frame[panel] is None, panel
     assert frame["invalidation"] is None
     assert frame["throughput"] is not None
@@ -225,6 +226,35 @@ def test_invalidation_coalescing_ratio_over_the_window_and_since_start(reg: Regi
     assert inv["coalescing"]["total"] == pytest.approx(1 - 20 / 110)
     assert [row["sink"] for row in inv["latency"]] == ["redis"]  # only the invalidation agent
     assert inv["per_s"] == {"redis": pytest.approx(2.0)}
+
+
+def test_cache_hit_ratio_per_cache_over_the_window_and_since_start(reg: Registry) -> None:
+    reg.cache_reads.labels("worlds", "l1").inc(10)
+    reg.cache_reads.labels("worlds", "loader").inc(10)
+
+    def reads() -> None:
+        reg.cache_reads.labels("worlds", "l1").inc(30)
+        reg.cache_reads.labels("worlds", "redis").inc(10)
+        reg.cache_reads.labels("worlds", "loader").inc(10)
+        reg.cache_reads.labels("sessions", "loader").inc(5)
+
+    cache = _frame(reg, reads)["cache"]
+    rows = {row["cache"]: row for row in cache["rows"]}
+    assert rows["worlds"]["hit_ratio"] == pytest.approx(40 / 50)
+    assert rows["worlds"]["hit_ratio_total"] == pytest.approx(50 / 70)
+    assert rows["worlds"]["reads_per_s"] == pytest.approx(10.0)
+    assert rows["worlds"]["reads"] == {"l1": 40, "redis": 10, "loader": 20}
+    assert rows["sessions"]["hit_ratio"] == 0.0
+    assert rows["sessions"]["reads"] == {"l1": 0, "redis": 0, "loader": 5}
+    assert cache["hit_ratio"] == pytest.approx(40 / 55)
+    assert cache["hit_ratio_total"] == pytest.approx(50 / 75)
+
+
+def test_cache_hit_ratio_of_an_idle_window_is_none(reg: Registry) -> None:
+    reg.cache_reads.labels("worlds", "l1").inc(3)
+    cache = _frame(reg, lambda: None)["cache"]
+    assert cache["hit_ratio"] is None
+    assert cache["hit_ratio_total"] == 1.0
 
 
 def test_chart_point_keeps_a_few_numbers_per_frame(reg: Registry) -> None:

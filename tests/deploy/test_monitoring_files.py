@@ -97,6 +97,7 @@ def test_alert_rules_cover_the_product_targets() -> None:
         "ScribeConsumerLagGrowing",
         "ScribeUserBudgetsExceeded",
         "ScribeProjectedMonthSpendHigh",
+        "ScribeCacheHitRatioLow",
     } <= names
     error_rate = next(r for r in alert_rules() if r["alert"] == "ScribeErrorRateHigh")
     assert error_rate["expr"].strip().endswith("> 0.001")  # the product's 0.1 %

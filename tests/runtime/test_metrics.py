@@ -20,6 +20,7 @@ UNIT_SUFFIXES = (
     "_size",
     "_state",
     "_status",
+    "_loads",
 )
 
 

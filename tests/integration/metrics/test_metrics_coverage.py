@@ -1,22 +1,31 @@
 """Under `scribe loadgen`'s load, every metric the alert rules, the Grafana panels and the live
 dashboard read has samples on /metrics (the gateway's on the gateway's /metrics), and consumer
-lag is reported for every consumer group the worker runs, as the broker lists them."""
+lag is reported for every consumer group the worker runs, as the broker lists them.
+
+The cache client's families are fed by the processes that read through a `CacheClient`: app
+code, not the worker (its cache warming only primes Redis, it never reads). This test process
+plays such an app on the same stack and its own exposition text is checked for them."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 import promql_parser
 import pytest
+import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cache import CacheClient
+from cache.layout import LEASE_FIELD
 from devkit.harness import WorkerProcess
-from runtime.metrics import GATEWAY_PREFIX
+from runtime.metrics import GATEWAY_PREFIX, family_specs
 from runtime.settings import kafka_bootstrap_servers
 from tests.deploy.monitoring import alert_rules, dashboard_targets, figure_families, selectors
 
@@ -25,6 +34,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 Labels = frozenset[tuple[str, str]]
 LAG = "scribe_consumer_lag_messages"
 FEED_TIMEOUT_S = 120.0
+CACHE_CLIENT_SAMPLES = frozenset(
+    name
+    for spec in family_specs()
+    if spec.served_by == "cache client"
+    for name in spec.sample_names
+)
 
 
 @dataclass(frozen=True)
@@ -69,12 +84,49 @@ def reads() -> list[Read]:
 
 async def scrape(url: str) -> dict[str, list[Labels]]:
     async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{url}/metrics")).text
+        return samples_of((await client.get(f"{url}/metrics")).text)
+
+
+def samples_of(text: str) -> dict[str, list[Labels]]:
     samples: dict[str, list[Labels]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples.setdefault(sample.name, []).append(frozenset(sample.labels.items()))
     return samples
+
+
+async def read_like_an_app(redis_url: str) -> dict[str, list[Labels]]:
+    """The exposition text of this process after it read through two cache clients as app
+    processes do: a miss, an L1 hit, a Redis hit, a lease wait that times out, and a loaded
+    value whose write-back the lease refuses because the key was invalidated meanwhile."""
+    prefix = f"coverage-{uuid.uuid4().hex[:8]}"
+    redis = aioredis.from_url(redis_url)
+    busy, invalidated = f"{prefix}:busy", f"{prefix}:invalidated"
+
+    async def load() -> str:
+        return "v"
+
+    async def load_while_invalidated() -> str:
+        await redis.delete(invalidated)
+        return "v"
+
+    try:
+        await redis.hset(busy, LEASE_FIELD, "another-process")
+        await redis.pexpire(busy, 60_000)
+        async with (
+            CacheClient(redis_url, name="coverage", lease_wait=0.05) as app,
+            CacheClient(redis_url, name="coverage") as other,
+        ):
+            for client in (app, app, other):
+                await client.get(f"{prefix}:k", load)
+            await app.get(busy, load)
+            await app.get(invalidated, load_while_invalidated)
+            done = (app.stats, other.stats)
+    finally:
+        await redis.aclose()
+    assert [(s.l1_hits, s.redis_hits, s.misses) for s in done] == [(1, 0, 3), (0, 1, 0)]
+    assert (done[0].lease_wait_timeouts, done[0].fills_refused) == (1, 1)
+    return samples_of(generate_latest(REGISTRY).decode())
 
 
 async def until_empty(
@@ -95,22 +147,27 @@ def test_the_reads_are_found_in_all_three_places() -> None:
     """The extraction itself: alerts, Grafana and figures each name the router's families."""
     by_reader = {r.reader.split(" ")[0] for r in reads() if "provider" in r.name}
     assert by_reader == {"alert", "Grafana", "the"}
+    cache_readers = {r.reader.split(" ")[0] for r in reads() if r.name in CACHE_CLIENT_SAMPLES}
+    assert cache_readers == {"alert", "Grafana", "the"}
     assert any(r.labels == {("agent", "invalidation")} for r in reads())
 
 
 async def test_every_metric_read_by_alerts_grafana_and_the_dashboard_has_samples(
-    loaded_worker: WorkerProcess, gateway: str
+    loaded_worker: WorkerProcess, gateway: str, metrics_stack: dict[str, str]
 ) -> None:
     wanted = reads()
+    app_samples = await read_like_an_app(metrics_stack["SCRIBE_REDIS_URL"])
 
     async def missing() -> list[str]:
         worker = await scrape(loaded_worker.url)
         gateway_samples = await scrape(gateway)
-        return [
-            str(read)
-            for read in wanted
-            if not read.met_by(gateway_samples if read.name.startswith(GATEWAY_PREFIX) else worker)
-        ]
+
+        def served(read: Read) -> dict[str, list[Labels]]:
+            if read.name.startswith(GATEWAY_PREFIX):
+                return gateway_samples
+            return app_samples if read.name in CACHE_CLIENT_SAMPLES else worker
+
+        return [str(read) for read in wanted if not read.met_by(served(read))]
 
     await until_empty("read but never fed", missing)
 
