@@ -10,7 +10,6 @@ import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cache import CacheClient
 from cache.layout import LEASE_FIELD
 from runtime.metrics import CACHE_READ_LAYERS
+from tests.cache.test_client import counting
 
 pytestmark = pytest.mark.integration
 
@@ -54,18 +54,6 @@ def exported_reads(name: str) -> dict[str, float]:
         layer: exported("scribe_cache_reads_total", name, layer=layer)
         for layer in CACHE_READ_LAYERS
     }
-
-
-def counting(value: Any, delay: float = 0.0) -> tuple[Callable[[], Awaitable[Any]], list[int]]:
-    calls: list[int] = []
-
-    async def load() -> Any:
-        calls.append(1)
-        if delay:
-            await asyncio.sleep(delay)
-        return value
-
-    return load, calls
 
 
 def test_the_name_must_be_a_short_fixed_label() -> None:
