@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 from collections.abc import Iterator
@@ -101,18 +102,25 @@ def test_flush_says_what_is_held_back(
     assert len(lines(stream)) == 2
 
 
+@contextlib.contextmanager
+def redacting(secret: str) -> Iterator[None]:
+    """Records made inside have `secret` masked, as in a worker; the factory is put back."""
+    previous = logging.getLogRecordFactory()
+    Redactor([secret]).install()
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
+
+
 def test_secrets_stay_redacted_in_what_is_let_through_and_in_summaries(
     logged: tuple[logging.Logger, io.StringIO, RepeatLimiter, Clock],
 ) -> None:
     log, stream, limiter, _ = logged
-    previous = logging.getLogRecordFactory()
-    Redactor(["pw-1234"]).install()
-    try:
+    with redacting("pw-1234"):
         for _ in range(3):
             log.warning("connecting to %s", "postgresql://u:pw-1234@h/db")
         limiter.flush()
-    finally:
-        logging.setLogRecordFactory(previous)
     text = stream.getvalue()
     assert "pw-1234" not in text
     assert lines(stream) == [
@@ -133,14 +141,10 @@ def test_a_redacted_record_is_still_grouped_by_its_template(
     logged: tuple[logging.Logger, io.StringIO, RepeatLimiter, Clock],
 ) -> None:
     log, stream, limiter, _ = logged
-    previous = logging.getLogRecordFactory()
-    Redactor(["pw-1234"]).install()
-    try:
+    with redacting("pw-1234"):
         for attempt in range(1, 6):  # the redactor replaces each template by its message
             log.warning("connecting to %s (attempt %d)", "redis://:pw-1234@h/0", attempt)
         limiter.flush()
-    finally:
-        logging.setLogRecordFactory(previous)
     assert lines(stream) == [
         "WARNING scribe.test.repeats connecting to redis://:***@h/0 (attempt 1)",
         "WARNING scribe.test.repeats 4 more like this in 10 s, held back; the last: "
