@@ -4,7 +4,6 @@ broadcast and what happens when Redis or the subscription goes away."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,16 +17,6 @@ from devkit.stack.processes import free_port
 from sinks.redis import RedisInvalidator
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def redis_url(services: dict[str, str]) -> str:
-    return services["SCRIBE_REDIS_URL"]
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

@@ -30,16 +30,6 @@ ZIPF_S = 1.2
 ZIPF_SEED = 21
 
 
-@pytest.fixture
-def redis_url(services: dict[str, str]) -> str:
-    return services["SCRIBE_REDIS_URL"]
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
-
-
 def unique_name(role: str) -> str:
     """A cache name of its own per test: the families are process-wide."""
     return f"{role}-{uuid.uuid4().hex[:8]}"
