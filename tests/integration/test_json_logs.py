@@ -82,7 +82,7 @@ async def test_a_worker_logs_only_json_lines_from_start_to_stop(
     try:
         where = await publish_load(services["SCRIBE_KAFKA_URL"], run)
         # A new app id is a new consumer group: the worker first reads every usage event and AI
-        # request that the session's earlier tests published, so the dead letter can be minutes away.
+        # request the session's earlier tests published, so the dead letter can be minutes away.
         deadline = time.monotonic() + 180
         while not dead_letter_logged(worker, where):
             assert time.monotonic() < deadline, f"no dead-letter warning:\n{worker.log_tail()}"
