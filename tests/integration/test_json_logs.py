@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.usage.synthetic import synthetic_usage
 from devkit.harness import WorkerProcess, gateway_process, new_worker
+from devkit.stack import LocalStack
 from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import UsageEvent
@@ -66,24 +68,30 @@ async def publish_load(kafka_url: str, run: str) -> str:
     return bad_at
 
 
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A stack of its own, so the worker's new consumer groups start on this test's load alone,
+    not on the backlog the session's earlier tests left on the shared broker."""
+    with LocalStack(tmp_path_factory.mktemp("json-logs-stack")).running() as env:
+        yield env
+
+
 def dead_letter_logged(worker: WorkerProcess, where: str) -> bool:
     text = worker.log_path.read_text(encoding="utf-8", errors="replace")
     return f"{where}dead-lettered" in text
 
 
 async def test_a_worker_logs_only_json_lines_from_start_to_stop(
-    services: dict[str, str], state_dir: Path
+    own_stack: dict[str, str], state_dir: Path
 ) -> None:
     run = f"jsonlog-{uuid.uuid4().hex[:8]}"
     worker = new_worker(
-        services | {"SCRIBE_LOG_FORMAT": "json"},
+        own_stack | {"SCRIBE_LOG_FORMAT": "json"},
         state_dir / "workers-json-logs",
     ).start()
     try:
-        where = await publish_load(services["SCRIBE_KAFKA_URL"], run)
-        # A new app id is a new consumer group: the worker first reads every usage event and AI
-        # request the session's earlier tests published, so the dead letter can be minutes away.
-        deadline = time.monotonic() + 180
+        where = await publish_load(own_stack["SCRIBE_KAFKA_URL"], run)
+        deadline = time.monotonic() + 60
         while not dead_letter_logged(worker, where):
             assert time.monotonic() < deadline, f"no dead-letter warning:\n{worker.log_tail()}"
             await asyncio.sleep(0.25)
