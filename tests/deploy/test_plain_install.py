@@ -74,10 +74,11 @@ def plain_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def _run_python(venv: Path, code: str) -> subprocess.CompletedProcess[str]:
-    """Outside the repository, so only what was installed can be imported."""
+def _run_installed(venv: Path, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One of the venv's programs, run outside the repository, so only what was installed can
+    be imported."""
     return subprocess.run(
-        [str(venv / "bin" / "python"), "-c", code],
+        [str(venv / "bin" / program), *args],
         capture_output=True,
         check=False,
         text=True,
@@ -89,15 +90,19 @@ def _run_python(venv: Path, code: str) -> subprocess.CompletedProcess[str]:
 
 def test_holds_the_product_and_no_dev_servers(plain_venv: Path) -> None:
     modules = ", ".join(PRODUCT)
-    imported = _run_python(
+    imported = _run_installed(
         plain_venv,
+        "python",
+        "-c",
         f"import importlib, runtime, scribe.cli; [importlib.import_module(m) for m in "
         f"{PRODUCT!r}]; print(runtime.__file__)",
     )
     assert imported.returncode == 0, f"importing {modules}, scribe.cli:\n{imported.stderr}"
     assert imported.stdout.strip().startswith(str(plain_venv)), imported.stdout
-    found = _run_python(
+    found = _run_installed(
         plain_venv,
+        "python",
+        "-c",
         "import importlib.util; "
         f"print(' '.join(m for m in {DEV_ONLY!r} if importlib.util.find_spec(m)))",
     )
@@ -106,15 +111,7 @@ def test_holds_the_product_and_no_dev_servers(plain_venv: Path) -> None:
 
 
 def test_dev_command_says_to_install_the_dev_extra(plain_venv: Path) -> None:
-    result = subprocess.run(
-        [str(plain_venv / "bin" / "scribe"), "stack", "status"],
-        capture_output=True,
-        check=False,
-        text=True,
-        cwd=plain_venv,
-        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(plain_venv))},
-        timeout=120,
-    )
+    result = _run_installed(plain_venv, "scribe", "stack", "status")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and ".[dev]" in lines[0], result.stderr
