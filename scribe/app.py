@@ -104,13 +104,15 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
 
 
 async def prepare(settings: ResolvedSettings, report: Callable[[str], None]) -> None:
-    """What a worker needs before it consumes: the catalog's topics and the schema."""
+    """What a worker needs before it consumes: the catalog's topics, laid out as its flows
+    need them, and the schema."""
     from sinks.postgres.migrate import migrate
-    from topics.admin import ensure_topics
+    from topics.admin import check_co_partitioned, ensure_topics
 
     created = await ensure_topics(settings)
     if created:
         report(f"created topics: {', '.join(created)}")
+    await check_co_partitioned(settings)
     await migrate(
         settings.database_url,
         report=report,

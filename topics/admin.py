@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from aiokafka.admin import NewTopic
+from collections.abc import Iterable, Mapping, Sequence
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from runtime import kafka
 from runtime.settings import ResolvedSettings
-from topics.catalog import DEAD_LETTER_TOPICS, TOPICS, DeadLetterSpec, TopicSpec
+from topics.catalog import (
+    CO_PARTITIONED,
+    DEAD_LETTER_TOPICS,
+    TOPICS,
+    DeadLetterSpec,
+    TopicSpec,
+)
+
+
+class TopicLayoutError(RuntimeError):
+    """Existing topics a flow cannot run on as they are; the message says how to fix them."""
 
 
 def min_insync_replicas(replication: int) -> int | None:
@@ -59,3 +71,45 @@ async def ensure_topics(
         return created
     finally:
         await admin.close()
+
+
+async def check_co_partitioned(settings: ResolvedSettings) -> None:
+    """Raise `TopicLayoutError` if topics a flow reads together have different partition
+    counts: a world's ticks would reach another worker than its events."""
+    admin = kafka.admin(settings)
+    await admin.start()
+    try:
+        counts = await partition_counts(admin, [t.name for g in CO_PARTITIONED for t in g])
+    finally:
+        await admin.close()
+    mismatches = partition_mismatches(counts, [[t.name for t in g] for g in CO_PARTITIONED])
+    if mismatches:
+        raise TopicLayoutError("; ".join(mismatches))
+
+
+async def partition_counts(admin: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, int]:
+    """The partition count of each of these topics that exists."""
+    # Only the existing ones are described: a broker may create a topic it is asked about.
+    existing = set(await admin.list_topics())
+    wanted = [n for n in names if n in existing]
+    if not wanted:
+        return {}  # an empty list would describe every topic
+    described = await admin.describe_topics(wanted)
+    return {t["topic"]: len(t["partitions"]) for t in described if t["partitions"]}
+
+
+def partition_mismatches(counts: Mapping[str, int], groups: Iterable[Sequence[str]]) -> list[str]:
+    """What is wrong with each group of co-partitioned topics whose partition counts differ,
+    and how to fix it."""
+    problems = []
+    for names in groups:
+        present = {name: counts[name] for name in names if name in counts}
+        if len(set(present.values())) > 1:
+            listed = ", ".join(f"{name} has {n}" for name, n in present.items())
+            most = max(present.values())
+            problems.append(
+                f"{listed} partitions, but they are read together by key and must have the "
+                f"same count: stop the workers, raise the smaller ones to {most} partitions "
+                f"(kafka-topics.sh --alter --partitions {most}), then start them again"
+            )
+    return problems

@@ -93,6 +93,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     AI_LANE_DEFERRED,
     AI_ROUTER_SETTLEMENTS,
 )
+# Topics one flow reads together, keyed alike: partition p of each must hold the same keys, so
+# their partition counts must be equal (the world flow owns a world by its partition).
+CO_PARTITIONED: tuple[tuple[TopicSpec, ...], ...] = ((WORLD_EVENTS, WORLD_TICKS),)
 INPUT_TOPICS: tuple[TopicSpec, ...] = tuple(t for t in TOPICS if t.has_dlq)
 DEAD_LETTER_TOPICS: tuple[DeadLetterSpec, ...] = tuple(
     DeadLetterSpec(t.dlq_name, t) for t in INPUT_TOPICS

@@ -67,11 +67,15 @@ def worker(loglevel: str) -> None:
 
     from runtime.logs import log_to_stderr
     from scribe.app import StoppingWorker, create_app, prepare
+    from topics.admin import TopicLayoutError
 
     settings = resolved_settings()
     # Until Faust sets up its own logging, so that what `prepare` reports is in the log's format.
     log_to_stderr(settings.base.log_format)
-    asyncio.run(prepare(settings, report=logging.getLogger("scribe.worker").info))
+    try:
+        asyncio.run(prepare(settings, report=logging.getLogger("scribe.worker").info))
+    except TopicLayoutError as exc:
+        raise click.ClickException(f"cannot start the worker: {exc}") from None
     app, resources = create_app(settings)
     StoppingWorker(app, resources, loglevel=loglevel).execute_from_commandline()
 
