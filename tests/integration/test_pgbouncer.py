@@ -29,6 +29,7 @@ from devkit.stack.pgbouncer import PgBouncer, fetch
 from devkit.stack.processes import free_port
 from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
+from sinks.postgres.migrate import load_migrations, migrate
 from tests.conftest import WORKER_TEST_SETTINGS
 from tests.integration.test_usage_exactness import Expected
 from tests.integration.test_world import (
@@ -127,6 +128,26 @@ async def test_the_pooler_breaks_asyncpgs_statement_cache_and_the_setting_avoids
         await _queries_through(pooled_url, statement_cache_size=100)
     print(f"  with asyncpg's statement cache: {raised.value!r}", flush=True)
     await _queries_through(pooled_url, statement_cache_size=0)
+
+
+async def test_migrations_from_two_runners_at_once_apply_once_through_the_pooler(
+    pooled_url: str, own_stack: dict[str, str]
+) -> None:
+    """A session advisory lock taken through the pooler stays on whichever server connection
+    took it, and the unlock may run on another: the next runner waits forever."""
+    name = f"migrate_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(own_stack["SCRIBE_DATABASE_URL"])
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        scratch = pooled_url.rsplit("/", 1)[0] + f"/{name}"
+        options = {"statement_cache_size": 0}
+        runners = [migrate(scratch, connect_options=options) for _ in range(4)]
+        applied = await asyncio.wait_for(asyncio.gather(*runners), 30)
+        assert sum(len(a) for a in applied) == len(load_migrations())
+        assert await asyncio.wait_for(migrate(scratch, connect_options=options), 30) == []
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
 
 
 async def test_usage_sent_twice_is_counted_exactly_once_behind_the_pooler(
