@@ -130,7 +130,7 @@ async def test_the_pooler_breaks_asyncpgs_statement_cache_and_the_setting_avoids
     await _queries_through(pooled_url, statement_cache_size=0)
 
 
-async def test_migrations_from_two_runners_at_once_apply_once_through_the_pooler(
+async def test_migrations_from_four_runners_at_once_apply_once_through_the_pooler(
     pooled_url: str, own_stack: dict[str, str]
 ) -> None:
     """A session advisory lock taken through the pooler stays on whichever server connection
