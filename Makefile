@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 LATEST_VENV := .scribe/latest-venv
 
-.PHONY: install lock test-latest bench demo test test-engine test-fast lint schemas stack-up stack-down clean
+.PHONY: install lock test-latest bench demo test test-engine test-fast lint schemas stack-up stack-down pgbouncer clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -77,6 +77,11 @@ lint: $(INSTALLED)
 ## Regenerate schemas/json from the models.
 schemas: $(INSTALLED)
 	$(PY) -m schemas.json_schema
+
+## Debian's PgBouncer for tests/integration/test_pgbouncer.py, fetched without root into
+## .scribe/tools/pgbouncer (the test fetches it too when it is missing).
+pgbouncer: $(INSTALLED)
+	$(PY) -m devkit.stack.pgbouncer .scribe/tools/pgbouncer
 
 stack-up: $(INSTALLED)
 	$(VENV)/bin/scribe stack up

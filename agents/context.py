@@ -112,7 +112,7 @@ class Resources:
                     self.settings.database_url,
                     min_size=1,
                     max_size=8,
-                    **self.settings.base.security.postgres.asyncpg_kwargs(),
+                    **self.settings.database_options,
                 )
             return self._pool
 

@@ -67,6 +67,17 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
 
 
+DEFAULT_STATEMENT_CACHE_SIZE = 100
+
+
+def _statement_cache_size() -> int:
+    name = "SCRIBE_DATABASE_STATEMENT_CACHE_SIZE"
+    size = _int(name, DEFAULT_STATEMENT_CACHE_SIZE)
+    if size < 0:
+        raise SettingsError(f"{name}: {size} must be 0 (no cache, for PgBouncer) or more")
+    return size
+
+
 # `exactly_once` needs Kafka transactions: Apache Kafka has them, the embedded Tansu does not.
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 
@@ -194,6 +205,10 @@ class Settings:
     world_checkpoint_seconds: float = 10.0
     # How the worker and the gateway write their log: `text`, or `json` (one object per line).
     log_format: str = "text"
+    # asyncpg's per-connection cache of named prepared statements (asyncpg's default, 100).
+    # 0 behind a pooler in transaction mode (PgBouncer), where the next statement may run on
+    # another server connection that never saw the prepared one.
+    database_statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -241,6 +256,7 @@ class Settings:
             world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
             world_checkpoint_seconds=_float("SCRIBE_WORLD_CHECKPOINT_SECONDS", 10.0),
             log_format=_choice("SCRIBE_LOG_FORMAT", LOG_FORMATS, "text"),
+            database_statement_cache_size=_statement_cache_size(),
         )
 
     def require(self) -> ResolvedSettings:
@@ -287,6 +303,15 @@ class ResolvedSettings:
     def kafka_client_options(self) -> dict[str, Any]:
         """Security options for every aiokafka client (producer, consumer, admin)."""
         return self.base.security.kafka.aiokafka_kwargs()
+
+    @property
+    def database_options(self) -> dict[str, Any]:
+        """Every asyncpg.connect / create_pool takes these: password, TLS and the statement
+        cache size (0 behind PgBouncer in transaction mode)."""
+        return {
+            **self.base.security.postgres.asyncpg_kwargs(),
+            "statement_cache_size": self.base.database_statement_cache_size,
+        }
 
     @property
     def secrets(self) -> list[str]:

@@ -116,7 +116,7 @@ async def prepare(settings: ResolvedSettings, report: Callable[[str], None]) -> 
     await migrate(
         settings.database_url,
         report=report,
-        connect_options=settings.base.security.postgres.asyncpg_kwargs(),
+        connect_options=settings.database_options,
     )
 
 

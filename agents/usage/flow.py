@@ -87,7 +87,7 @@ async def build(resources: Resources) -> Flow[PricedUsage, UsageBatch]:
         settings.database_url,
         min_size=1,
         max_size=3,
-        **settings.base.security.postgres.asyncpg_kwargs(),
+        **settings.database_options,
     )
     dead_letter = dead_letter_writer(resources.dead_letters, USAGE)
     ledger = LedgerSink(pool, usage.alert_thresholds_pct, send_all, dead_letter)

@@ -140,7 +140,7 @@ async def build(resources: Resources) -> Flow[Event, WorldInputs]:
         MESSAGES_OUT.labels(topic=CACHE_INVALIDATIONS.name, agent="world").inc(len(invalidations))
 
     pool = await asyncpg.create_pool(
-        settings.database_url, min_size=1, max_size=4, **base.security.postgres.asyncpg_kwargs()
+        settings.database_url, min_size=1, max_size=4, **settings.database_options
     )
     owner = WorldOwner(
         WorldStore(pool),

@@ -48,7 +48,7 @@ def db_migrate() -> None:
             migrate(
                 settings.database_url,
                 report=click.echo,
-                connect_options=settings.base.security.postgres.asyncpg_kwargs(),
+                connect_options=settings.database_options,
             )
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -58,8 +58,10 @@ def _with_store(work: Callable[[BudgetStore, ResolvedSettings], Awaitable[T]]) -
     settings = resolved_settings()
 
     async def run() -> T:
-        await migrate(settings.database_url)
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+        await migrate(settings.database_url, connect_options=settings.database_options)
+        pool = await asyncpg.create_pool(
+            settings.database_url, min_size=1, max_size=2, **settings.database_options
+        )
         try:
             return await work(BudgetStore(pool), settings)
         finally:

@@ -48,8 +48,10 @@ def report(user: str | None, month: str | None, as_json: bool) -> None:
     settings = resolved_settings()
 
     async def load() -> CostReport:
-        await migrate(settings.database_url)
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+        await migrate(settings.database_url, connect_options=settings.database_options)
+        pool = await asyncpg.create_pool(
+            settings.database_url, min_size=1, max_size=1, **settings.database_options
+        )
         try:
             inputs = await load_cost_inputs(pool, first_day, user)
         finally:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import click
@@ -21,9 +23,12 @@ def world() -> None:
     """Persistent worlds: their state in PostgreSQL and their replayable event log."""
 
 
-async def current_state(database_url: str, world_id: str) -> tuple[StoredWorld, WorldState]:
-    """A world as stored: its checkpoint with the inputs logged after it replayed on top."""
-    conn = await asyncpg.connect(database_url)
+async def current_state(
+    database_url: str, world_id: str, options: Mapping[str, Any] | None = None
+) -> tuple[StoredWorld, WorldState]:
+    """A world as stored: its checkpoint with the inputs logged after it replayed on top.
+    `options`: asyncpg's connect options (`ResolvedSettings.database_options`)."""
+    conn = await asyncpg.connect(database_url, **(options or {}))
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             row = await conn.fetchrow(
@@ -79,7 +84,10 @@ def show(world_id: str) -> None:
     """A readable summary of WORLD as stored (its last checkpoint and the log after it)."""
     from scribe.cli.settings import resolved_settings
 
-    stored, state = asyncio.run(current_state(resolved_settings().database_url, world_id))
+    settings = resolved_settings()
+    stored, state = asyncio.run(
+        current_state(settings.database_url, world_id, settings.database_options)
+    )
     for line in summary(state):
         click.echo(line)
     status = "ticking" if stored.active else "idle"
@@ -104,11 +112,13 @@ class ReplayResult:
         return self.live_hash == self.replayed_hash and self.difference is None
 
 
-async def replay_world(database_url: str, world_id: str) -> ReplayResult:
+async def replay_world(
+    database_url: str, world_id: str, options: Mapping[str, Any] | None = None
+) -> ReplayResult:
     """Rebuild WORLD from an empty world through its stored inputs up to its checkpoint (the
     state the live worker computed and stored), compare the two, then check that the inputs
     logged after the checkpoint replay too."""
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url, **(options or {}))
     try:
         # One snapshot of the database: the log and world_state as of the same moment.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -139,8 +149,8 @@ async def replay_world(database_url: str, world_id: str) -> ReplayResult:
     return ReplayResult(world_id, version, head, live_hash, replayed_hash, difference)
 
 
-async def _stored_world_ids(database_url: str) -> list[str]:
-    conn = await asyncpg.connect(database_url)
+async def _stored_world_ids(database_url: str, options: Mapping[str, Any]) -> list[str]:
+    conn = await asyncpg.connect(database_url, **options)
     try:
         rows = await conn.fetch("SELECT world_id FROM world_state ORDER BY world_id")
     finally:
@@ -159,14 +169,15 @@ def replay(world_ids: tuple[str, ...], every: bool) -> None:
     """
     from scribe.cli.settings import resolved_settings
 
-    database_url = resolved_settings().database_url
+    settings = resolved_settings()
+    database_url, options = settings.database_url, settings.database_options
     if every:
-        world_ids = (*world_ids, *asyncio.run(_stored_world_ids(database_url)))
+        world_ids = (*world_ids, *asyncio.run(_stored_world_ids(database_url, options)))
     if not world_ids:
         raise click.UsageError("name at least one WORLD, or pass --all")
     mismatches = 0
     for world_id in dict.fromkeys(world_ids):
-        result = asyncio.run(replay_world(database_url, world_id))
+        result = asyncio.run(replay_world(database_url, world_id, options))
         if result.matches:
             click.echo(
                 f"match  {world_id} version {result.version} hash {result.live_hash} "

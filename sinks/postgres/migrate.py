@@ -1,7 +1,8 @@
 """Versioned SQL migrations, applied in order and recorded in `schema_migrations`.
 
-Safe to run twice and from two workers at once: a session-level advisory lock serializes
-runners, and each file is applied in its own transaction with its record.
+Safe to run twice and from two workers at once, also through PgBouncer in transaction mode:
+each file is applied in its own transaction with its record, under a transaction-level
+advisory lock that serializes the runners.
 """
 
 from __future__ import annotations
@@ -56,53 +57,58 @@ async def migrate(
     connect_options: Mapping[str, Any] | None = None,
 ) -> list[Migration]:
     """Apply the migrations not yet recorded; return those applied by this call.
-    `connect_options`: password and TLS for asyncpg (`PostgresSecurity.asyncpg_kwargs`)."""
+    `connect_options`: asyncpg's connect options (`ResolvedSettings.database_options`)."""
     migrations = load_migrations(directory)
     conn = await asyncpg.connect(database_url, **(connect_options or {}))
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_ID)
-        try:
-            await conn.execute(
-                """
-                CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version integer PRIMARY KEY,
-                    name text NOT NULL,
-                    checksum text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now()
+        async with conn.transaction():
+            applied = await _lock_and_read(conn)
+        for migration in migrations:
+            if applied.get(migration.version, migration.checksum) != migration.checksum:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} was changed "
+                    "after it was applied; add a new migration instead"
                 )
-                """
-            )
-            applied = {
-                row["version"]: row["checksum"]
-                for row in await conn.fetch("SELECT version, checksum FROM schema_migrations")
-            }
-            done = []
-            for migration in migrations:
-                if migration.version in applied:
-                    if applied[migration.version] != migration.checksum:
-                        raise MigrationError(
-                            f"migration {migration.version:04d}_{migration.name} was changed "
-                            "after it was applied; add a new migration instead"
-                        )
-                    continue
-                try:
-                    async with conn.transaction():
-                        await conn.execute(migration.sql)
-                        await conn.execute(
-                            "INSERT INTO schema_migrations (version, name, checksum) "
-                            "VALUES ($1, $2, $3)",
-                            migration.version,
-                            migration.name,
-                            migration.checksum,
-                        )
-                except asyncpg.PostgresError as exc:
-                    raise MigrationError(
-                        f"migration {migration.version:04d}_{migration.name} failed: {exc}"
-                    ) from exc
-                report(f"applied migration {migration.version:04d}_{migration.name}")
-                done.append(migration)
-            return done
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_ID)
+        done = []
+        for migration in (m for m in migrations if m.version not in applied):
+            try:
+                async with conn.transaction():
+                    # Another runner may have applied it since the first read.
+                    if migration.version in await _lock_and_read(conn):
+                        continue
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) "
+                        "VALUES ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+            except asyncpg.PostgresError as exc:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} failed: {exc}"
+                ) from exc
+            report(f"applied migration {migration.version:04d}_{migration.name}")
+            done.append(migration)
+        return done
     finally:
         await conn.close()
+
+
+async def _lock_and_read(conn: asyncpg.Connection) -> dict[int, str]:
+    """In the caller's transaction: wait for the other runners, then the applied versions and
+    their checksums. The lock is the transaction's, released at its end, so it never outlives
+    it on a server connection a pooler hands to someone else (PgBouncer's transaction mode)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
+    await conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version integer PRIMARY KEY,
+            name text NOT NULL,
+            checksum text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+    rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    return {row["version"]: row["checksum"] for row in rows}

@@ -72,7 +72,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS usage_stage (
     latency_ms integer,
     priority text,
     price_catalog_version text
-) ON COMMIT DELETE ROWS
+) ON COMMIT DROP
 """
 
 

@@ -45,6 +45,8 @@ def test_from_env_reads_and_checks_every_setting(monkeypatch: pytest.MonkeyPatch
         ("SCRIBE_DATABASE_URL", "mysql://x"),
         ("SCRIBE_REDIS_URL", "http://x"),
         ("SCRIBE_WEB_PORT", "eighty"),
+        ("SCRIBE_DATABASE_STATEMENT_CACHE_SIZE", "-1"),
+        ("SCRIBE_DATABASE_STATEMENT_CACHE_SIZE", "none"),
     ],
 )
 def test_from_env_refuses_bad_values(
@@ -53,6 +55,22 @@ def test_from_env_refuses_bad_values(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
         Settings.from_env()
+
+
+def test_the_statement_cache_size_reaches_every_asyncpg_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCRIBE_KAFKA_URL", "kafka://k:9092")
+    monkeypatch.setenv("SCRIBE_DATABASE_URL", "postgresql://u@pgbouncer:6432/scribe")
+    monkeypatch.setenv("SCRIBE_REDIS_URL", "redis://r:6379")
+    monkeypatch.setenv("SCRIBE_DATABASE_SSLMODE", "require")
+    assert Settings.from_env().require().database_options == {
+        "ssl": "require",
+        "statement_cache_size": 100,
+    }
+    monkeypatch.setenv("SCRIBE_DATABASE_STATEMENT_CACHE_SIZE", "0")
+    options = Settings.from_env().require().database_options
+    assert options == {"ssl": "require", "statement_cache_size": 0}
 
 
 def test_require_names_the_missing_urls() -> None:
