@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -76,7 +77,7 @@ def _fail_until_gone(retry: RetryDeadline, start: float, jitter: float) -> list[
 def test_retries_back_off_to_the_cap_until_the_deadline_then_stop() -> None:
     retry = RetryDeadline(deadline_s=900, base=0.2, cap=30, max_retry_after=60)
     times = _fail_until_gone(retry, start=1000.0, jitter=0.999999)
-    waits = [b - a for a, b in zip(times, times[1:], strict=False)]
+    waits = [b - a for a, b in itertools.pairwise(times)]
     assert waits[:4] == pytest.approx([0.2, 0.4, 0.8, 1.6])
     assert max(waits) == pytest.approx(30)
     # The last attempt is made at the deadline itself, none after it.
