@@ -129,7 +129,8 @@ class CdnSink:
             self._settle(failures)
         await self._dead_letter_given_up(window)
         if self._pending:
-            SINK_RETRIES.labels(sink="cdn").inc()
+            for provider in {f.provider for f in self._pending}:
+                SINK_RETRIES.labels(sink=f"cdn.{provider}").inc()
             reason, _ = self.retry_status()
             raise SinkBackpressure(self._delay, reason)
         self._window = None
