@@ -15,8 +15,15 @@ from devkit.harness import WorkerProcess, new_worker, services_for_tests
 from runtime.settings import kafka_bootstrap_servers
 from topics.publisher import Publisher
 
-# Short world-simulation intervals, so the world tests see ticks and idling within seconds.
-WORKER_TEST_SETTINGS = {"SCRIBE_WORLD_TICK_SECONDS": "0.2", "SCRIBE_WORLD_IDLE_SECONDS": "3"}
+# Short world-simulation intervals, so the world tests see ticks and idling within seconds; a
+# short CDN retry deadline, so the test of a CDN that stays down sees its dead letter within
+# seconds (the default, 15 minutes, is tested by tests/engine/test_cdn_outage.py).
+CDN_RETRY_DEADLINE_S = 8
+WORKER_TEST_SETTINGS = {
+    "SCRIBE_WORLD_TICK_SECONDS": "0.2",
+    "SCRIBE_WORLD_IDLE_SECONDS": "3",
+    "SCRIBE_CDN_RETRY_DEADLINE_S": str(CDN_RETRY_DEADLINE_S),
+}
 
 
 @pytest.fixture(scope="session")

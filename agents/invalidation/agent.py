@@ -12,7 +12,7 @@ import faust
 from agents.context import Resources
 from agents.invalidation import flow
 from agents.invalidation.config import InvalidationSettings
-from agents.invalidation.delivery import RedisSink
+from agents.invalidation.delivery import CdnSink, RedisSink
 from agents.invalidation.hot_keys import worlds_to_warm
 from agents.invalidation.warming import CacheWarmer
 from cache import CacheClient
@@ -37,6 +37,10 @@ def register(app: faust.App, resources: Resources) -> None:
         details = {"uncommitted": runner.in_hand, "paused": runner.paused}
         if any(isinstance(s, RedisSink) and s.down for s in runner.flow.sinks):
             return Finding(Status.DEGRADED, "Redis is down: partitions paused", details)
+        for sink in runner.flow.sinks:
+            if isinstance(sink, CdnSink) and sink.retrying:
+                reason, retry = sink.retry_status()
+                return Finding(Status.DEGRADED, reason, details | retry)
         if runner.paused:
             return Finding(Status.DEGRADED, "backlog full: partitions paused", details)
         return Finding(Status.HEALTHY, "consuming", details)

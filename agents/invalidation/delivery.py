@@ -1,18 +1,24 @@
 """The invalidation flow's two sinks, written in this order for each coalesced window: Redis
-and the L1 broadcast (until Redis answers), then the CDN (a bounded number of attempts; what
-still fails is dead-lettered with the reason)."""
+and the L1 broadcast (until Redis answers), then the CDN (until it answers or the retry
+deadline passes; what is given up is dead-lettered with the reason). Either one pushes back
+while it waits, so the flow's partitions stay paused and nothing is committed past them."""
 
 from __future__ import annotations
 
 import logging
+import random
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from agents.invalidation.coalesce import Target, TargetKind, Window
 from cache.layout import Broadcast
 from runtime.metrics import INVALIDATIONS, SINK_ERRORS, SINK_RETRIES, observe_end_to_end
 from runtime.sink import SinkBackpressure
 from runtime.source import DeadLetterWriter
-from sinks.cdn import CdnPurger, PurgeKind
+from sinks.cdn import CdnPurger, PurgeFailure, PurgeKind
+from sinks.cdn.backoff import RetryDeadline
 from sinks.redis import RETRYABLE, RedisInvalidator
 from topics.dlq import Origin
 
@@ -65,40 +71,150 @@ class RedisSink:
 
 
 class CdnSink:
-    """Purges a window's URLs and tags at the CDN (a bounded number of attempts per
-    provider); the messages behind what still fails are dead-lettered with the reason."""
+    """Purges a window's URLs and tags at the CDN. What fails with a 5xx, 408, 429 or no answer
+    is tried again, with capped exponential backoff, until the retry deadline (default 15
+    minutes) after the first failure: meanwhile this sink pushes back, so the runtime pauses
+    the partitions and nothing past the window is committed, and `retrying` tells /health.
+    The messages behind a client error (a permanent 4xx) are dead-lettered at once, those
+    behind what still fails at the deadline then, each with the reason."""
 
-    def __init__(self, cdn: CdnPurger | None, dead_letter: DeadLetterWriter) -> None:
+    def __init__(
+        self,
+        cdn: CdnPurger | None,
+        dead_letter: DeadLetterWriter,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self.cdn = cdn
         self.dead_letter = dead_letter
+        self.clock = clock
+        self.jitter = jitter
+        self._window: Window | None = None  # the window being purged
+        self._pending: list[PurgeFailure] = []  # its calls still to try again
+        self._retry: RetryDeadline | None = None
+        self._delay = 0.0  # before the next retry
+        self._given_up: list[tuple[list[Target], str]] = []  # not dead-lettered yet
+
+    @property
+    def retrying(self) -> bool:
+        return bool(self._pending)
+
+    def retry_status(self) -> tuple[str, dict[str, Any]]:
+        """While `retrying`: why, and how long until the purges are dead-lettered."""
+        assert self._retry is not None and self._pending
+        left = self._retry.left(self.clock())
+        first = self._pending[0]
+        reason = (
+            f"CDN purges failing (cdn {first.provider}: {first.reason}): partitions paused, "
+            f"retrying; {_minutes(left)} left until the retry deadline, then dead-lettered"
+        )
+        details = {
+            "cdn_failing_calls": len(self._pending),
+            "cdn_attempts": self._retry.attempts,
+            "cdn_seconds_until_deadline": round(left, 1),
+        }
+        return reason, details
 
     async def write(self, window: Window) -> None:
-        await self.to_cdn(window)
+        if window is not self._window:
+            # A new window, or the same messages regrouped after a rebalance: purge it all.
+            self._begin(window)
+            failures = await self._first_attempt(window)
+        elif self._pending:
+            assert self.cdn is not None
+            failures = await self.cdn.retry(self._pending)
+        else:
+            failures = []  # only dead letters left to write (their writer failed before)
+        if failures or self._pending:
+            self._settle(failures)
+        await self._dead_letter_given_up(window)
+        if self._pending:
+            for provider in {f.provider for f in self._pending}:
+                SINK_RETRIES.labels(sink=f"cdn.{provider}").inc()
+            reason, _ = self.retry_status()
+            raise SinkBackpressure(self._delay, reason)
+        self._window = None
+        if self.cdn is not None and (window.urls or window.tags):
+            observe_end_to_end(AGENT, "cdn", window.occurred_at, datetime.now(UTC))
 
     async def close(self) -> None:
         if self.cdn is not None:
             await self.cdn.aclose()
 
-    async def to_cdn(self, window: Window) -> int:
-        """Purge the window's URLs and tags at the CDN; dead-letter the messages behind what
-        could not be purged. Returns how many messages were dead-lettered."""
+    def _begin(self, window: Window) -> None:
+        self._window = window
+        self._pending = []
+        self._given_up = []
+        settings = self.cdn.settings if self.cdn is not None else None
+        self._retry = (
+            RetryDeadline(
+                settings.retry_deadline,
+                settings.backoff_base,
+                settings.backoff_cap,
+                settings.max_retry_after,
+                settings.max_attempts,
+            )
+            if settings is not None
+            else None
+        )
+
+    async def _first_attempt(self, window: Window) -> list[PurgeFailure]:
         urls, tags = window.urls, window.tags
-        failures: list[tuple[list[Target], str]] = []
         if self.cdn is None:
             if urls:
-                failures.append(([Target(TargetKind.URL, u) for u in urls], NO_CDN))
-        elif urls or tags:
-            for failure in await self.cdn.purge(urls, tags):
-                kind = TargetKind.URL if failure.kind is PurgeKind.URL else TargetKind.TAG
-                targets = [Target(kind, value) for value in failure.targets]
-                listed = ", ".join(failure.targets[:MAX_LISTED])
-                more = len(failure.targets) - MAX_LISTED
-                listed += f" and {more} more" if more > 0 else ""
-                failures.append(
-                    (targets, f"cdn {failure.provider}: {failure.reason}; {kind}s: {listed}")
-                )
+                self._given_up.append(([Target(TargetKind.URL, u) for u in urls], NO_CDN))
+            return []
+        if not (urls or tags):
+            return []
+        return await self.cdn.purge(urls, tags)
+
+    def _settle(self, failures: list[PurgeFailure]) -> None:
+        """Sort one round's failures: client errors are given up now, the rest retried until
+        the deadline."""
+        assert self._retry is not None
+        retryable = [f for f in failures if f.retryable]
+        for failure in failures:
+            if not failure.retryable:
+                self._give_up(failure, "a client error, not retried")
+        self._pending = retryable
+        if not retryable:
+            return
+        now = self.clock()
+        retry_after = max((f.retry_after for f in retryable if f.retry_after), default=None)
+        delay = self._retry.failed(now, retry_after, self.jitter())
+        if delay is None:
+            why = self._retry.gave_up_because(now)
+            for failure in retryable:
+                self._give_up(failure, why)
+            self._pending = []
+        else:
+            self._delay = delay
+            log.warning(
+                "cdn: %d purge call(s) failed (attempt %d), retrying in %.1f s, %s left until "
+                "the deadline: %s",
+                len(retryable),
+                self._retry.attempts,
+                delay,
+                _minutes(self._retry.left(now)),
+                retryable[0].reason,
+            )
+
+    def _give_up(self, failure: PurgeFailure, why: str) -> None:
+        kind = TargetKind.URL if failure.kind is PurgeKind.URL else TargetKind.TAG
+        listed = ", ".join(failure.targets[:MAX_LISTED])
+        more = len(failure.targets) - MAX_LISTED
+        listed += f" and {more} more" if more > 0 else ""
+        self._given_up.append(
+            (
+                [Target(kind, value) for value in failure.targets],
+                f"cdn {failure.provider}: {failure.reason} ({why}); {kind}s: {listed}",
+            )
+        )
+
+    async def _dead_letter_given_up(self, window: Window) -> None:
+        """One dead letter per message behind what was given up, with every reason."""
         reasons: dict[tuple[str, int, int], tuple[Origin, list[str]]] = {}
-        for targets, reason in failures:
+        for targets, reason in self._given_up:
             for origin in window.origins_of(targets):
                 key = (origin.topic, origin.partition, origin.offset)
                 reasons.setdefault(key, (origin, []))[1].append(reason)
@@ -106,6 +222,9 @@ class CdnSink:
             await self.dead_letter(origin, "undeliverable", " | ".join(why))
         if reasons:
             log.error("cdn: dead-lettered %d invalidation message(s)", len(reasons))
-        if self.cdn is not None and (urls or tags):
-            observe_end_to_end(AGENT, "cdn", window.occurred_at, datetime.now(UTC))
-        return len(reasons)
+        self._given_up = []
+
+
+def _minutes(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds + 0.5), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"

@@ -6,10 +6,16 @@ multi-CDN setup purges each). Per provider, `SCRIBE_CDN_<PROVIDER>_URL` override
 URL, `_TOKEN` (or the shared `SCRIBE_CDN_TOKEN`) authenticates, and `_RATE` (requests/s),
 `_BURST` and `_CONCURRENCY` tune it;
 `SCRIBE_CDN_FASTLY_SERVICE_ID` and `SCRIBE_CDN_CLOUDFLARE_ZONE_ID` name what to purge.
+
+A purge that fails with a 5xx, 408, 429 or no answer is retried until
+`SCRIBE_CDN_RETRY_DEADLINE_S` (default 15 minutes) after its first failure, waiting at most
+`SCRIBE_CDN_BACKOFF_CAP_S` between attempts, so a CDN outage shorter than the deadline costs no
+dead letter. `SCRIBE_CDN_MAX_ATTEMPTS` is unset by default; set, it also caps the attempts.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -20,6 +26,10 @@ from sinks.cdn.adapters import Adapter, CloudflareAdapter, FastlyAdapter, Provid
 # token bucket for a Business plan (10 requests/s, bucket of 50). Set yours per account.
 DEFAULT_RATE = {Provider.FASTLY: 50.0, Provider.CLOUDFLARE: 10.0}
 DEFAULT_BURST = {Provider.FASTLY: 100, Provider.CLOUDFLARE: 50}
+DEFAULT_RETRY_DEADLINE_S = 900.0
+DEFAULT_BACKOFF_CAP_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,10 +51,11 @@ class ProviderSettings:
 @dataclass(frozen=True)
 class CdnSettings:
     providers: tuple[ProviderSettings, ...]
-    max_attempts: int = 5
+    retry_deadline: float = DEFAULT_RETRY_DEADLINE_S
+    max_attempts: int | None = None  # None: only the deadline ends the retries
     timeout: float = 10.0
     backoff_base: float = 0.2
-    backoff_cap: float = 5.0
+    backoff_cap: float = DEFAULT_BACKOFF_CAP_S
     max_retry_after: float = 60.0
 
     @classmethod
@@ -72,9 +83,32 @@ class CdnSettings:
             chosen.append(_provider(provider, cdn_url))
         return cls(
             tuple(chosen),
-            max_attempts=int(env_number("SCRIBE_CDN_MAX_ATTEMPTS", 5, 1, 100)),
+            retry_deadline=env_number(
+                "SCRIBE_CDN_RETRY_DEADLINE_S", DEFAULT_RETRY_DEADLINE_S, 1, 7 * 24 * 3600
+            ),
+            max_attempts=_max_attempts(),
             timeout=env_number("SCRIBE_CDN_TIMEOUT_S", 10.0, 0.1, 300),
+            backoff_cap=env_number("SCRIBE_CDN_BACKOFF_CAP_S", DEFAULT_BACKOFF_CAP_S, 0.2, 3600),
         )
+
+
+def _max_attempts() -> int | None:
+    """Optional since the retry deadline replaced it: a value left over from the old
+    configuration (it defaulted to 5) would bring back dead letters after a few seconds of
+    outage, so it is said out loud at start."""
+    raw = os.environ.get("SCRIBE_CDN_MAX_ATTEMPTS", "").strip()
+    if not raw:
+        return None
+    value = env_number("SCRIBE_CDN_MAX_ATTEMPTS", 0, 1, 1_000_000)
+    if value != int(value):
+        raise SettingsError(f"SCRIBE_CDN_MAX_ATTEMPTS: {raw} is not a whole number")
+    log.warning(
+        "SCRIBE_CDN_MAX_ATTEMPTS=%d caps CDN purge retries: a purge is dead-lettered after "
+        "%d attempts even before SCRIBE_CDN_RETRY_DEADLINE_S; unset it to ride out outages",
+        value,
+        value,
+    )
+    return int(value)
 
 
 def _provider(provider: Provider, cdn_url: str | None) -> ProviderSettings:

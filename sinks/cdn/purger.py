@@ -1,17 +1,17 @@
 """CDN sink: purge URLs and tags at every configured provider over HTTP (httpx).
 
-Per provider: calls of at most the API's batch size, a token bucket for its rate limit, a cap
-on calls in flight, and up to `max_attempts` tries per call with backoff that honors
-`Retry-After` (a 429 pauses the whole provider). What still fails comes back as
-`PurgeFailure`s; the caller dead-letters the messages behind those targets.
+Per provider: calls of at most the API's batch size, a token bucket for its rate limit and a
+cap on calls in flight; a 429 pauses the whole provider for its `Retry-After`. `purge` makes
+one attempt per call and returns what failed as `PurgeFailure`s; the caller decides when to
+`retry` them (the invalidation flow does, with backoff until a deadline, its partitions
+paused meanwhile) and dead-letters what it gives up on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,15 +21,12 @@ from runtime.metrics import (
     INVALIDATIONS,
     SINK_BATCH_SIZE,
     SINK_ERRORS,
-    SINK_RETRIES,
     SINK_WRITE_SECONDS,
 )
 from sinks.cdn.adapters import Adapter, Outcome, PurgeCall, PurgeKind, classify
-from sinks.cdn.backoff import backoff_seconds, retry_after_seconds
+from sinks.cdn.backoff import retry_after_seconds
 from sinks.cdn.config import CdnSettings, ProviderSettings
 from sinks.cdn.rate_limit import TokenBucket
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +35,8 @@ class PurgeFailure:
     kind: PurgeKind
     targets: tuple[str, ...]
     reason: str
+    retryable: bool = False  # a 5xx, 408, 429 or no answer; a client error is not
+    retry_after: float | None = None  # the server's Retry-After, seconds
 
 
 @dataclass(frozen=True)
@@ -80,52 +79,54 @@ class CdnPurger:
         await self._client.aclose()
 
     async def purge(self, urls: list[str], tags: list[str]) -> list[PurgeFailure]:
-        """Purge at every provider; return what could not be purged after all attempts."""
-        sends = [
-            self._send(lane, call)
+        """One attempt at every provider; what failed, each failure saying whether to retry."""
+        return await self._send_all(
+            (lane, call)
             for lane in self._lanes
             for kind, targets in ((PurgeKind.URL, urls), (PurgeKind.TAG, tags))
             for call in lane.adapter.calls(kind, targets)
-        ]
-        results = await asyncio.gather(*sends)
+        )
+
+    async def retry(self, failures: list[PurgeFailure]) -> list[PurgeFailure]:
+        """One more attempt at exactly what `failures` name (each at its own provider)."""
+        lanes = {lane.adapter.provider.value: lane for lane in self._lanes}
+        return await self._send_all(
+            (lanes[failure.provider], call)
+            for failure in failures
+            for call in lanes[failure.provider].adapter.calls(failure.kind, list(failure.targets))
+        )
+
+    async def _send_all(self, sends: Iterable[tuple[_Lane, PurgeCall]]) -> list[PurgeFailure]:
+        results = await asyncio.gather(*(self._send(lane, call) for lane, call in sends))
         return [failure for failure in results if failure is not None]
 
     async def _send(self, lane: _Lane, call: PurgeCall) -> PurgeFailure | None:
-        """One call with its retries. Metrics use the sink `cdn.<provider>`: purged targets in
-        scribe_invalidations, failed attempts in scribe_sink_errors, retries in
-        scribe_sink_retries."""
+        """One attempt at one call. Metrics use the sink `cdn.<provider>`: purged targets in
+        scribe_invalidations, failed attempts in scribe_sink_errors (the caller counts
+        retries)."""
         sink = f"cdn.{call.provider.value}"
-        attempts = self.settings.max_attempts
         started = time.perf_counter()
-        for attempt in range(1, attempts + 1):
-            async with lane.slots:
-                await lane.wait_turn()
-                result = await self._attempt(lane, call)
-            if result.outcome is Outcome.OK:
-                INVALIDATIONS.labels(sink=sink, kind=call.kind.value).inc(len(call.targets))
-                SINK_BATCH_SIZE.labels(sink=sink).observe(len(call.targets))
-                SINK_WRITE_SECONDS.labels(sink=sink).observe(time.perf_counter() - started)
-                return None
-            SINK_ERRORS.labels(sink=sink).inc()
-            if not result.outcome.retryable or attempt == attempts:
-                tries = f" after {attempt} attempt{'s' if attempt > 1 else ''}"
-                return PurgeFailure(
-                    call.provider.value, call.kind, call.targets, result.reason + tries
-                )
-            SINK_RETRIES.labels(sink=sink).inc()
-            delay = self._delay(attempt, result)
-            if result.outcome is Outcome.RATE_LIMITED:
-                lane.bucket.hold_until(time.monotonic() + delay)
-            log.warning(
-                "cdn %s: %s (attempt %d of %d), retrying in %.2f s",
-                call.provider.value,
-                result.reason,
-                attempt,
-                attempts,
-                delay,
-            )
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns")
+        async with lane.slots:
+            await lane.wait_turn()
+            result = await self._attempt(lane, call)
+        if result.outcome is Outcome.OK:
+            INVALIDATIONS.labels(sink=sink, kind=call.kind.value).inc(len(call.targets))
+            SINK_BATCH_SIZE.labels(sink=sink).observe(len(call.targets))
+            SINK_WRITE_SECONDS.labels(sink=sink).observe(time.perf_counter() - started)
+            return None
+        SINK_ERRORS.labels(sink=sink).inc()
+        if result.outcome is Outcome.RATE_LIMITED:
+            # A 429 holds the whole provider, not only this call.
+            wait = min(result.retry_after or 1.0, self.settings.max_retry_after)
+            lane.bucket.hold_until(time.monotonic() + wait)
+        return PurgeFailure(
+            call.provider.value,
+            call.kind,
+            call.targets,
+            result.reason,
+            retryable=result.outcome.retryable,
+            retry_after=result.retry_after,
+        )
 
     async def _attempt(self, lane: _Lane, call: PurgeCall) -> _Attempt:
         url = lane.settings.base_url + call.path
@@ -146,10 +147,3 @@ class CdnPurger:
         body = response.text[:200].strip()
         reason = f"{call.method} {call.path}: {status}" + (f" ({body})" if body else "")
         return _Attempt(outcome, reason, retry_after)
-
-    def _delay(self, attempt: int, result: _Attempt) -> float:
-        if result.retry_after is not None:
-            return min(result.retry_after, self.settings.max_retry_after)
-        return backoff_seconds(
-            attempt, self.settings.backoff_base, self.settings.backoff_cap, random.random()
-        )

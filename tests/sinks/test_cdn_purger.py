@@ -39,14 +39,12 @@ def settings(
     *providers: Provider,
     rate: float = 1000,
     burst: int = 1000,
-    max_attempts: int = 3,
 ) -> CdnSettings:
     return CdnSettings(
         tuple(
             ProviderSettings(p, base_url, "secret", "acct", rate, burst, concurrency=4)
             for p in providers
         ),
-        max_attempts=max_attempts,
         timeout=5,
         backoff_base=0.05,
         backoff_cap=0.2,
@@ -93,7 +91,7 @@ async def test_both_providers_in_their_batch_sizes(
     assert cloudflare_tags == set(tags)
 
 
-async def test_429_waits_for_retry_after_then_succeeds(
+async def test_a_429_holds_the_provider_for_retry_after(
     simulator: str, control: httpx.AsyncClient
 ) -> None:
     await control.post(
@@ -102,7 +100,9 @@ async def test_429_waits_for_retry_after_then_succeeds(
     )
     purger = CdnPurger(settings(simulator, Provider.CLOUDFLARE))
     try:
-        assert await purger.purge([], ["t1"]) == []
+        (failure,) = await purger.purge([], ["t1"])
+        assert (failure.retryable, failure.retry_after) == (True, 1.0)
+        assert await purger.retry([failure]) == []
     finally:
         await purger.aclose()
     first, second = await _calls(control)
@@ -110,36 +110,27 @@ async def test_429_waits_for_retry_after_then_succeeds(
     assert second["at"] - first["at"] >= 0.95
 
 
-async def test_5xx_is_retried_with_backoff(simulator: str, control: httpx.AsyncClient) -> None:
-    await control.post("/_sim/faults", json={"provider": "fastly", "status": 503, "count": 2})
-    purger = CdnPurger(settings(simulator, Provider.FASTLY))
-    try:
-        assert await purger.purge([], ["t1"]) == []
-    finally:
-        await purger.aclose()
-    assert [c["status"] for c in await _calls(control)] == [503, 503, 200]
-
-
-async def test_gives_up_after_max_attempts_with_the_reason(
+async def test_one_attempt_per_call_and_retry_sends_only_what_failed(
     simulator: str, control: httpx.AsyncClient
 ) -> None:
-    await control.post("/_sim/faults", json={"provider": "*", "status": 500, "count": 100})
-    purger = CdnPurger(settings(simulator, Provider.FASTLY, max_attempts=3))
+    await control.post("/_sim/faults", json={"provider": "fastly", "status": 503, "count": 1})
+    purger = CdnPurger(settings(simulator, Provider.FASTLY, Provider.CLOUDFLARE))
     try:
-        (failure,) = await purger.purge(["https://cdn.example/a"], [])
+        (failure,) = await purger.purge([], ["t1"])
+        assert (failure.provider, failure.kind, failure.targets) == (
+            "fastly",
+            PurgeKind.TAG,
+            ("t1",),
+        )
+        assert failure.retryable and "503" in failure.reason
+        assert await purger.retry([failure]) == []
     finally:
         await purger.aclose()
-    assert (failure.provider, failure.kind, failure.targets) == (
-        "fastly",
-        PurgeKind.URL,
-        ("https://cdn.example/a",),
-    )
-    assert "500" in failure.reason
-    assert failure.reason.endswith("after 3 attempts")
-    assert len(await _calls(control)) == 3
+    calls = [(c["provider"], c["status"]) for c in await _calls(control)]
+    assert sorted(calls) == [("cloudflare", 200), ("fastly", 200), ("fastly", 503)]
 
 
-async def test_a_client_error_is_not_retried(simulator: str, control: httpx.AsyncClient) -> None:
+async def test_a_client_error_is_not_retryable(simulator: str, control: httpx.AsyncClient) -> None:
     await control.post("/_sim/faults", json={"provider": "cloudflare", "status": 403, "count": 1})
     purger = CdnPurger(settings(simulator, Provider.CLOUDFLARE))
     try:
@@ -147,7 +138,7 @@ async def test_a_client_error_is_not_retried(simulator: str, control: httpx.Asyn
     finally:
         await purger.aclose()
     assert "403" in failure.reason
-    assert failure.reason.endswith("after 1 attempt")
+    assert not failure.retryable
     assert len(await _calls(control)) == 1
 
 
@@ -158,6 +149,7 @@ async def test_an_unreachable_api_fails_with_the_transport_error() -> None:
     finally:
         await purger.aclose()
     assert "ConnectError" in failure.reason
+    assert failure.retryable
 
 
 async def test_the_rate_limit_spaces_calls(simulator: str, control: httpx.AsyncClient) -> None:

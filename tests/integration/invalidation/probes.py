@@ -11,7 +11,7 @@ import httpx
 from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from devkit.harness import group_offsets
+from devkit.harness import WorkerProcess, group_offsets
 
 
 async def eventually(
@@ -67,3 +67,11 @@ async def metric(worker_url: str, name: str, **labels: str) -> float:
             if sample.name == name and labels.items() <= sample.labels.items():
                 total += sample.value
     return total
+
+
+async def invalidation_health(worker: WorkerProcess) -> tuple[str, str]:
+    """The invalidation component of the worker's /health: status and reason."""
+    async with httpx.AsyncClient() as http:
+        report = (await http.get(f"{worker.url}/health", timeout=10)).json()
+    (component,) = [c for c in report["components"] if c["name"] == "invalidation"]
+    return component["status"], component["reason"]

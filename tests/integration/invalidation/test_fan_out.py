@@ -1,10 +1,16 @@
 """One invalidation through the running worker: Redis (keys, patterns, tags), every L1, both
-CDN APIs; and a CDN that stays down: dead letters after the allowed attempts."""
+CDN APIs; and a CDN that stays down: a dead letter only after the retry deadline, which
+`scribe dlq replay` brings back."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +23,14 @@ from devkit.harness import read_until
 from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation
+from tests.conftest import CDN_RETRY_DEADLINE_S
 from tests.integration.invalidation.conftest import Pipeline
-from tests.integration.invalidation.probes import committed_through, eventually, purged
+from tests.integration.invalidation.probes import (
+    committed_through,
+    eventually,
+    invalidation_health,
+    purged,
+)
 from topics.catalog import CACHE_INVALIDATIONS
 from topics.dlq import H_ERROR, H_ERROR_KIND
 
@@ -94,16 +106,30 @@ async def test_one_invalidation_reaches_redis_every_l1_and_both_cdns(
     assert await committed_through(kafka_url, pipeline.group, last, timeout=30)
 
 
-async def test_a_cdn_that_stays_down_dead_letters_the_message_after_the_attempts(
-    pipeline: Pipeline, redis_client: aioredis.Redis
+async def test_a_cdn_that_stays_down_dead_letters_the_message_only_after_the_deadline(
+    pipeline: Pipeline,
+    redis_client: aioredis.Redis,
+    services: dict[str, str],
+    state_dir: Path,
 ) -> None:
+    """The shared worker's retry deadline is short (`CDN_RETRY_DEADLINE_S`, tests/conftest.py):
+    the purge is retried with backoff, /health says degraded naming the CDN, the dead letter
+    comes only once the deadline has passed, and `scribe dlq replay` brings it back."""
     kafka_url, worker, cdn = pipeline.kafka_url, pipeline.worker, pipeline.cdn
     marker = uuid.uuid4().hex[:10]
     key, url = f"{marker}:k", f"https://cdn.example/{marker}"
     await redis_client.set(key, "stale")
     await cdn.post("/_sim/faults", json={"provider": "*", "status": 503, "count": 10_000})
+    failing_since = datetime.now(UTC)
     event = invalidation(keys=[key], urls=[url])
+    sent_at = time.monotonic()
     last = await _send(kafka_url, event)
+
+    async def degraded_by_the_cdn() -> bool:
+        status, reason = await invalidation_health(worker)
+        return status == "degraded" and "CDN purges failing" in reason
+
+    assert await eventually(degraded_by_the_cdn, timeout=30), worker.log_tail()
     dead = await read_until(
         kafka_url,
         CACHE_INVALIDATIONS.dlq_name,
@@ -111,19 +137,43 @@ async def test_a_cdn_that_stays_down_dead_letters_the_message_after_the_attempts
         match=lambda r: r.value is not None and event.id.encode() in r.value,
         timeout=90,
     )
+    dead_after = time.monotonic() - sent_at
     await cdn.delete("/_sim/faults")
     assert len(dead) == 1, worker.log_tail()
+    assert dead_after >= CDN_RETRY_DEADLINE_S, f"dead-lettered after {dead_after:.1f} s"
     (letter,) = dead
     assert letter.headers[H_ERROR_KIND] == b"undeliverable"
     reason = letter.headers[H_ERROR].decode()
     assert "cdn fastly" in reason
     assert "cdn cloudflare" in reason
     assert "503" in reason
-    assert "after 5 attempts" in reason
+    assert f"past the retry deadline (SCRIBE_CDN_RETRY_DEADLINE_S={CDN_RETRY_DEADLINE_S})" in reason
     # Redis was not held back by the CDN, and the offset moved on once the message was
     # dead-lettered.
     assert await redis_client.exists(key) == 0
     assert await committed_through(kafka_url, pipeline.group, last, timeout=30)
     calls = (await cdn.get("/_sim/requests", params={"contains": marker})).json()["calls"]
-    assert [c["status"] for c in calls].count(503) == 10  # 5 attempts at each provider
+    for provider in ("fastly", "cloudflare"):
+        # Backoff from 0.2 s: several attempts within the deadline, none of them a success.
+        statuses = [c["status"] for c in calls if c["provider"] == provider]
+        assert len(statuses) >= 4 and set(statuses) == {503}, (provider, statuses)
+    print(f"\ncdn down: dead-lettered {dead_after:.1f} s after sending "
+          f"(deadline {CDN_RETRY_DEADLINE_S} s), {len(calls)} purge calls")  # fmt: skip
+
+    # The CDN is back: replaying the dead letter purges the URL.
+    since = failing_since.isoformat(timespec="seconds")
+    replay = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "scribe", "dlq", "replay", CACHE_INVALIDATIONS.name),
+        *("--kind", "undeliverable", "--since", since),
+        env={**os.environ, **services, "SCRIBE_STATE_DIR": str(state_dir)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(replay.communicate(), 120)
+    assert replay.returncode == 0, output.decode()
+
+    async def replayed_and_purged() -> bool:
+        return url in await purged(cdn, marker, "cloudflare", "url")
+
+    assert await eventually(replayed_and_purged, timeout=60), worker.log_tail()
     assert worker.alive()

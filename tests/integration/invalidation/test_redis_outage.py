@@ -16,32 +16,28 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from devkit.harness import WorkerProcess, read_until
+from devkit.harness import read_until
 from devkit.stack import LocalStack
 from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation
 from tests.integration.invalidation.conftest import Pipeline
-from tests.integration.invalidation.probes import committed_through, eventually, purged
+from tests.integration.invalidation.probes import (
+    committed_through,
+    eventually,
+    invalidation_health,
+    purged,
+)
 from topics.catalog import CACHE_INVALIDATIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 OUTAGE_SECONDS = 10.0
 INVALIDATIONS = 100
-
-
-async def invalidation_health(worker: WorkerProcess) -> tuple[str, str]:
-    """The invalidation component of the worker's /health: status and reason."""
-    async with httpx.AsyncClient() as http:
-        report = (await http.get(f"{worker.url}/health", timeout=10)).json()
-    (component,) = [c for c in report["components"] if c["name"] == "invalidation"]
-    return component["status"], component["reason"]
 
 
 @pytest.fixture
