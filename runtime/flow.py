@@ -317,10 +317,12 @@ class FlowRunner(Generic[E, T]):
                     except SinkStopping as error:
                         self._give_up(str(error))
                         return
+                # A stop ends the pause at once: a sink may push back for tens of seconds.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), wait)
                 if self._stopping.is_set():
                     self._give_up("stopping")
                     return
-                await asyncio.sleep(wait)
         finally:
             self._writing_records = 0
 

@@ -245,6 +245,30 @@ async def test_a_partition_given_back_while_a_batch_fills_loses_no_record() -> N
     assert consumer.committed[tp] == 50
 
 
+async def test_a_stop_ends_a_long_backpressure_pause_at_once() -> None:
+    """A CDN outage pushes back for up to 30 s between attempts; a stop must not wait it out."""
+    writes: list[list[int]] = []
+
+    class Down(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            writes.append(batch)
+            raise SinkBackpressure(60.0, "cdn is down")
+
+    consumer = ListConsumer(records(TOPIC, [b"1"]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([Down()]), consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.05)
+    assert writes == [[1]], "the batch was tried once and is now paused"
+    started = asyncio.get_running_loop().time()
+    await runner.stop()
+    await running
+
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert writes == [[1]], "a stop does not try the batch again"
+    assert consumer.committed == {}
+
+
 async def test_a_batch_not_written_by_the_stop_deadline_is_abandoned_uncommitted() -> None:
     closed: list[str] = []
 
