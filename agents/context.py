@@ -1,4 +1,4 @@
-"""What the agents share inside one worker: settings, the DLQ path, the PostgreSQL pool and
+"""What the agents share inside one worker: settings, the DLQ path, the PostgreSQL pools and
 the Redis client. Connections open on first use and close once every flow has stopped (the
 worker's entry point calls `close` last)."""
 
@@ -19,6 +19,7 @@ from runtime.health import HealthChecks
 from runtime.lag import ConsumerGroups
 from runtime.service import FlowService, Running
 from runtime.settings import ResolvedSettings
+from sinks.postgres.databases import Databases
 from topics.catalog import TOPICS, TopicSpec
 from topics.dlq import DeadLetters
 
@@ -52,8 +53,7 @@ class Resources:
                 **security.redis.redis_kwargs(settings.redis_url),
             )
         )
-        self._pool: asyncpg.Pool | None = None
-        self._pool_lock = asyncio.Lock()
+        self.databases = Databases.from_settings(settings, max_size=8)
         self._closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._closed = False
         # The services that read with consumers of their own: at shutdown the worker stops them
@@ -104,17 +104,17 @@ class Resources:
         self._closers.append((what, close))
 
     async def database(self) -> asyncpg.Pool:
-        async with self._pool_lock:
-            if self._closed:
-                raise RuntimeError("the worker's PostgreSQL pool is closed: the worker stopped")
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self.settings.database_url,
-                    min_size=1,
-                    max_size=8,
-                    **self.settings.base.security.postgres.asyncpg_kwargs(),
-                )
-            return self._pool
+        """The primary: for writes and the reads that must see them."""
+        if self._closed:
+            raise RuntimeError("the worker's PostgreSQL pool is closed: the worker stopped")
+        return await self.databases.primary()
+
+    async def read_database(self) -> asyncpg.Pool:
+        """For reads that may lag a few seconds (reports, dashboards, cache warming): the read
+        replica while it is fresh enough, else the primary (see sinks/postgres/databases.py)."""
+        if self._closed:
+            raise RuntimeError("the worker's PostgreSQL pool is closed: the worker stopped")
+        return await self.databases.for_reads()
 
     async def close(self, deadline: float = CLOSE_DEADLINE_S) -> None:
         """Close the flows' clients, the pool and the Redis client, each within `deadline`
@@ -128,17 +128,7 @@ class Resources:
                 log.warning("%s not closed within %.0f s; abandoned", what, deadline)
             except Exception:
                 log.exception("%s failed to close; abandoned", what)
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            try:
-                await asyncio.wait_for(pool.close(), deadline)
-            except Exception as error:
-                log.warning(
-                    "PostgreSQL pool not closed within %.0f s (%r); connections terminated",
-                    deadline,
-                    error,
-                )
-                pool.terminate()
+        await self.databases.close(deadline)
         try:
             await asyncio.wait_for(self.redis.aclose(), deadline)
         except TimeoutError:

@@ -194,6 +194,12 @@ class Settings:
     world_checkpoint_seconds: float = 10.0
     # How the worker and the gateway write their log: `text`, or `json` (one object per line).
     log_format: str = "text"
+    # A streaming replica for the reads that may be a little behind (reports, dashboards, world
+    # inspection, cache warming); None: every read goes to the primary.
+    database_read_url: str | None = None
+    # Replica lag above which those reads go to the primary instead, and how often it is measured.
+    database_read_max_lag_s: float = 5.0
+    database_read_check_s: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -204,6 +210,9 @@ class Settings:
         database = env.get("SCRIBE_DATABASE_URL") or None
         if database:
             _check_url("SCRIBE_DATABASE_URL", database, ("postgresql", "postgres"))
+        database_read = env.get("SCRIBE_DATABASE_READ_URL") or None
+        if database_read:
+            _check_url("SCRIBE_DATABASE_READ_URL", database_read, ("postgresql", "postgres"))
         redis = env.get("SCRIBE_REDIS_URL") or None
         if redis:
             _check_url("SCRIBE_REDIS_URL", redis, ("redis", "rediss", "unix"))
@@ -241,6 +250,9 @@ class Settings:
             world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
             world_checkpoint_seconds=_float("SCRIBE_WORLD_CHECKPOINT_SECONDS", 10.0),
             log_format=_choice("SCRIBE_LOG_FORMAT", LOG_FORMATS, "text"),
+            database_read_url=database_read,
+            database_read_max_lag_s=_float("SCRIBE_DATABASE_READ_MAX_LAG_S", 5.0),
+            database_read_check_s=_float("SCRIBE_DATABASE_READ_CHECK_S", 1.0, positive=True),
         )
 
     def require(self) -> ResolvedSettings:
@@ -291,4 +303,6 @@ class ResolvedSettings:
     @property
     def secrets(self) -> list[str]:
         """Every secret value configured, URL passwords included: for the log redactor."""
-        return self.base.security.secrets([self.kafka_url, self.database_url, self.redis_url])
+        return self.base.security.secrets(
+            [self.kafka_url, self.database_url, self.redis_url, self.base.database_read_url]
+        )

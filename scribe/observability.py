@@ -46,7 +46,7 @@ def register(app: faust.App, resources: Resources) -> None:
 
     async def refresh_costs() -> None:
         async def refresh() -> None:
-            await refresh_cost_totals(await resources.database(), datetime.now(UTC))
+            await refresh_cost_totals(await resources.read_database(), datetime.now(UTC))
 
         await _logged("cost totals", refresh)
 

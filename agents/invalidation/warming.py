@@ -8,6 +8,7 @@ so a failure is counted and logged, and the cache fills on demand instead.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -25,13 +26,19 @@ WORLD_STATE_QUERY = (
 
 
 class CacheWarmer:
-    def __init__(self, pool: asyncpg.Pool, cache: CacheClient, ttl: float) -> None:
+    def __init__(
+        self,
+        pool: Callable[[], Awaitable[asyncpg.Pool]],
+        cache: CacheClient,
+        ttl: float,
+    ) -> None:
+        # Asked per read: the read replica serves while it is fresh, else the primary.
         self.pool = pool
         self.cache = cache
         self.ttl = ttl
 
     async def _entries(self, world_id: str) -> dict[str, Any]:
-        row = await self.pool.fetchrow(WORLD_STATE_QUERY, world_id)
+        row = await (await self.pool()).fetchrow(WORLD_STATE_QUERY, world_id)
         return {} if row is None else hot_entries(dict(row))
 
     async def warm(self, world_id: str) -> str:

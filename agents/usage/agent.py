@@ -29,7 +29,7 @@ def register(app: faust.App, resources: Resources) -> None:
         except ValueError as error:
             return web.json({"error": str(error)}, status=400)
         inputs = await load_cost_inputs(
-            await resources.database(), month, request.query.get("user")
+            await resources.read_database(), month, request.query.get("user")
         )
         policy = ReportPolicy.from_settings(resources.settings.base.usage)
         report = build_report(inputs, load_catalog(), policy, now)
