@@ -26,14 +26,17 @@ log = logging.getLogger(__name__)
 # The replica's lag in seconds. Replaying everything it has received while still streaming
 # means it is current, however old its last replayed transaction is: an idle primary writes
 # nothing, and `now() - pg_last_xact_replay_timestamp()` alone would then grow without bound.
-# Not streaming (the primary is gone, or the link is broken), its staleness is the age of its
-# last replayed transaction. Not in recovery, it is a primary itself: nothing to lag behind.
+# Behind, or not streaming (the primary is gone, or the link is broken), its staleness is the
+# age of its last replayed transaction, unbounded when it has replayed none since it started.
+# Not in recovery, it is a primary itself: nothing to lag behind.
 REPLICA_LAG_SQL = """
 SELECT CASE
     WHEN NOT pg_is_in_recovery() THEN 0
     WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
          AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') THEN 0
-    ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())
+    ELSE coalesce(
+        extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 'Infinity'
+    )
 END::float8
 """
 # A replica that takes longer than this to connect or answer counts as unreachable.
@@ -44,8 +47,7 @@ READ_APPLICATION_NAME = "scribe-read"
 
 def fallback_reason(lag_s: float | None, max_lag_s: float) -> str | None:
     """Why reads must go to the primary (`unreachable`, `lagging`), or None when the replica
-    may serve them. `lag_s` None: the replica could not be asked, or could not say (it has
-    replayed nothing yet)."""
+    may serve them. `lag_s` None: the replica could not be asked."""
     if lag_s is None:
         return "unreachable"
     if lag_s > max_lag_s:
