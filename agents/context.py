@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import faust
@@ -24,6 +24,8 @@ from topics.catalog import TOPICS, TopicSpec
 from topics.dlq import DeadLetters
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long closing may take: the pool waits this long for connections still in use, then
 # terminates them.
@@ -109,12 +111,13 @@ class Resources:
             raise RuntimeError("the worker's PostgreSQL pool is closed: the worker stopped")
         return await self.databases.primary()
 
-    async def read_database(self) -> asyncpg.Pool:
-        """For reads that may lag a few seconds (reports, dashboards, cache warming): the read
-        replica while it is fresh enough, else the primary (see sinks/postgres/databases.py)."""
+    async def read(self, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """`work(pool)` for reads that may lag a few seconds (reports, dashboards, cache
+        warming): on the read replica while it is fresh enough, else on the primary (see
+        sinks/postgres/databases.py)."""
         if self._closed:
             raise RuntimeError("the worker's PostgreSQL pool is closed: the worker stopped")
-        return await self.databases.for_reads()
+        return await self.databases.read(work)
 
     async def close(self, deadline: float = CLOSE_DEADLINE_S) -> None:
         """Close the flows' clients, the pool and the Redis client, each within `deadline`

@@ -8,7 +8,6 @@ so a failure is counted and logged, and the cache fills on demand instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -16,6 +15,7 @@ import asyncpg
 from agents.invalidation.hot_keys import hot_entries, world_tag
 from cache import CacheClient
 from cache.client import REDIS_ERRORS
+from sinks.postgres.databases import Databases
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +26,14 @@ WORLD_STATE_QUERY = (
 
 
 class CacheWarmer:
-    def __init__(
-        self,
-        pool: Callable[[], Awaitable[asyncpg.Pool]],
-        cache: CacheClient,
-        ttl: float,
-    ) -> None:
-        # Asked per read: the read replica serves while it is fresh, else the primary.
-        self.pool = pool
+    def __init__(self, databases: Databases, cache: CacheClient, ttl: float) -> None:
+        # Read from the read replica while it is fresh enough, else from the primary.
+        self.databases = databases
         self.cache = cache
         self.ttl = ttl
 
     async def _entries(self, world_id: str) -> dict[str, Any]:
-        row = await (await self.pool()).fetchrow(WORLD_STATE_QUERY, world_id)
+        row = await self.databases.read(lambda pool: pool.fetchrow(WORLD_STATE_QUERY, world_id))
         return {} if row is None else hot_entries(dict(row))
 
     async def warm(self, world_id: str) -> str:

@@ -50,7 +50,7 @@ def report(user: str | None, month: str | None, as_json: bool) -> None:
     async def load() -> CostReport:
         await migrate(settings.database_url)  # a write: always the primary
         async with Databases.from_settings(settings, max_size=1) as databases:
-            inputs = await load_cost_inputs(await databases.for_reads(), first_day, user)
+            inputs = await databases.read(lambda pool: load_cost_inputs(pool, first_day, user))
         policy = ReportPolicy.from_settings(settings.base.usage)
         return build_report(inputs, load_catalog(), policy, now)
 

@@ -6,6 +6,7 @@ import asyncio
 import sys
 from dataclasses import dataclass
 
+import asyncpg
 import click
 import orjson
 
@@ -25,23 +26,27 @@ def world() -> None:
 async def current_state(databases: Databases, world_id: str) -> tuple[StoredWorld, WorldState]:
     """A world as stored: its checkpoint with the inputs logged after it replayed on top (read
     from the read replica while it is fresh enough)."""
-    async with (
-        (await databases.for_reads()).acquire() as conn,
-        conn.transaction(isolation="repeatable_read", readonly=True),
-    ):
-        row = await conn.fetchrow(
-            "SELECT world_id, version, tick, state::text AS state_json, state_hash, "
-            "coalesce(head_version, version) AS head_version, active, last_activity_at, "
-            "next_tick_at, updated_at "
-            "FROM world_state WHERE world_id = $1",
-            world_id,
-        )
-        if row is None:
-            raise click.ClickException(f"world {world_id!r} has no stored state")
-        stored = StoredWorld(**dict(row))
-        checkpoint = WorldState.from_dict(orjson.loads(stored.state_json))
-        state = await rebuild_from_log(conn, world_id, stored.head_version, start=checkpoint)
-    return stored, state
+
+    async def read(pool: asyncpg.Pool) -> tuple[StoredWorld, WorldState]:
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            row = await conn.fetchrow(
+                "SELECT world_id, version, tick, state::text AS state_json, state_hash, "
+                "coalesce(head_version, version) AS head_version, active, last_activity_at, "
+                "next_tick_at, updated_at "
+                "FROM world_state WHERE world_id = $1",
+                world_id,
+            )
+            if row is None:
+                raise click.ClickException(f"world {world_id!r} has no stored state")
+            stored = StoredWorld(**dict(row))
+            checkpoint = WorldState.from_dict(orjson.loads(stored.state_json))
+            state = await rebuild_from_log(conn, world_id, stored.head_version, start=checkpoint)
+        return stored, state
+
+    return await databases.read(read)
 
 
 def summary(state: WorldState) -> list[str]:
@@ -114,39 +119,43 @@ async def replay_world(databases: Databases, world_id: str) -> ReplayResult:
     state the live worker computed and stored), compare the two, then check that the inputs
     logged after the checkpoint replay too. Reads the read replica while it is fresh enough:
     a replica's snapshot holds the log and world_state of one moment as the primary's does."""
-    # One snapshot of the database: the log and world_state as of the same moment.
-    async with (
-        (await databases.for_reads()).acquire() as conn,
-        conn.transaction(isolation="repeatable_read", readonly=True),
-    ):
-        row = await conn.fetchrow(
-            "SELECT version, coalesce(head_version, version) AS head_version, "
-            "state::text AS state, state_hash "
-            "FROM world_state WHERE world_id = $1",
-            world_id,
+
+    async def read(pool: asyncpg.Pool) -> ReplayResult:
+        # One snapshot of the database: the log and world_state as of the same moment.
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            row = await conn.fetchrow(
+                "SELECT version, coalesce(head_version, version) AS head_version, "
+                "state::text AS state, state_hash "
+                "FROM world_state WHERE world_id = $1",
+                world_id,
+            )
+            if row is None:
+                raise click.ClickException(f"world {world_id!r} has no stored state")
+            version, head, live_hash = row["version"], row["head_version"], row["state_hash"]
+            try:
+                replayed = await rebuild_from_log(conn, world_id, version)
+                tail = await rebuild_from_log(conn, world_id, head, start=replayed)
+            except ReplayError as exc:
+                return ReplayResult(world_id, version, head, live_hash, "", str(exc))
+        difference = first_difference(
+            orjson.loads(row["state"]), orjson.loads(canonical_json(replayed))
         )
-        if row is None:
-            raise click.ClickException(f"world {world_id!r} has no stored state")
-        version, head, live_hash = row["version"], row["head_version"], row["state_hash"]
-        try:
-            replayed = await rebuild_from_log(conn, world_id, version)
-            tail = await rebuild_from_log(conn, world_id, head, start=replayed)
-        except ReplayError as exc:
-            return ReplayResult(world_id, version, head, live_hash, "", str(exc))
-    difference = first_difference(
-        orjson.loads(row["state"]), orjson.loads(canonical_json(replayed))
-    )
-    replayed_hash = state_hash(replayed)
-    if difference is None and replayed_hash != live_hash:
-        difference = f"state_hash: stored {live_hash} != recomputed {replayed_hash}"
-    if difference is None and tail.version != head:
-        difference = f"the log after the checkpoint ends at version {tail.version}, not {head}"
-    return ReplayResult(world_id, version, head, live_hash, replayed_hash, difference)
+        replayed_hash = state_hash(replayed)
+        if difference is None and replayed_hash != live_hash:
+            difference = f"state_hash: stored {live_hash} != recomputed {replayed_hash}"
+        if difference is None and tail.version != head:
+            difference = f"the log after the checkpoint ends at version {tail.version}, not {head}"
+        return ReplayResult(world_id, version, head, live_hash, replayed_hash, difference)
+
+    return await databases.read(read)
 
 
 async def _stored_world_ids(databases: Databases) -> list[str]:
-    rows = await (await databases.for_reads()).fetch(
-        "SELECT world_id FROM world_state ORDER BY world_id"
+    rows = await databases.read(
+        lambda pool: pool.fetch("SELECT world_id FROM world_state ORDER BY world_id")
     )
     return [row["world_id"] for row in rows]
 

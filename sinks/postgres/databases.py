@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -22,6 +22,8 @@ from runtime.metrics import DB_READ_FALLBACKS
 from runtime.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # The replica's lag in seconds. Replaying everything it has received while still streaming
 # means it is current, however old its last replayed transaction is: an idle primary writes
@@ -43,6 +45,15 @@ END::float8
 PROBE_TIMEOUT_S = 2.0
 # So the replica's sessions are told apart from the primary's in pg_stat_activity.
 READ_APPLICATION_NAME = "scribe-read"
+# A read that fails so on the replica was not answered by a server: it is asked of the primary.
+REPLICA_GONE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,  # among them: the connection closed under the query
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
 
 
 def fallback_reason(lag_s: float | None, max_lag_s: float) -> str | None:
@@ -144,6 +155,26 @@ class Databases:
             return self._replica
         DB_READ_FALLBACKS.labels(reason=reason or "unreachable").inc()
         return await self.primary()
+
+    async def read(self, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """`work(pool)` on the pool `for_reads` picks; if the replica goes away under it, or
+        cancels it for a conflict with recovery (replay needed a lock or row version the
+        query held), `work` runs again on the primary, counted. `work` only reads."""
+        pool = await self.for_reads()
+        if pool is not self._replica:
+            return await work(pool)
+        try:
+            return await work(pool)
+        except REPLICA_GONE as error:
+            reason = "unreachable"
+            self._note(self.verdict.record(None))
+            detail = f"{type(error).__name__}: {error}"
+        except asyncpg.SerializationError as error:  # a standby's only one: recovery conflict
+            reason = "recovery_conflict"
+            detail = str(error)
+        log.warning("read asked of the primary: read replica %s (%s)", reason, detail)
+        DB_READ_FALLBACKS.labels(reason=reason).inc()
+        return await work(await self.primary())
 
     async def _measure_lag(self) -> float | None:
         try:
