@@ -45,6 +45,7 @@ END::float8
 PROBE_TIMEOUT_S = 2.0
 # So the replica's sessions are told apart from the primary's in pg_stat_activity.
 READ_APPLICATION_NAME = "scribe-read"
+LAG_PROBE_APPLICATION_NAME = "scribe-read-lag"
 # A read that fails so on the replica was not answered by a server: it is asked of the primary.
 REPLICA_GONE: tuple[type[BaseException], ...] = (
     OSError,
@@ -111,7 +112,9 @@ class Databases:
         self._options = connect_options or {}
         self._primary: asyncpg.Pool | None = None
         self._replica: asyncpg.Pool | None = None
+        self._probe: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
+        self._replica_lock = asyncio.Lock()
         self._probe_lock = asyncio.Lock()
         self._closed = False
         self._last_noted: str | None = "unmeasured"  # the first measurement is logged
@@ -150,10 +153,11 @@ class Databases:
             async with self._probe_lock:
                 if self.verdict.due:  # not measured meanwhile by a read that waited first
                     self._note(self.verdict.record(await self._measure_lag()))
-        reason = self.verdict.reason
-        if reason is None and self._replica is not None:
-            return self._replica
-        DB_READ_FALLBACKS.labels(reason=reason or "unreachable").inc()
+        if self.verdict.reason is None:
+            replica = await self._replica_pool()
+            if replica is not None:
+                return replica
+        DB_READ_FALLBACKS.labels(reason=self.verdict.reason or "unreachable").inc()
         return await self.primary()
 
     async def read(self, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
@@ -177,29 +181,50 @@ class Databases:
         return await work(await self.primary())
 
     async def _measure_lag(self) -> float | None:
+        """The replica's lag, asked on a connection of its own: a pool busy with long reports
+        must not make a healthy replica look unreachable."""
         try:
-            return await asyncio.wait_for(self._ask_replica(), PROBE_TIMEOUT_S)
+            return await asyncio.wait_for(self._ask_lag(), PROBE_TIMEOUT_S)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             log.debug("read replica not measured: %s: %s", type(error).__name__, error)
-            # A pool whose server went away is rebuilt on the next measurement.
-            replica, self._replica = self._replica, None
-            if replica is not None:
-                replica.terminate()
+            probe, self._probe = self._probe, None
+            if probe is not None:
+                probe.terminate()
             return None
 
-    async def _ask_replica(self) -> float | None:
-        if self._replica is None:
-            self._check_open()
+    async def _ask_lag(self) -> float | None:
+        if self._probe is None or self._probe.is_closed():
             assert self.read_url is not None
-            self._replica = await asyncpg.create_pool(
+            self._probe = await asyncpg.connect(
                 self.read_url,
-                min_size=self.min_size,
-                max_size=self.max_size,
                 **self._options,
-                server_settings={"application_name": READ_APPLICATION_NAME},
+                server_settings={"application_name": LAG_PROBE_APPLICATION_NAME},
             )
-        lag: float | None = await self._replica.fetchval(REPLICA_LAG_SQL)
+        lag: float | None = await self._probe.fetchval(REPLICA_LAG_SQL)
         return lag
+
+    async def _replica_pool(self) -> asyncpg.Pool | None:
+        """The replica's pool, opened once it was found fresh; None (and the replica marked
+        unreachable) if it cannot be opened."""
+        async with self._replica_lock:
+            self._check_open()
+            if self._replica is None:
+                assert self.read_url is not None
+                try:
+                    self._replica = await asyncio.wait_for(
+                        asyncpg.create_pool(
+                            self.read_url,
+                            min_size=self.min_size,
+                            max_size=self.max_size,
+                            **self._options,
+                            server_settings={"application_name": READ_APPLICATION_NAME},
+                        ),
+                        PROBE_TIMEOUT_S,
+                    )
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    self._note(self.verdict.record(None))
+                    return None
+            return self._replica
 
     def _note(self, reason: str | None) -> None:
         """Log when reads change sides, not on every measurement."""
@@ -222,6 +247,12 @@ class Databases:
     async def close(self, deadline: float) -> None:
         """Close both pools, each within `deadline` seconds, then terminate what is left."""
         self._closed = True
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            try:
+                await asyncio.wait_for(probe.close(), deadline)
+            except Exception:
+                probe.terminate()
         for what, pool in (("primary", self._primary), ("read replica", self._replica)):
             if pool is None:
                 continue
