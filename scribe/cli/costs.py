@@ -48,7 +48,11 @@ def report(user: str | None, month: str | None, as_json: bool) -> None:
     settings = resolved_settings()
 
     async def load() -> CostReport:
-        await migrate(settings.database_url)  # a write: always the primary
+        # A write: always the primary.
+        await migrate(
+            settings.database_url,
+            connect_options=settings.base.security.postgres.asyncpg_kwargs(),
+        )
         async with Databases.from_settings(settings, max_size=1) as databases:
             inputs = await databases.read(lambda pool: load_cost_inputs(pool, first_day, user))
         policy = ReportPolicy.from_settings(settings.base.usage)
