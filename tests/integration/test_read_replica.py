@@ -75,6 +75,19 @@ def _base_backup(primary: Server, replica: Postgres) -> None:
     )
 
 
+async def _streaming(replica_url: str, timeout: float = 30.0) -> None:
+    """Wait until the standby receives the primary's WAL as it is written."""
+    conn = await asyncpg.connect(replica_url, timeout=5)
+    try:
+        deadline = time.monotonic() + timeout
+        query = "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+        while await conn.fetchval(query) == 0:
+            assert time.monotonic() < deadline, "the replica never started streaming"
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
     root = Path(tempfile.mkdtemp(prefix="scribe-replica-"))
@@ -87,6 +100,7 @@ def pair() -> Iterator[Pair]:
         asyncio.run(migrate(primary.url))
         _base_backup(primary, replica.postgres)
         replica.start()
+        asyncio.run(_streaming(replica.url))
         yield Pair(primary, replica)
     finally:
         replica.stop()
