@@ -1,11 +1,11 @@
 """The PostgreSQL pools of one process, and the one place that decides which serves a read.
 
 `primary()` serves writes and every read that must see them (budget checks that gate spending,
-dedupe, the flows' own transactions). `for_reads()` serves reads that may be a few seconds
-behind (cost reports, the dashboard's cost totals, world inspection, cache warming): the
-replica named by SCRIBE_DATABASE_READ_URL while its lag is within SCRIBE_DATABASE_READ_MAX_LAG_S,
-else the primary, each such fallback counted in `scribe_db_read_fallbacks_total{reason}`.
-Without a replica both are the primary."""
+dedupe, the flows' own transactions). `read(work)` runs reads that may be a few seconds behind
+(cost reports, the dashboard's cost totals, world inspection, cache warming) on the pool
+`for_reads()` picks: the replica named by SCRIBE_DATABASE_READ_URL while its lag is within
+SCRIBE_DATABASE_READ_MAX_LAG_S, else the primary, each such fallback counted in
+`scribe_db_read_fallbacks_total{reason}`. Without a replica both are the primary."""
 
 from __future__ import annotations
 
