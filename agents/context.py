@@ -1,4 +1,4 @@
-"""What the agents share inside one worker: settings, the DLQ path, the PostgreSQL pool and
+"""What the agents share inside one worker: settings, the DLQ path, the PostgreSQL pools and
 the Redis client. Connections open on first use and close once every flow has stopped (the
 worker's entry point calls `close` last)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import faust
@@ -19,10 +19,13 @@ from runtime.health import HealthChecks
 from runtime.lag import ConsumerGroups
 from runtime.service import FlowService, Running
 from runtime.settings import ResolvedSettings
+from sinks.postgres.databases import Databases
 from topics.catalog import TOPICS, TopicSpec
 from topics.dlq import DeadLetters
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long closing may take: the pool waits this long for connections still in use, then
 # terminates them.
@@ -52,8 +55,7 @@ class Resources:
                 **security.redis.redis_kwargs(settings.redis_url),
             )
         )
-        self._pool: asyncpg.Pool | None = None
-        self._pool_lock = asyncio.Lock()
+        self.databases = Databases.from_settings(settings, max_size=8)
         self._closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._closed = False
         # The services that read with consumers of their own: at shutdown the worker stops them
@@ -104,17 +106,18 @@ class Resources:
         self._closers.append((what, close))
 
     async def database(self) -> asyncpg.Pool:
-        async with self._pool_lock:
-            if self._closed:
-                raise RuntimeError("the worker's PostgreSQL pool is closed: the worker stopped")
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self.settings.database_url,
-                    min_size=1,
-                    max_size=8,
-                    **self.settings.database_options,
-                )
-            return self._pool
+        """The primary: for writes and the reads that must see them."""
+        if self._closed:
+            raise RuntimeError("the worker's PostgreSQL pool is closed: the worker stopped")
+        return await self.databases.primary()
+
+    async def read(self, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """`work(pool)` for reads that may lag a few seconds (reports, dashboards, cache
+        warming): on the read replica while it is fresh enough, else on the primary (see
+        sinks/postgres/databases.py)."""
+        if self._closed:
+            raise RuntimeError("the worker's PostgreSQL pool is closed: the worker stopped")
+        return await self.databases.read(work)
 
     async def close(self, deadline: float = CLOSE_DEADLINE_S) -> None:
         """Close the flows' clients, the pool and the Redis client, each within `deadline`
@@ -128,17 +131,7 @@ class Resources:
                 log.warning("%s not closed within %.0f s; abandoned", what, deadline)
             except Exception:
                 log.exception("%s failed to close; abandoned", what)
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            try:
-                await asyncio.wait_for(pool.close(), deadline)
-            except Exception as error:
-                log.warning(
-                    "PostgreSQL pool not closed within %.0f s (%r); connections terminated",
-                    deadline,
-                    error,
-                )
-                pool.terminate()
+        await self.databases.close(deadline)
         try:
             await asyncio.wait_for(self.redis.aclose(), deadline)
         except TimeoutError:

@@ -144,6 +144,7 @@ async def _load_worlds(env: dict[str, str]) -> None:
 async def _world_summary(database_url: str) -> bool:
     """Worlds ticked, one world's summary line, and a replay of every demo world."""
     from scribe.cli.world import current_state, replay_world, summary
+    from sinks.postgres.databases import Databases
 
     conn = await asyncpg.connect(database_url)
     try:
@@ -153,12 +154,13 @@ async def _world_summary(database_url: str) -> bool:
         )
     finally:
         await conn.close()
-    states = [(await current_state(database_url, row["world_id"]))[1] for row in stored]
-    click.echo(f"\nworlds: {len(states)} ticked, {sum(s.tick for s in states):,} ticks in all")
-    if states:
-        click.echo("  " + summary(states[0])[0])
-    _say("replaying the demo worlds from their stored events ...")
-    results = [await replay_world(database_url, state.world_id) for state in states]
+    async with Databases(database_url, max_size=1) as databases:
+        states = [(await current_state(databases, row["world_id"]))[1] for row in stored]
+        click.echo(f"\nworlds: {len(states)} ticked, {sum(s.tick for s in states):,} ticks in all")
+        if states:
+            click.echo("  " + summary(states[0])[0])
+        _say("replaying the demo worlds from their stored events ...")
+        results = [await replay_world(databases, state.world_id) for state in states]
     matched = sum(result.matches for result in results)
     click.echo(f"  replay: {matched} of {len(results)} worlds match their live state")
     return len(states) == len(DEMO_WORLDS) and matched == len(results)

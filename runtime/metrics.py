@@ -246,6 +246,21 @@ WORLD_CONFLICTS = Counter(
     "Worlds found written by another worker; this worker's unsaved changes were dropped",
 )
 
+# --- PostgreSQL read replica (fed by every process with SCRIBE_DATABASE_READ_URL set) ----------
+
+# Why a read meant for the replica went to the primary.
+READ_FALLBACK_REASONS = ("lagging", "unreachable", "recovery_conflict")
+DB_READ_FALLBACKS = Counter(
+    "scribe_db_read_fallbacks",
+    "Reads meant for the read replica that went to the primary, by reason: lagging (behind by "
+    "more than SCRIBE_DATABASE_READ_MAX_LAG_S), unreachable, or recovery_conflict (the replica "
+    "cancelled the read to replay the primary's changes)",
+    ["reason"],
+)
+# Every reason shows from the start (at 0), so a rate over it exists before the first fallback.
+for _reason in READ_FALLBACK_REASONS:
+    DB_READ_FALLBACKS.labels(reason=_reason)
+
 # --- HTTP ingest gateway (`scribe gateway`, served on the gateway's own /metrics) -------------
 
 GATEWAY_REQUESTS = Counter(

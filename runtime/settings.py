@@ -209,6 +209,12 @@ class Settings:
     # 0 behind a pooler in transaction mode (PgBouncer), where the next statement may run on
     # another server connection that never saw the prepared one.
     database_statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE
+    # A streaming replica for the reads that may be a little behind (reports, dashboards, world
+    # inspection, cache warming); None: every read goes to the primary.
+    database_read_url: str | None = None
+    # Replica lag above which those reads go to the primary instead, and how often it is measured.
+    database_read_max_lag_s: float = 5.0
+    database_read_check_s: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -219,6 +225,9 @@ class Settings:
         database = env.get("SCRIBE_DATABASE_URL") or None
         if database:
             _check_url("SCRIBE_DATABASE_URL", database, ("postgresql", "postgres"))
+        database_read = env.get("SCRIBE_DATABASE_READ_URL") or None
+        if database_read:
+            _check_url("SCRIBE_DATABASE_READ_URL", database_read, ("postgresql", "postgres"))
         redis = env.get("SCRIBE_REDIS_URL") or None
         if redis:
             _check_url("SCRIBE_REDIS_URL", redis, ("redis", "rediss", "unix"))
@@ -257,6 +266,9 @@ class Settings:
             world_checkpoint_seconds=_float("SCRIBE_WORLD_CHECKPOINT_SECONDS", 10.0),
             log_format=_choice("SCRIBE_LOG_FORMAT", LOG_FORMATS, "text"),
             database_statement_cache_size=_statement_cache_size(),
+            database_read_url=database_read,
+            database_read_max_lag_s=_float("SCRIBE_DATABASE_READ_MAX_LAG_S", 5.0),
+            database_read_check_s=_float("SCRIBE_DATABASE_READ_CHECK_S", 1.0, positive=True),
         )
 
     def require(self) -> ResolvedSettings:
@@ -316,4 +328,6 @@ class ResolvedSettings:
     @property
     def secrets(self) -> list[str]:
         """Every secret value configured, URL passwords included: for the log redactor."""
-        return self.base.security.secrets([self.kafka_url, self.database_url, self.redis_url])
+        return self.base.security.secrets(
+            [self.kafka_url, self.database_url, self.redis_url, self.base.database_read_url]
+        )

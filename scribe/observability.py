@@ -46,7 +46,8 @@ def register(app: faust.App, resources: Resources) -> None:
 
     async def refresh_costs() -> None:
         async def refresh() -> None:
-            await refresh_cost_totals(await resources.database(), datetime.now(UTC))
+            now = datetime.now(UTC)
+            await resources.read(lambda pool: refresh_cost_totals(pool, now))
 
         await _logged("cost totals", refresh)
 

@@ -56,7 +56,7 @@ def register(app: faust.App, resources: Resources) -> None:
     # Bad input is the world flow's to dead-letter, so here it is only skipped.
     @app.agent(resources.topic(WORLD_EVENTS), name="cache-warming")
     async def warm_loaded_worlds(stream: Any) -> None:
-        warmer = CacheWarmer(await resources.database(), warming_cache, config.warm_ttl_seconds)
+        warmer = CacheWarmer(resources.databases, warming_cache, config.warm_ttl_seconds)
         async for values in stream.take(500, within=0.2):
             events = []
             for value in values:

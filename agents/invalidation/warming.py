@@ -15,6 +15,7 @@ import asyncpg
 from agents.invalidation.hot_keys import hot_entries, world_tag
 from cache import CacheClient
 from cache.client import REDIS_ERRORS
+from sinks.postgres.databases import Databases
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,14 @@ WORLD_STATE_QUERY = (
 
 
 class CacheWarmer:
-    def __init__(self, pool: asyncpg.Pool, cache: CacheClient, ttl: float) -> None:
-        self.pool = pool
+    def __init__(self, databases: Databases, cache: CacheClient, ttl: float) -> None:
+        # Read from the read replica while it is fresh enough, else from the primary.
+        self.databases = databases
         self.cache = cache
         self.ttl = ttl
 
     async def _entries(self, world_id: str) -> dict[str, Any]:
-        row = await self.pool.fetchrow(WORLD_STATE_QUERY, world_id)
+        row = await self.databases.read(lambda pool: pool.fetchrow(WORLD_STATE_QUERY, world_id))
         return {} if row is None else hot_entries(dict(row))
 
     async def warm(self, world_id: str) -> str:

@@ -28,9 +28,8 @@ def register(app: faust.App, resources: Resources) -> None:
             month = parse_month(month_text) if month_text else now.date().replace(day=1)
         except ValueError as error:
             return web.json({"error": str(error)}, status=400)
-        inputs = await load_cost_inputs(
-            await resources.database(), month, request.query.get("user")
-        )
+        user = request.query.get("user")
+        inputs = await resources.read(lambda pool: load_cost_inputs(pool, month, user))
         policy = ReportPolicy.from_settings(resources.settings.base.usage)
         report = build_report(inputs, load_catalog(), policy, now)
         return web.bytes(orjson.dumps(report_json(report)), content_type="application/json")

@@ -26,7 +26,6 @@ def costs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Exact amounts as JSON decimal strings.")
 def report(user: str | None, month: str | None, as_json: bool) -> None:
     """Month-to-date costs, projection, free-tier share and recommendations."""
-    import asyncpg
     import orjson
 
     from agents.usage.report import (
@@ -38,6 +37,7 @@ def report(user: str | None, month: str | None, as_json: bool) -> None:
     )
     from schemas.model_catalog import load_catalog
     from sinks.postgres.costs import load_cost_inputs
+    from sinks.postgres.databases import Databases
     from sinks.postgres.migrate import migrate
 
     now = datetime.now(UTC)
@@ -48,14 +48,10 @@ def report(user: str | None, month: str | None, as_json: bool) -> None:
     settings = resolved_settings()
 
     async def load() -> CostReport:
+        # A write: always the primary.
         await migrate(settings.database_url, connect_options=settings.database_options)
-        pool = await asyncpg.create_pool(
-            settings.database_url, min_size=1, max_size=1, **settings.database_options
-        )
-        try:
-            inputs = await load_cost_inputs(pool, first_day, user)
-        finally:
-            await pool.close()
+        async with Databases.from_settings(settings, max_size=1) as databases:
+            inputs = await databases.read(lambda pool: load_cost_inputs(pool, first_day, user))
         policy = ReportPolicy.from_settings(settings.base.usage)
         return build_report(inputs, load_catalog(), policy, now)
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import click
@@ -15,6 +13,8 @@ import orjson
 from agents.world.history import rebuild_from_log
 from agents.world.model import Clock, WorldState, canonical_json, state_hash
 from agents.world.replay import ReplayError, first_difference
+from runtime.settings import ResolvedSettings
+from sinks.postgres.databases import Databases
 from sinks.postgres.world import StoredWorld
 
 
@@ -23,14 +23,15 @@ def world() -> None:
     """Persistent worlds: their state in PostgreSQL and their replayable event log."""
 
 
-async def current_state(
-    database_url: str, world_id: str, options: Mapping[str, Any] | None = None
-) -> tuple[StoredWorld, WorldState]:
-    """A world as stored: its checkpoint with the inputs logged after it replayed on top.
-    `options`: asyncpg's connect options (`ResolvedSettings.database_options`)."""
-    conn = await asyncpg.connect(database_url, **(options or {}))
-    try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+async def current_state(databases: Databases, world_id: str) -> tuple[StoredWorld, WorldState]:
+    """A world as stored: its checkpoint with the inputs logged after it replayed on top (read
+    from the read replica while it is fresh enough)."""
+
+    async def read(pool: asyncpg.Pool) -> tuple[StoredWorld, WorldState]:
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             row = await conn.fetchrow(
                 "SELECT world_id, version, tick, state::text AS state_json, state_hash, "
                 "coalesce(head_version, version) AS head_version, active, last_activity_at, "
@@ -43,9 +44,9 @@ async def current_state(
             stored = StoredWorld(**dict(row))
             checkpoint = WorldState.from_dict(orjson.loads(stored.state_json))
             state = await rebuild_from_log(conn, world_id, stored.head_version, start=checkpoint)
-    finally:
-        await conn.close()
-    return stored, state
+        return stored, state
+
+    return await databases.read(read)
 
 
 def summary(state: WorldState) -> list[str]:
@@ -84,10 +85,11 @@ def show(world_id: str) -> None:
     """A readable summary of WORLD as stored (its last checkpoint and the log after it)."""
     from scribe.cli.settings import resolved_settings
 
-    settings = resolved_settings()
-    stored, state = asyncio.run(
-        current_state(settings.database_url, world_id, settings.database_options)
-    )
+    async def read() -> tuple[StoredWorld, WorldState]:
+        async with Databases.from_settings(resolved_settings(), max_size=1) as databases:
+            return await current_state(databases, world_id)
+
+    stored, state = asyncio.run(read())
     for line in summary(state):
         click.echo(line)
     status = "ticking" if stored.active else "idle"
@@ -112,16 +114,18 @@ class ReplayResult:
         return self.live_hash == self.replayed_hash and self.difference is None
 
 
-async def replay_world(
-    database_url: str, world_id: str, options: Mapping[str, Any] | None = None
-) -> ReplayResult:
+async def replay_world(databases: Databases, world_id: str) -> ReplayResult:
     """Rebuild WORLD from an empty world through its stored inputs up to its checkpoint (the
     state the live worker computed and stored), compare the two, then check that the inputs
-    logged after the checkpoint replay too."""
-    conn = await asyncpg.connect(database_url, **(options or {}))
-    try:
+    logged after the checkpoint replay too. Reads the read replica while it is fresh enough:
+    a replica's snapshot holds the log and world_state of one moment as the primary's does."""
+
+    async def read(pool: asyncpg.Pool) -> ReplayResult:
         # One snapshot of the database: the log and world_state as of the same moment.
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             row = await conn.fetchrow(
                 "SELECT version, coalesce(head_version, version) AS head_version, "
                 "state::text AS state, state_hash "
@@ -136,26 +140,35 @@ async def replay_world(
                 tail = await rebuild_from_log(conn, world_id, head, start=replayed)
             except ReplayError as exc:
                 return ReplayResult(world_id, version, head, live_hash, "", str(exc))
-    finally:
-        await conn.close()
-    difference = first_difference(
-        orjson.loads(row["state"]), orjson.loads(canonical_json(replayed))
+        difference = first_difference(
+            orjson.loads(row["state"]), orjson.loads(canonical_json(replayed))
+        )
+        replayed_hash = state_hash(replayed)
+        if difference is None and replayed_hash != live_hash:
+            difference = f"state_hash: stored {live_hash} != recomputed {replayed_hash}"
+        if difference is None and tail.version != head:
+            difference = f"the log after the checkpoint ends at version {tail.version}, not {head}"
+        return ReplayResult(world_id, version, head, live_hash, replayed_hash, difference)
+
+    return await databases.read(read)
+
+
+async def _stored_world_ids(databases: Databases) -> list[str]:
+    rows = await databases.read(
+        lambda pool: pool.fetch("SELECT world_id FROM world_state ORDER BY world_id")
     )
-    replayed_hash = state_hash(replayed)
-    if difference is None and replayed_hash != live_hash:
-        difference = f"state_hash: stored {live_hash} != recomputed {replayed_hash}"
-    if difference is None and tail.version != head:
-        difference = f"the log after the checkpoint ends at version {tail.version}, not {head}"
-    return ReplayResult(world_id, version, head, live_hash, replayed_hash, difference)
-
-
-async def _stored_world_ids(database_url: str, options: Mapping[str, Any]) -> list[str]:
-    conn = await asyncpg.connect(database_url, **options)
-    try:
-        rows = await conn.fetch("SELECT world_id FROM world_state ORDER BY world_id")
-    finally:
-        await conn.close()
     return [row["world_id"] for row in rows]
+
+
+async def _replay_all(
+    settings: ResolvedSettings, world_ids: tuple[str, ...], every: bool
+) -> list[ReplayResult]:
+    async with Databases.from_settings(settings, max_size=1) as databases:
+        if every:
+            world_ids = (*world_ids, *await _stored_world_ids(databases))
+        if not world_ids:
+            raise click.UsageError("name at least one WORLD, or pass --all")
+        return [await replay_world(databases, w) for w in dict.fromkeys(world_ids)]
 
 
 @world.command("replay")
@@ -169,15 +182,11 @@ def replay(world_ids: tuple[str, ...], every: bool) -> None:
     """
     from scribe.cli.settings import resolved_settings
 
-    settings = resolved_settings()
-    database_url, options = settings.database_url, settings.database_options
-    if every:
-        world_ids = (*world_ids, *asyncio.run(_stored_world_ids(database_url, options)))
-    if not world_ids:
+    if not (world_ids or every):
         raise click.UsageError("name at least one WORLD, or pass --all")
     mismatches = 0
-    for world_id in dict.fromkeys(world_ids):
-        result = asyncio.run(replay_world(database_url, world_id, options))
+    for result in asyncio.run(_replay_all(resolved_settings(), world_ids, every)):
+        world_id = result.world_id
         if result.matches:
             click.echo(
                 f"match  {world_id} version {result.version} hash {result.live_hash} "
