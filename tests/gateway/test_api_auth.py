@@ -7,6 +7,7 @@ from typing import Any
 
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -100,3 +101,41 @@ def test_a_token_or_user_may_not_repeat() -> None:
         ApiAuthSettings.parse(f"a:{TOKEN_A}:free,b:{TOKEN_A}:free")
     with pytest.raises(SettingsError):
         ApiAuthSettings.parse(f"a:{TOKEN_A}:free,a:{TOKEN_B}:free")
+
+
+async def test_jwt_verified_against_a_jwks_url() -> None:
+    jwk = jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key(), as_dict=True)
+    jwks = {"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "ES256"}]}
+
+    async def key_set(request: web.Request) -> web.Response:
+        return web.json_response(jwks)
+
+    app = web.Application()
+    app.router.add_get("/jwks.json", key_set)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        auth = ApiAuth(
+            ApiAuthSettings(jwt=JwtSettings(jwks_url=f"http://127.0.0.1:{port}/jwks.json"))
+        )
+        signed = jwt.encode(
+            {"sub": "gina", "tier": "premium", "exp": int(time.time()) + 60},
+            KEY,
+            algorithm="ES256",
+            headers={"kid": "k1"},
+        )
+        assert await auth.authenticate(f"Bearer {signed}") == Caller("gina", UserTier.PREMIUM)
+        unknown_kid = jwt.encode(
+            {"sub": "gina", "exp": int(time.time()) + 60},
+            KEY,
+            algorithm="ES256",
+            headers={"kid": "k2"},
+        )
+        with pytest.raises(AuthError) as refused:
+            await auth.authenticate(f"Bearer {unknown_kid}")
+        assert refused.value.status == 401
+    finally:
+        await runner.cleanup()
