@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -28,10 +29,16 @@ log = logging.getLogger("scribe.gateway.ai_responses")
 RETRY_START_S = 2.0
 
 
+@dataclass
+class _Waiting:
+    future: asyncio.Future[AIResponse]
+    calls: int = 1
+
+
 class ResponseWaiter:
     def __init__(self, settings: ResolvedSettings) -> None:
         self.settings = settings
-        self._waiting: dict[str, asyncio.Future[AIResponse]] = {}
+        self._waiting: dict[str, _Waiting] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -53,25 +60,32 @@ class ResponseWaiter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for future in self._waiting.values():
-            future.cancel()
+        for waiting in self._waiting.values():
+            waiting.future.cancel()
         self._waiting.clear()
 
     def expect(self, request_id: str) -> tuple[Awaitable[AIResponse], bool]:
         """The answer to come for `request_id`, and whether this call is the first waiting for
-        it (a later one, same id, shares the answer and need not publish again)."""
-        future = self._waiting.get(request_id)
-        if future is not None and not future.done():
-            return asyncio.shield(future), False
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
-        return asyncio.shield(future), True
+        it (a later one, same id, shares the answer and need not publish again). Each call that
+        expects must `forget` when it stops waiting for any reason but the answer."""
+        waiting = self._waiting.get(request_id)
+        if waiting is not None and not waiting.future.done():
+            waiting.calls += 1
+            return asyncio.shield(waiting.future), False
+        waiting = _Waiting(asyncio.get_running_loop().create_future())
+        self._waiting[request_id] = waiting
+        return asyncio.shield(waiting.future), True
 
     def forget(self, request_id: str) -> None:
-        """The caller stopped waiting (timed out, or the publish failed)."""
-        future = self._waiting.pop(request_id, None)
-        if future is not None and not future.done():
-            future.cancel()
+        """One call stopped waiting (timed out, or its publish failed); the answer is dropped
+        once no call waits for it."""
+        waiting = self._waiting.get(request_id)
+        if waiting is None:
+            return
+        waiting.calls -= 1
+        if waiting.calls <= 0:
+            del self._waiting[request_id]
+            waiting.future.cancel()
 
     async def _run(self) -> None:
         while True:
@@ -122,6 +136,6 @@ class ResponseWaiter:
         except DecodeError as exc:
             log.warning("ai.responses %d@%d unreadable: %s", record.partition, record.offset, exc)
             return
-        future = self._waiting.pop(response.request_id, None)
-        if future is not None and not future.done():
-            future.set_result(response)
+        waiting = self._waiting.pop(response.request_id, None)
+        if waiting is not None and not waiting.future.done():
+            waiting.future.set_result(response)

@@ -268,6 +268,7 @@ class OpenAiApi:
             timeout_s = self._timeout(request)
             await self._rate(caller)
             now = datetime.now(UTC)
+            deadline = now + timedelta(seconds=timeout_s)
             ai_request = AIRequest(
                 request_id=self._request_id(request, caller),
                 user_id=caller.user_id,
@@ -276,13 +277,12 @@ class OpenAiApi:
                 prompt=prompt,
                 user_tier=caller.tier,
                 created_at=now,
-                deadline=now + timedelta(seconds=timeout_s),
+                deadline=deadline,
                 model_hint=hint,
             )
             response = await self._ask(ai_request, timeout_s)
             provider_ms = response.provider_latency_ms or 0
-            assert ai_request.deadline is not None
-            refused = refusal(response, ai_request.deadline)
+            refused = refusal(response, deadline)
             if refused is not None:
                 raise refused
         except ApiError as error:
@@ -409,16 +409,21 @@ class OpenAiApi:
                     "the AI pipeline is unavailable (the broker did not acknowledge the "
                     "request); retry with the same Idempotency-Key"
                 ) from None
+        answered = False
         try:
-            return await asyncio.wait_for(answer, timeout_s + ANSWER_GRACE_S)
+            response = await asyncio.wait_for(answer, timeout_s + ANSWER_GRACE_S)
+            answered = True
+            return response
         except TimeoutError:
-            self.waiter.forget(request_id)
             raise ApiError(
                 504,
                 f"no answer within the deadline of {timeout_s:g} s",
                 "timeout",
                 "deadline_exceeded",
             ) from None
+        finally:
+            if not answered:  # timed out, or the client went away
+                self.waiter.forget(request_id)
 
     # -- answers ----------------------------------------------------------------------------
 
