@@ -30,6 +30,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from runtime.metrics import GATEWAY_REQUESTS, GATEWAY_SECONDS
 from runtime.settings import ResolvedSettings
 from schemas.events import (
     AIRequest,
@@ -75,6 +76,15 @@ class ApiError(Exception):
 
 def _invalid(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, message, param=param, code="invalid_value" if param else None)
+
+
+def _unknown_model(model: str) -> ApiError:
+    return ApiError(
+        404,
+        f"the model {model!r} does not exist; GET /v1/models lists them (or use auto)",
+        code="model_not_found",
+        param="model",
+    )
 
 
 def _unavailable(message: str) -> ApiError:
@@ -206,14 +216,11 @@ class OpenAiApi:
 
     # -- endpoints --------------------------------------------------------------------------
 
-    async def models(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        try:
-            await self._caller(request)
-        except ApiError as error:
-            return _error_response(error, started, 0)
+    def _listing(self) -> list[dict[str, Any]]:
         created = int(datetime.fromisoformat(self.catalog.version).replace(tzinfo=UTC).timestamp())
-        data = [{"id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "scribe"}]
+        data: list[dict[str, Any]] = [
+            {"id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "scribe"}
+        ]
         data += [
             {
                 "id": m.model,
@@ -224,7 +231,28 @@ class OpenAiApi:
             }
             for m in self.catalog.models
         ]
-        return _json_response(200, {"object": "list", "data": data}, _overhead(started, 0))
+        return data
+
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            await self._caller(request)
+        except ApiError as error:
+            return _error_response(error, started, 0)
+        body = {"object": "list", "data": self._listing()}
+        return _json_response(200, body, _overhead(started, 0))
+
+    async def model(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        name = request.match_info["model"]
+        try:
+            await self._caller(request)
+            found = next((m for m in self._listing() if m["id"] == name), None)
+            if found is None:
+                raise _unknown_model(name)
+        except ApiError as error:
+            return _error_response(error, started, 0)
+        return _json_response(200, found, _overhead(started, 0))
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, RequestKind.TEXT, self._render_chat)
@@ -330,12 +358,7 @@ class OpenAiApi:
             return None
         entry = next((m for m in self.catalog.models if m.model == model), None)
         if entry is None:
-            raise ApiError(
-                404,
-                f"the model {model!r} does not exist; GET /v1/models lists them (or use auto)",
-                code="model_not_found",
-                param="model",
-            )
+            raise _unknown_model(model)
         if entry.kind != kind.value:
             raise _invalid(f"{model} is a {entry.kind} model, not a {kind.value} model", "model")
         return model
@@ -600,17 +623,31 @@ def register(
 
     app.cleanup_ctx.append(resources)
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model:.+}", _model)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/images/generations", _image_generations)
 
 
+async def _counted(label: str, answer: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+    """Counted with the ingest requests, under `topic="openai.<endpoint>"`."""
+    started = time.perf_counter()
+    response = await answer
+    GATEWAY_REQUESTS.labels(topic=label, status=str(response.status)).inc()
+    GATEWAY_SECONDS.labels(topic=label).observe(time.perf_counter() - started)
+    return response
+
+
 async def _models(request: web.Request) -> web.StreamResponse:
-    return await request.app[OPENAI_API].models(request)
+    return await _counted("openai.models", request.app[OPENAI_API].models(request))
+
+
+async def _model(request: web.Request) -> web.StreamResponse:
+    return await _counted("openai.models", request.app[OPENAI_API].model(request))
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
-    return await request.app[OPENAI_API].chat_completions(request)
+    return await _counted("openai.chat", request.app[OPENAI_API].chat_completions(request))
 
 
 async def _image_generations(request: web.Request) -> web.StreamResponse:
-    return await request.app[OPENAI_API].image_generations(request)
+    return await _counted("openai.images", request.app[OPENAI_API].image_generations(request))

@@ -134,9 +134,13 @@ async def test_stream_with_sync_client_and_jwt(api: str, services: dict[str, str
 async def test_image_generation_and_models(api: str) -> None:
     async with _async_client(api) as client:
         models = await client.models.list()
+        free_image = await client.models.retrieve("google/gemini-2.5-flash-image-preview:free")
+        with pytest.raises(openai.NotFoundError):
+            await client.models.retrieve("gpt-nonexistent")
         image = await client.images.generate(prompt=f"[tag:{uuid.uuid4().hex}] a red fox")
     ids = {m.id for m in models.data}
     assert {"auto", "gemini-2.5-flash", "gemini-2.5-flash-image"} <= ids
+    assert free_image.owned_by == "openrouter"
     assert image.data is not None and image.data[0].url
     async with httpx.AsyncClient() as http:
         fetched = await http.get(image.data[0].url)
