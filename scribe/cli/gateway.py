@@ -50,6 +50,17 @@ def gateway(port: int | None, host: str | None) -> None:
         config.rate,
         f"{config.burst:,}",
     )
+    if api_auth.static or api_auth.jwt.enabled:
+        log.info(
+            "OpenAI-compatible API at http://%s:%d/v1 for %d static token(s)%s; %g calls/s per "
+            "user (burst %d)",
+            config.host,
+            config.port,
+            len(api_auth.static),
+            " and JWTs" if api_auth.jwt.enabled else "",
+            config.api.rate,
+            config.api.burst,
+        )
     web.run_app(
         create_app(config, settings),
         host=config.host,
