@@ -195,6 +195,21 @@ def _prompt(text: str, param: str) -> str:
     return text
 
 
+def _prompt_of(body: dict[str, Any], kind: RequestKind) -> str:
+    if body.get("n", 1) != 1:
+        raise _invalid("only n=1 is supported", "n")
+    if kind is RequestKind.TEXT:
+        if body.get("tools") or body.get("functions"):
+            raise _invalid("tools and functions are not supported", "tools")
+        return _prompt(chat_prompt(body.get("messages")), "messages")
+    if body.get("response_format", "url") not in ("url", None):
+        raise _invalid("only response_format=url is supported", "response_format")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise _invalid("prompt must be a string", "prompt")
+    return _prompt(prompt, "prompt")
+
+
 class OpenAiApi:
     def __init__(
         self,
@@ -277,28 +292,15 @@ class OpenAiApi:
             caller = await self._caller(request)
             body = await self._body(request)
             hint = self._model_hint(body, kind)
-            if kind is RequestKind.TEXT:
-                if body.get("n", 1) != 1:
-                    raise _invalid("only n=1 is supported", "n")
-                if body.get("tools") or body.get("functions"):
-                    raise _invalid("tools and functions are not supported", "tools")
-                prompt = _prompt(chat_prompt(body.get("messages")), "messages")
-            else:
-                if body.get("n", 1) != 1:
-                    raise _invalid("only n=1 is supported", "n")
-                if body.get("response_format", "url") not in ("url", None):
-                    raise _invalid("only response_format=url is supported", "response_format")
-                raw_prompt = body.get("prompt")
-                if not isinstance(raw_prompt, str):
-                    raise _invalid("prompt must be a string", "prompt")
-                prompt = _prompt(raw_prompt, "prompt")
+            prompt = _prompt_of(body, kind)
             priority = self._priority(request, body, caller)
             timeout_s = self._timeout(request)
+            request_id = self._request_id(request, caller)
             await self._rate(caller)
             now = datetime.now(UTC)
             deadline = now + timedelta(seconds=timeout_s)
             ai_request = AIRequest(
-                request_id=self._request_id(request, caller),
+                request_id=request_id,
                 user_id=caller.user_id,
                 kind=kind,
                 priority=priority,
