@@ -624,6 +624,11 @@ def register(
             await waiter.stop()
 
     app.cleanup_ctx.append(resources)
+    register_routes(app)
+
+
+def register_routes(app: web.Application) -> None:
+    """The API's routes, answered by the app's `OPENAI_API`."""
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model:.+}", _model)
     app.router.add_post("/v1/chat/completions", _chat_completions)

@@ -15,17 +15,22 @@ import httpx
 import jwt
 import openai
 import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devkit.harness import WorkerProcess
 from runtime.settings import ResolvedSettings, Settings
+from schemas.model_catalog import load_catalog
 from scribe.gateway.access import TokenBook
+from scribe.gateway.ai_responses import ResponseWaiter
 from scribe.gateway.api_auth import ApiAuthSettings, JwtSettings
 from scribe.gateway.config import ApiSettings, GatewaySettings
-from scribe.gateway.openai_api import OVERHEAD_HEADER
+from scribe.gateway.openai_api import OPENAI_API, OVERHEAD_HEADER, OpenAiApi, register_routes
 from scribe.gateway.server import RunningGateway
 from topics.admin import ensure_topics
+from topics.publisher import Publisher
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +222,36 @@ async def test_past_the_deadline_is_a_gateway_timeout(api: str) -> None:
                 extra_headers={"x-scribe-timeout-s": "1"},
             )
     assert late.value.status_code == 504
+
+
+async def test_an_unreadable_pipeline_is_503_with_retry_after(
+    services: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """ai.responses not readable (the reader never started): 503 before anything is published."""
+    resolved = _resolved(services)
+    api = OpenAiApi(
+        _settings(f"down-{uuid.uuid4().hex[:12]}"),
+        publisher=Publisher(resolved),  # never started: publishing would raise
+        redis=redis_client,
+        waiter=ResponseWaiter(resolved),  # never started: not ready
+        catalog=load_catalog(),
+        client_key=web.RequestKey("client", str),
+    )
+    app = web.Application()
+    app[OPENAI_API] = api
+    register_routes(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        async with _async_client(url) as client:
+            with pytest.raises(openai.InternalServerError) as down:
+                await client.chat.completions.create(
+                    model="auto", messages=[{"role": "user", "content": "hi"}]
+                )
+    finally:
+        await runner.cleanup()
+    assert down.value.status_code == 503 and down.value.code == "unavailable"
+    assert down.value.response.headers["Retry-After"] == "1"
+    assert OVERHEAD_HEADER in down.value.response.headers
