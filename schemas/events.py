@@ -107,6 +107,9 @@ class AIResponse(Event):
     rationale: Reason | None = None
     cost_usd: Money | None = None
     free_tier: StrictBool | None = None
+    # How long the provider call that served it took; the gateway's API reports the rest of
+    # the time as Scribe's overhead. Absent on rejections and failures (and from old writers).
+    provider_latency_ms: Annotated[Count, Field(le=3_600_000)] | None = None
 
 
 class UsageEvent(Event):

@@ -303,6 +303,7 @@ class Executor:
             rationale=_clip(rationale),
             cost_usd=cost,
             free_tier=choice.free_tier,
+            provider_latency_ms=min(round(served.latency_s * 1000), 3_600_000),
         )
         usage = UsageEvent(
             event_id=usage_event_id(request.request_id),

@@ -31,10 +31,13 @@ def gateway(port: int | None, host: str | None) -> None:
         config = GatewaySettings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    if not config.tokens.clients:
+    api_auth = config.api.auth
+    if not (config.tokens.clients or api_auth.static or api_auth.jwt.enabled):
         raise click.ClickException(
             "no client tokens: set SCRIBE_GATEWAY_TOKENS=name:token:family|family (or "
-            "name:token:*) or SCRIBE_GATEWAY_TOKENS_FILE; without one every request gets 401"
+            "name:token:*) or SCRIBE_GATEWAY_TOKENS_FILE, and/or the OpenAI-compatible API's "
+            "SCRIBE_GATEWAY_API_TOKENS=user:token:tier or SCRIBE_GATEWAY_JWT_KEY / _JWKS_URL; "
+            "without one every request gets 401"
         )
     config = replace(config, port=config.port if port is None else port, host=host or config.host)
     log_to_stderr(settings.base.log_format)
@@ -47,6 +50,17 @@ def gateway(port: int | None, host: str | None) -> None:
         config.rate,
         f"{config.burst:,}",
     )
+    if api_auth.static or api_auth.jwt.enabled:
+        log.info(
+            "OpenAI-compatible API at http://%s:%d/v1 for %d static token(s)%s; %g calls/s per "
+            "user (burst %d)",
+            config.host,
+            config.port,
+            len(api_auth.static),
+            " and JWTs" if api_auth.jwt.enabled else "",
+            config.api.rate,
+            config.api.burst,
+        )
     web.run_app(
         create_app(config, settings),
         host=config.host,

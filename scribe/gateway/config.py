@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.settings import SettingsError
 from scribe.gateway.access import TokenBook
+from scribe.gateway.api_auth import ApiAuthSettings
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_EVENTS = 5_000
 DEFAULT_RATE = 1_000.0
+DEFAULT_API_TIMEOUT_S = 60.0
+MAX_API_TIMEOUT_S = 3_600.0
 
 
 def _number(name: str, default: float, minimum: float) -> float:
@@ -29,6 +32,29 @@ def _number(name: str, default: float, minimum: float) -> float:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The OpenAI-compatible API (`/v1/chat/completions`, ...): its tokens, a per-user call
+    rate, and how long a call waits for the pipeline's answer unless it asks otherwise."""
+
+    auth: ApiAuthSettings = field(default_factory=ApiAuthSettings)
+    rate: float = 10.0  # calls per second per user
+    burst: int = 20
+    timeout_s: float = DEFAULT_API_TIMEOUT_S
+
+    @classmethod
+    def from_env(cls) -> ApiSettings:
+        return cls(
+            auth=ApiAuthSettings.from_env(),
+            rate=_number("SCRIBE_GATEWAY_API_RATE", 10.0, 0.001),
+            burst=int(_number("SCRIBE_GATEWAY_API_BURST", 20, 1)),
+            timeout_s=min(
+                MAX_API_TIMEOUT_S,
+                _number("SCRIBE_GATEWAY_API_TIMEOUT_S", DEFAULT_API_TIMEOUT_S, 1),
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     tokens: TokenBook
     port: int = DEFAULT_PORT
@@ -38,6 +64,7 @@ class GatewaySettings:
     rate: float = DEFAULT_RATE  # events per second per client
     burst: int = DEFAULT_MAX_EVENTS  # tokens a client may spend at once
     ack_timeout_s: float = 30.0
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     def __post_init__(self) -> None:
         if self.burst < self.max_events:
@@ -69,4 +96,5 @@ class GatewaySettings:
             rate=_number("SCRIBE_GATEWAY_RATE", DEFAULT_RATE, 0.001),
             burst=int(_number("SCRIBE_GATEWAY_BURST", max(DEFAULT_MAX_EVENTS, max_events), 1)),
             ack_timeout_s=_number("SCRIBE_GATEWAY_ACK_TIMEOUT_S", 30.0, 0.1),
+            api=ApiSettings.from_env(),
         )

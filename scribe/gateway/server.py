@@ -33,6 +33,7 @@ from runtime.metrics import GATEWAY_EVENTS, GATEWAY_REQUESTS, GATEWAY_SECONDS
 from runtime.settings import ResolvedSettings
 from schemas.events import Event
 from schemas.json_schema import FAMILIES, SCHEMA_DIR, file_name
+from scribe.gateway import openai_api
 from scribe.gateway.access import PUBLISHABLE, Client
 from scribe.gateway.cloud_events import Accepted, event_type, read_cloudevents, translate
 from scribe.gateway.config import GatewaySettings
@@ -348,6 +349,9 @@ def create_app(settings: GatewaySettings, resolved: ResolvedSettings) -> web.App
             await redis.aclose()
 
     app.cleanup_ctx.append(resources)
+    openai_api.register(
+        app, settings, resolved, lambda a: (a[GATEWAY].publisher, a[GATEWAY].redis), CLIENT_KEY
+    )
     app.router.add_post("/v1/events/{topic}", _ingest)
     app.router.add_post("/v1/cloudevents", _ingest_cloudevents)
     app.router.add_get("/v1/schemas/{topic}", _schema)

@@ -163,6 +163,7 @@ async def test_text_usage_comes_from_usage_metadata_priced_by_the_catalog(
     )
     assert usage.cost_usd == response.cost_usd == price
     assert usage.latency_ms is not None and not usage.free_tier
+    assert response.provider_latency_ms == usage.latency_ms
     assert outcome.settlement.released_free_slot_day is None
     assert_no_secret(outcome, setup)
 

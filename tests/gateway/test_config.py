@@ -21,6 +21,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "SCRIBE_GATEWAY_RATE",
         "SCRIBE_GATEWAY_BURST",
         "SCRIBE_GATEWAY_MAX_EVENTS",
+        "SCRIBE_GATEWAY_API_TOKENS",
+        "SCRIBE_GATEWAY_API_TOKENS_FILE",
+        "SCRIBE_GATEWAY_API_RATE",
+        "SCRIBE_GATEWAY_API_TIMEOUT_S",
+        "SCRIBE_GATEWAY_JWT_KEY",
+        "SCRIBE_GATEWAY_JWT_JWKS_URL",
+        "SCRIBE_GATEWAY_JWT_ALGORITHMS",
+        "SCRIBE_GATEWAY_JWT_TIER_CLAIM",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -54,4 +62,26 @@ def test_a_burst_smaller_than_a_full_batch_is_refused(monkeypatch: pytest.Monkey
     monkeypatch.setenv("SCRIBE_GATEWAY_RATE", "0")
     monkeypatch.setenv("SCRIBE_GATEWAY_BURST", "500")
     with pytest.raises(SettingsError, match="SCRIBE_GATEWAY_RATE: '0' must be at least"):
+        GatewaySettings.from_env()
+
+
+def test_api_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "api-tokens"
+    path.write_text(f"# user:token:tier\nbob:{'b' * 20}:free\n")
+    monkeypatch.setenv("SCRIBE_GATEWAY_API_TOKENS", f"alice:{TOKEN}:premium")
+    monkeypatch.setenv("SCRIBE_GATEWAY_API_TOKENS_FILE", str(path))
+    monkeypatch.setenv("SCRIBE_GATEWAY_API_RATE", "2.5")
+    monkeypatch.setenv("SCRIBE_GATEWAY_API_TIMEOUT_S", "99999")
+    monkeypatch.setenv("SCRIBE_GATEWAY_JWT_JWKS_URL", "https://id.example/jwks.json")
+    monkeypatch.setenv("SCRIBE_GATEWAY_JWT_TIER_CLAIM", "plan")
+    api = GatewaySettings.from_env().api
+    assert [(c.user_id, c.tier.value) for _, c in api.auth.static] == [
+        ("alice", "premium"),
+        ("bob", "free"),
+    ]
+    assert (api.rate, api.burst, api.timeout_s) == (2.5, 20, 3600)
+    assert api.auth.jwt.enabled and api.auth.jwt.tier_claim == "plan"
+    assert api.auth.jwt.algorithms == ("RS256", "ES256")
+    monkeypatch.setenv("SCRIBE_GATEWAY_JWT_ALGORITHMS", "RS256,XX999")
+    with pytest.raises(SettingsError, match="SCRIBE_GATEWAY_JWT_ALGORITHMS"):
         GatewaySettings.from_env()
