@@ -1,0 +1,172 @@
+"""Tracing with OpenTelemetry, configured by the standard `OTEL_*` variables and off when they
+are unset: then no tracer provider or exporter is started and every span is the API's no-op.
+
+`configure` starts the SDK with the OTLP/HTTP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; the SDK itself reads the rest (`OTEL_SERVICE_NAME`,
+`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`, the exporter's headers,
+timeout and TLS files). `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` keep it off.
+
+A trace crosses Kafka as a W3C `traceparent` header (and `tracestate` when there is one) in the
+record's headers, the `(str, bytes)` pairs aiokafka reads and writes: `inject` writes the
+current span's, `extract` reads a record's back into a parent context, `link_to` turns it into
+a link for a span that handles a batch of records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanContext, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+log = logging.getLogger(__name__)
+
+TRACER_NAME = "scribe"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+_TRACE_HEADERS = frozenset({TRACEPARENT, TRACESTATE})
+# A batch span links to at most this many records (the OTel SDK's default span link limit).
+MAX_LINKS = 128
+
+Header = tuple[str, bytes]
+# What a consumed record's headers may look like: aiokafka's pairs, or Faust's dict of them.
+RecordHeaders = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class _Started:
+    provider: Any = None  # the SDK's TracerProvider once `configure` started one
+
+
+_started = _Started()
+
+
+def wanted(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the environment asks for traces: an OTLP endpoint is set and neither
+    `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` turns them off."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return False
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    )
+
+
+def configure(default_service: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Start the tracer provider and its OTLP exporter if `wanted`; True when tracing is on.
+    `default_service` names the service when `OTEL_SERVICE_NAME` does not. Called once per
+    process, before the spans it should record; a second call changes nothing."""
+    if _started.provider is not None:
+        return True
+    if not wanted(environ):
+        return False
+    # Imported here: a process with tracing off never loads the SDK or the exporter.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    service = environ.get("OTEL_SERVICE_NAME", "").strip() or default_service
+    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES; the sampler comes from OTEL_TRACES_SAMPLER.
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _started.provider = provider
+    _trace_ids_in_logs()
+    log.info("tracing: spans of %s exported over OTLP/HTTP", service)
+    return True
+
+
+def enabled() -> bool:
+    return _started.provider is not None
+
+
+def shutdown() -> None:
+    """Export what is buffered and stop the exporter (at the end of the process)."""
+    if _started.provider is not None:
+        _started.provider.shutdown()
+
+
+def tracer() -> Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def _trace_ids_in_logs() -> None:
+    """Each log record made inside a span carries its trace id (`trace_id`, which the JSON log
+    format prints)."""
+    make_record = logging.getLogRecordFactory()
+
+    def with_trace_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = context.trace_id
+        return record
+
+    logging.setLogRecordFactory(with_trace_id)
+
+
+# -- W3C trace context in Kafka headers ------------------------------------------------------
+
+
+def inject(headers: Iterable[Header] = (), context: Context | None = None) -> list[Header]:
+    """`headers` with the `traceparent` (and `tracestate`) of the current span, or of the span
+    in `context`, replacing any there were; unchanged (as a list) when there is no valid span."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=context)
+    kept = [h for h in headers if h[0] not in _TRACE_HEADERS] if carrier else list(headers)
+    return kept + [(name, value.encode("ascii")) for name, value in carrier.items()]
+
+
+def extract(headers: RecordHeaders) -> Context | None:
+    """The parent context a record's `traceparent` names, or None when it has none (or a
+    malformed one)."""
+    carrier = _carrier(headers)
+    if TRACEPARENT not in carrier:
+        return None
+    context = _PROPAGATOR.extract(carrier)
+    if not trace.get_current_span(context).get_span_context().is_valid:
+        return None
+    return context
+
+
+def span_context_of(headers: RecordHeaders) -> SpanContext | None:
+    context = extract(headers)
+    if context is None:
+        return None
+    return trace.get_current_span(context).get_span_context()
+
+
+def links_to(records_headers: Iterable[RecordHeaders], limit: int = MAX_LINKS) -> list[Link]:
+    """A link to each record's span context (the first `limit` that have one), for the span
+    of a batch that consumed them."""
+    links: list[Link] = []
+    for headers in records_headers:
+        if len(links) >= limit:
+            break
+        found = span_context_of(headers)
+        if found is not None:
+            links.append(Link(found))
+    return links
+
+
+def _carrier(headers: RecordHeaders) -> dict[str, str]:
+    if not headers:
+        return {}
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    carrier = {}
+    for name, value in pairs:
+        if name in _TRACE_HEADERS and value is not None:
+            try:
+                carrier[name] = value.decode("ascii") if isinstance(value, bytes) else str(value)
+            except UnicodeDecodeError:
+                continue  # not a W3C value: ignored, the record is processed untraced
+    return carrier
