@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanContext, Tracer
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +172,33 @@ def _carrier(headers: RecordHeaders) -> dict[str, str]:
             except UnicodeDecodeError:
                 continue  # not a W3C value: ignored, the record is processed untraced
     return carrier
+
+
+@contextmanager
+def consuming(
+    name: str, headers: RecordHeaders, attributes: Mapping[str, AttributeValue] | None = None
+) -> Iterator[Span]:
+    """The current span while one consumed record is handled: a child of the span that
+    produced it (its `traceparent`), or a new trace's root when it has none."""
+    parent = extract(headers) if enabled() else None
+    with tracer().start_as_current_span(
+        name, context=parent or Context(), kind=SpanKind.CONSUMER, attributes=attributes
+    ) as span:
+        yield span
+
+
+@contextmanager
+def consuming_batch(
+    name: str,
+    records_headers: Iterable[RecordHeaders],
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> Iterator[Span]:
+    """The current span while a batch of records is handled. It links to each record's span
+    (up to `MAX_LINKS`) and is a child of the first, so the trace of that record shows the
+    batch that carried it; the others reach it through their link."""
+    links = links_to(records_headers) if enabled() else []
+    parent = trace.set_span_in_context(NonRecordingSpan(links[0].context)) if links else Context()
+    with tracer().start_as_current_span(
+        name, context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
+    ) as span:
+        yield span
