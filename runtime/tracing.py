@@ -187,6 +187,17 @@ def consuming(
         yield span
 
 
+def handed_on(
+    name: str, headers: RecordHeaders, attributes: Mapping[str, AttributeValue] | None = None
+) -> tuple[Header, ...]:
+    """For a record a stage passes on to another topic as it is: a span for the stage, a child
+    of the record's, and the headers that carry it on; nothing (no span) when tracing is off."""
+    if not enabled():
+        return ()
+    with consuming(name, headers, attributes):
+        return tuple(inject())
+
+
 @contextmanager
 def consuming_batch(
     name: str,
