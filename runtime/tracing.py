@@ -36,8 +36,9 @@ _TRACE_HEADERS = frozenset({TRACEPARENT, TRACESTATE})
 MAX_LINKS = 128
 
 Header = tuple[str, bytes]
-# What a consumed record's headers may look like: aiokafka's pairs, or Faust's dict of them.
-RecordHeaders = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
+# What a consumed record's headers may look like: aiokafka's pairs, or Faust's dict of them
+# (or an HTTP request's headers, whose values are str).
+RecordHeaders = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | Mapping[str, str] | None
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -165,7 +166,8 @@ def _carrier(headers: RecordHeaders) -> dict[str, str]:
         return {}
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     carrier = {}
-    for name, value in pairs:
+    for raw_name, value in pairs:
+        name = raw_name.lower()  # HTTP header names are case-insensitive
         if name in _TRACE_HEADERS and value is not None:
             try:
                 carrier[name] = value.decode("ascii") if isinstance(value, bytes) else str(value)
@@ -211,5 +213,18 @@ def consuming_batch(
     parent = trace.set_span_in_context(NonRecordingSpan(links[0].context)) if links else Context()
     with tracer().start_as_current_span(
         name, context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
+    ) as span:
+        yield span
+
+
+@contextmanager
+def serving(
+    name: str, headers: RecordHeaders, attributes: Mapping[str, AttributeValue] | None = None
+) -> Iterator[Span]:
+    """The current span while an HTTP request is served: a child of the caller's span when the
+    request has a `traceparent`, else a new trace's root."""
+    parent = extract(headers) if enabled() else None
+    with tracer().start_as_current_span(
+        name, context=parent or Context(), kind=SpanKind.SERVER, attributes=attributes
     ) as span:
         yield span

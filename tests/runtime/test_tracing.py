@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -122,3 +123,37 @@ def test_on_with_an_endpoint() -> None:
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_SCHEDULE_DELAY": "60000"}
     )
     assert on == ["True", "TracerProvider", "True", "True"]
+
+
+LOG_PROBE = """
+import logging
+from runtime import tracing
+from runtime.logs import JsonFormatter
+tracing.configure("scribe-probe")
+outside = logging.getLogger("probe").makeRecord("probe", logging.INFO, "f", 1, "out", (), None)
+with tracing.tracer().start_as_current_span("probe") as span:
+    inside = logging.getLogger("probe").makeRecord("probe", logging.INFO, "f", 1, "in", (), None)
+    print(format(span.get_span_context().trace_id, "032x"))
+print(JsonFormatter().format(inside))
+print(JsonFormatter().format(outside))
+"""
+
+
+def test_log_records_made_in_a_span_carry_its_trace_id() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", LOG_PROBE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    trace_id, inside, outside = done.stdout.splitlines()
+    assert len(trace_id) == 32 and int(trace_id, 16) != 0
+    assert json.loads(inside)["trace_id"] == trace_id
+    assert "trace_id" not in json.loads(outside)
