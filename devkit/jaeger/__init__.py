@@ -168,11 +168,13 @@ class RunningJaeger:
 
 
 @contextmanager
-def running(binary: Path, workdir: Path) -> Iterator[RunningJaeger]:
-    """Jaeger on free loopback ports for the duration of the block, then stopped (SIGTERM,
-    SIGKILL after 10 s), also when the block fails."""
+def running(
+    binary: Path, workdir: Path, otlp_port: int | None = None, query_port: int | None = None
+) -> Iterator[RunningJaeger]:
+    """Jaeger on loopback ports (free ones unless given) for the duration of the block, then
+    stopped (SIGTERM, SIGKILL after 10 s), also when the block fails."""
     workdir.mkdir(parents=True, exist_ok=True)
-    otlp, query, query_grpc = free_port(), free_port(), free_port()
+    otlp, query, query_grpc = otlp_port or free_port(), query_port or free_port(), free_port()
     config = workdir / "jaeger.yaml"
     config.write_text(config_yaml(otlp, query, query_grpc))
     log_path = workdir / "jaeger.log"
