@@ -14,8 +14,10 @@ a link for a span that handles a batch of records.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -79,10 +81,14 @@ def configure(default_service: str, environ: Mapping[str, str] = os.environ) -> 
 
     service = environ.get("OTEL_SERVICE_NAME", "").strip() or default_service
     # Resource.create reads OTEL_RESOURCE_ATTRIBUTES; the sampler comes from OTEL_TRACES_SAMPLER.
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    # Not the SDK's own exit hook: its shutdown may wait 30 s for a collector that is down.
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: service}), shutdown_on_exit=False
+    )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _started.provider = provider
+    atexit.register(shutdown)
     _trace_ids_in_logs()
     log.info("tracing: spans of %s exported over OTLP/HTTP", service)
     return True
@@ -92,14 +98,25 @@ def enabled() -> bool:
     return _started.provider is not None
 
 
-def shutdown() -> None:
-    """Export what is buffered and stop the exporter (at the end of the process)."""
-    if _started.provider is not None:
-        _started.provider.shutdown()
+def shutdown(timeout_s: float = 2.0) -> None:
+    """Export what is buffered and stop the exporter (at the end of the process), each within
+    `timeout_s`: a collector that is down must not hold up a stopping worker."""
+    provider, _started.provider = _started.provider, None
+    if provider is None:
+        return
+    provider.force_flush(int(timeout_s * 1000))
+    # The SDK's shutdown waits for its export thread, which a dead collector keeps busy.
+    stopping = threading.Thread(target=provider.shutdown, name="tracing-shutdown", daemon=True)
+    stopping.start()
+    stopping.join(timeout_s)
+
+
+# A proxy until `configure` sets the provider, then the SDK's tracer: one for the process.
+_TRACER = trace.get_tracer(TRACER_NAME)
 
 
 def tracer() -> Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    return _TRACER
 
 
 def _trace_ids_in_logs() -> None:
