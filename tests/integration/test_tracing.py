@@ -80,8 +80,8 @@ def parent_of(span: dict[str, Any]) -> str | None:
 
 
 def our_trace(jaeger: RunningJaeger, request_id: str) -> dict[str, Any] | None:
-    """The trace with the client's id once it holds the usage write; every span tagged with
-    the request id must be in it."""
+    """The trace with the client's id once it holds the gateway's span and the usage write;
+    every span tagged with the request id must be in it."""
     traces = jaeger.traces("scribe-worker") + jaeger.traces("scribe-gateway")
     found = [t for t in traces if t["traceID"] == CLIENT_TRACE_ID]
     elsewhere = [
@@ -96,7 +96,8 @@ def our_trace(jaeger: RunningJaeger, request_id: str) -> dict[str, Any] | None:
     # The query merges the trace's spans from every service; take the fullest answer.
     trace = max(found, key=lambda t: len(t["spans"]))
     names = {s["operationName"] for s in trace["spans"]}
-    return trace if "usage.ledger.write" in names else None
+    # The gateway's process exports its span on its own schedule: wait for both ends.
+    return trace if {"usage.ledger.write", "POST /v1/events/{topic}"} <= names else None
 
 
 def test_one_request_is_one_trace_from_the_gateway_to_the_usage_write(

@@ -157,3 +157,73 @@ def test_log_records_made_in_a_span_carry_its_trace_id() -> None:
     assert len(trace_id) == 32 and int(trace_id, 16) != 0
     assert json.loads(inside)["trace_id"] == trace_id
     assert "trace_id" not in json.loads(outside)
+
+
+BATCH_PROBE = """
+import asyncio, json
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from runtime import tracing
+from runtime.flow import Flow
+from runtime.source import Record
+from runtime.spec import ConsumerSpec
+from runtime.testing import DeadLetterList, ListConsumer, ListSink, run_flow
+
+tracing.configure("scribe-probe")
+memory = InMemorySpanExporter()
+trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(memory))
+
+
+def traceparent(n):
+    return (("traceparent", f"00-{n:032x}-{n:016x}-01".encode()),)
+
+
+# The record at offset 1 has no trace context; the others each their own trace.
+records = [
+    Record("numbers", 0, i, None, str(i).encode(), () if i == 1 else traceparent(i + 1))
+    for i in range(3)
+]
+flow = Flow(
+    spec=ConsumerSpec("numbers", ("numbers",), max_batch=100, stop_seconds=2),
+    decode=lambda record: int(record.value),
+    dead_letter=DeadLetterList(),
+    handle=list,
+    sinks=[ListSink()],
+)
+asyncio.run(run_flow(flow, ListConsumer(records)))
+print(json.dumps([
+    {
+        "name": s.name,
+        "span": s.context.span_id,
+        "trace": s.context.trace_id,
+        "parent": s.parent.span_id if s.parent else None,
+        "links": [link.context.span_id for link in s.links],
+        "count": s.attributes.get("messaging.batch.message_count"),
+    }
+    for s in memory.get_finished_spans()
+]))
+"""
+
+
+def test_a_batch_span_links_to_each_record_it_consumed() -> None:
+    """A flow on the runtime: its batch span links to every traced record, is a child of the
+    first, and each sink's write is a child of the batch span."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    done = subprocess.run(
+        [sys.executable, "-c", BATCH_PROBE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    spans = json.loads(done.stdout.splitlines()[-1])
+    (batch,) = [s for s in spans if s["name"] == "numbers batch"]
+    assert batch["links"] == [1, 3]
+    assert (batch["trace"], batch["parent"]) == (1, 1)
+    assert batch["count"] == 3
+    (write,) = [s for s in spans if s["name"] == "write ListSink"]
+    assert (write["trace"], write["parent"]) == (1, batch["span"])
