@@ -24,7 +24,15 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Tracer
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    Tracer,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -245,3 +253,10 @@ def serving(
         name, context=parent or Context(), kind=SpanKind.SERVER, attributes=attributes
     ) as span:
         yield span
+
+
+def answered(span: Span, status: int) -> None:
+    """The HTTP status on a server span; a 5xx marks it failed (a 4xx is the client's)."""
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)

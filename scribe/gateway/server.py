@@ -282,7 +282,7 @@ async def _ingest(request: web.Request) -> web.Response:
     started = time.perf_counter()
     with _serving(request, "/v1/events/{topic}") as span:
         answer = await request.app[GATEWAY].ingest(request, topic_name)
-        span.set_attribute("http.response.status_code", answer.status)
+        tracing.answered(span, answer.status)
     GATEWAY_REQUESTS.labels(topic=label, status=str(answer.status)).inc()
     GATEWAY_SECONDS.labels(topic=label).observe(time.perf_counter() - started)
     return _json(answer)
@@ -292,7 +292,7 @@ async def _ingest_cloudevents(request: web.Request) -> web.Response:
     started = time.perf_counter()
     with _serving(request, "/v1/cloudevents") as span:
         answer = await request.app[GATEWAY].ingest_cloudevents(request)
-        span.set_attribute("http.response.status_code", answer.status)
+        tracing.answered(span, answer.status)
     GATEWAY_REQUESTS.labels(topic=CLOUDEVENTS_LABEL, status=str(answer.status)).inc()
     GATEWAY_SECONDS.labels(topic=CLOUDEVENTS_LABEL).observe(time.perf_counter() - started)
     return _json(answer)
