@@ -83,7 +83,7 @@ def all_ratios() -> list[Ratio]:
         ),
         *(
             Ratio(
-                f"ratio.router_traced_vs_untraced.{metric}",
+                "ratio.router_traced_vs_untraced",
                 ("ours.router.traced", metric),
                 ("ours.router", metric),
             )
