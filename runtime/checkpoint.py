@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 
 from aiokafka import TopicPartition
 
+from runtime import tracing
 from runtime.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,9 @@ class Checkpoint(Generic[T]):
     async def run(self) -> bool:
         """Write, flush, commit. False when the commit was refused (logged by `commit`)."""
         while self.written < len(self.sinks):
-            await self.sinks[self.written].write(self.items)
+            sink = self.sinks[self.written]
+            with tracing.tracer().start_as_current_span(f"write {type(sink).__name__}"):
+                await sink.write(self.items)
             self.written += 1
         await self.flush()
         return await self.commit(self.offsets)

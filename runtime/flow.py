@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from runtime import tracing
 from runtime.checkpoint import Checkpoint, Flush, nothing_to_flush
 from runtime.sink import Sink, SinkBackpressure, SinkStopping
 from runtime.source import (
@@ -281,6 +282,14 @@ class FlowRunner(Generic[E, T]):
     async def _write(self, batch: Batch[E]) -> None:
         """Write `batch` through the checkpoint, again after a pause while a sink pushes back
         or a server is down; stopping abandons it uncommitted."""
+        with tracing.consuming_batch(
+            f"{self.spec.flow} batch",
+            (r.origin.headers for r in batch.received),
+            {"messaging.batch.message_count": batch.records, "scribe.flow": self.spec.flow},
+        ):
+            await self._write_traced(batch)
+
+    async def _write_traced(self, batch: Batch[E]) -> None:
         pause = FIRST_PAUSE_S
         checkpoint: Checkpoint[T] | None = None
         try:

@@ -43,8 +43,9 @@ def flow_of(record: logging.LogRecord) -> str | None:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: `time` (ISO 8601, UTC, milliseconds), `level`, `logger`,
     `message`; `flow` when the record concerns one, `trace_id` when the record carries one
-    (nothing sets it yet: no tracing is wired), `exception` (the traceback) when there is one,
-    `stack` for `stack_info=True`, `held_back` on a repeat limiter's summary. Line breaks inside
+    (made inside a span while tracing is on: runtime.tracing sets it), `exception` (the
+    traceback) when there is one, `stack` for `stack_info=True`, `held_back` on a repeat
+    limiter's summary. Line breaks inside
     a message or traceback are escaped, so a record is always exactly one line."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -190,6 +191,8 @@ class RepeatLimiter(logging.Filter):
                 "repeats_summary": True,
                 "held_back": window.held_back,
                 "flow": getattr(example, "flow", None),
+                # The last held-back record's, not that of whatever span is current now.
+                "trace_id": getattr(example, "trace_id", None),
             }
         )
         summary.msecs = (summary.created % 1) * 1000

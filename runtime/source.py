@@ -38,6 +38,8 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    # The record's Kafka headers; a trace's `traceparent` travels in them (runtime.tracing).
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +217,12 @@ class BatchSource(Generic[E]):
                     # Let the batch before this one make progress (its writes, its commit).
                     await asyncio.sleep(0)
                 record = Record(
-                    message.topic, message.partition, message.offset, message.key, message.value
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                    tuple(message.headers or ()),
                 )
                 outcome = self.decode(record)
                 if isinstance(outcome, Rejected):

@@ -60,6 +60,7 @@ class _Message:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class ListConsumer:
@@ -75,7 +76,9 @@ class ListConsumer:
             tp = TopicPartition(r.topic, r.partition)
             queue = self.queues.setdefault(tp, [])
             offset = queue[-1].offset + 1 if queue else r.offset
-            queue.append(_Message(r.topic, r.partition, max(offset, r.offset), r.key, r.value))
+            queue.append(
+                _Message(r.topic, r.partition, max(offset, r.offset), r.key, r.value, r.headers)
+            )
         # Every record ever given, per partition: a rebalance reads again from the commit.
         self.logs = {tp: list(queue) for tp, queue in self.queues.items()}
         self.counts = dict(partition_counts or {})
@@ -142,7 +145,7 @@ class ListConsumer:
             tp = TopicPartition(r.topic, r.partition)
             log = self.logs.setdefault(tp, [])
             message = _Message(
-                r.topic, r.partition, log[-1].offset + 1 if log else 0, r.key, r.value
+                r.topic, r.partition, log[-1].offset + 1 if log else 0, r.key, r.value, r.headers
             )
             log.append(message)
             self.queues.setdefault(tp, []).append(message)

@@ -16,6 +16,7 @@ from typing import Any
 import faust
 
 from agents.context import Resources
+from runtime import tracing
 from runtime.logs import JsonFormatter, RepeatLimiter, limit_repeats
 from runtime.metrics import ASSIGNED_PARTITIONS
 from runtime.settings import ResolvedSettings, faust_broker_url
@@ -171,6 +172,8 @@ class StoppingWorker(faust.Worker):
         finally:
             await self.resources.close()
             log.info("worker: stopped in %.1f s", time.monotonic() - self._stop_began)
+            # The spans still buffered are exported (within the exporter's timeout).
+            tracing.shutdown()
             for limiter in self._repeat_limiters:
                 limiter.flush()
 

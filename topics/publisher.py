@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from runtime import kafka
+from runtime import kafka, tracing
 from runtime.settings import ResolvedSettings
 from schemas import encode
 from schemas.events import Event
@@ -188,12 +188,16 @@ class Publisher:
     ) -> asyncio.Future[Any]:
         """Add the event to the current batch; the returned future resolves to its
         RecordMetadata once the broker acknowledged it (or raises why it did not). `headers`
-        go on the record as given (the gateway's CloudEvents attributes)."""
+        go on the record as given (the gateway's CloudEvents attributes), with the current
+        span's `traceparent` when there is one (runtime.tracing)."""
         target = spec or topic_for(event)
         if not isinstance(event, target.model):
             raise WrongTopicError(event, target)
         future: asyncio.Future[Any] = await self._running().send(
-            target.name, encode(event), key=target.key_of(event), headers=list(headers) or None
+            target.name,
+            encode(event),
+            key=target.key_of(event),
+            headers=tracing.inject(headers) or None,
         )
         return future
 

@@ -33,7 +33,7 @@ from agents.router.lane_consumer import (
 from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
-from runtime import kafka
+from runtime import kafka, tracing
 from runtime.flow import Flow
 from runtime.metrics import MESSAGES_IN, PROCESSING_SECONDS
 from schemas import DecodeError, decode
@@ -99,21 +99,30 @@ def register(app: faust.App, resources: Resources) -> None:
         """Not awaited to the broker's ack: the worker flushes its producer before it commits
         the offsets, so a crash re-reads what was not yet sent."""
         for emit in emits:
-            await resources.topic(emit.spec).send(key=emit.key, value=emit.value)
+            await resources.topic(emit.spec).send(
+                key=emit.key, value=emit.value, headers=_trace_headers(emit)
+            )
 
     @app.agent(resources.topic(AI_REQUESTS_READY), name="router")
     async def decide_requests(stream: Any) -> None:
         async for event in stream.events():
-            with PROCESSING_SECONDS.labels(agent="router").time():
+            with (
+                PROCESSING_SECONDS.labels(agent="router").time(),
+                tracing.consuming("router.decide", event.message.headers) as span,
+            ):
                 request = await _decoded(event, AI_REQUESTS_READY, AIRequest, resources)
                 if request is not None:
+                    span.set_attribute("scribe.request_id", request.request_id)
                     now = datetime.now(UTC)
                     await send(decider.decide(request, event.message.partition, now))
 
     @app.agent(resources.topic(AI_ROUTER_SETTLEMENTS), name="router-settle")
     async def settle_requests(stream: Any) -> None:
         async for event in stream.events():
-            with PROCESSING_SECONDS.labels(agent="router-settle").time():
+            with (
+                PROCESSING_SECONDS.labels(agent="router-settle").time(),
+                tracing.consuming("router.settle", event.message.headers),
+            ):
                 settlement = await _decoded(
                     event, AI_ROUTER_SETTLEMENTS, RouterSettlement, resources
                 )
@@ -152,6 +161,11 @@ def register(app: faust.App, resources: Resources) -> None:
 
     # After the lanes stopped: a call still in flight at shutdown finishes on an open client.
     resources.on_close("provider HTTP clients", close_providers)
+
+
+def _trace_headers(emit: Emit) -> list[tuple[str, bytes]] | None:
+    """The headers an emit is sent with: its own trace context, or the current span's."""
+    return list(emit.headers) or tracing.inject() or None
 
 
 def _upstreams(resources: Resources, settings: RouterSettings) -> dict[str, Upstream]:
@@ -220,7 +234,7 @@ async def _start_execution(
     async def publish(emits: list[Emit]) -> None:
         async def send_all() -> None:
             pending = [
-                await app.producer.send(e.spec.name, e.key, e.value, None, None, None)
+                await app.producer.send(e.spec.name, e.key, e.value, None, None, _trace_headers(e))
                 for e in emits
             ]
             for future in pending:
@@ -259,7 +273,10 @@ async def _start_execution(
     await app.add_runtime_dependency(resources.flow_service(splitter.INTAKE.flow, intake)())
 
     async def release(job: Job[AIRequest]) -> None:
-        await publish([Emit(AI_REQUESTS_READY, job.payload.user_id.encode(), job.value)])
+        with tracing.consuming(
+            "router.release", job.headers, {"scribe.request_id": job.payload.request_id}
+        ):
+            await publish([Emit(AI_REQUESTS_READY, job.payload.user_id.encode(), job.value)])
 
     await app.add_runtime_dependency(
         LaneConsumer(

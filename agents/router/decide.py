@@ -58,6 +58,8 @@ class Emit:
     spec: TopicSpec
     key: bytes
     value: bytes
+    # The trace context to send with it; when empty, the current span's is sent (if any).
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def _response_emit(user_id: str, response: bytes) -> Emit:

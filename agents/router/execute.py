@@ -14,10 +14,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 
+from opentelemetry.trace import SpanKind
+
 from agents.router.breaker import Breakers, CircuitBreaker, backoff_delay
 from agents.router.images import ImageStore
 from agents.router.keys import KeyPool, ProviderKey, Wait
 from agents.router.providers import Call, Failure, Provider, ProviderError, Reply
+from runtime import tracing
 from runtime.metrics import (
     BREAKER_STATE,
     FALLBACKS,
@@ -108,6 +111,34 @@ class _After(Enum):
     NEXT_MODEL = "next model"
 
 
+async def call_provider(provider: Provider, call: Call, key: ProviderKey) -> Reply:
+    """One provider call, in a client span named and described by OpenTelemetry's GenAI
+    semantic conventions: `{operation} {model}` with the model asked for and the tokens the
+    provider reported. A failed call's span has the error and `error.type` (the failure)."""
+    with tracing.tracer().start_as_current_span(
+        f"{provider.operation} {call.model}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "gen_ai.operation.name": provider.operation,
+            "gen_ai.system": provider.service,
+            "gen_ai.provider.name": provider.service,
+            "gen_ai.request.model": call.model,
+            "gen_ai.request.max_tokens": call.max_output_tokens,
+            "scribe.provider.key_id": key.id,
+        },
+    ) as span:
+        try:
+            reply = await provider.complete(call, key)
+        except ProviderError as error:
+            span.set_attribute("error.type", error.failure.value)
+            if error.status is not None:
+                span.set_attribute("http.response.status_code", error.status)
+            raise
+        span.set_attribute("gen_ai.usage.input_tokens", reply.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", reply.output_tokens)
+        return reply
+
+
 class Executor:
     def __init__(
         self,
@@ -194,7 +225,7 @@ class Executor:
             )
             started = self.clock()
             try:
-                reply = await upstream.provider.complete(call, key)
+                reply = await call_provider(upstream.provider, call, key)
             except ProviderError as error:
                 _count_call(choice, error.failure.value, self.clock() - started)
                 notes.append(f"{name}: {error}")

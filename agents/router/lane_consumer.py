@@ -28,6 +28,7 @@ from agents.router.decide import Emit, count_response
 from agents.router.execute import Executor, Outcome
 from agents.router.keys import TokenBuckets, Wait
 from agents.router.lanes import DeferredQueue, OffPeak, OffsetTracker
+from runtime import tracing
 from runtime.lag import ConsumerGroups
 from runtime.metrics import LANE_HELD, LANE_IN_FLIGHT, PROMOTIONS
 from schemas import DecodeError, encode
@@ -67,6 +68,7 @@ class Job(Generic[T]):
     key: bytes | None
     value: bytes
     payload: T
+    headers: tuple[tuple[str, bytes], ...] = ()  # the message's; its trace context among them
 
     @property
     def origin(self) -> Origin:
@@ -136,6 +138,14 @@ class ExecuteRouted:
 
     async def __call__(self, job: Job[RoutedRequest]) -> None:
         request_id = job.payload.request.request_id
+        attributes = {
+            "scribe.request_id": request_id,
+            "messaging.destination.name": job.partition.topic,
+        }
+        with tracing.consuming("router.execute", job.headers, attributes):
+            await self._execute(job, request_id)
+
+    async def _execute(self, job: Job[RoutedRequest], request_id: str) -> None:
         if await self.marks.done(request_id):
             log.info("router: %s already answered; not executed again", request_id)
             return
@@ -244,7 +254,9 @@ class LaneConsumer(Service, Generic[T]):
             await self.dead_letter(origin, error.kind, f"unreadable lane message: {error.reason}")
             self.tracker.finished(partition, record.offset)
             return
-        job = Job(partition, record.offset, record.key, record.value, payload)
+        job = Job(
+            partition, record.offset, record.key, record.value, payload, tuple(record.headers or ())
+        )
         if self.deferred is None:
             await self._wait_for_slot()
             self._start(job)

@@ -75,6 +75,7 @@ class Call:
 
 class Provider(Protocol):
     service: str
+    operation: str  # what the call is, in OpenTelemetry's GenAI terms (`gen_ai.operation.name`)
 
     async def complete(self, call: Call, key: ProviderKey) -> Reply: ...
 
@@ -245,6 +246,7 @@ def _error_text(body: Any, raw: bytes) -> str:
 
 class _HttpProvider:
     service: str
+    operation: str
 
     def __init__(self, base_url: str, timeout_s: float, max_connections: int = 100) -> None:
         self.http = httpx.AsyncClient(
@@ -308,6 +310,7 @@ class _HttpProvider:
 
 class OpenRouter(_HttpProvider):
     service = "openrouter"
+    operation = "chat"
 
     async def complete(self, call: Call, key: ProviderKey) -> Reply:
         payload: dict[str, Any] = {
@@ -331,6 +334,7 @@ class OpenRouter(_HttpProvider):
 
 class Gemini(_HttpProvider):
     service = "gemini"
+    operation = "generate_content"
 
     async def complete(self, call: Call, key: ProviderKey) -> Reply:
         config: dict[str, Any] = {}

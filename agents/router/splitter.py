@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from agents.intake import decoder
 from agents.router.decide import Emit
 from agents.router.policy import LANE_OF_PRIORITY
+from runtime import tracing
 from runtime.flow import Flow
 from runtime.source import DeadLetterWriter, Received
 from runtime.spec import ConsumerSpec
@@ -43,7 +44,20 @@ def destination(request: AIRequest) -> TopicSpec:
 def split(batch: list[Received[AIRequest]]) -> list[Emit]:
     # Keyed by user_id whatever the producer used: decide's tables need it.
     return [
-        Emit(destination(r.event), r.event.user_id.encode(), r.origin.value or b"") for r in batch
+        Emit(
+            destination(r.event),
+            r.event.user_id.encode(),
+            r.origin.value or b"",
+            tracing.handed_on(
+                "router.intake",
+                r.origin.headers,
+                {
+                    "scribe.request_id": r.event.request_id,
+                    "scribe.priority": r.event.priority.value,
+                },
+            ),
+        )
+        for r in batch
     ]
 
 

@@ -17,6 +17,7 @@ from agents.intake import dead_letter_writer, decoder
 from agents.usage.outbox import show_alert_thresholds
 from agents.usage.pricing import Priced, UsageLimits, price_usage
 from agents.usage.store import LedgerSink
+from runtime import tracing
 from runtime.flow import Flow, Timer
 from runtime.metrics import USAGE_EVENTS_COUNTED
 from runtime.sink import Sink
@@ -79,7 +80,8 @@ async def build(resources: Resources) -> Flow[PricedUsage, UsageBatch]:
 
     async def send_all(records: list[RawRecord]) -> None:
         producer = resources.app.producer
-        sent = [await producer.send(t, k, v, None, None, None) for t, k, v in records]
+        headers = tracing.inject() or None  # the usage batch's span, when there is one
+        sent = [await producer.send(t, k, v, None, None, headers) for t, k, v in records]
         for future in sent:
             await future
 

@@ -12,8 +12,10 @@ from typing import TypeVar
 
 import asyncpg
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 
 from agents.usage.outbox import SendAll, publish_outbox
+from runtime import tracing
 from runtime.metrics import (
     COST,
     PROCESSING_SECONDS,
@@ -105,9 +107,21 @@ class LedgerSink:
         await self.pool.close()
 
     async def _write(self, items: Sequence[PricedEvent]) -> LedgerWrite:
-        return await until_written(
-            SINK, self.ledger.write, [p.event for p in items], retryable=RETRYABLE
-        )
+        with tracing.tracer().start_as_current_span(
+            "usage.ledger.write",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system.name": "postgresql",
+                "db.operation.name": "INSERT",
+                "db.collection.name": "usage_events",
+                "scribe.events": len(items),
+            },
+        ) as span:
+            written = await until_written(
+                SINK, self.ledger.write, [p.event for p in items], retryable=RETRYABLE
+            )
+            span.set_attribute("scribe.events_inserted", written.inserted)
+            return written
 
     async def _refused(self, item: PricedEvent, error: BaseException) -> None:
         await self.dead_letter(item.origin, "refused", f"PostgreSQL refused the event: {error}")

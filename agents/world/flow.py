@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from agents.context import Resources
 from agents.intake import dead_letter_writer, decoder
 from agents.world.owner import EVENTS_AGENT, TICKS_AGENT, WorldOwner
+from runtime import tracing
 from runtime.flow import Flow, Rebalance, Timer
 from runtime.metrics import MESSAGES_OUT, PROCESSING_SECONDS
 from runtime.sink import Sink
@@ -115,6 +116,8 @@ async def build(resources: Resources) -> Flow[Event, WorldInputs]:
         producer: Any = resources.app.producer
 
         async def send_all() -> None:
+            # The batch's span (or tick round's, none) goes on: the invalidation batch links to it.
+            headers = tracing.inject() or None
             sent = [
                 await producer.send(
                     CACHE_INVALIDATIONS.name,
@@ -122,7 +125,7 @@ async def build(resources: Resources) -> Flow[Event, WorldInputs]:
                     encode(i),
                     None,
                     None,
-                    None,
+                    headers,
                 )
                 for i in invalidations
             ]

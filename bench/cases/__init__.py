@@ -62,10 +62,11 @@ class Ratio:
 
 
 def all_cases() -> list[Case]:
-    from bench.cases.flows import flow_cases
-    from bench.cases.usage import usage_cases
+    from bench.cases.flows import RouterBench, flow_cases
+    from bench.cases.tracing import Traced
+    from bench.cases.usage import UsageToPostgres, usage_cases
 
-    return usage_cases() + flow_cases()
+    return [*usage_cases(), Traced(UsageToPostgres()), *flow_cases(), Traced(RouterBench())]
 
 
 def all_ratios() -> list[Ratio]:
@@ -74,4 +75,18 @@ def all_ratios() -> list[Ratio]:
         Ratio("ratio.ours_vs_aiokafka_consume", ours, ("limit.aiokafka_consume", "events_per_s")),
         Ratio("ratio.ours_vs_faust_table", ours, ("peer.faust_table", "events_per_s")),
         Ratio("ratio.ours_vs_quixstreams", ours, ("peer.quixstreams", "events_per_s")),
+        # What tracing every request costs (bench/cases/tracing.py).
+        Ratio(
+            "ratio.usage_traced_vs_untraced",
+            ("ours.usage_to_postgres.traced", "events_per_s"),
+            ours,
+        ),
+        *(
+            Ratio(
+                "ratio.router_traced_vs_untraced",
+                ("ours.router.traced", metric),
+                ("ours.router", metric),
+            )
+            for metric in ("decide_per_s", "added_latency_p50_ms", "added_latency_p99_ms")
+        ),
     ]

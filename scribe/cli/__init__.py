@@ -65,6 +65,7 @@ def worker(loglevel: str) -> None:
     SIGTERM stops it within 10 s (30 s when a server is unreachable), losing nothing."""
     import logging
 
+    from runtime import tracing
     from runtime.logs import log_to_stderr
     from scribe.app import StoppingWorker, create_app, prepare
     from topics.admin import TopicLayoutError
@@ -72,6 +73,7 @@ def worker(loglevel: str) -> None:
     settings = resolved_settings()
     # Until Faust sets up its own logging, so that what `prepare` reports is in the log's format.
     log_to_stderr(settings.base.log_format)
+    tracing.configure("scribe-worker")
     try:
         asyncio.run(prepare(settings, report=logging.getLogger("scribe.worker").info))
     except TopicLayoutError as exc:

@@ -21,6 +21,7 @@ def gateway(port: int | None, host: str | None) -> None:
 
     from aiohttp import web
 
+    from runtime import tracing
     from runtime.logs import log_to_stderr
     from scribe.gateway.config import GatewaySettings
     from scribe.gateway.server import AccessLogger, create_app, log
@@ -41,6 +42,7 @@ def gateway(port: int | None, host: str | None) -> None:
         )
     config = replace(config, port=config.port if port is None else port, host=host or config.host)
     log_to_stderr(settings.base.log_format)
+    tracing.configure("scribe-gateway")
     asyncio.run(ensure_topics(settings))
     log.info(
         "gateway on http://%s:%d for clients: %s; %g events/s per client (burst %s)",
@@ -69,3 +71,4 @@ def gateway(port: int | None, host: str | None) -> None:
         access_log=log,
         print=None,
     )
+    tracing.shutdown()  # the spans still buffered are exported

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,11 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import Span
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from runtime import tracing
 from runtime.metrics import GATEWAY_EVENTS, GATEWAY_REQUESTS, GATEWAY_SECONDS
 from runtime.settings import ResolvedSettings
 from schemas.events import Event
@@ -265,11 +268,22 @@ def _json(answer: Answer) -> web.Response:
     )
 
 
+def _serving(request: web.Request, route: str) -> AbstractContextManager[Span]:
+    """The request's server span; the records it publishes carry its trace context."""
+    return tracing.serving(
+        f"{request.method} {route}",
+        request.headers,
+        {"http.request.method": request.method, "http.route": route, "url.path": request.path},
+    )
+
+
 async def _ingest(request: web.Request) -> web.Response:
     topic_name = request.match_info["topic"]
     label = topic_name if topic_name in PUBLISHABLE else "unknown"
     started = time.perf_counter()
-    answer = await request.app[GATEWAY].ingest(request, topic_name)
+    with _serving(request, "/v1/events/{topic}") as span:
+        answer = await request.app[GATEWAY].ingest(request, topic_name)
+        tracing.answered(span, answer.status)
     GATEWAY_REQUESTS.labels(topic=label, status=str(answer.status)).inc()
     GATEWAY_SECONDS.labels(topic=label).observe(time.perf_counter() - started)
     return _json(answer)
@@ -277,7 +291,9 @@ async def _ingest(request: web.Request) -> web.Response:
 
 async def _ingest_cloudevents(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    answer = await request.app[GATEWAY].ingest_cloudevents(request)
+    with _serving(request, "/v1/cloudevents") as span:
+        answer = await request.app[GATEWAY].ingest_cloudevents(request)
+        tracing.answered(span, answer.status)
     GATEWAY_REQUESTS.labels(topic=CLOUDEVENTS_LABEL, status=str(answer.status)).inc()
     GATEWAY_SECONDS.labels(topic=CLOUDEVENTS_LABEL).observe(time.perf_counter() - started)
     return _json(answer)

@@ -116,7 +116,7 @@ async def test_a_worker_logs_only_json_lines_from_start_to_stop(
     assert any(e["message"].startswith("worker: stopped in") for e in entries), "the stop"
     for entry in entries:
         assert entry["time"].endswith("Z"), entry
-        assert "trace_id" not in entry, "no tracing yet: the field is left out"
+        assert "trace_id" not in entry, "tracing is off (no OTEL_*): the field is left out"
 
 
 def test_the_gateway_logs_only_json_lines(services: dict[str, str], tmp_path: Path) -> None:
