@@ -47,6 +47,23 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def token_entries(
+    inline: str, file_text: str, setting: str, file_name: str
+) -> list[tuple[str, str]]:
+    """Each token entry's text and where it came from, for errors that name it: comma-separated
+    in the setting, then one per line of the file (blank lines and `#` comments skipped)."""
+    entries = [
+        (part.strip(), f"{setting} entry {number}")
+        for number, part in enumerate(inline.split(","), start=1)
+        if part.strip()
+    ]
+    for number, line in enumerate(file_text.splitlines(), start=1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            entries.append((text, f"{file_name}:{number}"))
+    return entries
+
+
 def _parse_entry(text: str, where: str) -> _Entry:
     name, sep, rest = text.partition(":")
     token, sep2, families_text = rest.rpartition(":")
@@ -90,16 +107,10 @@ class TokenBook:
 
     @classmethod
     def parse(cls, inline: str = "", file_text: str = "", file_name: str = "") -> TokenBook:
-        entries = [
-            _parse_entry(part.strip(), f"SCRIBE_GATEWAY_TOKENS entry {number}")
-            for number, part in enumerate(inline.split(","), start=1)
-            if part.strip()
-        ]
-        for number, line in enumerate(file_text.splitlines(), start=1):
-            text = line.strip()
-            if text and not text.startswith("#"):
-                entries.append(_parse_entry(text, f"{file_name or 'tokens file'}:{number}"))
-        return cls(entries)
+        sources = token_entries(
+            inline, file_text, "SCRIBE_GATEWAY_TOKENS", file_name or "tokens file"
+        )
+        return cls([_parse_entry(text, where) for text, where in sources])
 
     @property
     def clients(self) -> tuple[Client, ...]:

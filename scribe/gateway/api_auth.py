@@ -25,6 +25,7 @@ import jwt
 
 from runtime.settings import SettingsError
 from schemas.events import UserTier
+from scribe.gateway.access import token_entries
 
 MIN_TOKEN_LENGTH = 16
 # The AIRequest's user_id pattern: a `sub` outside it cannot be a user id.
@@ -103,16 +104,10 @@ class ApiAuthSettings:
 
     @classmethod
     def parse(cls, inline: str = "", file_text: str = "", file_name: str = "") -> ApiAuthSettings:
-        entries = [
-            _static_entry(part.strip(), f"SCRIBE_GATEWAY_API_TOKENS entry {number}")
-            for number, part in enumerate(inline.split(","), start=1)
-            if part.strip()
-        ]
-        for number, line in enumerate(file_text.splitlines(), start=1):
-            text = line.strip()
-            if text and not text.startswith("#"):
-                entries.append(_static_entry(text, f"{file_name or 'API tokens file'}:{number}"))
-        return cls(tuple(entries))
+        sources = token_entries(
+            inline, file_text, "SCRIBE_GATEWAY_API_TOKENS", file_name or "API tokens file"
+        )
+        return cls(tuple(_static_entry(text, where) for text, where in sources))
 
     @classmethod
     def from_env(cls) -> ApiAuthSettings:

@@ -96,11 +96,12 @@ print(on, type(trace.get_tracer_provider()).__name__,
 """
 
 
-def _probe(extra: dict[str, str]) -> list[str]:
+def _run(script: str, extra: dict[str, str]) -> str:
+    """`script`'s output, run in a fresh process with only `extra` of the OTEL_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(extra)
     done = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -108,7 +109,11 @@ def _probe(extra: dict[str, str]) -> list[str]:
         timeout=60,
         check=True,
     )
-    return done.stdout.split()
+    return done.stdout
+
+
+def _probe(extra: dict[str, str]) -> list[str]:
+    return _run(PROBE, extra).split()
 
 
 def test_off_when_otel_variables_are_unset() -> None:
@@ -140,20 +145,11 @@ print(JsonFormatter().format(outside))
 
 
 def test_log_records_made_in_a_span_carry_its_trace_id() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    output = _run(
+        LOG_PROBE,
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_SCHEDULE_DELAY": "60000"},
     )
-    done = subprocess.run(
-        [sys.executable, "-c", LOG_PROBE],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    trace_id, inside, outside = done.stdout.splitlines()
+    trace_id, inside, outside = output.splitlines()
     assert len(trace_id) == 32 and int(trace_id, 16) != 0
     assert json.loads(inside)["trace_id"] == trace_id
     assert "trace_id" not in json.loads(outside)
