@@ -205,18 +205,8 @@ print(json.dumps([
 def test_a_batch_span_links_to_each_record_it_consumed() -> None:
     """A flow on the runtime: its batch span links to every traced record, is a child of the
     first, and each sink's write is a child of the batch span."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
-    done = subprocess.run(
-        [sys.executable, "-c", BATCH_PROBE],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    spans = json.loads(done.stdout.splitlines()[-1])
+    output = _run(BATCH_PROBE, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    spans = json.loads(output.splitlines()[-1])
     (batch,) = [s for s in spans if s["name"] == "numbers batch"]
     assert batch["links"] == [1, 3]
     assert (batch["trace"], batch["parent"]) == (1, 1)
