@@ -135,6 +135,9 @@ class FlowRunner(Generic[E, T]):
         # A batch was left unwritten: a later one must not be committed, its offsets would
         # carry the commit past the records left behind.
         self._gave_up = False
+        # The group has given this member its partitions (none, in a group larger than the
+        # topic) and no rebalance is under way: the flow is fetching. /ready waits for it.
+        self.assigned = False
 
     # -- what /health and tests read --------------------------------------------------------
 
@@ -366,6 +369,7 @@ class FlowRunner(Generic[E, T]):
     async def partitions_revoked(self, partitions: frozenset[TopicPartition]) -> None:
         """Waits for the batch being written, then lets the flow write what it holds for these
         partitions before another member may take them."""
+        self.assigned = False
         async with self._writing_lock:
             self.source.forget(partitions)
             if self.flow.rebalance is not None and partitions:
@@ -374,6 +378,7 @@ class FlowRunner(Generic[E, T]):
     async def partitions_assigned(self, partitions: frozenset[TopicPartition]) -> None:
         if self._stopping.is_set():
             return  # a join finishing while the worker leaves: it will own nothing
+        self.assigned = True
         self.log.info(
             "%s: assigned partitions %s",
             self.spec.flow,

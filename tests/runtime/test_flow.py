@@ -395,3 +395,16 @@ async def test_a_flow_s_own_window_decides_when_a_batch_is_due() -> None:
 
     assert sink.batches == [list(range(30))]
     assert consumer.committed == {TopicPartition(TOPIC, 0): 30}
+
+
+async def test_a_runner_is_assigned_from_its_group_s_assignment_until_a_rebalance_revokes() -> None:
+    consumer = ListConsumer(records(TOPIC, [b"1"]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([ListSink()]), consumer)
+    assert not runner.assigned
+    await runner.start()
+    assert runner.assigned
+    await consumer.listener.on_partitions_revoked({TopicPartition(TOPIC, 0)})
+    assert not runner.assigned, "between a revocation and the next assignment: rebalancing"
+    await consumer.listener.on_partitions_assigned(set())
+    assert runner.assigned, "a member given no partition has joined all the same"
+    await runner.stop()
