@@ -25,14 +25,15 @@ def readiness(
 ) -> tuple[bool, str]:
     """Ready for traffic: the consumer group is settled, no critical component is down and
     every flow with a consumer of its own has joined its group (`joining`: those that have
-    not yet; a new group's join takes seconds, and a worker that answered ready meanwhile
-    would leave what is published right after it unread until then)."""
+    not yet, or are still waiting for a server they need, see /health). A new group's join
+    takes seconds; a worker that answered ready meanwhile left what was published right
+    after unread until then."""
     if rebalancing:
         return False, "the consumer group is rebalancing"
     if health_status != 200:
         return False, "a critical component is unhealthy"
     if joining:
-        return False, f"joining the consumer groups of: {', '.join(joining)}"
+        return False, f"flows not consuming yet (joining their groups): {', '.join(joining)}"
     return True, "ok"
 
 
