@@ -33,6 +33,7 @@ def spec(config: InvalidationSettings) -> ConsumerSpec:
         max_batch=config.poll_records,
         fetch_wait_ms=20,
         poll_ms=100,
+        # The longest window; `AdaptiveWindow` (in `declare`) decides when a batch is due.
         window_seconds=config.window_seconds,
         stop_seconds=config.shutdown_seconds,
     )
