@@ -61,6 +61,9 @@ class Resources:
         # The services that read with consumers of their own: at shutdown the worker stops them
         # all at once, while Faust stops its consumer, and before it stops the producer.
         self.flows: list[mode.ServiceT] = []
+        # Each flow hosted by `flow_service`, by name, from its registration on: /ready waits
+        # until every one has joined its consumer group.
+        self.flow_states: dict[str, Running] = {}
         # Raw bytes in and out: decoding is ours, so bad input can reach the DLQ intact.
         self.topics = {
             spec.name: app.topic(
@@ -82,6 +85,8 @@ class Resources:
         """The service that hosts flow `name` in this worker (for `app.service`): its group's
         lag is sampled with the others', and the worker stops it with the other flows."""
         resources = self
+        running = running or Running()
+        self.flow_states[name] = running
 
         class Hosted(FlowService):
             def __init__(self, **kwargs: Any) -> None:

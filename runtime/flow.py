@@ -5,11 +5,12 @@ nearly) and where that goes (`sinks`). `FlowRunner` is the one loop under every 
     poll -> decode (dead letters) -> batch -> handle -> sinks write -> producer flush -> commit
 
 Batches are written strictly in order; the next one is read and decoded while the one before
-is written, and keeps filling (up to `max_batch`) until that write is done. Stopping is bounded
-and ordered: timers stop, reading stops, the batch in hand is finished within the deadline or
-abandoned uncommitted, the flow writes what it holds for its partitions, the producer is
-flushed, the consumer leaves its group, and only then are the sinks closed, so nothing can
-write to a closed pool.
+is written, and keeps filling (up to `max_batch`) until that write is done. Otherwise a batch
+is due when the flow's `window` says (by default `spec.window_seconds` after its first record).
+Stopping is bounded and ordered: timers stop, reading stops, the batch in hand is finished
+within the deadline or abandoned uncommitted, the flow writes what it holds for its partitions,
+the producer is flushed, the consumer leaves its group, and only then are the sinks closed, so
+nothing can write to a closed pool.
 """
 
 from __future__ import annotations
@@ -59,6 +60,29 @@ class Timer:
     action: Callable[[], Awaitable[None]]
 
 
+class BatchWindow(Protocol):
+    """When a batch that holds records is due. The runner reports what each poll read; a batch
+    is also handed over when full, and never while the one before it is being written."""
+
+    def arrived(self, records: int, now: float) -> None: ...
+    def time_left(self, opened_at: float, now: float) -> float:
+        """Seconds until the batch opened at `opened_at` is due; 0 or less: due now."""
+        ...
+
+
+@dataclass(frozen=True)
+class FixedWindow:
+    """Due `seconds` after the batch's first record (0: a batch is what one poll returned)."""
+
+    seconds: float
+
+    def arrived(self, records: int, now: float) -> None:
+        pass
+
+    def time_left(self, opened_at: float, now: float) -> float:
+        return opened_at + self.seconds - now
+
+
 class Rebalance(Protocol):
     """What a flow that keeps state per partition does when the group moves them. `revoked` is
     called once the batch in flight is written, before another member may take the partitions,
@@ -83,6 +107,8 @@ class Flow(Generic[E, T]):
     flush: Flush = nothing_to_flush
     timers: Sequence[Timer] = ()
     rebalance: Rebalance | None = None
+    # None: `FixedWindow(spec.window_seconds)`.
+    window: BatchWindow | None = None
     # Released after the sinks (a pool the sinks share, a cache client).
     closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
 
@@ -98,6 +124,7 @@ class FlowRunner(Generic[E, T]):
         self.source: BatchSource[E] = BatchSource(
             flow.spec, consumer, flow.decode, flow.dead_letter
         )
+        self.window = flow.window or FixedWindow(flow.spec.window_seconds)
         self._writing_lock = asyncio.Lock()  # held while a batch is written and committed
         self._stopping = asyncio.Event()
         self._filling: Batch[E] = Batch()
@@ -109,6 +136,9 @@ class FlowRunner(Generic[E, T]):
         # A batch was left unwritten: a later one must not be committed, its offsets would
         # carry the commit past the records left behind.
         self._gave_up = False
+        # The group has given this member its partitions (none, in a group larger than the
+        # topic) and no rebalance is under way: the flow is fetching. /ready waits for it.
+        self.assigned = False
 
     # -- what /health and tests read --------------------------------------------------------
 
@@ -227,11 +257,13 @@ class FlowRunner(Generic[E, T]):
                     self._writing.result()  # a failure that is not retryable ends the flow
                     self._writing = None
                 try:
-                    await self.source.fill(self._filling, self._poll_ms())
+                    read = await self.source.fill(self._filling, self._poll_ms())
                 except self.flow.retryable as error:
                     self.log.warning("%s: poll failed (%r); retrying", self.spec.flow, error)
                     await asyncio.sleep(FIRST_PAUSE_S)
                     continue
+                if read:
+                    self.window.arrived(read, time.monotonic())
                 if self._due():
                     await self._hand_over()
             if self._filling.records:
@@ -245,7 +277,7 @@ class FlowRunner(Generic[E, T]):
         batch = self._filling
         if batch.opened_at is None:
             return self.spec.poll_ms
-        left = batch.opened_at + self.spec.window_seconds - time.monotonic()
+        left = self.window.time_left(batch.opened_at, time.monotonic())
         if left > 0:
             return max(1, min(int(left * 1000), self.spec.poll_ms))
         return BUSY_POLL_MS
@@ -257,7 +289,7 @@ class FlowRunner(Generic[E, T]):
         writing = self._writing is not None and not self._writing.done()
         if batch.records >= self.spec.max_batch:
             return True
-        if time.monotonic() < batch.opened_at + self.spec.window_seconds:
+        if self.window.time_left(batch.opened_at, time.monotonic()) > 0:
             return False
         return not writing
 
@@ -346,6 +378,7 @@ class FlowRunner(Generic[E, T]):
     async def partitions_revoked(self, partitions: frozenset[TopicPartition]) -> None:
         """Waits for the batch being written, then lets the flow write what it holds for these
         partitions before another member may take them."""
+        self.assigned = False
         async with self._writing_lock:
             self.source.forget(partitions)
             if self.flow.rebalance is not None and partitions:
@@ -354,6 +387,7 @@ class FlowRunner(Generic[E, T]):
     async def partitions_assigned(self, partitions: frozenset[TopicPartition]) -> None:
         if self._stopping.is_set():
             return  # a join finishing while the worker leaves: it will own nothing
+        self.assigned = True
         self.log.info(
             "%s: assigned partitions %s",
             self.spec.flow,

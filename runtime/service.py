@@ -22,9 +22,15 @@ log = logging.getLogger(__name__)
 
 
 class Running:
-    """Where a flow's runner can be found once its service has started (for /health)."""
+    """Where a flow's runner can be found once its service has started (for /health and
+    /ready)."""
 
     runner: FlowRunner[Any, Any] | None = None
+
+    @property
+    def joined(self) -> bool:
+        """The flow's consumer holds its assignment: it is fetching."""
+        return self.runner is not None and self.runner.assigned
 
 
 class FlowService(mode.Service):

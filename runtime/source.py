@@ -188,12 +188,13 @@ class BatchSource(Generic[E]):
                 counts[topic] = len(partitions)
         return counts
 
-    async def fill(self, batch: Batch[E], timeout_ms: int) -> None:
+    async def fill(self, batch: Batch[E], timeout_ms: int) -> int:
         """Add what one poll returns (at most what `batch` still has room for) to `batch`; the
-        invalid records are in the dead-letter topic on return."""
+        invalid records are in the dead-letter topic on return. Returns how many it read."""
         room = self.spec.max_batch - batch.records
         if room <= 0:
-            return
+            return 0
+        read = 0
         fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=room)
         for tp, messages in fetched.items():
             if not messages:
@@ -232,6 +233,8 @@ class BatchSource(Generic[E]):
             batch.offsets[key] = messages[-1].offset + 1
             batch.counts[key] = batch.counts.get(key, 0) + len(messages)
             batch.records += len(messages)
+            read += len(messages)
+        return read
 
     def pause(self) -> None:
         if not self.paused:

@@ -42,7 +42,7 @@ class ConsumerSpec:
     poll_ms: int = 500
     # A batch stays open this long after its first record (a coalescing window); 0: a batch is
     # what one poll returns. Either way it keeps filling, up to `max_batch`, while the batch
-    # before it is being written.
+    # before it is being written. A flow with a `window` of its own decides instead.
     window_seconds: float = 0.0
     assignor: Assignor = Assignor.ROUND_ROBIN
     # How long a stopping worker may spend finishing the batch in hand, and then each of

@@ -58,7 +58,7 @@ def register(app: faust.App, resources: Resources) -> None:
     timer(LAG_INTERVAL_S)(sample_consumer_lag)
     timer(COST_INTERVAL_S)(refresh_costs)
     timer(FRAME_INTERVAL_S)(dashboard_frame)
-    register_pages(app, resources.health, feed)
+    register_pages(app, resources.health, feed, resources.flow_states)
 
     async def end_streams(_: Any) -> None:
         feed.close()

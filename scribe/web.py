@@ -4,6 +4,7 @@ SystemHealthReport, with status codes a load balancer understands), and the live
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -12,23 +13,39 @@ from aiohttp import web as aiohttp_web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runtime.health import HealthChecks
+from runtime.service import Running
 from scribe.dashboard.feed import DashboardFeed
 
 DASHBOARD_PAGE = files("scribe.dashboard").joinpath("page.html")
 STREAM_ERRORS = (ConnectionError,)  # the page closed its connection
 
 
-def readiness(rebalancing: bool, health_status: int) -> tuple[bool, str]:
-    """Ready for traffic: the consumer group is settled and no critical component is down."""
+def readiness(
+    rebalancing: bool, health_status: int, joining: Sequence[str] = ()
+) -> tuple[bool, str]:
+    """Ready for traffic: the consumer group is settled, no critical component is down and
+    every flow with a consumer of its own has joined its group (`joining`: those that have
+    not yet, or are still waiting for a server they need, see /health). A new group's join
+    takes seconds; a worker that answered ready meanwhile left what was published right
+    after unread until then."""
     if rebalancing:
         return False, "the consumer group is rebalancing"
     if health_status != 200:
         return False, "a critical component is unhealthy"
+    if joining:
+        return False, f"flows not consuming yet (joining their groups): {', '.join(joining)}"
     return True, "ok"
 
 
-def register_pages(app: faust.App, health: HealthChecks, feed: DashboardFeed) -> None:
+def register_pages(
+    app: faust.App,
+    health: HealthChecks,
+    feed: DashboardFeed,
+    flows: Mapping[str, Running] | None = None,
+) -> None:
+    """`flows`: the worker's flows by name (`Resources.flow_states`), for /ready."""
     page = DASHBOARD_PAGE.read_text(encoding="utf-8")
+    flows = flows if flows is not None else {}
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -42,7 +59,8 @@ def register_pages(app: faust.App, health: HealthChecks, feed: DashboardFeed) ->
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:
         report = await health.run()
-        ready, reason = readiness(bool(app.rebalancing), report.http_status)
+        joining = sorted(name for name, running in flows.items() if not running.joined)
+        ready, reason = readiness(bool(app.rebalancing), report.http_status, joining)
         body = {"ready": ready, "reason": reason, "health": report.to_json()}
         return web.json(body, status=200 if ready else 503)
 

@@ -1,5 +1,8 @@
 """Coalescing: identical targets read within one window become one purge.
 
+`AdaptiveWindow` decides how long the flow's window stays open: not at all while the flow is
+light (an invalidation is delivered as soon as it is read), up to the maximum window under load.
+
 A window opens with the first message after the previous drain and is due `window_seconds`
 later; while the sinks are busy it keeps filling, so a burst merges more. Each target keeps
 the messages that asked for it, so a target that cannot be delivered dead-letters exactly
@@ -8,6 +11,7 @@ those messages, and each window keeps the offsets to commit once it is delivered
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -150,3 +154,47 @@ class Coalescer:
     def _open(self, now: float) -> None:
         if self._opened_at is None:
             self._opened_at = now
+
+
+class AdaptiveWindow:
+    """When the invalidation flow's batch (its coalescing window) is due.
+
+    The load is the records read within the last `max_seconds`. Below `busy_per_second` of
+    them (the flow is idle or light) a batch is due at once: what one poll read is delivered
+    without waiting, and repeats are rare at that rate anyway. At or above it (a burst) a
+    batch stays open until `max_seconds` after its first record, so repeats merge. Either way
+    the runner keeps a batch filling while the one before it is written, and hands it over
+    when full. `busy_per_second` 0: always the full window.
+    """
+
+    def __init__(self, max_seconds: float, busy_per_second: float) -> None:
+        if max_seconds <= 0:
+            raise ValueError("the coalescing window must be positive")
+        if busy_per_second < 0:
+            raise ValueError("the busy rate cannot be negative")
+        self.max_seconds = max_seconds
+        self.busy_records = busy_per_second * max_seconds
+        self._arrivals: deque[tuple[float, int]] = deque()
+        self._recent = 0
+
+    def arrived(self, records: int, now: float) -> None:
+        self._arrivals.append((now, records))
+        self._recent += records
+        self._forget_before(now - self.max_seconds)
+
+    def load(self, now: float) -> int:
+        """Records read within the last `max_seconds`."""
+        self._forget_before(now - self.max_seconds)
+        return self._recent
+
+    def busy(self, now: float) -> bool:
+        return self.load(now) >= self.busy_records
+
+    def time_left(self, opened_at: float, now: float) -> float:
+        if not self.busy(now):
+            return 0.0
+        return opened_at + self.max_seconds - now
+
+    def _forget_before(self, since: float) -> None:
+        while self._arrivals and self._arrivals[0][0] <= since:
+            self._recent -= self._arrivals.popleft()[1]

@@ -1,6 +1,7 @@
 """cache.invalidations -> coalesced windows -> Redis + the L1 broadcast -> the CDN. Identical
 targets read within one window (which stays open while the window before it is delivered, so
-a burst merges more) become one removal and one purge. Offsets are committed after both
+a burst merges more) become one removal and one purge. A light flow delivers at once; the
+window is held open only under load (`AdaptiveWindow`). Offsets are committed after both
 sinks, so a commit never passes an undelivered message; a removal or a purge done twice
 changes nothing."""
 
@@ -10,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from agents.context import Resources
 from agents.intake import dead_letter_writer, decoder
-from agents.invalidation.coalesce import Window
+from agents.invalidation.coalesce import AdaptiveWindow, Window
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import CdnSink, RedisSink
 from runtime.flow import Flow
@@ -32,6 +33,7 @@ def spec(config: InvalidationSettings) -> ConsumerSpec:
         max_batch=config.poll_records,
         fetch_wait_ms=20,
         poll_ms=100,
+        # The longest window; `AdaptiveWindow` (in `declare`) decides when a batch is due.
         window_seconds=config.window_seconds,
         stop_seconds=config.shutdown_seconds,
     )
@@ -83,5 +85,6 @@ def declare(
         dead_letter=dead_letter,
         handle=coalesce,
         sinks=sinks,
+        window=AdaptiveWindow(config.window_seconds, config.busy_per_second),
         closers=closers,
     )

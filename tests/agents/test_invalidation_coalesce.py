@@ -5,7 +5,14 @@ from typing import Any
 
 import pytest
 
-from agents.invalidation.coalesce import Coalescer, Target, TargetKind, Window, merge
+from agents.invalidation.coalesce import (
+    AdaptiveWindow,
+    Coalescer,
+    Target,
+    TargetKind,
+    Window,
+    merge,
+)
 from schemas.events import CacheInvalidation
 from schemas.examples import example
 from topics.dlq import Origin
@@ -105,3 +112,47 @@ def test_a_burst_with_repeats_coalesces_to_its_distinct_targets() -> None:
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Coalescer(0)
+
+
+def test_adaptive_window_delivers_at_once_while_the_flow_is_light() -> None:
+    window = AdaptiveWindow(0.1, busy_per_second=10_000)  # busy: 1,000 records within 0.1 s
+    window.arrived(1, now=10.0)
+    assert window.time_left(opened_at=10.0, now=10.0) == 0.0
+    window.arrived(998, now=10.05)  # 999 within the window: still light
+    assert window.time_left(opened_at=10.05, now=10.05) == 0.0
+
+
+def test_adaptive_window_holds_a_batch_open_up_to_the_window_under_load() -> None:
+    window = AdaptiveWindow(0.1, busy_per_second=10_000)
+    window.arrived(600, now=10.0)
+    window.arrived(400, now=10.02)
+    assert window.busy(10.02)
+    assert window.time_left(opened_at=10.0, now=10.02) == pytest.approx(0.08)
+    assert window.time_left(opened_at=10.0, now=10.099) == pytest.approx(0.001)
+    assert window.time_left(opened_at=10.0, now=10.1) <= 0
+
+
+def test_adaptive_window_load_is_what_arrived_within_the_last_window() -> None:
+    window = AdaptiveWindow(0.1, busy_per_second=10_000)
+    window.arrived(700, now=10.0)
+    window.arrived(700, now=10.06)
+    assert window.load(10.06) == 1400
+    assert window.load(10.1) == 700  # the first poll's records left the window
+    assert not window.busy(10.1)
+    # A batch opened under load is due as soon as the load drops, not at its window's end.
+    assert window.time_left(opened_at=10.06, now=10.1) == 0.0
+    assert window.load(10.2) == 0
+
+
+def test_adaptive_window_with_no_busy_rate_always_waits_the_full_window() -> None:
+    window = AdaptiveWindow(0.05, busy_per_second=0)
+    assert window.time_left(opened_at=3.0, now=3.0) == pytest.approx(0.05)
+    window.arrived(1, now=3.0)
+    assert window.time_left(opened_at=3.0, now=3.04) == pytest.approx(0.01)
+
+
+def test_adaptive_window_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        AdaptiveWindow(0, busy_per_second=10)
+    with pytest.raises(ValueError):
+        AdaptiveWindow(0.1, busy_per_second=-1)

@@ -4,13 +4,16 @@ holds the partitions and the commit until it takes the window."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
+import pytest
 from aiokafka import TopicPartition
 
 from agents.invalidation.coalesce import Window
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.flow import declare
+from runtime.settings import SettingsError
 from runtime.sink import SinkBackpressure
 from runtime.testing import DeadLetterList, ListConsumer, ListSink, records, run_flow
 from schemas import encode
@@ -80,3 +83,29 @@ async def test_a_redis_that_pushes_back_holds_the_cdn_and_the_commit() -> None:
     ]
     assert consumer.committed == {TopicPartition(CACHE_INVALIDATIONS.name, 0): 1}
     assert not consumer.paused
+
+
+async def test_a_lone_invalidation_is_delivered_without_waiting_for_the_window() -> None:
+    """Light load: the window (here 2 s, far beyond the 200 ms allowed, so a wait shows) is not
+    waited out; with no busy rate it is."""
+    for busy_per_second, delivered_within in ((10_000.0, 1.0), (0.0, 3.0)):
+        redis: ListSink[Window] = ListSink()
+        consumer = ListConsumer(records(CACHE_INVALIDATIONS.name, [invalidation("a", keys=["k"])]))
+        config = InvalidationSettings(window_seconds=2.0, busy_per_second=busy_per_second)
+        started = asyncio.get_running_loop().time()
+        await run_flow(declare(config, [redis, ListSink()], DeadLetterList()), consumer)
+        took = asyncio.get_running_loop().time() - started
+        assert [w.keys for w in redis.batches] == [["k"]]
+        assert took < delivered_within
+        if busy_per_second == 0:
+            assert took >= 2.0, "the fixed window is waited out"
+
+
+def test_the_busy_rate_comes_from_the_environment_within_its_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCRIBE_INVALIDATION_BUSY_PER_S", "2500")
+    assert InvalidationSettings.from_env().busy_per_second == 2500
+    monkeypatch.setenv("SCRIBE_INVALIDATION_BUSY_PER_S", "-1")
+    with pytest.raises(SettingsError, match="SCRIBE_INVALIDATION_BUSY_PER_S"):
+        InvalidationSettings.from_env()

@@ -360,3 +360,51 @@ async def test_a_second_stop_returns_only_once_the_first_is_done() -> None:
     gate.set()
     await asyncio.wait_for(asyncio.gather(first, second, running), 5)
     assert sink.closed
+
+
+async def test_a_flow_s_own_window_decides_when_a_batch_is_due() -> None:
+    """The runner reports each poll's records to the flow's window and hands a batch over only
+    once the window says it is due (the invalidation flow's adaptive coalescing)."""
+
+    class Held:
+        def __init__(self) -> None:
+            self.arrivals: list[int] = []
+            self.open = True
+
+        def arrived(self, records: int, now: float) -> None:
+            self.arrivals.append(records)
+
+        def time_left(self, opened_at: float, now: float) -> float:
+            return 60.0 if self.open else 0.0
+
+    window = Held()
+    sink: ListSink[list[int]] = ListSink()
+    consumer = ListConsumer(records(TOPIC, [str(n).encode() for n in range(30)]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([sink], window=window), consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.1)
+    assert sink.batches == [], "held open: nothing written"
+    assert sum(window.arrivals) == 30
+    window.open = False
+    async with asyncio.timeout(5):
+        while not sink.batches:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    await runner.stop()
+    await running
+
+    assert sink.batches == [list(range(30))]
+    assert consumer.committed == {TopicPartition(TOPIC, 0): 30}
+
+
+async def test_a_runner_is_assigned_from_its_group_s_assignment_until_a_rebalance_revokes() -> None:
+    consumer = ListConsumer(records(TOPIC, [b"1"]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([ListSink()]), consumer)
+    assert not runner.assigned
+    await runner.start()
+    assert runner.assigned
+    await consumer.listener.on_partitions_revoked({TopicPartition(TOPIC, 0)})
+    assert not runner.assigned, "between a revocation and the next assignment: rebalancing"
+    await consumer.listener.on_partitions_assigned(set())
+    assert runner.assigned, "a member given no partition has joined all the same"
+    await runner.stop()

@@ -118,6 +118,14 @@ def test_ready_only_when_settled_and_not_unhealthy() -> None:
     )
 
 
+def test_not_ready_while_a_flow_joins_its_consumer_group() -> None:
+    assert readiness(False, 200, joining=["invalidation", "world"]) == (
+        False,
+        "flows not consuming yet (joining their groups): invalidation, world",
+    )
+    assert readiness(False, 200, joining=[]) == (True, "ok")
+
+
 @pytest.fixture
 async def http_server() -> AsyncIterator[str]:
     """A real HTTP server on loopback answering /ok, /busy and /broken."""
