@@ -116,46 +116,6 @@ def merge(windows: Iterable[Window]) -> Window:
     return merged
 
 
-class Coalescer:
-    def __init__(self, window_seconds: float) -> None:
-        if window_seconds <= 0:
-            raise ValueError("the coalescing window must be positive")
-        self.window_seconds = window_seconds
-        self._window = Window()
-        self._opened_at: float | None = None
-
-    @property
-    def pending_messages(self) -> int:
-        return self._window.messages
-
-    def add(self, event: CacheInvalidation, origin: Origin, now: float) -> None:
-        self._open(now)
-        self._window.add(event, origin)
-
-    def skip(self, origin: Origin, now: float) -> None:
-        """A message with nothing to deliver (already dead-lettered): only its offset counts."""
-        self._open(now)
-        self._window.record(origin)
-
-    def time_left(self, now: float) -> float | None:
-        """Seconds until the open window is due; None when nothing is pending."""
-        if self._opened_at is None:
-            return None
-        return max(0.0, self._opened_at + self.window_seconds - now)
-
-    def due(self, now: float) -> bool:
-        left = self.time_left(now)
-        return left is not None and left <= 0
-
-    def drain(self) -> Window:
-        window, self._window, self._opened_at = self._window, Window(), None
-        return window
-
-    def _open(self, now: float) -> None:
-        if self._opened_at is None:
-            self._opened_at = now
-
-
 class AdaptiveWindow:
     """When the invalidation flow's batch (its coalescing window) is due.
 

@@ -7,7 +7,6 @@ import pytest
 
 from agents.invalidation.coalesce import (
     AdaptiveWindow,
-    Coalescer,
     Target,
     TargetKind,
     Window,
@@ -26,53 +25,36 @@ def _message(offset: int, partition: int = 0, **targets: Any) -> tuple[CacheInva
 
 
 def test_identical_targets_in_one_window_become_one() -> None:
-    coalescer = Coalescer(0.1)
+    window = Window()
     for offset in range(10):
-        coalescer.add(*_message(offset, keys=["world:1"], urls=["https://cdn/x"]), now=0.0)
-    coalescer.add(*_message(10, keys=["world:2"]), now=0.05)
-    window = coalescer.drain()
+        window.add(*_message(offset, keys=["world:1"], urls=["https://cdn/x"]))
+    window.add(*_message(10, keys=["world:2"]))
     assert window.keys == ["world:1", "world:2"]
     assert window.urls == ["https://cdn/x"]
     assert (window.targets_in, window.targets_out, window.messages) == (21, 3, 11)
 
 
 def test_kinds_stay_apart() -> None:
-    coalescer = Coalescer(0.1)
-    coalescer.add(*_message(0, keys=["x"], tags=["x"], patterns=["x"]), now=0.0)
-    window = coalescer.drain()
+    window = Window()
+    window.add(*_message(0, keys=["x"], tags=["x"], patterns=["x"]))
     assert (window.keys, window.tags, window.patterns) == (["x"], ["x"], ["x"])
 
 
-def test_window_opens_with_the_first_message_and_is_due_after_the_window() -> None:
-    coalescer = Coalescer(0.1)
-    assert coalescer.time_left(5.0) is None
-    assert not coalescer.due(5.0)
-    coalescer.add(*_message(0, keys=["a"]), now=5.0)
-    coalescer.add(*_message(1, keys=["a"]), now=5.08)
-    assert coalescer.time_left(5.05) == pytest.approx(0.05)
-    assert not coalescer.due(5.099)
-    assert coalescer.due(5.1)
-    coalescer.drain()
-    assert coalescer.time_left(5.2) is None
-
-
 def test_offsets_cover_every_message_including_skipped_ones() -> None:
-    coalescer = Coalescer(0.1)
-    coalescer.add(*_message(7, partition=0, keys=["a"]), now=0.0)
-    coalescer.skip(Origin("cache.invalidations", 0, 8, None, b"bad"), now=0.0)
-    coalescer.add(*_message(3, partition=2, keys=["a"]), now=0.0)
-    window = coalescer.drain()
+    window = Window()
+    window.add(*_message(7, partition=0, keys=["a"]))
+    window.record(Origin("cache.invalidations", 0, 8, None, b"bad"))
+    window.add(*_message(3, partition=2, keys=["a"]))
     assert window.offsets == {("cache.invalidations", 0): 9, ("cache.invalidations", 2): 4}
     assert window.messages == 3
     assert window.ids == ["inv-0-7", "inv-2-3"]
 
 
 def test_origins_of_a_target_are_the_messages_that_asked_for_it() -> None:
-    coalescer = Coalescer(0.1)
-    coalescer.add(*_message(1, urls=["https://cdn/a", "https://cdn/b"]), now=0.0)
-    coalescer.add(*_message(2, urls=["https://cdn/b"]), now=0.0)
-    coalescer.add(*_message(3, keys=["k"]), now=0.0)
-    window = coalescer.drain()
+    window = Window()
+    window.add(*_message(1, urls=["https://cdn/a", "https://cdn/b"]))
+    window.add(*_message(2, urls=["https://cdn/b"]))
+    window.add(*_message(3, keys=["k"]))
     b = Target(TargetKind.URL, "https://cdn/b")
     a = Target(TargetKind.URL, "https://cdn/a")
     assert [o.offset for o in window.origins_of([b])] == [1, 2]
@@ -101,17 +83,16 @@ def test_a_burst_with_repeats_coalesces_to_its_distinct_targets() -> None:
     rng = random.Random(1)
     targets = [f"t{i}" for i in range(1000) for _ in range(10)]
     rng.shuffle(targets)
-    coalescer = Coalescer(0.2)
+    window = Window()
     for offset, tag in enumerate(targets):
-        coalescer.add(*_message(offset, tags=[tag]), now=offset * 1e-5)
-    window = coalescer.drain()
+        window.add(*_message(offset, tags=[tag]))
     assert window.targets_in == 10_000
     assert window.targets_out == 1000
 
 
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
-        Coalescer(0)
+        AdaptiveWindow(0, busy_per_second=10_000)
 
 
 def test_adaptive_window_delivers_at_once_while_the_flow_is_light() -> None:
