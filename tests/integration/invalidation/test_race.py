@@ -205,7 +205,10 @@ async def test_no_reader_sees_a_version_older_than_an_applied_invalidation(
         f"{len(tally.violations)} stale reads, {refused} stale write-backs refused"
     )
     assert tally.writes >= RUNS * KEYS * 2
-    assert tally.reads > tally.writes * 10
+    # Reads far outnumber writes, so most writes race reads of their key. Not by a fixed large
+    # factor: a write waits for its invalidation to reach every process, and the faster that
+    # is (tens of ms since the window is adaptive) the more writes a run holds.
+    assert tally.reads > tally.writes * 3
     assert tally.violations == []
     # The race was really run: slow loaders tried to store values an invalidation had voided.
     assert refused > 0
