@@ -18,7 +18,7 @@ from decimal import Decimal
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from schemas.events import UsageEvent
+from schemas.usage_wire import Usage
 from sinks.postgres.budgets import lock_budgets, refresh_budgets
 
 
@@ -139,7 +139,7 @@ FROM inserted GROUP BY 1, 2, 3, 4
 
 @dataclass(frozen=True, slots=True)
 class PricedUsage:
-    event: UsageEvent
+    event: Usage
     cost_usd: Decimal
     catalog_version: str | None  # None: the producer's own cost_usd
 
