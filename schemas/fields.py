@@ -21,7 +21,7 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
-def _to_decimal(value: Any) -> Decimal:
+def to_money(value: Any) -> Decimal:
     """Accept a JSON number (already a Decimal when decoded by `schemas.codec`) or a string.
 
     A Python float is refused: it has already lost the exact value the producer meant.
@@ -57,7 +57,7 @@ def _to_decimal(value: Any) -> Decimal:
     return result
 
 
-def _to_utc(value: Any) -> datetime:
+def to_utc(value: Any) -> datetime:
     if isinstance(value, str):
         if len(value) > 40:
             raise ValueError("timestamp string is longer than 40 characters")
@@ -79,7 +79,7 @@ def _to_utc(value: Any) -> datetime:
 
 Money = Annotated[
     Decimal,
-    BeforeValidator(_to_decimal),
+    BeforeValidator(to_money),
     WithJsonSchema(
         {
             "anyOf": [
@@ -92,7 +92,7 @@ Money = Annotated[
 ]
 UtcDatetime = Annotated[
     datetime,
-    BeforeValidator(_to_utc),
+    BeforeValidator(to_utc),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 Identifier = Annotated[

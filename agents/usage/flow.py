@@ -13,7 +13,7 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from agents.context import Resources
-from agents.intake import dead_letter_writer, decoder
+from agents.intake import dead_letter_writer
 from agents.usage.outbox import show_alert_thresholds
 from agents.usage.pricing import Priced, UsageLimits, price_usage
 from agents.usage.store import LedgerSink
@@ -23,8 +23,8 @@ from runtime.metrics import USAGE_EVENTS_COUNTED
 from runtime.sink import Sink
 from runtime.source import DeadLetterWriter, Received, Record, Rejected
 from runtime.spec import ConsumerSpec
-from schemas.events import UsageEvent
 from schemas.model_catalog import ModelCatalog, load_catalog
+from schemas.usage_wire import DecodeError, Usage, decode_usage
 from sinks.postgres.usage import RETRYABLE, PricedUsage
 from topics.catalog import USAGE_EVENTS
 from topics.publisher import RawRecord
@@ -43,12 +43,14 @@ def priced(
     catalog: ModelCatalog, limits: UsageLimits
 ) -> Callable[[Record], PricedUsage | Rejected]:
     """Decode and price; invalid, unpriced and implausible events become dead letters."""
-    decode_event = decoder(UsageEvent, USAGE_EVENTS)
 
     def decode_and_price(record: Record) -> PricedUsage | Rejected:
-        event = decode_event(record)
-        if isinstance(event, Rejected):
-            return event
+        if record.value is None:
+            return Rejected("json", "empty message (no value)")
+        try:
+            event: Usage = decode_usage(record.value)
+        except DecodeError as error:
+            return Rejected(error.kind, error.reason)
         outcome = price_usage(event, catalog, limits, datetime.now(UTC))
         if isinstance(outcome, Priced):
             return PricedUsage(event, outcome.cost_usd, outcome.catalog_version)

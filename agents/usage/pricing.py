@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from schemas.events import UsageEvent
 from schemas.fields import MONEY_PLACES
 from schemas.model_catalog import ModelCatalog, UnknownModelError
+from schemas.usage_wire import Usage
 
 # The ledger stores NUMERIC(24, 12): a price is rounded to that scale here, so Python's sum
 # and PostgreSQL's sum of the same events are the same number.
@@ -46,7 +46,7 @@ def quantize_money(value: Decimal) -> Decimal:
 
 
 def price_usage(
-    event: UsageEvent, catalog: ModelCatalog, limits: UsageLimits, now: datetime
+    event: Usage, catalog: ModelCatalog, limits: UsageLimits, now: datetime
 ) -> Priced | Refused:
     tokens = event.input_tokens + event.output_tokens
     if tokens > limits.max_tokens_per_event:

@@ -19,6 +19,7 @@ class Metric:
 
 EVENTS_PER_S = Metric("events_per_s", "events/s")
 PEAK_RSS = Metric("peak_rss_mb", "MB")
+DEDUPE_SIZE = Metric("dedupe_guard_mb", "MB")
 
 
 @dataclass

@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.usage.flow import USAGE
 from agents.usage.synthetic import SyntheticUsage, synthetic_usage
-from bench.cases import EVENTS_PER_S, PEAK_RSS, Case, Context
+from bench.cases import DEDUPE_SIZE, EVENTS_PER_S, PEAK_RSS, Case, Context
 from devkit.harness import new_worker
 from runtime.settings import Settings, kafka_bootstrap_servers
 from scribe.app import prepare
@@ -182,7 +182,7 @@ class UsageToPostgres(Case):
     The rate is from the ledger's own clock (each batch's transaction start)."""
 
     name = "ours.usage_to_postgres"
-    metrics = (EVENTS_PER_S, PEAK_RSS)
+    metrics = (EVENTS_PER_S, PEAK_RSS, DEDUPE_SIZE)
 
     def measure(self, ctx: Context) -> dict[str, float]:
         events(ctx)
@@ -198,9 +198,23 @@ class UsageToPostgres(Case):
                         database, ctx.events, PEER_TIMEOUT_S, worker.alive, worker.log_path
                     )
                 )
-            return {"events_per_s": rate, "peak_rss_mb": rss.megabytes}
+            return {
+                "events_per_s": rate,
+                "peak_rss_mb": rss.megabytes,
+                "dedupe_guard_mb": asyncio.run(_guard_megabytes(database)),
+            }
         finally:
             worker.stop()
+
+
+async def _guard_megabytes(database_url: str) -> float:
+    """The dedupe guard's size on disk (table and index) once the run's events are in."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        size = await conn.fetchval("SELECT pg_total_relation_size('usage_event_ids')")
+        return float(size) / 2**20
+    finally:
+        await conn.close()
 
 
 async def _empty_ledger(database_url: str) -> None:

@@ -2,7 +2,9 @@
 
 One transaction per batch: the batch is COPied into a temporary staging table; one statement
 inserts the ids new to `usage_event_ids` (ON CONFLICT DO NOTHING RETURNING), puts only those
-rows into the month-partitioned ledger and adds only those to the rollups; then the budgets of
+rows into the month-partitioned ledger (ON CONFLICT DO NOTHING: an event of a detached month,
+whose guard row is gone, is refused by the ledger's key) and adds only the rows the ledger
+took to the rollups; then the budgets of
 the users whose spend changed are refreshed (alerts, state) before the commit. Redelivered and
 replayed events therefore change nothing, and the caller commits its offsets only after this
 returns.
@@ -18,7 +20,7 @@ from decimal import Decimal
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from schemas.events import UsageEvent
+from schemas.usage_wire import Usage
 from sinks.postgres.budgets import lock_budgets, refresh_budgets
 
 
@@ -97,16 +99,20 @@ def _rollup(table: str, keys: str, key_exprs: str, group: str) -> str:
 
 _COLUMNS = ", ".join(_STAGE_COLUMNS)
 # Rollup rows are upserted in key order, so two overlapping batches lock them in one order.
+# The guard holds the ids of the retained months (migration 0300); the ledger's own key refuses
+# a copy of an event whose guard row went with its detached month.
 _WRITE_FROM_STAGE = f"""
 WITH new_ids AS (
-    INSERT INTO usage_event_ids (event_id)
-    SELECT event_id FROM usage_stage ORDER BY event_id
+    INSERT INTO usage_event_ids (event_id, month)
+    SELECT event_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date
+    FROM usage_stage ORDER BY event_id
     ON CONFLICT DO NOTHING
     RETURNING event_id
 ), inserted AS (
     INSERT INTO usage_events ({_COLUMNS})
     SELECT {", ".join(f"s.{c}" for c in _STAGE_COLUMNS)}
     FROM usage_stage s JOIN new_ids USING (event_id)
+    ON CONFLICT DO NOTHING
     RETURNING user_id, service, model, input_tokens, output_tokens, images, free_tier,
               cost_usd, occurred_at
 ), daily AS ({
@@ -139,7 +145,7 @@ FROM inserted GROUP BY 1, 2, 3, 4
 
 @dataclass(frozen=True, slots=True)
 class PricedUsage:
-    event: UsageEvent
+    event: Usage
     cost_usd: Decimal
     catalog_version: str | None  # None: the producer's own cost_usd
 

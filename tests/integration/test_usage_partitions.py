@@ -1,6 +1,7 @@
 """Ledger partitions: the current month and the next two exist ahead of time; earlier months
-are created on demand; the retention setting's detach keeps the rollups, and a late event
-for a detached month attaches it again."""
+are created on demand; the retention setting's detach keeps the rollups and drops the month's
+dedupe guard rows, and a late event for a detached month attaches it again and is still
+counted once."""
 
 from __future__ import annotations
 
@@ -79,11 +80,19 @@ async def test_detached_months_keep_their_rollups_and_a_late_event_reattaches(
         assert await db.fetchval(f"SELECT count(*) FROM {partition(march)}") == 1  # kept aside
         assert await db.fetchval("SELECT count(*) FROM usage_events WHERE user_id = $1", user) == 0
         assert await monthly() == Decimal("0.5")
+        guarded = "SELECT count(*) FROM usage_event_ids WHERE event_id = $1"
+        assert await db.fetchval(guarded, first.event.event_id) == 0  # the guard is bounded
 
         assert (await ledger.write([usage("0.25")])).inserted == 1
         assert await attached(db, partition(march))
         assert await db.fetchval("SELECT count(*) FROM usage_events WHERE user_id = $1", user) == 2
-        assert (await ledger.write([first])).inserted == 0  # still counted once
+        assert (await ledger.write([first])).inserted == 0  # still counted once: the ledger's key
         assert await monthly() == Decimal("0.75")
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM usage_events WHERE event_id = $1", first.event.event_id
+            )
+            == 1
+        )
     finally:
         await pool.close()
