@@ -84,7 +84,7 @@ class ListConsumer:
         self.counts = dict(partition_counts or {})
         self.committed: dict[TopicPartition, int] = {}
         self.commits: list[dict[TopicPartition, int]] = []
-        self.paused: set[TopicPartition] = set()
+        self._paused: set[TopicPartition] = set()
         self.refuse_commits = False
         self.listener: Any = None
         self.topics: list[str] = []
@@ -110,7 +110,7 @@ class ListConsumer:
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
         taken: dict[Any, list[Any]] = {}
         for tp, queue in self.queues.items():
-            if tp in self.paused or not queue or max_records <= 0:
+            if tp in self._paused or not queue or max_records <= 0:
                 continue
             taken[tp], self.queues[tp] = queue[:max_records], queue[max_records:]
             max_records -= len(taken[tp])
@@ -127,10 +127,14 @@ class ListConsumer:
         self.committed.update(offsets)
 
     def pause(self, *partitions: TopicPartition) -> None:
-        self.paused.update(partitions)
+        self._paused.update(partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        """As aiokafka's consumer: the partitions paused now."""
+        return set(self._paused)
 
     def resume(self, *partitions: TopicPartition) -> None:
-        self.paused.difference_update(partitions)
+        self._paused.difference_update(partitions)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.queues)

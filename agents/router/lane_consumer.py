@@ -33,6 +33,8 @@ from runtime.lag import ConsumerGroups
 from runtime.metrics import LANE_HELD, LANE_IN_FLIGHT, PROMOTIONS
 from schemas import DecodeError, encode
 from schemas.events import AIResponse, ResponseStatus, RoutedRequest, RouterSettlement
+from sinks.redis import RETRYABLE as REDIS_DOWN
+from sinks.retry import until_written
 from topics.catalog import AI_RESPONSES, AI_ROUTER_SETTLEMENTS, USAGE_EVENTS, TopicSpec
 from topics.dlq import Origin
 
@@ -146,7 +148,11 @@ class ExecuteRouted:
             await self._execute(job, request_id)
 
     async def _execute(self, job: Job[RoutedRequest], request_id: str) -> None:
-        if await self.marks.done(request_id):
+        # While Redis is down the call waits for it (its lane slot held, so the lane slows to
+        # a stop), rather than run a request that may have been answered already.
+        if await until_written(
+            "redis.router_done", self.marks.done, request_id, retryable=REDIS_DOWN
+        ):
             log.info("router: %s already answered; not executed again", request_id)
             return
         try:
@@ -157,7 +163,13 @@ class ExecuteRouted:
             await self.dead_letter(job.origin, "execute", str(outcome.response.error))
         await self.publish(outcome_messages(outcome))
         count_response(outcome.response)
-        await self.marks.mark(request_id)
+        try:
+            await self.marks.mark(request_id)
+        except REDIS_DOWN as error:
+            # Answered and published: only a re-read after a crash could run it again.
+            log.warning(
+                "router: %s answered, but its done mark was not stored: %s", request_id, error
+            )
 
 
 class LaneConsumer(Service, Generic[T]):
@@ -274,7 +286,14 @@ class LaneConsumer(Service, Generic[T]):
             self._start(job)
         if plan.offpeak is None or plan.offpeak.contains(now):
             while len(self.queue) and self.in_flight < self.concurrency:
-                if isinstance(await plan.rate_gate.acquire(), Wait):
+                try:
+                    gate = await plan.rate_gate.acquire()
+                except REDIS_DOWN as error:
+                    log.warning(
+                        "router: %s lane holds its queue while Redis is down: %s", self.name, error
+                    )
+                    break
+                if isinstance(gate, Wait):
                     break
                 for job in self.queue.in_order(1):
                     self._start(job)
@@ -299,6 +318,16 @@ class LaneConsumer(Service, Generic[T]):
         except asyncio.CancelledError:
             abandoned = True  # at stop: its offset stays uncommitted, so it runs again
             raise
+        except Exception:
+            # Not answered (a server stayed down until the stop, or a bug): never committed
+            # past, so a restart reads it again; the done marks skip what was answered.
+            abandoned = True
+            log.exception(
+                "router: %s lane: %s/%d not finished; left uncommitted until a restart",
+                self.name,
+                job.partition.topic,
+                job.offset,
+            )
         finally:
             if not abandoned:
                 self.tracker.finished(job.partition, job.offset)

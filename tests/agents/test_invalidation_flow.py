@@ -65,7 +65,7 @@ async def test_a_redis_that_pushes_back_holds_the_cdn_and_the_commit() -> None:
             nonlocal refusals
             if refusals:
                 refusals -= 1
-                order.append(f"redis down, paused={bool(consumer.paused)}")
+                order.append(f"redis down, paused={bool(consumer.paused())}")
                 raise SinkBackpressure(0.01, "Redis is down")
             order.append("redis")
 
@@ -82,7 +82,7 @@ async def test_a_redis_that_pushes_back_holds_the_cdn_and_the_commit() -> None:
         "cdn, committed={}",
     ]
     assert consumer.committed == {TopicPartition(CACHE_INVALIDATIONS.name, 0): 1}
-    assert not consumer.paused
+    assert not consumer.paused()
 
 
 async def test_a_lone_invalidation_is_delivered_without_waiting_for_the_window() -> None:

@@ -161,7 +161,7 @@ async def test_backpressure_pauses_the_partitions_and_writes_the_batch_again() -
         async def write(self, batch: list[int]) -> None:
             if pushed:
                 raise pushed.pop()
-            paused_while_pushed_back.append(bool(consumer.paused))
+            paused_while_pushed_back.append(bool(consumer.paused()))
             await sink.write(batch)
 
     runner = await run_flow(flow([Pushing()], max_batch=2), consumer)
@@ -169,7 +169,7 @@ async def test_backpressure_pauses_the_partitions_and_writes_the_batch_again() -
     assert sink.batches == [[1, 2]]
     assert paused_while_pushed_back == [True]
     assert consumer.committed == {TopicPartition(TOPIC, 0): 2}
-    assert not runner.paused and not consumer.paused
+    assert not runner.paused and not consumer.paused()
 
 
 async def test_records_of_a_revoked_partition_are_left_to_their_next_owner() -> None:
