@@ -10,9 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from aiokafka import TopicPartition
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from aiokafka import TopicPartition
 
 from agents.router.keys import Limit, TokenBuckets
 from agents.router.lane_consumer import DeferredPlan, Job, LaneConsumer
