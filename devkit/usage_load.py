@@ -45,10 +45,13 @@ class DailyTotal:
         )
 
 
-def usage_events(run_id: str, count: int, users: int = 40, seed: int = 11) -> list[UsageEvent]:
-    """`count` distinct usage events over `users` users of this run, priced to 12 places."""
+def usage_events(
+    run_id: str, count: int, users: int = 40, seed: int = 11, now: datetime | None = None
+) -> list[UsageEvent]:
+    """`count` distinct usage events over `users` users of this run, priced to 12 places, in
+    the 30 hours before `now` (the clock's by default)."""
     rng = random.Random(seed)
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=30)
+    start = (now or datetime.now(UTC)).replace(microsecond=0) - timedelta(hours=30)
     events = []
     for i in range(count):
         service, model = MODELS[i % len(MODELS)]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from devkit.usage_load import DailyTotal, expected_daily, usage_events, with_redeliveries
 
 
 def test_events_are_distinct_valid_and_repeatable() -> None:
-    events = usage_events("run1", 500)
+    now = datetime.now(UTC)  # one clock for both: a second may pass between the calls
+    events = usage_events("run1", 500, now=now)
     assert len({e.event_id for e in events}) == 500
     assert all(e.user_id.startswith("run1-u") and e.cost_usd for e in events)
-    assert usage_events("run1", 500) == events
+    assert usage_events("run1", 500, now=now) == events
 
 
 def test_redelivered_events_come_after_their_first_delivery_and_count_once() -> None:
