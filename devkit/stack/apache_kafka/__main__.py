@@ -98,8 +98,9 @@ def up(*, root: Path, cache: Path, brokers: int, heap: str, sasl_ssl: bool, fres
     cluster = _cluster(root, cache, heap)
     try:
         if fresh:
-            cluster.down(report=_say, purge=True)
-        cluster.up(brokers, report=_say, sasl_ssl=sasl_ssl)
+            cluster.up_fresh(brokers, report=_say, sasl_ssl=sasl_ssl)
+        else:
+            cluster.up(brokers, report=_say, sasl_ssl=sasl_ssl)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     for name, value in _environment(cluster).items():
@@ -167,8 +168,7 @@ def run(
     # A CI runner or `kill` stops us with SIGTERM: exit through `finally`, stopping the cluster.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        cluster.down(report=_say, purge=True)
-        cluster.up(brokers, report=_say, sasl_ssl=sasl_ssl)
+        cluster.up_fresh(brokers, report=_say, sasl_ssl=sasl_ssl)
         child = subprocess.Popen(list(command), env={**os.environ, **_environment(cluster)})
         try:
             code = child.wait()

@@ -54,6 +54,11 @@ logger.raftserver.level = INFO
 """
 
 
+# What a node's log says when another process holds a port it was given.
+PORT_TAKEN = "Address already in use"
+START_ATTEMPTS = 3
+
+
 @dataclass(frozen=True)
 class KafkaNode:
     node_id: int
@@ -296,6 +301,25 @@ class KafkaCluster:
             f"in {time.monotonic() - started:.1f} s"
         )
         return self.url
+
+    def up_fresh(
+        self, brokers: int, report: Callable[[str], None] = lambda _: None, sasl_ssl: bool = False
+    ) -> str:
+        """A new cluster (an earlier one here is deleted) on ports found free. A port found free
+        can be taken by another process before a node binds it; then the cluster is deleted and
+        started again on other ports, up to START_ATTEMPTS times."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self.down(report=report, purge=True)
+            try:
+                return self.up(brokers, report=report, sasl_ssl=sasl_ssl)
+            except StackError as exc:
+                if PORT_TAKEN not in str(exc) or attempt == START_ATTEMPTS:
+                    raise
+                report(
+                    f"a port was taken before kafka bound it (attempt {attempt} of "
+                    f"{START_ATTEMPTS}); starting again on other ports"
+                )
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _with_free_ports(self, node: KafkaNode) -> KafkaNode:
         """A stopped node keeps its ports unless another process took one meanwhile."""
