@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from datetime import timedelta
-from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import TopicPartition
@@ -15,34 +14,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from agents.router.keys import Limit, TokenBuckets
-from agents.router.lane_consumer import DeferredPlan, Job, LaneConsumer
-from runtime.lag import ConsumerGroups
+from agents.router.lane_consumer import DeferredPlan, Job
 from runtime.testing import ListConsumer, records
+from tests.agents.test_router_lane_stop import lane
 from topics.catalog import AI_LANE_DEFERRED, AI_LANE_URGENT
-from topics.dlq import Origin
 
 URGENT = TopicPartition(AI_LANE_URGENT.name, 0)
-
-
-async def no_dead_letter(origin: Origin, kind: str, reason: str) -> None:
-    raise AssertionError(f"unexpected dead letter {kind}: {reason}")
-
-
-def lane(consumer: ListConsumer, handle: Any, **options: Any) -> LaneConsumer[bytes]:
-    spec = AI_LANE_DEFERRED if "deferred" in options else AI_LANE_URGENT
-    return LaneConsumer(
-        spec.name.rsplit(".", 1)[-1],
-        spec,
-        lambda: consumer,
-        group="test-router-lane",
-        groups=ConsumerGroups(),
-        read=lambda value: value,
-        deadline_of=lambda _: None,
-        handle=handle,
-        dead_letter=no_dead_letter,
-        concurrency=4,
-        **options,
-    )
 
 
 async def test_a_call_that_fails_is_not_committed_and_the_lane_goes_on() -> None:
@@ -91,7 +68,7 @@ async def test_the_deferred_lane_holds_its_queue_while_redis_is_down() -> None:
     async def handle(job: Job[bytes]) -> None:
         handled.append(job.payload)
 
-    service = lane(consumer, handle, deferred=plan)
+    service = lane(consumer, handle, AI_LANE_DEFERRED, deferred=plan)
     await service.start()
     try:
         async with asyncio.timeout(5):

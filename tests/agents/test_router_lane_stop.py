@@ -13,7 +13,7 @@ from agents.router import lane_consumer
 from agents.router.lane_consumer import Job, LaneConsumer
 from runtime.lag import ConsumerGroups
 from runtime.testing import ListConsumer, records
-from topics.catalog import AI_LANE_URGENT
+from topics.catalog import AI_LANE_URGENT, TopicSpec
 from topics.dlq import Origin
 
 TOPIC = AI_LANE_URGENT.name
@@ -24,19 +24,22 @@ async def no_dead_letter(origin: Origin, kind: str, reason: str) -> None:
     raise AssertionError(f"unexpected dead letter {kind}: {reason}")
 
 
-def lane(consumer: ListConsumer, handle: Any, stop_together: list[Any]) -> LaneConsumer[bytes]:
+def lane(
+    consumer: ListConsumer, handle: Any, spec: TopicSpec = AI_LANE_URGENT, **options: Any
+) -> LaneConsumer[bytes]:
+    """A lane of raw payloads on `spec`, four calls at a time, reading `consumer`."""
     return LaneConsumer(
-        "urgent",
-        AI_LANE_URGENT,
+        spec.name.rsplit(".", 1)[-1],
+        spec,
         lambda: consumer,
-        group="test-router-urgent",
+        group=f"test-router-{spec.name}",
         groups=ConsumerGroups(),
         read=lambda value: value,
         deadline_of=lambda _: None,
         handle=handle,
         dead_letter=no_dead_letter,
         concurrency=4,
-        stop_together=stop_together,
+        **options,
     )
 
 
@@ -57,7 +60,7 @@ async def test_a_call_held_at_stop_is_abandoned_uncommitted_within_the_grace(
             both_quick_done.set()
 
     stop_together: list[Any] = []
-    service = lane(consumer, handle, stop_together)
+    service = lane(consumer, handle, stop_together=stop_together)
     assert stop_together == [service], "the worker stops the lane with the other flows"
     await service.start()
     await asyncio.wait_for(asyncio.gather(held.wait(), both_quick_done.wait()), 5)
@@ -85,7 +88,7 @@ async def test_calls_that_finish_within_the_grace_are_committed(monkeypatch: Any
             await asyncio.sleep(0.3)
         handled.append(job.payload)
 
-    service = lane(consumer, handle, [])
+    service = lane(consumer, handle)
     await service.start()
     await asyncio.wait_for(slow_started.wait(), 5)
     await asyncio.wait_for(service.stop(), 5)
