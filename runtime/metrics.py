@@ -183,8 +183,9 @@ COALESCED_TARGETS = Counter(
 )
 CACHE_WARMING = Counter(
     "scribe_cache_warming_total",
-    "world_loaded events handled by cache warming, by outcome (warmed, already_cached, "
-    "refused, no_state, no_table, failed)",
+    "Cache warming by outcome: each world a batch of world_loaded events named (warmed, "
+    "already_cached, refused, no_state, no_table, failed), or bad_input (a world.events record "
+    "that is no WorldEvent: skipped, the world flow dead-letters it)",
     ["outcome"],
 )
 

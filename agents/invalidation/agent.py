@@ -1,33 +1,22 @@
-"""Wiring: the invalidation flow as a service of the worker (with its health check), and
-cache warming as an agent on world.events."""
+"""Wiring: the invalidation flow (with its health check) and the cache-warming flow on
+world.events, each as a service of the worker."""
 
 from __future__ import annotations
 
-import contextlib
 from functools import partial
-from typing import Any
 
 import faust
 
 from agents.context import Resources
-from agents.invalidation import flow
+from agents.invalidation import flow, warming_flow
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import CdnSink, RedisSink
-from agents.invalidation.hot_keys import worlds_to_warm
-from agents.invalidation.warming import CacheWarmer
-from cache import CacheClient
 from runtime.health import Finding, Status
-from runtime.metrics import CACHE_WARMING
 from runtime.service import Running
-from schemas import DecodeError, decode
-from schemas.events import WorldEvent
-from topics.catalog import WORLD_EVENTS
 
 
 def register(app: faust.App, resources: Resources) -> None:
-    settings = resources.settings
     config = InvalidationSettings.from_env()
-    warming_cache = CacheClient(settings.redis_url, name="warming", l1=False)
     running = Running()
 
     async def flow_health() -> Finding:
@@ -49,20 +38,5 @@ def register(app: faust.App, resources: Resources) -> None:
 
     build = partial(flow.build, resources, config)
     app.service(resources.flow_service(flow.INVALIDATION.flow, build, running))
-    # The warming agent below is Faust's and runs until Faust stops: its client closes after.
-    resources.on_close("warming cache", warming_cache.close)
-
-    # A Faust agent on world.events beside the world flow (which reads them in its own group).
-    # Bad input is the world flow's to dead-letter, so here it is only skipped.
-    @app.agent(resources.topic(WORLD_EVENTS), name="cache-warming")
-    async def warm_loaded_worlds(stream: Any) -> None:
-        warmer = CacheWarmer(resources.databases, warming_cache, config.warm_ttl_seconds)
-        async for values in stream.take(500, within=0.2):
-            events = []
-            for value in values:
-                if value is None:  # a tombstone: nothing to warm (the world flow dead-letters it)
-                    continue
-                with contextlib.suppress(DecodeError):
-                    events.append(decode(value, WorldEvent))
-            for world_id in worlds_to_warm(events):
-                CACHE_WARMING.labels(outcome=await warmer.warm(world_id)).inc()
+    warm = partial(warming_flow.build, resources, config)
+    app.service(resources.flow_service(warming_flow.WARMING.flow, warm))

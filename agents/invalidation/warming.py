@@ -3,6 +3,9 @@
 Warming is a loader like any other: it writes through the cache client's lease guard, so it
 never stores a state older than an invalidation that ran while it read. It is an optimization,
 so a failure is counted and logged, and the cache fills on demand instead.
+
+`WarmingSink` is the cache-warming flow's sink (`agents/invalidation/warming_flow.py`): it
+warms the worlds of a batch one by one and counts each outcome.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncpg
 from agents.invalidation.hot_keys import hot_entries, world_tag
 from cache import CacheClient
 from cache.client import REDIS_ERRORS
+from runtime.metrics import CACHE_WARMING
 from sinks.postgres.databases import Databases
 
 log = logging.getLogger(__name__)
@@ -51,9 +55,28 @@ class CacheWarmer:
         except asyncpg.UndefinedTableError:
             log.warning("cache warming: no world_state table yet; world %s not warmed", world_id)
             return "no_table"
-        except (*REDIS_ERRORS, asyncpg.PostgresError) as exc:
+        except (*REDIS_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("cache warming: world %s not warmed: %s", world_id, exc)
             return "failed"
         if result.filled:
             return "warmed"
         return "refused" if result.refused else "already_cached"
+
+
+class WarmingSink:
+    """Warms each world of a batch and counts the outcome. It never raises for a server that
+    is down: the world is counted `failed` and the next one is tried, and the batch commits.
+    Warming is best-effort and only saves a first read its miss; pushing back (pausing and
+    retrying) would hold the group's offsets through an outage and then warm, all at once,
+    worlds whose readers have long since filled the cache on demand."""
+
+    def __init__(self, warmer: CacheWarmer) -> None:
+        self.warmer = warmer
+
+    async def write(self, batch: list[str]) -> None:
+        for world_id in batch:
+            CACHE_WARMING.labels(outcome=await self.warmer.warm(world_id)).inc()
+
+    async def close(self) -> None:
+        """Closes the warming cache client: the runtime calls it once the loop has stopped."""
+        await self.warmer.cache.close()

@@ -115,7 +115,7 @@ GROUP BY 1, 2
 _SIMILAR = """
 SELECT service, model, priority, size, count(*) AS groups, sum(cost) AS cost_usd
 FROM (
-    SELECT user_id, date_trunc('hour', occurred_at), service, model, priority,
+    SELECT user_id, date_trunc('hour', occurred_at, 'UTC'), service, model, priority,
            count(*) AS size, sum(cost_usd) AS cost
     FROM usage_events
     WHERE occurred_at >= $1 AND occurred_at < $2 {user}

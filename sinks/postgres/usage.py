@@ -101,6 +101,8 @@ _COLUMNS = ", ".join(_STAGE_COLUMNS)
 # Rollup rows are upserted in key order, so two overlapping batches lock them in one order.
 # The guard holds the ids of the retained months (migration 0300); the ledger's own key refuses
 # a copy of an event whose guard row went with its detached month.
+# Every period is the UTC one: date_trunc without a zone cuts at the session zone's hours (in a
+# zone with a half-hour offset, 10:45 UTC would be filed under the hour from 10:30 UTC).
 _WRITE_FROM_STAGE = f"""
 WITH new_ids AS (
     INSERT INTO usage_event_ids (event_id, month)
@@ -133,7 +135,7 @@ WITH new_ids AS (
     _rollup(
         "usage_hourly_by_model",
         "hour, service, model",
-        "date_trunc('hour', occurred_at), service, model",
+        "date_trunc('hour', occurred_at, 'UTC'), service, model",
         "1, 2, 3",
     )
 })

@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.invalidation.warming_flow import WARMING
 from cache import CacheClient
 from cache.layout import LEASE_FIELD
 from devkit.harness import WorkerProcess
@@ -189,9 +190,10 @@ async def test_consumer_lag_is_reported_for_every_consumer_group_of_the_worker(
     loaded_worker: WorkerProcess, metrics_stack: dict[str, str]
 ) -> None:
     groups = await consumer_groups_of(metrics_stack["SCRIBE_KAFKA_URL"], loaded_worker.app_id)
-    # Faust's group, the router's intake, held and three execution lanes, usage, world and
-    # invalidation: a broker that lists fewer has not seen the flows join.
-    assert len(groups) >= 9, sorted(groups)
+    # Faust's group, the router's intake, held and three execution lanes, usage, world,
+    # invalidation and cache warming: a broker that lists fewer has not seen the flows join.
+    assert len(groups) >= 10, sorted(groups)
+    assert WARMING.group_of(loaded_worker.app_id) in groups, sorted(groups)
 
     async def unreported() -> list[str]:
         samples = await scrape(loaded_worker.url)
