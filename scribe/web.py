@@ -41,7 +41,7 @@ def register_pages(
     app: faust.App,
     health: HealthChecks,
     feed: DashboardFeed,
-    flows: Mapping[str, Running] | None = None,
+    flows: Mapping[str, Running[Any]] | None = None,
 ) -> None:
     """`flows`: the worker's flows by name (`Resources.flow_states`), for /ready."""
     page = DASHBOARD_PAGE.read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ from agents.invalidation.delivery import CdnSink, RedisSink
 from agents.invalidation.hot_keys import worlds_to_warm
 from agents.invalidation.warming import CacheWarmer
 from cache import CacheClient
+from runtime.flow import FlowRunner
 from runtime.health import Finding, Status
 from runtime.metrics import CACHE_WARMING
 from runtime.service import Running
@@ -28,7 +29,7 @@ def register(app: faust.App, resources: Resources) -> None:
     settings = resources.settings
     config = InvalidationSettings.from_env()
     warming_cache = CacheClient(settings.redis_url, name="warming", l1=False)
-    running = Running()
+    running: Running[FlowRunner[Any, Any]] = Running()
 
     async def flow_health() -> Finding:
         runner = running.runner

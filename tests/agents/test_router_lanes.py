@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.router.lanes import DeferredQueue, OffPeak, OffsetTracker
+from agents.router.lanes import DeferredQueue, OffPeak
+from runtime.concurrent import OffsetTracker
 from runtime.settings import SettingsError
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
