@@ -99,7 +99,17 @@ class ListConsumer:
         for topic in self.topics:
             for p in range(self.counts.get(topic, 0)):
                 self.queues.setdefault(TopicPartition(topic, p), [])
-        await self.listener.on_partitions_assigned(set(self.queues))
+        if self.listener is not None:  # else partitions are assigned, not given by a group
+            await self.listener.on_partitions_assigned(set(self.queues))
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read only `partitions` (a reader without a group)."""
+        wanted = set(partitions)
+        self.queues = {tp: self.queues.get(tp, []) for tp in wanted}
+
+    async def seek_to_beginning(self) -> None:
+        for tp in self.queues:
+            self.queues[tp] = list(self.logs.get(tp, []))
 
     async def stop(self) -> None:
         self.stopped = True
