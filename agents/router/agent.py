@@ -246,7 +246,7 @@ def _host_execution(
         await until_written("router.publish", send_all, retryable=(KafkaError, OSError))
 
     async def dead_letter(record: Origin, kind: str, reason: str) -> None:
-        await resources.dead_letters.send(AI_REQUESTS, record, kind, reason)
+        await resources.dead_letters.send(AI_REQUESTS, record, kind, reason, agent="router")
 
     base = resources.settings.base
 

@@ -56,6 +56,8 @@ def lane_spec(lane: str, topic: TopicSpec, fetch_wait_ms: int = 500) -> Consumer
         poll_ms=100,
         # Calls in flight get STOP_GRACE_S; each further step of the stop this long.
         stop_seconds=5.0,
+        # Counted with the router's other inputs (the error-rate alert divides by agent).
+        agent_labels={topic.name: "router"},
     )
 
 
