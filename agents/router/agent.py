@@ -149,7 +149,7 @@ def register(app: faust.App, resources: Resources) -> None:
 
     upstreams: dict[str, Upstream] = {}
 
-    _host_execution(app, resources, settings, upstreams=upstreams, images=images, budgets=budgets)
+    _host_execution(app, resources, settings, upstreams=upstreams, images=images)
 
     async def start_budget_reader() -> None:
         await app.add_runtime_dependency(
@@ -210,7 +210,6 @@ def _host_execution(
     *,
     upstreams: dict[str, Upstream],
     images: ImageStore,
-    budgets: BudgetBook,
 ) -> None:
     """The intake and the lanes, each a flow hosted like the worker's others (its group's lag
     sampled, stopped with them, /ready waiting for its join), registered now and built when
