@@ -14,10 +14,9 @@ import faust
 import mode
 import redis.asyncio as aioredis
 
-from runtime.flow import Flow
 from runtime.health import HealthChecks
 from runtime.lag import ConsumerGroups
-from runtime.service import FlowService, Running
+from runtime.service import AnyFlow, FlowService, Running
 from runtime.settings import ResolvedSettings
 from sinks.postgres.databases import Databases
 from topics.catalog import TOPICS, TopicSpec
@@ -63,7 +62,7 @@ class Resources:
         self.flows: list[mode.ServiceT] = []
         # Each flow hosted by `flow_service`, by name, from its registration on: /ready waits
         # until every one has joined its consumer group.
-        self.flow_states: dict[str, Running] = {}
+        self.flow_states: dict[str, Running[Any]] = {}
         # Raw bytes in and out: decoding is ours, so bad input can reach the DLQ intact.
         self.topics = {
             spec.name: app.topic(
@@ -79,13 +78,13 @@ class Resources:
     def flow_service(
         self,
         name: str,
-        build: Callable[[], Awaitable[Flow[Any, Any]]],
-        running: Running | None = None,
+        build: Callable[[], Awaitable[AnyFlow]],
+        running: Running[Any] | None = None,
     ) -> type[mode.Service]:
         """The service that hosts flow `name` in this worker (for `app.service`): its group's
         lag is sampled with the others', and the worker stops it with the other flows."""
         resources = self
-        running = running or Running()
+        running = running or Running[Any]()
         self.flow_states[name] = running
 
         class Hosted(FlowService):

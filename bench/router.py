@@ -86,7 +86,7 @@ def running_worker(
             while time.monotonic() < deadline:
                 log = worker.log_path.read_text(errors="replace")
                 lanes = ("intake", "held", "urgent", "normal", "deferred")
-                if all(f"router: {lane} lane assigned" in log for lane in lanes):
+                if all(f"router-{lane}: assigned partitions" in log for lane in lanes):
                     break
                 time.sleep(0.2)
             httpx.post(f"{sim}/_sim/config", json={"delay_ms": 0}).raise_for_status()

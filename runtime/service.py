@@ -9,11 +9,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import mode
 
 from runtime import kafka
+from runtime.concurrent import ConcurrentRunner, RecordFlow
 from runtime.flow import Flow, FlowRunner
 from runtime.lag import ConsumerGroups
 from runtime.settings import ResolvedSettings
@@ -21,11 +22,33 @@ from runtime.settings import ResolvedSettings
 log = logging.getLogger(__name__)
 
 
-class Running:
+class Runner(Protocol):
+    """What the host uses of a runner (`FlowRunner`, `ConcurrentRunner`)."""
+
+    assigned: bool
+
+    async def start(self) -> None: ...
+    async def run(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+R = TypeVar("R", bound=Runner)
+
+# A batch flow or a per-record flow: the host builds the runner each needs.
+AnyFlow = Flow[Any, Any] | RecordFlow[Any]
+
+
+def runner_for(flow: AnyFlow, consumer: Any) -> FlowRunner[Any, Any] | ConcurrentRunner[Any]:
+    if isinstance(flow, RecordFlow):
+        return ConcurrentRunner(flow, consumer)
+    return FlowRunner(flow, consumer)
+
+
+class Running(Generic[R]):
     """Where a flow's runner can be found once its service has started (for /health and
     /ready)."""
 
-    runner: FlowRunner[Any, Any] | None = None
+    runner: R | None = None
 
     @property
     def joined(self) -> bool:
@@ -40,12 +63,12 @@ class FlowService(mode.Service):
 
     def __init__(
         self,
-        build: Callable[[], Awaitable[Flow[Any, Any]]],
+        build: Callable[[], Awaitable[AnyFlow]],
         settings: ResolvedSettings,
         *,
         groups: ConsumerGroups | None = None,
         stop_together: list[Any] | None = None,
-        running: Running | None = None,
+        running: Running[Any] | None = None,
         name: str = "flow",
         **kwargs: Any,
     ) -> None:
@@ -54,7 +77,7 @@ class FlowService(mode.Service):
         self.build = build
         self.settings = settings
         self.groups = groups
-        self.running = running or Running()
+        self.running: Running[Any] = running or Running()
         self._group: str | None = None
         self._running: asyncio.Task[None] | None = None
         if stop_together is not None:
@@ -75,7 +98,7 @@ class FlowService(mode.Service):
             spec, settings = flow.spec, self.settings
             group = spec.group(settings)
             consumer = kafka.consumer(settings, group, **spec.consumer_options())
-            runner = FlowRunner(flow, consumer)
+            runner = runner_for(flow, consumer)
             self.running.runner = runner
             await runner.start()
             if self.groups is not None:

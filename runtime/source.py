@@ -80,6 +80,8 @@ class Consumer(Protocol):
     def resume(self, *partitions: TopicPartition) -> None: ...
     def assignment(self) -> set[TopicPartition]: ...
     def partitions_for_topic(self, topic: str) -> set[int] | None: ...
+    def assign(self, partitions: Iterable[TopicPartition]) -> None: ...
+    async def seek_to_beginning(self) -> None: ...
 
 
 @dataclass
@@ -164,6 +166,14 @@ class BatchSource(Generic[E]):
     async def start(self, ownership: Ownership) -> None:
         self.consumer.subscribe(list(self.spec.topics), listener=_Listener(self, ownership))
         await self.consumer.start()
+
+    async def start_from_beginning(self, partitions: frozenset[TopicPartition]) -> None:
+        """For a reader without a group (a compacted topic read as a table): `partitions`,
+        all of them, from their first record; nothing is committed."""
+        await self.consumer.start()
+        self.consumer.assign(sorted(partitions))
+        await self.consumer.seek_to_beginning()
+        self.own(partitions)
 
     def own(self, partitions: frozenset[TopicPartition]) -> None:
         self._epoch += 1

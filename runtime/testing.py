@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import TopicPartition
 
+from runtime.concurrent import ConcurrentRunner, RecordFlow
 from runtime.flow import Flow, FlowRunner
 from runtime.source import Record
 
@@ -98,7 +99,17 @@ class ListConsumer:
         for topic in self.topics:
             for p in range(self.counts.get(topic, 0)):
                 self.queues.setdefault(TopicPartition(topic, p), [])
-        await self.listener.on_partitions_assigned(set(self.queues))
+        if self.listener is not None:  # else partitions are assigned, not given by a group
+            await self.listener.on_partitions_assigned(set(self.queues))
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read only `partitions` (a reader without a group)."""
+        wanted = set(partitions)
+        self.queues = {tp: self.queues.get(tp, []) for tp in wanted}
+
+    async def seek_to_beginning(self) -> None:
+        for tp in self.queues:
+            self.queues[tp] = list(self.logs.get(tp, []))
 
     async def stop(self) -> None:
         self.stopped = True
@@ -197,3 +208,50 @@ async def run_flow(
         await runner.stop()
         await running
     return runner
+
+
+class Started:
+    """A per-record flow running in-process on a list consumer, as a worker runs it: `start`,
+    then `stop` (bounded, ordered); `crashed` says whether its loop ended with an error."""
+
+    def __init__(self, flow: RecordFlow[Any], consumer: ListConsumer) -> None:
+        self.consumer = consumer
+        self.runner: ConcurrentRunner[Any] = ConcurrentRunner(flow, consumer)
+        self._running: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.runner.start()
+        self._running = asyncio.create_task(self.runner.run())
+
+    @property
+    def crashed(self) -> bool:
+        task = self._running
+        return task is not None and task.done() and task.exception() is not None
+
+    async def settled(self, timeout: float = RUN_TIMEOUT_S) -> None:
+        """Every record was read and none is waiting, held back or in flight."""
+        async with asyncio.timeout(timeout):
+            while not (self.consumer.drained and self.runner.idle):
+                if self._running is not None and self._running.done():
+                    return
+                await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+        if self._running is not None:
+            await self._running  # its error, if it ended with one
+
+
+async def run_records(
+    flow: RecordFlow[Any], consumer: ListConsumer, timeout: float = RUN_TIMEOUT_S
+) -> ConcurrentRunner[Any]:
+    """Run the per-record `flow` until every record was read and finished (TimeoutError after
+    `timeout` if one stays held back), then stop it as a worker does. The commits are on
+    `consumer`."""
+    started = Started(flow, consumer)
+    await started.start()
+    try:
+        await started.settled(timeout)
+    finally:
+        await started.stop()
+    return started.runner

@@ -37,11 +37,16 @@ def readiness(
     return True, "ok"
 
 
+def joining(flows: Mapping[str, Running[Any]]) -> list[str]:
+    """The flows whose consumer has not joined its group yet (or is not built yet)."""
+    return sorted(name for name, running in flows.items() if not running.joined)
+
+
 def register_pages(
     app: faust.App,
     health: HealthChecks,
     feed: DashboardFeed,
-    flows: Mapping[str, Running] | None = None,
+    flows: Mapping[str, Running[Any]] | None = None,
 ) -> None:
     """`flows`: the worker's flows by name (`Resources.flow_states`), for /ready."""
     page = DASHBOARD_PAGE.read_text(encoding="utf-8")
@@ -59,8 +64,7 @@ def register_pages(
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:
         report = await health.run()
-        joining = sorted(name for name, running in flows.items() if not running.joined)
-        ready, reason = readiness(bool(app.rebalancing), report.http_status, joining)
+        ready, reason = readiness(bool(app.rebalancing), report.http_status, joining(flows))
         body = {"ready": ready, "reason": reason, "health": report.to_json()}
         return web.json(body, status=200 if ready else 503)
 

@@ -4,6 +4,7 @@ world.events, each as a service of the worker."""
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import faust
 
@@ -11,13 +12,14 @@ from agents.context import Resources
 from agents.invalidation import flow, warming_flow
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import CdnSink, RedisSink
+from runtime.flow import FlowRunner
 from runtime.health import Finding, Status
 from runtime.service import Running
 
 
 def register(app: faust.App, resources: Resources) -> None:
     config = InvalidationSettings.from_env()
-    running = Running()
+    running: Running[FlowRunner[Any, Any]] = Running()
 
     async def flow_health() -> Finding:
         runner = running.runner

@@ -5,13 +5,11 @@ to the decide owner. Unreadable input goes to ai.requests.dlq with the reason.""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from agents.context import Resources
@@ -27,15 +25,19 @@ from agents.router.lane_consumer import (
     DeferredPlan,
     DoneMarks,
     ExecuteRouted,
-    Job,
-    LaneConsumer,
+    HeldRelease,
+    declare_lane,
+    lane_spec,
 )
 from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
-from runtime import kafka, tracing
+from runtime import tracing
+from runtime.concurrent import RecordFlow
 from runtime.flow import Flow
 from runtime.metrics import MESSAGES_IN, PROCESSING_SECONDS
+from runtime.source import Received
+from runtime.spec import ConsumerSpec
 from schemas import DecodeError, decode
 from schemas.events import AIRequest, Lane, RoutedRequest, RouterSettlement
 from schemas.model_catalog import load_catalog
@@ -147,13 +149,14 @@ def register(app: faust.App, resources: Resources) -> None:
 
     upstreams: dict[str, Upstream] = {}
 
-    async def start_execution() -> None:
-        upstreams.update(_upstreams(resources, settings))
-        await _start_execution(
-            app, resources, settings, upstreams=upstreams, images=images, budgets=budgets
+    _host_execution(app, resources, settings, upstreams=upstreams, images=images)
+
+    async def start_budget_reader() -> None:
+        await app.add_runtime_dependency(
+            BudgetStateReader(resources.settings, settings.budget_state_topic, budgets)
         )
 
-    app.task(start_execution)
+    app.task(start_budget_reader)
 
     async def close_providers() -> None:
         for upstream in upstreams.values():
@@ -200,16 +203,119 @@ async def _decoded(event: Any, spec: TopicSpec, model: type[Any], resources: Res
         return None
 
 
-async def _start_execution(
+def _host_execution(
     app: faust.App,
     resources: Resources,
     settings: RouterSettings,
     *,
     upstreams: dict[str, Upstream],
     images: ImageStore,
-    budgets: BudgetBook,
 ) -> None:
-    executor = Executor(
+    """The intake and the lanes, each a flow hosted like the worker's others (its group's lag
+    sampled, stopped with them, /ready waiting for its join), registered now and built when
+    the worker starts."""
+    built: dict[str, ExecuteRouted] = {}
+
+    def execute() -> ExecuteRouted:
+        """The execution lanes' handler, built once, by the first lane that starts."""
+        if "execute" not in built:
+            upstreams.update(_upstreams(resources, settings))
+            built["execute"] = ExecuteRouted(
+                _executor(settings, upstreams, images),
+                publish,
+                dead_letter,
+                DoneMarks(resources.redis, settings.idempotency_window_s),
+            )
+            providers = [
+                f"{s} at {p.base_url} ({len(p.keys)} keys{', simulator' if p.simulated else ''})"
+                for s, p in settings.providers.items()
+            ]
+            log.info("router: executing with %s", ", ".join(providers) or "no providers")
+        return built["execute"]
+
+    async def publish(emits: list[Emit]) -> None:
+        async def send_all() -> None:
+            pending = [
+                await app.producer.send(e.spec.name, e.key, e.value, None, None, _trace_headers(e))
+                for e in emits
+            ]
+            for future in pending:
+                await future
+
+        await until_written("router.publish", send_all, retryable=(KafkaError, OSError))
+
+    async def dead_letter(record: Origin, kind: str, reason: str) -> None:
+        await resources.dead_letters.send(AI_REQUESTS, record, kind, reason, agent="router")
+
+    base = resources.settings.base
+
+    def fetch_wait_ms(flow: str) -> int:
+        # The embedded broker answers a waiting fetch only when its wait runs out (see
+        # scribe/faust_fetch_wait.py); Kafka answers when data arrives.
+        return FETCH_WAIT_MS[flow] if base.fast_rebalance else 500
+
+    async def intake() -> Flow[Any, Any]:
+        writer = dead_letter_writer(resources.dead_letters, splitter.INTAKE)
+        return splitter.declare(publish, writer, fetch_wait_ms("intake"))
+
+    app.service(resources.flow_service(splitter.INTAKE.flow, intake))
+
+    async def release(job: Received[AIRequest]) -> None:
+        with tracing.consuming(
+            "router.release", job.origin.headers, {"scribe.request_id": job.event.request_id}
+        ):
+            value = job.origin.value or b""
+            await publish([Emit(AI_REQUESTS_READY, job.event.user_id.encode(), value)])
+
+    held_spec = lane_spec("held", AI_REQUESTS_HELD, fetch_wait_ms("held"))
+
+    async def held() -> RecordFlow[AIRequest]:
+        plan = DeferredPlan(
+            rate_gate=TokenBuckets(
+                resources.redis,
+                "lane:held",
+                ["held"],
+                [deferred_rate_limit(settings.deferred_rate_per_s)],
+            ),
+            offpeak=settings.offpeak,
+            promote_before=timedelta(seconds=settings.promote_before_s),
+            max_held=settings.deferred_max_held,
+        )
+        return declare_lane(
+            held_spec,
+            read=lambda value: decode(value, AIRequest),
+            handle=release,
+            dead_letter=dead_letter,
+            concurrency=settings.deferred_concurrency,
+            holding=HeldRelease("held", plan, lambda request: request.deadline),
+        )
+
+    app.service(resources.flow_service(held_spec.flow, held))
+
+    concurrency = {
+        Lane.URGENT: settings.urgent_concurrency,
+        Lane.NORMAL: settings.normal_concurrency,
+        Lane.DEFERRED: settings.deferred_concurrency,
+    }
+
+    async def execution_lane(spec: ConsumerSpec, lane: Lane) -> RecordFlow[RoutedRequest]:
+        return declare_lane(
+            spec,
+            read=lambda value: decode(value, RoutedRequest),
+            handle=execute(),
+            dead_letter=dead_letter,
+            concurrency=concurrency[lane],
+        )
+
+    for lane, topic in LANE_TOPICS.items():
+        spec = lane_spec(lane.value, topic, fetch_wait_ms(lane.value))
+        app.service(resources.flow_service(spec.flow, partial(execution_lane, spec, lane)))
+
+
+def _executor(
+    settings: RouterSettings, upstreams: dict[str, Upstream], images: ImageStore
+) -> Executor:
+    return Executor(
         upstreams,
         Breakers(
             BreakerConfig(
@@ -229,116 +335,4 @@ async def _start_execution(
             default_deadline_s=settings.default_deadline_s,
             max_output_tokens=settings.max_output_tokens,
         ),
-    )
-
-    async def publish(emits: list[Emit]) -> None:
-        async def send_all() -> None:
-            pending = [
-                await app.producer.send(e.spec.name, e.key, e.value, None, None, _trace_headers(e))
-                for e in emits
-            ]
-            for future in pending:
-                await future
-
-        await until_written("router.publish", send_all, retryable=(KafkaError, OSError))
-
-    async def dead_letter(origin: Origin, kind: str, reason: str) -> None:
-        await resources.dead_letters.send(AI_REQUESTS, origin, kind, reason)
-
-    base = resources.settings.base
-
-    def router_group(lane: str) -> str:
-        return kafka.group_id(base.app_id, f"router-{lane}")
-
-    def router_consumer(group: str, fetch_wait_ms: int) -> Callable[[], AIOKafkaConsumer]:
-        """Builds the consumer of one router group (`<app_id>.router-<lane>`) when its
-        service starts; through the one client factory, so it reaches a secured cluster."""
-        return partial(
-            kafka.consumer,
-            resources.settings,
-            router_group(group),
-            # The embedded broker answers a waiting fetch only when its wait runs out (see
-            # scribe/faust_fetch_wait.py); Kafka answers when data arrives.
-            fetch_max_wait_ms=fetch_wait_ms if base.fast_rebalance else 500,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            rebalance_timeout_ms=5_000 if base.fast_rebalance else 60_000,
-        )
-
-    async def intake() -> Flow[Any, Any]:
-        fetch_wait_ms = FETCH_WAIT_MS["intake"] if base.fast_rebalance else 500
-        writer = dead_letter_writer(resources.dead_letters, splitter.INTAKE)
-        return splitter.declare(publish, writer, fetch_wait_ms)
-
-    await app.add_runtime_dependency(resources.flow_service(splitter.INTAKE.flow, intake)())
-
-    async def release(job: Job[AIRequest]) -> None:
-        with tracing.consuming(
-            "router.release", job.headers, {"scribe.request_id": job.payload.request_id}
-        ):
-            await publish([Emit(AI_REQUESTS_READY, job.payload.user_id.encode(), job.value)])
-
-    await app.add_runtime_dependency(
-        LaneConsumer(
-            "held",
-            AI_REQUESTS_HELD,
-            router_consumer("held", FETCH_WAIT_MS["held"]),
-            group=router_group("held"),
-            groups=resources.consumer_groups,
-            read=lambda value: decode(value, AIRequest),
-            deadline_of=lambda request: request.deadline,
-            handle=release,
-            dead_letter=dead_letter,
-            concurrency=settings.deferred_concurrency,
-            deferred=DeferredPlan(
-                rate_gate=TokenBuckets(
-                    resources.redis,
-                    "lane:held",
-                    ["held"],
-                    [deferred_rate_limit(settings.deferred_rate_per_s)],
-                ),
-                offpeak=settings.offpeak,
-                promote_before=timedelta(seconds=settings.promote_before_s),
-                max_held=settings.deferred_max_held,
-            ),
-            stop_together=resources.flows,
-        )
-    )
-    execute = ExecuteRouted(
-        executor,
-        publish,
-        dead_letter,
-        DoneMarks(resources.redis, settings.idempotency_window_s),
-    )
-    concurrency = {
-        Lane.URGENT: settings.urgent_concurrency,
-        Lane.NORMAL: settings.normal_concurrency,
-        Lane.DEFERRED: settings.deferred_concurrency,
-    }
-    for lane, spec in LANE_TOPICS.items():
-        await app.add_runtime_dependency(
-            LaneConsumer(
-                lane.value,
-                spec,
-                router_consumer(lane.value, FETCH_WAIT_MS[lane.value]),
-                group=router_group(lane.value),
-                groups=resources.consumer_groups,
-                read=lambda value: decode(value, RoutedRequest),
-                deadline_of=lambda routed: routed.request.deadline,
-                handle=execute,
-                dead_letter=dead_letter,
-                concurrency=concurrency[lane],
-                stop_together=resources.flows,
-            )
-        )
-    await app.add_runtime_dependency(
-        BudgetStateReader(resources.settings, settings.budget_state_topic, budgets)
-    )
-    log.info(
-        "router: executing with %s",
-        ", ".join(
-            f"{s} at {p.base_url} ({len(p.keys)} keys{', simulator' if p.simulated else ''})"
-            for s, p in settings.providers.items()
-        )
-        or "no providers",
     )

@@ -23,6 +23,8 @@ from agents.router.policy import Budget
 from runtime import kafka
 from runtime.metrics import BUDGET_STATES
 from runtime.settings import ResolvedSettings
+from runtime.source import Batch, BatchSource, Record
+from runtime.spec import ConsumerSpec
 from schemas import DecodeError, parse_json
 
 log = logging.getLogger(__name__)
@@ -94,31 +96,57 @@ class BudgetBook:
             self._counts["applied"].inc()
 
 
+def budget_state_spec(topic: str) -> ConsumerSpec:
+    """What the reader reads; no group: `flow` only names its client, logs and counts."""
+    return ConsumerSpec("router-budget-state", (topic,), poll_ms=1000, stop_seconds=5.0)
+
+
+def _whole(record: Record) -> Record:
+    return record  # every record is the book's to judge (it counts what it skips)
+
+
+async def _never_rejected(record: Record, kind: str, reason: str) -> None:
+    raise AssertionError("the budget state reader rejects nothing")
+
+
+async def read_budget_state(
+    source: BatchSource[Record], partitions: frozenset[TopicPartition], book: BudgetBook
+) -> None:
+    """Read `partitions` from the beginning into `book`, for as long as it runs."""
+    await source.start_from_beginning(partitions)
+    while True:
+        batch: Batch[Record] = Batch()
+        await source.fill(batch, source.spec.poll_ms)
+        for received in batch.received:
+            book.apply(received.origin.key, received.origin.value)
+
+
 class BudgetStateReader(Service):
     """Reads the budget state topic from the beginning into a BudgetBook, without a consumer
-    group; waits for the topic to exist rather than creating it (its owner sets compaction)."""
+    group, through the runtime's client factory and batch source; waits for the topic to exist
+    rather than creating it (its owner sets compaction). Its stop is bounded."""
 
     def __init__(self, settings: ResolvedSettings, topic: str, book: BudgetBook) -> None:
         super().__init__()
         self.settings = settings
+        self.spec = budget_state_spec(topic)
         self.topic = topic
         self.book = book
 
     @Service.task
     async def _read(self) -> None:
         partitions = await self._wait_for_topic()
-        consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=500)
-        await consumer.start()
+        consumer = kafka.consumer(self.settings, None, **self.spec.consumer_options())
+        source = BatchSource(self.spec, consumer, _whole, _never_rejected)
         try:
-            consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
-            await consumer.seek_to_beginning()
-            while not self.should_stop:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for record in records:
-                        self.book.apply(record.key, record.value)
+            await read_budget_state(
+                source, frozenset(TopicPartition(self.topic, p) for p in partitions), self.book
+            )
         finally:
-            await consumer.stop()
+            try:
+                await asyncio.wait_for(consumer.stop(), self.spec.stop_seconds)
+            except TimeoutError:
+                log.warning("router: the budget state reader's consumer did not stop in time")
 
     async def _wait_for_topic(self) -> set[int]:
         """The topic's partitions once it exists. Listing all topics never creates one (asking

@@ -1,61 +1,69 @@
-"""A lane: a plain aiokafka consumer (its own group, run as a service of the worker) handing
-each message to a handler with bounded concurrency, so a lane that waits never holds up
-another lane's fetches. The execution lanes hand decided requests to the executor; the held
-lane keeps low and background requests back from decide: it releases them when the off-peak
-window (if any) is open, under a rate cap shared by all workers, except requests whose deadline
-is near, which go at once.
-
-Messages finish out of order; the committed offset is always the lowest one not finished, so a
-crash re-reads what was in flight or held (and a Redis mark skips what already executed).
+"""The router's lanes, each a per-record flow on the runtime (`runtime.concurrent`): its own
+consumer group (`<app_id>.router-<lane>`), records handled with bounded concurrency so a lane
+that waits never holds up another lane's fetches, and the committed offset always the lowest
+one not finished (a crash re-reads what was in flight or held; a Redis mark skips what already
+executed). The execution lanes hand decided requests to the executor; the held lane keeps low
+and background requests back from decide: it releases them when the off-peak window (if any)
+is open, under a rate cap shared by all workers, except requests whose deadline is near, which
+go at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from mode import Service
+from aiokafka import TopicPartition
 
 from agents.router.decide import Emit, count_response
 from agents.router.execute import Executor, Outcome
 from agents.router.keys import TokenBuckets, Wait
-from agents.router.lanes import DeferredQueue, OffPeak, OffsetTracker
+from agents.router.lanes import DeferredQueue, OffPeak
 from runtime import tracing
-from runtime.lag import ConsumerGroups
+from runtime.concurrent import Holding, RecordFlow
 from runtime.metrics import LANE_HELD, LANE_IN_FLIGHT, PROMOTIONS
+from runtime.source import DeadLetterWriter, Received, Record, Rejected
+from runtime.spec import ConsumerSpec
 from schemas import DecodeError, encode
 from schemas.events import AIResponse, ResponseStatus, RoutedRequest, RouterSettlement
 from sinks.redis import RETRYABLE as REDIS_DOWN
 from sinks.retry import until_written
 from topics.catalog import AI_RESPONSES, AI_ROUTER_SETTLEMENTS, USAGE_EVENTS, TopicSpec
-from topics.dlq import Origin
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-COMMIT_EVERY_S = 0.5
-POLL_MS = 100
-MAX_POLL_RECORDS = 500
 # At stop, calls in flight get this long to finish; the rest are cancelled and left uncommitted,
 # to run again after the restart. A held provider call (a timeout, a long Retry-After) must not
 # hold the worker's stop past its 10 s.
 STOP_GRACE_S = 3.0
 
 Publish = Callable[[list[Emit]], Awaitable[None]]
-DeadLetter = Callable[[Origin, str, str], Awaitable[None]]
+
+
+def lane_spec(lane: str, topic: TopicSpec, fetch_wait_ms: int = 500) -> ConsumerSpec:
+    """What lane `lane` reads: `topic`, in the group `<app_id>.router-<lane>`."""
+    return ConsumerSpec(
+        f"router-{lane}",
+        (topic.name,),
+        max_batch=500,
+        fetch_wait_ms=fetch_wait_ms,
+        poll_ms=100,
+        # Calls in flight get STOP_GRACE_S; each further step of the stop this long.
+        stop_seconds=5.0,
+        # Counted with the router's other inputs (the error-rate alert divides by agent).
+        agent_labels={topic.name: "router"},
+    )
 
 
 @dataclass(frozen=True)
 class DeferredPlan:
-    """How the deferred lane releases what it holds."""
+    """How the held lane releases what it holds."""
 
     rate_gate: TokenBuckets
     offpeak: OffPeak | None
@@ -63,20 +71,58 @@ class DeferredPlan:
     max_held: int
 
 
-@dataclass(frozen=True)
-class Job(Generic[T]):
-    partition: TopicPartition
-    offset: int
-    key: bytes | None
-    value: bytes
-    payload: T
-    headers: tuple[tuple[str, bytes], ...] = ()  # the message's; its trace context among them
+class HeldRelease(Generic[T]):
+    """The held lane's holding (`runtime.concurrent.Holding`): requests wait in arrival order;
+    one whose deadline is within `promote_before` leaves at once, the rest leave in order while
+    the off-peak window (if any) is open, as many as the shared rate cap allows. While Redis
+    (behind the cap) is down, the queue is held, not lost."""
+
+    def __init__(
+        self, lane: str, plan: DeferredPlan, deadline_of: Callable[[T], datetime | None]
+    ) -> None:
+        self.lane = lane
+        self.plan = plan
+        self.deadline_of = deadline_of
+        self.queue: DeferredQueue[Received[T]] = DeferredQueue()
+        self._gauge = LANE_HELD.labels(lane=lane)
+
+    def __len__(self) -> int:
+        return len(self.queue)
 
     @property
-    def origin(self) -> Origin:
-        return Origin(
-            self.partition.topic, self.partition.partition, self.offset, self.key, self.value
+    def full(self) -> bool:
+        return len(self.queue) >= self.plan.max_held
+
+    def hold(self, received: Received[T]) -> None:
+        self.queue.add(received, self.deadline_of(received.event))
+        self._gauge.set(len(self.queue))
+
+    async def due(self, room: int) -> list[Received[T]]:
+        plan, now = self.plan, datetime.now(UTC)
+        due = self.queue.promoted(now, plan.promote_before)
+        PROMOTIONS.inc(len(due))
+        if plan.offpeak is None or plan.offpeak.contains(now):
+            while len(self.queue) and room > 0:
+                try:
+                    gate = await plan.rate_gate.acquire()
+                except REDIS_DOWN as error:
+                    log.warning(
+                        "router: %s lane holds its queue while Redis is down: %s", self.lane, error
+                    )
+                    break
+                if isinstance(gate, Wait):
+                    break
+                taken = self.queue.in_order(1)
+                due.extend(taken)
+                room -= len(taken)
+        self._gauge.set(len(self.queue))
+        return due
+
+    def drop(self, partitions: frozenset[TopicPartition]) -> None:
+        self.queue.drop(
+            lambda r: TopicPartition(r.origin.topic, r.origin.partition) not in partitions
         )
+        self._gauge.set(len(self.queue))
 
 
 class DoneMarks:
@@ -131,23 +177,27 @@ class ExecuteRouted:
     settlement, and mark it done."""
 
     def __init__(
-        self, executor: Executor, publish: Publish, dead_letter: DeadLetter, marks: DoneMarks
+        self,
+        executor: Executor,
+        publish: Publish,
+        dead_letter: DeadLetterWriter,
+        marks: DoneMarks,
     ) -> None:
         self.executor = executor
         self.publish = publish
         self.dead_letter = dead_letter
         self.marks = marks
 
-    async def __call__(self, job: Job[RoutedRequest]) -> None:
-        request_id = job.payload.request.request_id
+    async def __call__(self, job: Received[RoutedRequest]) -> None:
+        request_id = job.event.request.request_id
         attributes = {
             "scribe.request_id": request_id,
-            "messaging.destination.name": job.partition.topic,
+            "messaging.destination.name": job.origin.topic,
         }
-        with tracing.consuming("router.execute", job.headers, attributes):
+        with tracing.consuming("router.execute", job.origin.headers, attributes):
             await self._execute(job, request_id)
 
-    async def _execute(self, job: Job[RoutedRequest], request_id: str) -> None:
+    async def _execute(self, job: Received[RoutedRequest], request_id: str) -> None:
         # While Redis is down the call waits for it (its lane slot held, so the lane slows to
         # a stop), rather than run a request that may have been answered already.
         if await until_written(
@@ -156,10 +206,10 @@ class ExecuteRouted:
             log.info("router: %s already answered; not executed again", request_id)
             return
         try:
-            outcome = await self.executor.run(job.payload)
+            outcome = await self.executor.run(job.event)
         except Exception as error:  # a bug or a lost dependency: answer, dead-letter, go on
             log.exception("router: executing %s failed", request_id)
-            outcome = internal_failure(job.payload, error)
+            outcome = internal_failure(job.event, error)
             await self.dead_letter(job.origin, "execute", str(outcome.response.error))
         await self.publish(outcome_messages(outcome))
         count_response(outcome.response)
@@ -172,212 +222,42 @@ class ExecuteRouted:
             )
 
 
-class LaneConsumer(Service, Generic[T]):
-    def __init__(
-        self,
-        name: str,
-        spec: TopicSpec,
-        new_consumer: Callable[[], AIOKafkaConsumer],
-        *,
-        group: str,
-        groups: ConsumerGroups,
-        read: Callable[[bytes], T],
-        deadline_of: Callable[[T], datetime | None],
-        handle: Callable[[Job[T]], Awaitable[None]],
-        dead_letter: DeadLetter,
-        concurrency: int,
-        deferred: DeferredPlan | None = None,
-        stop_together: list[Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.name = name
-        self.spec = spec
-        self.new_consumer = new_consumer
-        self.group = group
-        self.groups = groups
-        self.read = read
-        self.deadline_of = deadline_of
-        self.handle = handle
-        self.dead_letter = dead_letter
-        self.concurrency = max(1, concurrency)
-        self.deferred = deferred
-        self.queue: DeferredQueue[Job[T]] = DeferredQueue()
-        self.tracker = OffsetTracker()
-        self.in_flight = 0
-        self._slot_freed = asyncio.Event()
-        self._running: set[asyncio.Task[None]] = set()
-        if stop_together is not None:
-            stop_together.append(self)
+def lane_decoder(read: Callable[[bytes], T]) -> Callable[[Record], T | Rejected]:
+    """`read` (raising `DecodeError`) as a lane's decode: what it cannot read is dead-lettered."""
 
-    @property
-    def label(self) -> str:
-        return f"Lane[{self.name}]"
-
-    @Service.task
-    async def _consume(self) -> None:
-        consumer = self.new_consumer()
-        consumer.subscribe([self.spec.name], listener=_Rebalance(self, consumer))
-        await consumer.start()
-        self.groups.add(self.group, [self.spec.name], consumer)
-        log.info("router: %s lane consuming %s", self.name, self.spec.name)
-        next_commit = time.monotonic() + COMMIT_EVERY_S
+    def decode(record: Record) -> T | Rejected:
+        if record.value is None:
+            return Rejected("json", "unreadable lane message: empty message (no value)")
         try:
-            while not self.should_stop:
-                self._apply_backpressure(consumer)
-                batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_POLL_RECORDS)
-                for partition, records in batches.items():
-                    for record in records:
-                        await self._receive(partition, record)
-                await self._release_deferred()
-                if time.monotonic() >= next_commit:
-                    await self._commit(consumer)
-                    next_commit = time.monotonic() + COMMIT_EVERY_S
-        finally:
-            self.groups.discard(self.group)
-            await self._finish_or_abandon(STOP_GRACE_S)
-            await self._commit(consumer)
-            await consumer.stop()
-
-    async def _finish_or_abandon(self, grace_s: float) -> None:
-        if not self._running:
-            return
-        _, pending = await asyncio.wait(self._running, timeout=grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=1.0)
-            log.info(
-                "router: %s lane left %d call(s) unfinished at stop; they run again after the "
-                "restart",
-                self.name,
-                len(pending),
-            )
-
-    async def _receive(self, partition: TopicPartition, record: Any) -> None:
-        self.tracker.received(partition, record.offset)
-        try:
-            if record.value is None:
-                raise DecodeError("json", "empty message (no value)")
-            payload = self.read(record.value)
+            return read(record.value)
         except DecodeError as error:
-            origin = Origin(
-                partition.topic, partition.partition, record.offset, record.key, record.value
-            )
-            await self.dead_letter(origin, error.kind, f"unreadable lane message: {error.reason}")
-            self.tracker.finished(partition, record.offset)
-            return
-        job = Job(
-            partition, record.offset, record.key, record.value, payload, tuple(record.headers or ())
-        )
-        if self.deferred is None:
-            await self._wait_for_slot()
-            self._start(job)
-        else:
-            self.queue.add(job, self.deadline_of(payload))
-            LANE_HELD.labels(lane=self.name).set(len(self.queue))
+            return Rejected(error.kind, f"unreadable lane message: {error.reason}")
 
-    async def _release_deferred(self) -> None:
-        plan = self.deferred
-        if plan is None:
-            return
-        now = datetime.now(UTC)
-        for job in self.queue.promoted(now, plan.promote_before):
-            PROMOTIONS.inc()
-            self._start(job)
-        if plan.offpeak is None or plan.offpeak.contains(now):
-            while len(self.queue) and self.in_flight < self.concurrency:
-                try:
-                    gate = await plan.rate_gate.acquire()
-                except REDIS_DOWN as error:
-                    log.warning(
-                        "router: %s lane holds its queue while Redis is down: %s", self.name, error
-                    )
-                    break
-                if isinstance(gate, Wait):
-                    break
-                for job in self.queue.in_order(1):
-                    self._start(job)
-        LANE_HELD.labels(lane=self.name).set(len(self.queue))
-
-    async def _wait_for_slot(self) -> None:
-        while self.in_flight >= self.concurrency:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-
-    def _start(self, job: Job[T]) -> None:
-        self.in_flight += 1
-        LANE_IN_FLIGHT.labels(lane=self.name).set(self.in_flight)
-        task = asyncio.create_task(self._run(job))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _run(self, job: Job[T]) -> None:
-        abandoned = False
-        try:
-            await self.handle(job)
-        except asyncio.CancelledError:
-            abandoned = True  # at stop: its offset stays uncommitted, so it runs again
-            raise
-        except Exception:
-            # Not answered (a server stayed down until the stop, or a bug): never committed
-            # past, so a restart reads it again; the done marks skip what was answered.
-            abandoned = True
-            log.exception(
-                "router: %s lane: %s/%d not finished; left uncommitted until a restart",
-                self.name,
-                job.partition.topic,
-                job.offset,
-            )
-        finally:
-            if not abandoned:
-                self.tracker.finished(job.partition, job.offset)
-            self.in_flight -= 1
-            LANE_IN_FLIGHT.labels(lane=self.name).set(self.in_flight)
-            self._slot_freed.set()
-
-    def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
-        if self.deferred is None:
-            return
-        assigned = consumer.assignment()
-        if len(self.queue) >= self.deferred.max_held:
-            consumer.pause(*assigned)
-        elif consumer.paused():
-            consumer.resume(*assigned)
-
-    async def _commit(
-        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
-    ) -> None:
-        assigned = consumer.assignment()
-        offsets = {
-            tp: offset
-            for tp, offset in self.tracker.committable().items()
-            if isinstance(tp, TopicPartition) and tp in assigned and (only is None or tp in only)
-        }
-        if offsets:
-            await consumer.commit(offsets)
-
-    async def on_revoked(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
-        """Commit what finished, then forget held requests of the partitions going away: their
-        new owner reads them again from the committed offset."""
-        await self._commit(consumer, only=revoked)
-        self.queue.drop(lambda job: job.partition not in revoked)
-        for tp in revoked:
-            self.tracker.forget(tp)
-        if self.deferred is not None:
-            LANE_HELD.labels(lane=self.name).set(len(self.queue))
+    return decode
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, lane: LaneConsumer[Any], consumer: AIOKafkaConsumer) -> None:
-        self.lane = lane
-        self.consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.lane.on_revoked(self.consumer, set(revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info(
-            "router: %s lane assigned partitions %s",
-            self.lane.name,
-            sorted(tp.partition for tp in assigned),
-        )
+def declare_lane(
+    spec: ConsumerSpec,
+    *,
+    read: Callable[[bytes], T],
+    handle: Callable[[Received[T]], Awaitable[None]],
+    dead_letter: DeadLetterWriter,
+    concurrency: int,
+    holding: HeldRelease[T] | None = None,
+    stop_grace_seconds: float = STOP_GRACE_S,
+) -> RecordFlow[T]:
+    """A lane: `spec` (see `lane_spec`), `read` each message, `handle` it, at most
+    `concurrency` at a time; with `holding`, held back until it releases them."""
+    lane = spec.flow.removeprefix("router-")
+    in_flight = LANE_IN_FLIGHT.labels(lane=lane)
+    holds: Holding[T] | None = holding
+    return RecordFlow(
+        spec=spec,
+        decode=lane_decoder(read),
+        dead_letter=dead_letter,
+        handle=handle,
+        concurrency=max(1, concurrency),
+        holding=holds,
+        stop_grace_seconds=stop_grace_seconds,
+        in_flight_changed=in_flight.set,
+    )

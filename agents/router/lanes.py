@@ -1,12 +1,12 @@
-"""Lane scheduling, pure: which held deferred requests run now, and which offsets are safe to
-commit when requests finish out of order."""
+"""Lane scheduling, pure: which held deferred requests run now (the offsets safe to commit when
+requests finish out of order are the runtime's, `runtime.concurrent.OffsetTracker`)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Generic, TypeVar
@@ -105,36 +105,3 @@ class DeferredQueue(Generic[T]):
         held.released = True
         self._count -= 1
         return held.item
-
-
-class OffsetTracker:
-    """Per partition: the offsets received and not yet finished. The committable offset is the
-    lowest unfinished one (or one past the highest received), so a commit never skips a
-    request still in flight or held."""
-
-    def __init__(self) -> None:
-        self._open: dict[Hashable, list[int]] = {}
-        self._done: dict[Hashable, set[int]] = {}
-        self._next: dict[Hashable, int] = {}
-
-    def received(self, partition: Hashable, offset: int) -> None:
-        heapq.heappush(self._open.setdefault(partition, []), offset)
-        self._next[partition] = max(self._next.get(partition, 0), offset + 1)
-
-    def finished(self, partition: Hashable, offset: int) -> None:
-        if partition in self._open:  # else the partition was revoked meanwhile
-            self._done.setdefault(partition, set()).add(offset)
-
-    def committable(self) -> dict[Hashable, int]:
-        result = {}
-        for partition, pending in self._open.items():
-            done = self._done.get(partition, set())
-            while pending and pending[0] in done:
-                done.discard(heapq.heappop(pending))
-            result[partition] = pending[0] if pending else self._next[partition]
-        return result
-
-    def forget(self, partition: Hashable) -> None:
-        self._open.pop(partition, None)
-        self._done.pop(partition, None)
-        self._next.pop(partition, None)

@@ -14,7 +14,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from agents.router.keys import Limit, TokenBuckets
-from agents.router.lane_consumer import DeferredPlan, Job
+from agents.router.lane_consumer import DeferredPlan, HeldRelease
+from runtime.source import Received
 from runtime.testing import ListConsumer, records
 from tests.agents.test_router_lane_stop import lane
 from topics.catalog import AI_LANE_DEFERRED, AI_LANE_URGENT
@@ -27,10 +28,10 @@ async def test_a_call_that_fails_is_not_committed_and_the_lane_goes_on() -> None
     handled: list[bytes] = []
     both_done = asyncio.Event()
 
-    async def handle(job: Job[bytes]) -> None:
-        if job.payload == b"fails":
+    async def handle(job: Received[bytes]) -> None:
+        if job.event == b"fails":
             raise ConnectionError("Redis is down")
-        handled.append(job.payload)
+        handled.append(job.event)
         if len(handled) == 2:
             both_done.set()
 
@@ -65,18 +66,19 @@ async def test_the_deferred_lane_holds_its_queue_while_redis_is_down() -> None:
     consumer = ListConsumer(records(AI_LANE_DEFERRED.name, [b"x", b"y"]))
     handled: list[bytes] = []
 
-    async def handle(job: Job[bytes]) -> None:
-        handled.append(job.payload)
+    async def handle(job: Received[bytes]) -> None:
+        handled.append(job.event)
 
-    service = lane(consumer, handle, AI_LANE_DEFERRED, deferred=plan)
+    holding: HeldRelease[bytes] = HeldRelease("deferred", plan, lambda _: None)
+    service = lane(consumer, handle, AI_LANE_DEFERRED, holding=holding)
     await service.start()
     try:
         async with asyncio.timeout(5):
-            while len(service.queue) < 2:  # noqa: ASYNC110
+            while len(holding) < 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         await asyncio.sleep(1.0)  # many polls, each asking the unreachable gate
         assert not service.crashed
-        assert handled == [] and len(service.queue) == 2
+        assert handled == [] and len(holding) == 2
     finally:
         await asyncio.wait_for(service.stop(), 5)
         await unreachable.aclose()

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.router.lanes import DeferredQueue, OffPeak, OffsetTracker
+from agents.router.lanes import DeferredQueue, OffPeak
+from runtime.concurrent import OffsetTracker
 from runtime.settings import SettingsError
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
@@ -87,3 +88,15 @@ def test_offsets_of_a_forgotten_partition_are_not_committed() -> None:
     tracker.forget("p1")
     tracker.finished("p1", 7)
     assert tracker.committable() == {"p0": 3}
+
+
+def test_dead_lettered_records_between_open_ones_are_committed_past() -> None:
+    tracker = OffsetTracker()
+    tracker.received("p0", 0)
+    tracker.received("p0", 2)
+    tracker.read_to("p0", 4)  # 1 and 3 were dead-lettered while read
+    assert tracker.committable() == {"p0": 0}
+    tracker.finished("p0", 0)
+    assert tracker.committable() == {"p0": 2}
+    tracker.finished("p0", 2)
+    assert tracker.committable() == {"p0": 4}

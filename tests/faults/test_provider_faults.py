@@ -70,7 +70,7 @@ def _wait_for_lanes(worker: WorkerProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = _log_since(worker, worker.log_offset)
-        assigned = [f"router: {lane} lane assigned partitions" for lane in LANES]
+        assigned = [f"router-{lane}: assigned partitions" for lane in LANES]
         # The intake runs on the flow runtime, which logs its assignment as every flow does.
         if all(line in text for line in [*assigned, "router-intake: assigned partitions"]):
             return

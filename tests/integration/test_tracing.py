@@ -55,7 +55,7 @@ def otel(jaeger: RunningJaeger, service: str) -> dict[str, str]:
 
 def wait_for_lanes(worker: WorkerProcess, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
-    wanted = [f"router: {lane} lane assigned partitions" for lane in LANES]
+    wanted = [f"router-{lane}: assigned partitions" for lane in LANES]
     while time.monotonic() < deadline:
         log = worker.log_path.read_text(errors="replace")
         if all(line in log for line in [*wanted, "router-intake: assigned partitions"]):

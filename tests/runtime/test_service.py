@@ -17,7 +17,7 @@ async def test_a_flow_waiting_for_its_servers_neither_holds_up_start_nor_stop() 
         await asyncio.Event().wait()  # Redis never answers
 
     settings: Any = None  # never read: the flow is never built
-    running = Running()
+    running: Running[Any] = Running()
     stop_together: list[Any] = []
     service = FlowService(
         build, settings, stop_together=stop_together, running=running, name="waiting"

@@ -70,15 +70,22 @@ def router_worker_process(env: dict[str, str], state_dir: Path) -> WorkerProcess
 
 
 def wait_for_lanes(worker: WorkerProcess, timeout: float = 60) -> None:
-    """Each lane's consumer has joined its group and got partitions."""
+    """/ready answers 200 only once every lane's consumer (and the intake's) has joined its
+    group and got partitions: each has logged its assignment by then."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        log = worker.log_path.read_text(errors="replace")
-        assigned = [f"router: {lane} lane assigned partitions" for lane in LANES]
-        if all(line in log for line in [*assigned, "router-intake: assigned partitions"]):
+        try:
+            ready = httpx.get(f"{worker.url}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            ready = False  # the web server is not up yet
+        if ready:
+            log = worker.log_path.read_text(errors="replace")
+            flows = ["router-intake", *(f"router-{lane}" for lane in LANES)]
+            missing = [f for f in flows if f"{f}: assigned partitions" not in log]
+            assert not missing, f"/ready answered before {missing} joined:\n{worker.log_tail()}"
             return
         time.sleep(0.2)
-    raise TimeoutError(f"router lanes not assigned:\n{worker.log_tail()}")
+    raise TimeoutError(f"router not ready:\n{worker.log_tail()}")
 
 
 @pytest.fixture(scope="package")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devkit.harness import ArrivalWatch
-from tests.integration.router.conftest import Router, Simulator, request_id_of
+from tests.integration.router.conftest import APP_ID, LANES, Router, Simulator, request_id_of
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +57,15 @@ async def test_urgent_is_answered_while_10000_background_requests_wait(
     [near_answer] = await router.responses({near.request_id})
     assert urgent_answer.status.value == "ok" and near_answer.status.value == "ok"
     assert len(simulator.calls(tag)) == 2, "only the urgent and the promoted request ran"
+
+
+async def test_each_lane_group_reports_its_lag(router: Router) -> None:
+    """The lanes are hosted like the other flows: their groups are sampled for lag."""
+    deadline = time.monotonic() + 30
+    for lane in LANES:
+        group = f"{APP_ID}.router-{lane}"
+        while (
+            await asyncio.to_thread(router.metric, "scribe_consumer_lag_messages", group=group)
+        ) is None:
+            assert time.monotonic() < deadline, f"no lag sampled for {group}"
+            await asyncio.sleep(0.5)
