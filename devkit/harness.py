@@ -150,6 +150,19 @@ class WorkerProcess:
             time.sleep(0.25)
         raise TimeoutError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
+    def wait_consuming(self, timeout: float = 90.0) -> None:
+        """Until /ready answers 200: every flow of the worker has joined its consumer group, so
+        what is published from now on is read at once."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

@@ -39,6 +39,8 @@ def loaded_worker(
     state_dir = tmp_path_factory.mktemp("metrics-worker")
     worker = new_worker(metrics_stack, state_dir).start()
     try:
+        # Every flow's group joined before the load: the lag test expects to find them all.
+        worker.wait_consuming()
         load = subprocess.run(
             [
                 sys.executable,
