@@ -58,7 +58,7 @@ def wait_for_lanes(worker: WorkerProcess, timeout: float = 90) -> None:
     wanted = [f"router: {lane} lane assigned partitions" for lane in LANES]
     while time.monotonic() < deadline:
         log = worker.log_path.read_text(errors="replace")
-        if all(line in log for line in [*wanted, "router-intake: assigned partitions"]):
+        if all(line in log for line in [*wanted, "router-decide: assigned partitions"]):
             return
         time.sleep(0.2)
     raise TimeoutError(f"router lanes not assigned:\n{worker.log_tail()}")

@@ -75,7 +75,7 @@ def wait_for_lanes(worker: WorkerProcess, timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         log = worker.log_path.read_text(errors="replace")
         assigned = [f"router: {lane} lane assigned partitions" for lane in LANES]
-        if all(line in log for line in [*assigned, "router-intake: assigned partitions"]):
+        if all(line in log for line in [*assigned, "router-decide: assigned partitions"]):
             return
         time.sleep(0.2)
     raise TimeoutError(f"router lanes not assigned:\n{worker.log_tail()}")
