@@ -90,11 +90,13 @@ async def test_the_1001st_image_of_the_day_is_not_free_with_two_workers(
         )
 
         for user, batch in requests.items():
-            free = [answers[r.request_id] for r in batch[:FREE_PER_DAY]]
-            assert all(a.status.value == "ok" and a.free_tier for a in free), user
+            # Decided by two workers at once, in no one order: which one is paid varies.
+            answered = [answers[r.request_id] for r in batch]
+            assert all(a.status.value == "ok" for a in answered), user
+            free = [a for a in answered if a.free_tier]
+            assert len(free) == FREE_PER_DAY, user
             assert {a.model for a in free} == {FREE_IMAGE}
-            last = answers[batch[-1].request_id]
-            assert last.status.value == "ok" and last.free_tier is False
+            [last] = [a for a in answered if not a.free_tier]
             assert last.provider == "gemini" and last.model == "gemini-2.5-flash-image"
             assert last.rationale and "free images used up (1000/1000 today)" in last.rationale
             assert last.image_url is not None
