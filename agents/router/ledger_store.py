@@ -87,6 +87,24 @@ return cjson.encode({conflicts = conflicts, answers = answers, waiting = waiting
 """
 
 
+# KEYS: the users' ledger keys, then each request's record and waiting keys. ARGV[1]: how many
+# users. One JSON reply: {ledgers: [[v, ledger]], records: [[origin, topic, message,
+# response, settled, waiting]]} (false for what is absent), parsed in one go, not per command.
+READ = """
+local users = tonumber(ARGV[1])
+local ledgers, records = {}, {}
+for i = 1, users do
+  ledgers[i] = redis.call('HMGET', KEYS[i], 'v', 'ledger')
+end
+for i = users + 1, #KEYS, 2 do
+  local record = redis.call('HMGET', KEYS[i], 'origin', 'topic', 'message', 'response', 'settled')
+  record[6] = redis.call('SCARD', KEYS[i + 1])
+  records[#records + 1] = record
+end
+return cjson.encode({ledgers = ledgers, records = records})
+"""
+
+
 def ledger_key(user_id: str) -> str:
     return f"router:ledger:{user_id}"
 
@@ -174,8 +192,8 @@ class Snapshot:
     records: dict[str, RequestRecord | None]
 
 
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
+def _raw(text: str | bool | None) -> bytes | None:
+    return text.encode() if isinstance(text, str) and text else None
 
 
 def _op(op: Op) -> dict[str, Any]:
@@ -219,36 +237,30 @@ class RouterStore:
         self.request_ttl_s = max(1, int(request_ttl_s))
         self.ledger_ttl_s = ledger_ttl_s
         self._commit = client.register_script(COMMIT)
+        self._read = client.register_script(READ)
 
     async def read(self, users: Iterable[str], request_ids: Iterable[str]) -> Snapshot:
         """The users' ledgers and the requests' records, in one round trip."""
         users, request_ids = list(dict.fromkeys(users)), list(dict.fromkeys(request_ids))
-        pipe = self.client.pipeline(transaction=False)
-        for user in users:
-            pipe.hmget(ledger_key(user), "v", "ledger")
+        keys = [ledger_key(user) for user in users]
         for request_id in request_ids:
-            pipe.hmget(request_key(request_id), "origin", "topic", "message", "response", "settled")
-            pipe.scard(waiting_key(request_id))
-        replies = await pipe.execute()
-        ledgers = {}
-        for user, (version, raw) in zip(users, replies[: len(users)], strict=True):
-            ledgers[user] = StoredLedger(UserLedger.loads(raw), int(version or 0))
-        records: dict[str, RequestRecord | None] = {}
-        rest = replies[len(users) :]
-        for n, request_id in enumerate(request_ids):
-            (origin, topic, message, response, settled), waiting = rest[2 * n], rest[2 * n + 1]
-            records[request_id] = (
-                None
-                if origin is None
-                else RequestRecord(
-                    _text(origin),
-                    _text(topic or b""),
-                    message or b"",
-                    response or None,
-                    settled in (b"1", "1"),
-                    int(waiting),
-                )
+            keys.extend((request_key(request_id), waiting_key(request_id)))
+        reply = orjson.loads(await self._read(keys=keys, args=[len(users)]))
+        # Lua's cjson encodes an empty table as {}.
+        ledgers = {
+            user: StoredLedger(UserLedger.loads(_raw(raw)), int(version or 0))
+            for user, (version, raw) in zip(users, reply["ledgers"] or [], strict=True)
+        }
+        records: dict[str, RequestRecord | None] = {
+            request_id: None
+            if not isinstance(origin, str)  # false: no record (one made by settle has "")
+            else RequestRecord(
+                origin, topic or "", _raw(message) or b"", _raw(response), settled == "1", waiting
             )
+            for request_id, (origin, topic, message, response, settled, waiting) in zip(
+                request_ids, reply["records"] or [], strict=True
+            )
+        }
         return Snapshot(ledgers, records)
 
     async def commit(self, commits: Iterable[UserCommit]) -> Committed:

@@ -334,3 +334,18 @@ async def test_while_redis_is_down_the_batch_is_neither_sent_nor_committed() -> 
         await running
         await down.aclose()
     assert not consumer.committed
+
+
+async def test_a_request_settled_without_a_record_here_is_answered_not_routed_again(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A settlement whose decision record is gone (expired, or decided before the upgrade)
+    still keeps the response for the request id."""
+    other, step = Decider(redis_client), Decider(redis_client)
+    request = image(user())
+    await other.run(on(AI_REQUESTS.name, [request]))
+    await redis_client.delete(f"router:request:{request.request_id}")
+    await step.settle([settlement_for(other.to(*LANES)[0])])
+    await step.run(on(AI_REQUESTS.name, [request], partition=1))
+    [answer] = step.sent
+    assert answer.spec is AI_RESPONSES and decode(answer.value, AIResponse).output == "done"
