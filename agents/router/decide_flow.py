@@ -33,6 +33,7 @@ from agents.router.ledger_store import RouterStore, Wait
 from agents.router.policy import LANE_OF_PRIORITY, PolicyConfig
 from runtime import tracing
 from runtime.flow import Flow
+from runtime.metrics import PROCESSING_SECONDS
 from runtime.source import DeadLetterWriter, Received, Record
 from runtime.spec import ConsumerSpec
 from schemas.events import AIRequest, Lane, RouterSettlement
@@ -139,7 +140,8 @@ class Deciding:
 
     async def write(self, batch: DecideBatch) -> None:
         emits = list(batch.held)
-        emits.extend(await self.decide(batch.pending))
+        with PROCESSING_SECONDS.labels(agent="router").time():
+            emits.extend(await self.decide(batch.pending))
         if emits:
             await self.publish(emits)
 
@@ -195,6 +197,12 @@ class Settling:
         todo: dict[str, list[RouterSettlement]] = {}
         for received in batch:
             todo.setdefault(received.event.user_id, []).append(received.event)
+        with PROCESSING_SECONDS.labels(agent="router-settle").time():
+            emits = await self.settle(todo)
+        if emits:
+            await self.publish(emits)
+
+    async def settle(self, todo: dict[str, list[RouterSettlement]]) -> list[Emit]:
         emits: list[Emit] = []
         while todo:
             now = self.clock()
@@ -216,8 +224,7 @@ class Settling:
                         for _ in range(committed.waiting.get(ref, 0))
                     )
             todo = {user: todo[user] for user in committed.conflicts}
-        if emits:
-            await self.publish(emits)
+        return emits
 
     async def close(self) -> None:
         return None
