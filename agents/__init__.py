@@ -21,11 +21,11 @@ def consumer_group(app_id: str, topic: str) -> str:
     """The consumer group that reads `topic` in the workers of `app_id`: Faust's own group,
     except for the flows the runtime runs, each in `<app_id>.<flow>`."""
     from agents.invalidation.flow import INVALIDATION
-    from agents.router.splitter import INTAKE
+    from agents.router.decide_flow import DECIDE, SETTLE
     from agents.usage.flow import USAGE
     from agents.world.flow import WORLD
 
-    for spec in (USAGE, WORLD, INVALIDATION, INTAKE):
+    for spec in (USAGE, WORLD, INVALIDATION, DECIDE, SETTLE):
         if topic in spec.topics:
             return spec.group_of(app_id)
     return app_id

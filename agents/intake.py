@@ -44,16 +44,19 @@ def decoder(model: type[E], *specs: TopicSpec) -> Callable[[Record], E | Rejecte
     return decode_record
 
 
-def dead_letter_writer(dead_letters: DeadLetters, spec: ConsumerSpec) -> DeadLetterWriter:
-    """Stores a record in `<topic>.dlq`, retried while Kafka is unreachable, so its offset is
-    never committed before its dead letter is stored; a warning names it (the worker's log
-    holds back a flood of them, `runtime.logs`)."""
+def dead_letter_writer(
+    dead_letters: DeadLetters, spec: ConsumerSpec, into: TopicSpec | None = None
+) -> DeadLetterWriter:
+    """Stores a record in `<topic>.dlq` (or in `into`'s, for a flow whose internal topics
+    have none), retried while Kafka is unreachable, so its offset is never committed before
+    its dead letter is stored; a warning names it (the worker's log holds back a flood of
+    them, `runtime.logs`)."""
 
     async def write(record: Record, kind: str, reason: str) -> None:
         await until_written(
             "kafka.dlq",
             dead_letters.send,
-            topic(record.topic),
+            into or topic(record.topic),
             record,
             kind,
             reason,

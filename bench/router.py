@@ -11,7 +11,7 @@
   publishes its router's added latency as median 2-12 ms, p99 13-43 ms (its docs' load tests).
 - backlog: with N background requests held back (outside the off-peak window), how long urgent
   requests take to be answered; and with N background requests published right before each
-  urgent one (the intake splits them off in batches ahead of decide).
+  urgent one (decide sends them to the held lane in the same batches it decides the urgent ones).
 
 Each phase prints a progress line; the stack and worker are started and stopped by the script.
 """

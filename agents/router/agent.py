@@ -1,11 +1,13 @@
-"""ai.requests -> intake split by priority (low and background held back) -> decide (per-user
-tables) -> lane topics -> execute -> ai.responses + usage.events, and execute's settlements back
-to the decide owner. Unreadable input goes to ai.requests.dlq with the reason."""
+"""ai.requests -> decide (low and background first through the held lane) -> lane topics ->
+execute -> ai.responses + usage.events, and execute's settlements -> settle. Decide and settle
+are flows on the runtime keeping each user's state in Redis (`agents.router.decide_flow`); the
+lanes are per-record flows (`agents.router.lane_consumer`). Unreadable input goes to
+ai.requests.dlq with the reason."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -14,10 +16,17 @@ from aiokafka.errors import KafkaError
 
 from agents.context import Resources
 from agents.intake import dead_letter_writer
-from agents.router import splitter
 from agents.router.breaker import BreakerConfig, Breakers
 from agents.router.budget_state import BudgetBook, BudgetStateReader
-from agents.router.decide import LANE_TOPICS, Decider, Emit
+from agents.router.decide import LANE_TOPICS, Emit
+from agents.router.decide_flow import (
+    DECIDE,
+    SETTLE,
+    Deciding,
+    Settling,
+    declare_decide,
+    declare_settle,
+)
 from agents.router.execute import ExecuteConfig, Executor, Upstream
 from agents.router.images import ImageStore
 from agents.router.keys import KeyPool, Limit, TokenBuckets
@@ -29,26 +38,20 @@ from agents.router.lane_consumer import (
     declare_lane,
     lane_spec,
 )
+from agents.router.ledger_store import RouterStore
 from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
 from runtime import tracing
 from runtime.concurrent import RecordFlow
 from runtime.flow import Flow
-from runtime.metrics import MESSAGES_IN, PROCESSING_SECONDS
 from runtime.source import Received
 from runtime.spec import ConsumerSpec
-from schemas import DecodeError, decode
-from schemas.events import AIRequest, Lane, RoutedRequest, RouterSettlement
+from schemas import decode
+from schemas.events import AIRequest, Lane, RoutedRequest
 from schemas.model_catalog import load_catalog
 from sinks.retry import until_written
-from topics.catalog import (
-    AI_REQUESTS,
-    AI_REQUESTS_HELD,
-    AI_REQUESTS_READY,
-    AI_ROUTER_SETTLEMENTS,
-    TopicSpec,
-)
+from topics.catalog import AI_REQUESTS, AI_REQUESTS_HELD, AI_REQUESTS_READY
 from topics.dlq import Origin
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,14 @@ PROVIDER_CLASSES: dict[str, type[OpenRouter] | type[Gemini]] = {
 
 
 # Short only where latency matters: each idle consumer polls the embedded broker this often.
-FETCH_WAIT_MS = {"intake": 20, "urgent": 20, "normal": 50, "deferred": 100, "held": 250}
+FETCH_WAIT_MS = {
+    "decide": 20,
+    "settle": 50,
+    "urgent": 20,
+    "normal": 50,
+    "deferred": 100,
+    "held": 250,
+}
 
 
 def deferred_rate_limit(rate_per_s: float) -> Limit:
@@ -78,59 +88,14 @@ def register(app: faust.App, resources: Resources) -> None:
             "router: no provider configured (set OPENROUTER_API_KEYS / GEMINI_API_KEYS, or "
             "SCRIBE_PROVIDER_URL for the simulator): every request will be rejected"
         )
-    catalog = load_catalog()
     budgets = BudgetBook()
-    users = app.Table("router-users", default=None, key_type=bytes, value_type=bytes)
-    requests = app.Table("router-requests", default=None, key_type=bytes, value_type=bytes)
-    decider = Decider(
-        users,
-        requests,
-        budgets,
-        catalog,
-        config=PolicyConfig(
-            services=frozenset(settings.providers),
-            free_images_per_day=settings.free_images_per_day,
-            over_budget=settings.over_budget,
-            default_budget_usd=settings.default_budget_usd,
-            max_output_tokens=settings.max_output_tokens,
-        ),
-        idempotency_window_s=settings.idempotency_window_s,
+    policy = PolicyConfig(
+        services=frozenset(settings.providers),
+        free_images_per_day=settings.free_images_per_day,
+        over_budget=settings.over_budget,
+        default_budget_usd=settings.default_budget_usd,
+        max_output_tokens=settings.max_output_tokens,
     )
-
-    async def send(emits: list[Emit]) -> None:
-        """Not awaited to the broker's ack: the worker flushes its producer before it commits
-        the offsets, so a crash re-reads what was not yet sent."""
-        for emit in emits:
-            await resources.topic(emit.spec).send(
-                key=emit.key, value=emit.value, headers=_trace_headers(emit)
-            )
-
-    @app.agent(resources.topic(AI_REQUESTS_READY), name="router")
-    async def decide_requests(stream: Any) -> None:
-        async for event in stream.events():
-            with (
-                PROCESSING_SECONDS.labels(agent="router").time(),
-                tracing.consuming("router.decide", event.message.headers) as span,
-            ):
-                request = await _decoded(event, AI_REQUESTS_READY, AIRequest, resources)
-                if request is not None:
-                    span.set_attribute("scribe.request_id", request.request_id)
-                    now = datetime.now(UTC)
-                    await send(decider.decide(request, event.message.partition, now))
-
-    @app.agent(resources.topic(AI_ROUTER_SETTLEMENTS), name="router-settle")
-    async def settle_requests(stream: Any) -> None:
-        async for event in stream.events():
-            with (
-                PROCESSING_SECONDS.labels(agent="router-settle").time(),
-                tracing.consuming("router.settle", event.message.headers),
-            ):
-                settlement = await _decoded(
-                    event, AI_ROUTER_SETTLEMENTS, RouterSettlement, resources
-                )
-                if settlement is not None:
-                    now = datetime.now(UTC)
-                    await send(decider.settle(settlement, event.message.partition, now))
 
     images = ImageStore(
         resources.redis,
@@ -149,7 +114,9 @@ def register(app: faust.App, resources: Resources) -> None:
 
     upstreams: dict[str, Upstream] = {}
 
-    _host_execution(app, resources, settings, upstreams=upstreams, images=images)
+    _host_flows(
+        app, resources, settings, upstreams=upstreams, images=images, budgets=budgets, policy=policy
+    )
 
     async def start_budget_reader() -> None:
         await app.add_runtime_dependency(
@@ -189,30 +156,18 @@ def _upstreams(resources: Resources, settings: RouterSettings) -> dict[str, Upst
     return upstreams
 
 
-async def _decoded(event: Any, spec: TopicSpec, model: type[Any], resources: Resources) -> Any:
-    """The event's value as `model`, or None after dead-lettering it to ai.requests.dlq."""
-    message = event.message
-    MESSAGES_IN.labels(topic=spec.name, agent="router").inc()
-    origin = Origin(spec.name, message.partition, message.offset, message.key, event.value)
-    try:
-        if origin.value is None:
-            raise DecodeError("json", "empty message (no value)")
-        return decode(origin.value, model)
-    except DecodeError as error:
-        await resources.dead_letters.send(AI_REQUESTS, origin, error.kind, error.reason)
-        return None
-
-
-def _host_execution(
+def _host_flows(
     app: faust.App,
     resources: Resources,
     settings: RouterSettings,
     *,
     upstreams: dict[str, Upstream],
     images: ImageStore,
+    budgets: BudgetBook,
+    policy: PolicyConfig,
 ) -> None:
-    """The intake and the lanes, each a flow hosted like the worker's others (its group's lag
-    sampled, stopped with them, /ready waiting for its join), registered now and built when
+    """Decide, settle and the lanes, each a flow hosted like the worker's others (its group's
+    lag sampled, stopped with them, /ready waiting for its join), registered now and built when
     the worker starts."""
     built: dict[str, ExecuteRouted] = {}
 
@@ -254,11 +209,19 @@ def _host_execution(
         # scribe/faust_fetch_wait.py); Kafka answers when data arrives.
         return FETCH_WAIT_MS[flow] if base.fast_rebalance else 500
 
-    async def intake() -> Flow[Any, Any]:
-        writer = dead_letter_writer(resources.dead_letters, splitter.INTAKE)
-        return splitter.declare(publish, writer, fetch_wait_ms("intake"))
+    store = RouterStore(resources.redis, settings.idempotency_window_s)
 
-    app.service(resources.flow_service(splitter.INTAKE.flow, intake))
+    async def decide() -> Flow[Any, Any]:
+        deciding = Deciding(store, budgets, load_catalog(), policy, publish)
+        writer = dead_letter_writer(resources.dead_letters, DECIDE, into=AI_REQUESTS)
+        return declare_decide(deciding, writer, fetch_wait_ms("decide"))
+
+    async def settle() -> Flow[Any, Any]:
+        writer = dead_letter_writer(resources.dead_letters, SETTLE, into=AI_REQUESTS)
+        return declare_settle(Settling(store, publish), writer, fetch_wait_ms("settle"))
+
+    app.service(resources.flow_service(DECIDE.flow, decide))
+    app.service(resources.flow_service(SETTLE.flow, settle))
 
     async def release(job: Received[AIRequest]) -> None:
         with tracing.consuming(

@@ -1,28 +1,32 @@
-"""The decide step around the pure policy: per-user ledgers and recent request ids kept in the
-worker's tables (Faust tables keyed by user's partition; any mutable mapping in tests), and the
-messages to send.
+"""Decide and settle for one user, pure: from the user's stored ledger and the records of the
+request ids in hand (`agents.router.ledger_store`), what to commit and what to send once the
+commit holds. The flows (`agents.router.decide_flow`) read, call these, commit, and read and
+decide again the users whose state moved meanwhile.
 
-Only the worker that owns a user's partition runs these steps for that user, one event at a
-time, so a read-modify-write of a ledger never races another: no lock.
+A request id seen before changes no ledger: the same record read again (a redelivery) sends
+what its decision sent; a duplicate gets the stored response, or waits for it.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import MutableMapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
 
-import orjson
-
-from agents.router.budget_state import BudgetBook
+from agents.router.ledger_store import (
+    Create,
+    RequestRecord,
+    Settle,
+    StoredLedger,
+    UserCommit,
+    Wait,
+)
 from agents.router.policy import (
     LANE_OF_PRIORITY,
+    Budget,
     PolicyConfig,
     Rejection,
     Route,
-    UserLedger,
     decide,
     settle,
 )
@@ -50,7 +54,8 @@ LANE_TOPICS = {
     Lane.NORMAL: AI_LANE_NORMAL,
     Lane.DEFERRED: AI_LANE_DEFERRED,
 }
-PRUNE_PER_EVENT = 50
+# Where a stored decision was sent, by topic name.
+DECISION_TOPICS = {spec.name: spec for spec in (*LANE_TOPICS.values(), AI_RESPONSES)}
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,35 @@ class Emit:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def _response_emit(user_id: str, response: bytes) -> Emit:
-    return Emit(AI_RESPONSES, user_id.encode(), response)
+@dataclass(frozen=True)
+class Pending:
+    """A request to decide, from `origin` ("topic/partition/offset": a redelivery of the same
+    record has the same origin), with the trace headers its lane message carries on."""
+
+    request: AIRequest
+    origin: str
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class UserOutcome:
+    """One user's part of a batch: `commit`, and once it holds, `emits` plus the response of
+    each `Wait` the commit answered; the counts to add then."""
+
+    commit: UserCommit
+    emits: list[Emit] = field(default_factory=list)
+    decisions: list[tuple[AIRequest, Route | Rejection | None]] = field(default_factory=list)
+    responses: list[AIResponse] = field(default_factory=list)
+
+    @property
+    def writes(self) -> bool:
+        return self.commit.ledger is not None or bool(self.commit.ops)
+
+    def count(self) -> None:
+        for request, outcome in self.decisions:
+            count_decision(request, outcome)
+        for response in self.responses:
+            count_response(response)
 
 
 def count_response(response: AIResponse) -> None:
@@ -87,126 +119,120 @@ def count_decision(request: AIRequest, outcome: Route | Rejection | None) -> Non
         ).inc()
 
 
-class Decider:
-    def __init__(
-        self,
-        users: MutableMapping[Any, Any],
-        requests: MutableMapping[Any, Any],
-        budgets: BudgetBook,
-        catalog: ModelCatalog,
-        *,
-        config: PolicyConfig,
-        idempotency_window_s: float,
-    ) -> None:
-        self.users = users
-        self.requests = requests
-        self.budgets = budgets
-        self.catalog = catalog
-        self.config = config
-        self.window_s = idempotency_window_s
-        self._expiry: dict[int, deque[tuple[float, bytes]]] = {}
+def replay(record: RequestRecord, user_key: bytes) -> list[Emit]:
+    """What a redelivered record sends again: its decision, unless that was a lane message
+    already answered (the lane then skips it anyway)."""
+    if record.settled and record.topic != AI_RESPONSES.name:
+        return []
+    spec = DECISION_TOPICS.get(record.topic)
+    return [Emit(spec, user_key, record.message)] if spec is not None else []
 
-    def decide(self, request: AIRequest, partition: int, now: datetime) -> list[Emit]:
-        self._prune(partition, now)
-        request_key = request.request_id.encode()
-        record = self._record(request_key, now)
+
+def decide_user(
+    user_id: str,
+    pending: list[Pending],
+    stored: StoredLedger,
+    records: Mapping[str, RequestRecord | None],
+    budget: Budget | None,
+    *,
+    now: datetime,
+    catalog: ModelCatalog,
+    config: PolicyConfig,
+) -> UserOutcome:
+    """Decide `pending` (one user's requests, in offset order) from the stored state."""
+    user_key = user_id.encode()
+    outcome = UserOutcome(UserCommit(user_id, stored.version, None))
+    ledger = stored.ledger
+    created: dict[str, Create] = {}
+    for item in pending:
+        request, request_id = item.request, item.request.request_id
+        if request_id in created:  # a duplicate within the batch
+            first = created[request_id]
+            outcome.decisions.append((request, None))
+            if first.record.response is not None:
+                outcome.emits.append(Emit(AI_RESPONSES, user_key, first.record.response))
+            else:
+                created[request_id] = replace(first, waiting=(*first.waiting, item.origin))
+            continue
+        record = records.get(request_id)
+        if record is not None and record.origin == item.origin:
+            outcome.emits.extend(replay(record, user_key))
+            continue
         if record is not None:
-            count_decision(request, None)
-            if record["response"] is not None:
-                return [_response_emit(request.user_id, orjson.dumps(record["response"]))]
-            record["waiting"] += 1
-            self.requests[request_key] = orjson.dumps(record)
-            return []
-        user_key = request.user_id.encode()
-        ledger = UserLedger.loads(self.users.get(user_key))
-        outcome = decide(
-            request,
-            ledger,
-            self.budgets.get(request.user_id),
-            now=now,
-            catalog=self.catalog,
-            config=self.config,
-        )
-        if outcome.ledger != ledger:
-            self.users[user_key] = outcome.ledger.dumps()
-        count_decision(request, outcome)
-        if isinstance(outcome, Rejection):
+            outcome.decisions.append((request, None))
+            if record.response is not None:
+                outcome.emits.append(Emit(AI_RESPONSES, user_key, record.response))
+            else:
+                outcome.commit.ops.append(Wait(item.origin, request_id, item.origin))
+            continue
+        decided = decide(request, ledger, budget, now=now, catalog=catalog, config=config)
+        ledger = decided.ledger
+        outcome.decisions.append((request, decided))
+        if isinstance(decided, Rejection):
             response = AIResponse(
-                request_id=request.request_id,
+                request_id=request_id,
                 user_id=request.user_id,
                 status=ResponseStatus.REJECTED,
                 completed_at=now,
-                error=outcome.error[:500],
-                rationale=outcome.rationale,
+                error=decided.error[:500],
+                rationale=decided.rationale,
             )
-            count_response(response)
+            outcome.responses.append(response)
             raw = encode(response)
-            self._remember(partition, request_key, now, raw)
-            return [_response_emit(request.user_id, raw)]
+            created[request_id] = Create(
+                request_id, RequestRecord(item.origin, AI_RESPONSES.name, raw, raw, True)
+            )
+            outcome.emits.append(Emit(AI_RESPONSES, user_key, raw))
+            continue
         routed = RoutedRequest(
             request=request,
-            lane=outcome.lane,
-            chain=list(outcome.chain),
-            estimated_cost_usd=outcome.estimated_cost_usd,
-            rationale=outcome.rationale,
+            lane=decided.lane,
+            chain=list(decided.chain),
+            estimated_cost_usd=decided.estimated_cost_usd,
+            rationale=decided.rationale,
             decided_at=now,
-            free_slot_day=outcome.free_slot_day,
+            free_slot_day=decided.free_slot_day,
         )
-        self._remember(partition, request_key, now, None)
-        return [Emit(LANE_TOPICS[outcome.lane], user_key, encode(routed))]
+        spec = LANE_TOPICS[decided.lane]
+        raw = encode(routed)
+        created[request_id] = Create(request_id, RequestRecord(item.origin, spec.name, raw))
+        outcome.emits.append(Emit(spec, user_key, raw, item.headers))
+    outcome.commit.ops[:0] = list(created.values())
+    if ledger != stored.ledger:
+        outcome.commit.ledger = ledger
+    return outcome
 
-    def settle(self, settlement: RouterSettlement, partition: int, now: datetime) -> list[Emit]:
-        """Keep the response for replay, answer duplicates that waited for it, and apply the
-        ledger changes once (a redelivered settlement finds the response already kept)."""
-        request_key = settlement.request_id.encode()
-        raw = self.requests.get(request_key)
-        record = orjson.loads(raw) if raw else None
-        if record is not None and record["response"] is not None:
-            return []
-        user_key = settlement.user_id.encode()
-        ledger = UserLedger.loads(self.users.get(user_key))
-        settled = settle(ledger, settlement, now)
-        if settled != ledger:
-            self.users[user_key] = settled.dumps()
+
+def settle_user(
+    user_id: str,
+    settlements: list[RouterSettlement],
+    stored: StoredLedger,
+    records: Mapping[str, RequestRecord | None],
+    *,
+    now: datetime,
+) -> tuple[UserOutcome, dict[str, bytes]]:
+    """Apply each settlement to the ledger once per request id, keeping its response; the
+    duplicates that waited get the response once the commit says how many there are
+    (returned: Settle.ref -> response). A settlement read again answers them again."""
+    user_key = user_id.encode()
+    outcome = UserOutcome(UserCommit(user_id, stored.version, None))
+    ledger = stored.ledger
+    answers: dict[str, bytes] = {}
+    for settlement in settlements:
+        request_id = settlement.request_id
+        if request_id in answers:
+            continue
         response = encode(settlement.response)
-        waiting = record["waiting"] if record is not None else 0
-        if record is None:
-            self._remember(partition, request_key, now, response)
-        else:
-            record["response"] = orjson.loads(response)
-            self.requests[request_key] = orjson.dumps(record)
-        return [_response_emit(settlement.user_id, response) for _ in range(waiting)]
-
-    def _record(self, request_key: bytes, now: datetime) -> dict[str, Any] | None:
-        raw = self.requests.get(request_key)
-        if not raw:
-            return None
-        record: dict[str, Any] = orjson.loads(raw)
-        if now.timestamp() - record["seen"] > self.window_s:
-            return None
-        return record
-
-    def _remember(
-        self, partition: int, request_key: bytes, now: datetime, response: bytes | None
-    ) -> None:
-        seen = now.timestamp()
-        record = {
-            "seen": seen,
-            "waiting": 0,
-            "response": orjson.loads(response) if response is not None else None,
-        }
-        self.requests[request_key] = orjson.dumps(record)
-        self._expiry.setdefault(partition, deque()).append((seen, request_key))
-
-    def _prune(self, partition: int, now: datetime) -> None:
-        """Forget request ids older than the window, a few per event, in the partition being
-        processed (a table deletion is logged to the current event's partition)."""
-        queue = self._expiry.get(partition)
-        horizon = now.timestamp() - self.window_s
-        pruned = 0
-        while queue and queue[0][0] < horizon and pruned < PRUNE_PER_EVENT:
-            seen, request_key = queue.popleft()
-            raw = self.requests.get(request_key)
-            if raw and orjson.loads(raw)["seen"] == seen:
-                del self.requests[request_key]
-            pruned += 1
+        record = records.get(request_id)
+        if record is not None and record.settled:
+            kept = record.response or response
+            outcome.emits.extend(Emit(AI_RESPONSES, user_key, kept) for _ in range(record.waiting))
+            answers[request_id] = kept
+            continue
+        ledger = settle(ledger, settlement, now)
+        outcome.commit.ops.append(Settle(request_id, request_id, response))
+        answers[request_id] = response
+    if ledger != stored.ledger:
+        outcome.commit.ledger = ledger
+    pending = {op.ref: answers[op.ref] for op in outcome.commit.ops if isinstance(op, Settle)}
+    return outcome, pending

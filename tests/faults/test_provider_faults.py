@@ -72,7 +72,7 @@ def _wait_for_lanes(worker: WorkerProcess, timeout: float = 60) -> None:
         text = _log_since(worker, worker.log_offset)
         assigned = [f"router-{lane}: assigned partitions" for lane in LANES]
         # The intake runs on the flow runtime, which logs its assignment as every flow does.
-        if all(line in text for line in [*assigned, "router-intake: assigned partitions"]):
+        if all(line in text for line in [*assigned, "router-decide: assigned partitions"]):
             return
         time.sleep(0.2)
     raise TimeoutError(f"router lanes not assigned:\n{worker.log_tail()}")

@@ -58,7 +58,7 @@ def wait_for_lanes(worker: WorkerProcess, timeout: float = 90) -> None:
     wanted = [f"router-{lane}: assigned partitions" for lane in LANES]
     while time.monotonic() < deadline:
         log = worker.log_path.read_text(errors="replace")
-        if all(line in log for line in [*wanted, "router-intake: assigned partitions"]):
+        if all(line in log for line in [*wanted, "router-decide: assigned partitions"]):
             return
         time.sleep(0.2)
     raise TimeoutError(f"router lanes not assigned:\n{worker.log_tail()}")
@@ -149,7 +149,7 @@ def check_trace(trace: dict[str, Any], request_id: str) -> None:
     assert processes[gateway["processID"]] == "scribe-gateway"
     assert parent_of(gateway) == CLIENT_SPAN_ID  # the caller's traceparent was continued
     assert tags(gateway)["http.response.status_code"] == 202
-    for stage in ("router.intake", "router.decide", "router.execute"):
+    for stage in ("router.decide", "router.execute"):
         assert stage in by_name, names
         (span,) = by_name[stage]
         assert processes[span["processID"]] == "scribe-worker"
@@ -175,14 +175,13 @@ def check_trace(trace: dict[str, Any], request_id: str) -> None:
             names.append(span["operationName"])
         return names
 
-    # Each hop is a child of the one before: the provider call under execute, under decide,
-    # under intake, under the gateway; the usage write under the batch that consumed the
-    # usage event execute published.
+    # Each hop is a child of the one before: the provider call under execute, under decide
+    # (which read the request from ai.requests), under the gateway; the usage write under the
+    # batch that consumed the usage event execute published.
     assert chain(provider[0]) == [
         provider[0]["operationName"],
         "router.execute",
         "router.decide",
-        "router.intake",
         "POST /v1/events/{topic}",
     ]
     assert chain(ledger)[:4] == [

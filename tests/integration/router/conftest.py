@@ -70,7 +70,7 @@ def router_worker_process(env: dict[str, str], state_dir: Path) -> WorkerProcess
 
 
 def wait_for_lanes(worker: WorkerProcess, timeout: float = 60) -> None:
-    """/ready answers 200 only once every lane's consumer (and the intake's) has joined its
+    """/ready answers 200 only once every lane's consumer (and decide's and settle's) has joined its
     group and got partitions: each has logged its assignment by then."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -80,7 +80,7 @@ def wait_for_lanes(worker: WorkerProcess, timeout: float = 60) -> None:
             ready = False  # the web server is not up yet
         if ready:
             log = worker.log_path.read_text(errors="replace")
-            flows = ["router-intake", *(f"router-{lane}" for lane in LANES)]
+            flows = ["router-decide", "router-settle", *(f"router-{lane}" for lane in LANES)]
             missing = [f for f in flows if f"{f}: assigned partitions" not in log]
             assert not missing, f"/ready answered before {missing} joined:\n{worker.log_tail()}"
             return
