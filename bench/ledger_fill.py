@@ -166,7 +166,9 @@ async def fill_ledger(
             say(f"rollups: {month:%Y-%m} done ({time.monotonic() - started:,.0f} s)")
         rollup_s = time.monotonic() - started
         started = time.monotonic()
-        for table in LEDGER_TABLES:
+        # The filled months' partitions only: the other months are not this fill's.
+        partitions = [f"usage_events_y{m:%Y}m{m:%m}" for m in months]
+        for table in [*partitions, *LEDGER_TABLES[1:]]:
             await conn.execute(f"VACUUM (ANALYZE) {table}")
         vacuum_s = time.monotonic() - started
         say(f"vacuum analyze: {vacuum_s:,.0f} s")
