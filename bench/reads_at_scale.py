@@ -19,8 +19,8 @@ chosen users and months (after 20 warm-up calls):
 - `report_all_users`: the platform-wide report (`scribe costs report` without --user), a few
   calls, for scale only: the seed's target is about the per-user report.
 
-Then `EXPLAIN (ANALYZE, BUFFERS)` of each statement for one user and month. Figures go to
-stdout and bench/results/reads_at_scale-*.json, the plans to a .txt beside it.
+Then `EXPLAIN (ANALYZE, BUFFERS)` of each statement for one user and month. Figures and plans
+go to stdout and bench/results/reads_at_scale-*.json.
 
 `--keep DIR` keeps the stack (and so the fill) in DIR; `--reuse RUN` measures an earlier fill
 of that run id there (with SCRIBE_STATE_DIR=DIR and `scribe stack up`, or SCRIBE_*_URL).
@@ -287,10 +287,10 @@ async def measure(args: argparse.Namespace, env: dict[str, str], state_dir: Path
         await pool.close()
     print(plans)
     print(json.dumps(result, indent=2))
+    result["explain"] = plans
     RESULTS.mkdir(exist_ok=True)
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     (RESULTS / f"reads_at_scale-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"reads_at_scale-{stamp}.txt").write_text(plans)
     return 0
 
 
