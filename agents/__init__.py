@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import faust
+from typing import TYPE_CHECKING
 
-from agents.context import Resources
+# Only for the annotations: importing any flow's pure module (a report, a replay) must not load
+# Faust, which costs the CLI seconds per command.
+if TYPE_CHECKING:
+    import faust
+
+    from agents.context import Resources
 
 
 def register_all(app: faust.App, resources: Resources) -> None:

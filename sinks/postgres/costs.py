@@ -1,7 +1,7 @@
 """Reads for the cost report: spend by model from `usage_monthly`, by day from `usage_daily`
 (their primary keys lead with user_id; `usage_*_month` / `usage_daily_day` serve the whole
 platform), and the hour-of-day and similar-request shapes from the month's ledger partition
-(per user through `usage_events_user_time`)."""
+(per user through `usage_events_user_time_covering`, index-only on vacuumed months)."""
 
 from __future__ import annotations
 

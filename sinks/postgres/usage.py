@@ -78,7 +78,9 @@ CREATE TEMPORARY TABLE IF NOT EXISTS usage_stage (
 """
 
 
-def _rollup(table: str, keys: str, key_exprs: str, group: str) -> str:
+def rollup_upsert(table: str, keys: str, key_exprs: str, group: str) -> str:
+    """The statement adding the rows of a CTE named `inserted` to a rollup table (the bench's
+    ledger fill builds its rollups with the same statements)."""
     return f"""
     INSERT INTO {table} AS t ({keys}, requests, input_tokens, output_tokens, images,
                               free_tier_requests, free_tier_images, cost_usd)
@@ -96,6 +98,28 @@ def _rollup(table: str, keys: str, key_exprs: str, group: str) -> str:
         cost_usd = t.cost_usd + EXCLUDED.cost_usd
     """
 
+
+# The rollups of the rows of a CTE named `inserted`, as CTE bodies by name.
+ROLLUP_UPSERTS = {
+    "daily": rollup_upsert(
+        "usage_daily",
+        "user_id, day, service, model",
+        "user_id, (occurred_at AT TIME ZONE 'UTC')::date, service, model",
+        "1, 2, 3, 4",
+    ),
+    "monthly": rollup_upsert(
+        "usage_monthly",
+        "user_id, month, service, model",
+        "user_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date, service, model",
+        "1, 2, 3, 4",
+    ),
+    "hourly": rollup_upsert(
+        "usage_hourly_by_model",
+        "hour, service, model",
+        "date_trunc('hour', occurred_at, 'UTC'), service, model",
+        "1, 2, 3",
+    ),
+}
 
 _COLUMNS = ", ".join(_STAGE_COLUMNS)
 # Rollup rows are upserted in key order, so two overlapping batches lock them in one order.
@@ -117,27 +141,8 @@ WITH new_ids AS (
     ON CONFLICT DO NOTHING
     RETURNING user_id, service, model, input_tokens, output_tokens, images, free_tier,
               cost_usd, occurred_at
-), daily AS ({
-    _rollup(
-        "usage_daily",
-        "user_id, day, service, model",
-        "user_id, (occurred_at AT TIME ZONE 'UTC')::date, service, model",
-        "1, 2, 3, 4",
-    )
-}), monthly AS ({
-    _rollup(
-        "usage_monthly",
-        "user_id, month, service, model",
-        "user_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date, service, model",
-        "1, 2, 3, 4",
-    )
-}), hourly AS ({
-    _rollup(
-        "usage_hourly_by_model",
-        "hour, service, model",
-        "date_trunc('hour', occurred_at, 'UTC'), service, model",
-        "1, 2, 3",
-    )
+), daily AS ({ROLLUP_UPSERTS["daily"]}), monthly AS ({ROLLUP_UPSERTS["monthly"]}), hourly AS ({
+    ROLLUP_UPSERTS["hourly"]
 })
 SELECT user_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month, service,
        model, count(*) AS events, sum(cost_usd) AS cost_usd
