@@ -68,8 +68,10 @@ def invalidations_for(
         for start in range(0, len(ordered_urls), MAX_TARGETS)
     ] or [[]]
     reason = f"world {world_id} changed (tick {after.tick}, version {after.version})"
+    # Built without validation (one per changed world per round): every field is made here
+    # within the contract's bounds, and the invalidation flow validates what it reads.
     return [
-        CacheInvalidation(
+        CacheInvalidation.model_construct(
             id=world_key(world_id),
             keys=keys if index == 0 else [],
             patterns=patterns if index == 0 else [],
