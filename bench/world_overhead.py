@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -35,6 +36,7 @@ from typing import Any
 import asyncpg
 
 from agents.intake import Received
+from agents.usage.flow import FULL_COLLECTION_EVERY
 from agents.world.owner import WorldOwner
 from agents.world.step import step
 from devkit.stack import LocalStack
@@ -44,6 +46,7 @@ from sinks.postgres.migrate import migrate
 from sinks.postgres.world import WorldStore
 from topics.dlq import DeadLetters, Origin
 
+RESULTS = Path(__file__).parent / "results"
 START = 1_800_000_000.0
 
 
@@ -117,6 +120,11 @@ async def measure(database_url: str, worlds: int, rounds: int) -> dict[str, Any]
             clock.now += 1.0
             await owner.tick_due()
         sent["messages"] = 0
+        # As in `scribe worker`, whose usage flow sets the process's collector
+        # (agents/usage/flow.py): the heap so far frozen, full collections ten times rarer.
+        gc.freeze()
+        gen0, gen1, _ = gc.get_threshold()
+        gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
         writes.clear()
         ticks_before = sum(owner.worlds[w].state.tick for w in world_ids)
         round_walls = []
@@ -170,6 +178,9 @@ def main() -> int:
             env = stack.enter_context(LocalStack(tmp / "stack", broker=None).running())
             database_url = env["SCRIBE_DATABASE_URL"]
         result = asyncio.run(measure(database_url, args.worlds, args.rounds))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"world_overhead-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(
         f"\n{result['flow_cpu_ms_per_tick']:.3f} ms CPU per tick in the flow, "
