@@ -172,11 +172,12 @@ async def test_heads_moved_before_a_conflict_was_found_are_rolled_back(
             )
         )
     assert caught.value.world_ids == {stale}
-    heads = dict(
-        await db.fetch(
+    heads = {
+        r["world_id"]: r["head_version"]
+        for r in await db.fetch(
             "SELECT world_id, head_version FROM world_state WHERE world_id = ANY($1::text[])",
             [moving, stale],
         )
-    )
+    }
     assert heads == {moving: 1, stale: 3}
     assert await db.fetchval("SELECT count(*) FROM world_events WHERE world_id = $1", moving) == 0
