@@ -11,6 +11,7 @@ from agents.world.model import WorldState
 from schemas.events import CacheInvalidation
 
 MAX_TARGETS = 1000  # CacheInvalidation's bound on keys and on urls
+_SCHEMA_VERSION = CacheInvalidation.model_fields["schema_version"].default
 
 
 def world_key(world_id: str) -> str:
@@ -40,18 +41,33 @@ def invalidations_for(
     world_id = after.world_id
     changed_npcs: list[str] = []
     urls: set[str] = set()
+    # A tick changes no map's keys: walk one key set rather than the union of two.
     old_npcs = before.npcs if before is not None else {}
-    for npc_id in sorted(old_npcs.keys() | after.npcs.keys()):
-        old, new = old_npcs.get(npc_id), after.npcs.get(npc_id)
+    new_npcs = after.npcs
+    npc_ids = new_npcs.keys() if old_npcs.keys() == new_npcs.keys() else old_npcs.keys() | new_npcs
+    for npc_id in sorted(npc_ids):
+        old, new = old_npcs.get(npc_id), new_npcs.get(npc_id)
         if old is not None and new is not None and old.same_card(new):
             continue
         changed_npcs.append(npc_id)
-        urls.update(npc.image_url for npc in (old, new) if npc is not None and npc.image_url)
+        if old is not None and old.image_url:
+            urls.add(old.image_url)
+        if new is not None and new.image_url:
+            urls.add(new.image_url)
     old_places = before.locations if before is not None else {}
-    for location_id in sorted(old_places.keys() | after.locations.keys()):
-        old_place, new_place = old_places.get(location_id), after.locations.get(location_id)
+    new_places = after.locations
+    place_ids = (
+        new_places.keys()
+        if old_places.keys() == new_places.keys()
+        else old_places.keys() | new_places
+    )
+    for location_id in place_ids:
+        old_place, new_place = old_places.get(location_id), new_places.get(location_id)
         if old_place != new_place:
-            urls.update(p.image_url for p in (old_place, new_place) if p and p.image_url)
+            if old_place is not None and old_place.image_url:
+                urls.add(old_place.image_url)
+            if new_place is not None and new_place.image_url:
+                urls.add(new_place.image_url)
     looks = (after.name, after.weather, after.image_url)
     if before is None or (before.name, before.weather, before.image_url) != looks:
         urls.update(w.image_url for w in (before, after) if w is not None and w.image_url)
@@ -68,8 +84,10 @@ def invalidations_for(
         for start in range(0, len(ordered_urls), MAX_TARGETS)
     ] or [[]]
     reason = f"world {world_id} changed (tick {after.tick}, version {after.version})"
+    # Built without validation (one per changed world per round): every field is made here
+    # within the contract's bounds, and the invalidation flow validates what it reads.
     return [
-        CacheInvalidation(
+        CacheInvalidation.model_construct(
             id=world_key(world_id),
             keys=keys if index == 0 else [],
             patterns=patterns if index == 0 else [],
@@ -77,6 +95,7 @@ def invalidations_for(
             urls=chunk,
             reason=reason,
             occurred_at=occurred_at,
+            schema_version=_SCHEMA_VERSION,  # given, so no default is resolved per message
         )
         for index, chunk in enumerate(url_chunks)
     ]

@@ -177,13 +177,50 @@ class WorldBench(FlowScript):
     issue = "issue 6, world"
     results_prefix = "world_ticks"
     args = ("--worlds", "200", "--seconds", "10", "--events-per-second", "50")
-    metrics = (Metric("ticks_per_s", "ticks/s"), Metric("tick_lag_p99_s", "s"), PEAK_RSS)
+    metrics = (
+        Metric("ticks_per_s", "ticks/s"),
+        Metric("tick_lag_p99_s", "s"),
+        Metric("worker_cpu_ms_per_tick", "ms"),
+        # The worker's CPU per tick over the pure step's, measured in the same run.
+        Metric("cpu_per_tick_ratio_to_pure_step", "x"),
+        PEAK_RSS,
+    )
 
     def parse(self, stdout: str, results: list[dict[str, Any]]) -> dict[str, float]:
         if not results:
             raise ValueError("bench/world_ticks.py wrote no results file")
         last = results[-1]
-        return {"ticks_per_s": last["ticks_per_s"], "tick_lag_p99_s": last["tick_lag_p99_s"]}
+        return {
+            name: last[name]
+            for name in (
+                "ticks_per_s",
+                "tick_lag_p99_s",
+                "worker_cpu_ms_per_tick",
+                "cpu_per_tick_ratio_to_pure_step",
+            )
+        }
+
+
+class WorldOverhead(FlowScript):
+    """The world flow's own CPU per tick (owner, log rows, checkpoints, the PostgreSQL write,
+    invalidations built and encoded) against the pure step, in one process, no Kafka."""
+
+    name = "ours.world_overhead"
+    script = "world_overhead.py"
+    issue = "world speed"
+    results_prefix = "world_overhead"
+    args = ("--worlds", "1000", "--rounds", "20")
+    metrics = (
+        Metric("flow_cpu_ms_per_tick", "ms"),
+        Metric("pure_step_cpu_ms_per_tick", "ms"),
+        Metric("flow_cpu_ratio_to_pure_step", "x"),
+        Metric("write_wall_p50_s", "s"),
+    )
+
+    def parse(self, stdout: str, results: list[dict[str, Any]]) -> dict[str, float]:
+        if not results:
+            raise ValueError("bench/world_overhead.py wrote no results file")
+        return {metric.name: results[-1][metric.name] for metric in self.metrics}
 
 
 class InvalidationBench(FlowScript):
@@ -260,4 +297,10 @@ class FaustAgentLatency(Case):
 
 
 def flow_cases() -> list[Case]:
-    return [RouterBench(), WorldBench(), InvalidationBench(), FaustAgentLatency()]
+    return [
+        RouterBench(),
+        WorldBench(),
+        WorldOverhead(),
+        InvalidationBench(),
+        FaustAgentLatency(),
+    ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -28,9 +29,10 @@ MONTHS_AHEAD = 2
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
-@dataclass(frozen=True)
-class LogRow:
-    """One `world_events` row: an input (ordinal 0) or something it caused (ordinal >= 1)."""
+class LogRow(NamedTuple):
+    """One `world_events` row: an input (ordinal 0) or something it caused (ordinal >= 1).
+    A tuple in `LOG_COLUMNS` order, so a batch's rows go to the binary COPY as they are (one
+    is made per tick: a tuple is cheaper to make than a frozen dataclass)."""
 
     world_id: str
     seq: int
@@ -42,6 +44,9 @@ class LogRow:
     payload: str  # JSON text
     occurred_at: datetime
     producer_version: int | None = None
+
+
+LOG_COLUMNS = tuple(LogRow._fields)
 
 
 @dataclass(frozen=True)
@@ -170,27 +175,30 @@ ON CONFLICT (world_id) DO UPDATE SET
 RETURNING world_id, (xmax = 0) AS inserted
 """
 
-_MOVE_HEADS = """
-UPDATE world_state AS w SET
-    head_version = b.head_version,
-    active = b.active,
-    last_activity_at = b.last_activity_at,
-    next_tick_at = b.next_tick_at,
-    updated_at = now()
-FROM unnest($1::text[], $2::bigint[], $3::boolean[], $4::timestamptz[], $5::timestamptz[])
-     AS b(world_id, head_version, active, last_activity_at, next_tick_at)
-WHERE w.world_id = b.world_id
-"""
-
-_INSERT_EVENTS = """
-INSERT INTO world_events (world_id, seq, ordinal, event_id, type, source, tick,
-                          producer_version, payload, occurred_at)
-SELECT world_id, seq, ordinal, event_id, type, source, tick, producer_version, payload::jsonb,
-       occurred_at
-FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::text[], $5::text[], $6::text[],
-            $7::bigint[], $8::bigint[], $9::text[], $10::timestamptz[])
-     AS b(world_id, seq, ordinal, event_id, type, source, tick, producer_version, payload,
-          occurred_at)
+# Locks the batch's worlds in world_id order (so two writers of overlapping worlds cannot
+# deadlock) and, in the same statement, moves the heads of those without a checkpoint in this
+# batch, each only if the stored head is the one the batch continues. Returns every stored
+# world with its head before the batch: the caller refuses the batch (rolling the moves back)
+# if any head was not the one its world continues.
+_LOCK_AND_MOVE_HEADS = """
+WITH locked AS (
+    SELECT world_id, coalesce(head_version, version) AS head_version FROM world_state
+    WHERE world_id = ANY($1::text[]) ORDER BY world_id FOR UPDATE
+), moved AS (
+    UPDATE world_state AS w SET
+        head_version = b.head_version,
+        active = b.active,
+        last_activity_at = b.last_activity_at,
+        next_tick_at = b.next_tick_at,
+        updated_at = now()
+    FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::boolean[], $6::timestamptz[],
+                $7::timestamptz[])
+         AS b(world_id, base_version, head_version, active, last_activity_at, next_tick_at),
+         locked
+    WHERE w.world_id = b.world_id AND locked.world_id = b.world_id
+      AND locked.head_version = b.base_version
+)
+SELECT world_id, head_version FROM locked
 """
 
 _INSERT_EVENT_IDS = """
@@ -250,19 +258,10 @@ class WorldStore:
                         [s for _, _, s in batch.event_ids],
                     )
                 if batch.rows:
-                    rows = batch.rows
-                    await conn.execute(
-                        _INSERT_EVENTS,
-                        [r.world_id for r in rows],
-                        [r.seq for r in rows],
-                        [r.ordinal for r in rows],
-                        [r.event_id for r in rows],
-                        [r.type for r in rows],
-                        [r.source for r in rows],
-                        [r.tick for r in rows],
-                        [r.producer_version for r in rows],
-                        [r.payload for r in rows],
-                        [r.occurred_at for r in rows],
+                    # Binary COPY: no statement to parse and no arrays to build per column;
+                    # PostgreSQL routes each row to its month's partition.
+                    await conn.copy_records_to_table(
+                        "world_events", records=batch.rows, columns=LOG_COLUMNS
                     )
                 if batch.memories:
                     mems = batch.memories
@@ -283,19 +282,24 @@ class WorldStore:
         ids = [h.world_id for h in heads]
         if len(set(ids)) != len(ids):
             raise ValueError("a batch holds one head per world")
-        # Lock the stored rows, then check each head continues the stored one.
+        moved = [h for h in heads if h.checkpoint is None]
         stored = {
             row["world_id"]: row["head_version"]
             for row in await conn.fetch(
-                "SELECT world_id, coalesce(head_version, version) AS head_version FROM world_state "
-                "WHERE world_id = ANY($1::text[]) ORDER BY world_id FOR UPDATE",
+                _LOCK_AND_MOVE_HEADS,
                 ids,
+                [h.world_id for h in moved],
+                [h.base_version for h in moved],
+                [h.head_version for h in moved],
+                [h.active for h in moved],
+                [h.last_activity_at for h in moved],
+                [h.next_tick_at for h in moved],
             )
         }
         conflicts = {h.world_id for h in heads if stored.get(h.world_id, 0) != h.base_version}
         if conflicts:
             raise WorldConflictError(conflicts)
-        unseen = [h.world_id for h in heads if h.world_id not in stored and not h.checkpoint]
+        unseen = [h.world_id for h in moved if h.world_id not in stored]
         if unseen:
             raise ValueError(f"a world's first write needs a checkpoint: {unseen[:5]}")
         checkpoints = [(h, h.checkpoint) for h in heads if h.checkpoint is not None]
@@ -316,16 +320,6 @@ class WorldStore:
             raced = {row["world_id"] for row in written if not row["inserted"]} - stored.keys()
             if raced:
                 raise WorldConflictError(raced)
-        moved = [h for h in heads if h.checkpoint is None]
-        if moved:
-            await conn.execute(
-                _MOVE_HEADS,
-                [h.world_id for h in moved],
-                [h.head_version for h in moved],
-                [h.active for h in moved],
-                [h.last_activity_at for h in moved],
-                [h.next_tick_at for h in moved],
-            )
 
     async def load(self, world_ids: Sequence[str]) -> list[StoredWorld]:
         rows = await self.pool.fetch(_LOAD, list(world_ids))

@@ -154,3 +154,30 @@ async def test_the_head_moves_without_a_checkpoint_and_the_first_write_needs_one
     await store.write(WorldBatch(heads=[head(w, 5, 7)]))
     [stored] = await store.load([w])
     assert (stored.version, stored.head_version) == (7, 7)
+
+
+async def test_heads_moved_before_a_conflict_was_found_are_rolled_back(
+    store: WorldStore, db: asyncpg.Connection
+) -> None:
+    # The statement that locks the batch's worlds also moves the heads without a checkpoint;
+    # a conflict found after it must undo those moves with the rest of the batch.
+    moving, stale = sorted(f"w-rb-{n}-{uuid.uuid4().hex[:8]}" for n in range(2))
+    now = datetime.now(UTC)
+    await store.write(WorldBatch(heads=[head(moving, 0, 1), head(stale, 0, 3)]))
+    with pytest.raises(WorldConflictError) as caught:
+        await store.write(
+            WorldBatch(
+                rows=[row(moving, 2, now)],
+                heads=[head(moving, 1, 2, checkpoint=False), head(stale, 1, 4, checkpoint=False)],
+            )
+        )
+    assert caught.value.world_ids == {stale}
+    heads = {
+        r["world_id"]: r["head_version"]
+        for r in await db.fetch(
+            "SELECT world_id, head_version FROM world_state WHERE world_id = ANY($1::text[])",
+            [moving, stale],
+        )
+    }
+    assert heads == {moving: 1, stale: 3}
+    assert await db.fetchval("SELECT count(*) FROM world_events WHERE world_id = $1", moving) == 0
