@@ -38,7 +38,10 @@ from schemas.examples import example
 from tests.integration.router.conftest import GEMINI_KEYS, OPENROUTER_KEYS
 from topics.publisher import Publisher
 
-pytestmark = pytest.mark.engine
+# Setting up takes a minute (a broker, PostgreSQL, Redis, two workers, the gateway), the 15,000
+# requests one or two more.
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
+REPORT_EVERY_S = 10
 
 REPO = Path(__file__).resolve().parents[2]
 USERS = 10
@@ -118,6 +121,7 @@ class Answers:
     async def _until(self, done: Callable[[], bool], timeout: float) -> None:
         """Until `done()`, or the timeout (the caller's check then says what is missing)."""
         deadline = time.monotonic() + timeout
+        next_report = time.monotonic() + REPORT_EVERY_S
         while not done():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -125,6 +129,9 @@ class Answers:
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(left, 5))
+            if time.monotonic() >= next_report:
+                print(f"  {len(self.by_request)} requests answered so far")
+                next_report = time.monotonic() + REPORT_EVERY_S
 
 
 @contextlib.asynccontextmanager
