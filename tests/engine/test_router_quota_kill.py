@@ -49,6 +49,8 @@ PER_USER = 1_500
 FREE_PER_DAY = 1_000
 KILL_AFTER = PER_USER * USERS // 3  # answers seen before the SIGKILL
 API_CONCURRENCY = 64
+DIRECT_RATE = 100  # requests/s straight to ai.requests
+DIRECT_CHUNK = 50
 # What one worker can have in flight at the kill: its urgent and normal lanes' slots (the
 # router's defaults), each a provider call that may run again on the worker that takes over.
 IN_FLIGHT_BOUND = 64 + 32
@@ -162,7 +164,9 @@ async def through_api(
             async with gate:
                 try:
                     raw = await client.images.with_raw_response.generate(
-                        prompt=prompt, extra_headers={"x-scribe-priority": "normal"}
+                        prompt=prompt,
+                        # The calls queue behind the others and the kill: a deadline that lasts.
+                        extra_headers={"x-scribe-priority": "normal", "x-scribe-timeout-s": "300"},
                     )
                 except openai.APIError as error:
                     failures.append(f"{prompt}: {error!r}")
@@ -191,6 +195,13 @@ def direct_requests(run: str, users: list[str]) -> dict[str, AIRequest]:
     return {r.request_id: r for r in requests}
 
 
+async def publish_paced(publisher: Publisher, requests: list[AIRequest]) -> None:
+    """At about the pace the API's calls go, so neither half waits behind the other."""
+    for start in range(0, len(requests), DIRECT_CHUNK):
+        await publisher.publish_many(requests[start : start + DIRECT_CHUNK])
+        await asyncio.sleep(DIRECT_CHUNK / DIRECT_RATE)
+
+
 def api_prompts(run: str, u: int) -> list[str]:
     """The second half of user `u`'s requests, sent through the API."""
     return [f"A harbour [tag:{tag(run, u, n)}]" for n in range(PER_USER // 2, PER_USER)]
@@ -205,10 +216,13 @@ async def test_each_user_gets_exactly_1000_free_images_while_a_worker_is_killed(
     tokens = {user: f"token-{uuid.uuid4().hex}" for user in users}
     workers_dir = state_dir / "quota-kill-workers"
 
-    def worker() -> WorkerProcess:
-        return new_worker(env, workers_dir, app_id).start()
+    started: list[WorkerProcess] = []
 
-    started = [worker(), worker()]
+    def worker() -> WorkerProcess:
+        process = new_worker(env, workers_dir, app_id)
+        started.append(process)  # stopped at the end, even if it never got ready
+        return process.start()
+
     gateway_env = {
         **env,
         "SCRIBE_GATEWAY_API_TOKENS": ",".join(f"{u}:{t}:free" for u, t in tokens.items()),
@@ -221,6 +235,8 @@ async def test_each_user_gets_exactly_1000_free_images_while_a_worker_is_killed(
     api_failures: list[str] = []
     kafka_url = env["SCRIBE_KAFKA_URL"]
     try:
+        worker()
+        worker()
         with gateway_process(gateway_env, state_dir / f"quota-gateway-{run}.log") as url:
             async with (
                 reading(answers, kafka_url),
@@ -233,12 +249,14 @@ async def test_each_user_gets_exactly_1000_free_images_while_a_worker_is_killed(
                     )
                 )
                 started_at = time.monotonic()
-                await publisher.publish_many(list(direct.values()))
+                publishing = asyncio.create_task(publish_paced(publisher, list(direct.values())))
                 await answers.until_count(KILL_AFTER, timeout=300)
                 started[0].kill()
                 print(f"killed a worker after {len(answers.by_request)} answers")
                 await asyncio.sleep(3)
-                started.append(worker())
+                # In a thread: the answers and the API calls go on while it starts.
+                await asyncio.to_thread(worker)
+                await publishing
                 await calls
                 assert not api_failures, api_failures[:5]
                 await answers.until(set(direct) | api_ids, timeout=300)
