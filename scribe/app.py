@@ -56,7 +56,6 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         # unbatched, the router's decide stage ran at half the rate on the embedded broker.
         "producer_linger": 0.005,
         "datadir": str(base.state_dir / "worker" / base.app_id),
-        "processing_guarantee": base.processing_guarantee,
     }
     credentials = base.security.kafka.faust_credentials()
     if credentials is not None:
@@ -74,6 +73,13 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
     return config
 
 
+# Faust's transactions covered only Faust's agents, and no flow is one any more.
+NO_TRANSACTIONS_NEEDED = (
+    "SCRIBE_PROCESSING_GUARANTEE=exactly_once has no effect: every flow is exact without Kafka "
+    "transactions (its writes are keyed: README, 'One runtime under every flow'); unset it"
+)
+
+
 def count_assignment(assigned: Any) -> None:
     """Per pipeline topic, how many partitions this worker holds: how evenly a group of
     workers shares the load shows on every worker's /metrics."""
@@ -86,6 +92,8 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     from agents import register_all
     from scribe import observability
 
+    if settings.base.processing_guarantee == "exactly_once":
+        log.warning(NO_TRANSACTIONS_NEEDED)
     config = faust_settings(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)

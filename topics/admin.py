@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -96,6 +97,21 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: Sequence[str]) -> 
         return {}  # an empty list would describe every topic
     described = await admin.describe_topics(wanted)
     return {t["topic"]: len(t["partitions"]) for t in described if t["partitions"]}
+
+
+async def existing_partitions(
+    settings: ResolvedSettings, names: Sequence[str]
+) -> list[TopicPartition]:
+    """Every partition of each of these topics that exists, asked of the brokers. Not of a
+    consumer: on Apache Kafka its `partitions_for_topic` knows only the topics it fetched
+    metadata for, even after `topics()` listed them, and says None for the rest."""
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        counts = await partition_counts(client, names)
+    finally:
+        await client.close()
+    return sorted(TopicPartition(t, p) for t, n in counts.items() for p in range(n))
 
 
 def partition_mismatches(counts: Mapping[str, int], groups: Iterable[Sequence[str]]) -> list[str]:

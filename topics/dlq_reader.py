@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from runtime.kafka import consumer as kafka_consumer
 from runtime.settings import ResolvedSettings
+from topics.admin import existing_partitions
 from topics.catalog import INPUT_TOPICS, TopicSpec, UnknownTopicError
 from topics.catalog import topic as find_topic
 from topics.dlq import (
@@ -187,22 +188,13 @@ async def captured_ends(
     return {tp: max(listed[tp], int(consumer.highwater(tp) or 0)) for tp in partitions}
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    existing = await consumer.topics()
-    return sorted(
-        TopicPartition(name, partition)
-        for name in topics
-        if name in existing
-        for partition in consumer.partitions_for_topic(name) or ()
-    )
-
-
 class DeadLetterReader:
     """Reads `.dlq` topics once, from their beginning to the ends captured at `start`, with a
     consumer outside any group (nothing is committed, no worker loses a partition)."""
 
     def __init__(self, settings: ResolvedSettings, topics: Iterable[str]) -> None:
         self.topics = list(topics)
+        self.settings = settings
         self.consumer = kafka_consumer(
             settings,
             None,
@@ -216,7 +208,7 @@ class DeadLetterReader:
     async def __aenter__(self) -> DeadLetterReader:
         await self.consumer.start()
         try:
-            partitions = await _partitions(self.consumer, self.topics)
+            partitions = await existing_partitions(self.settings, self.topics)
             self.missing = [t for t in self.topics if t not in {tp.topic for tp in partitions}]
             self.consumer.assign(partitions)
             if partitions:

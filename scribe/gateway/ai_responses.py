@@ -16,13 +16,14 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from runtime import kafka
 from runtime.settings import ResolvedSettings
 from schemas import DecodeError, decode
 from schemas.events import AIResponse
+from topics.admin import existing_partitions
 from topics.catalog import AI_RESPONSES
 
 log = logging.getLogger("scribe.gateway.ai_responses")
@@ -111,11 +112,9 @@ class ResponseWaiter:
         consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=20 if fast else 500)
         self._consumer = consumer
         await consumer.start()
-        await consumer.topics()  # metadata of every topic, so partitions_for_topic knows it
-        numbers = consumer.partitions_for_topic(AI_RESPONSES.name)
-        if not numbers:
+        partitions = await existing_partitions(self.settings, [AI_RESPONSES.name])
+        if not partitions:
             raise KafkaError(f"topic {AI_RESPONSES.name} does not exist (yet)")
-        partitions = [TopicPartition(AI_RESPONSES.name, p) for p in sorted(numbers)]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         for partition in partitions:  # resolve the end now, before any call registers
