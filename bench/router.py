@@ -1,6 +1,7 @@
 """Router benchmarks on the embedded stack with the provider simulator answering at once.
 
     .venv/bin/python bench/router.py [--decide 5000] [--latency 300] [--backlog 10000]
+        [--rates 200,1000 --seconds 10] [--api] [--broker tansu|apache]
 
 - decide: requests/s the decide stage of one worker turns into lane records (from the lane
   records' timestamps, first to last), for a burst of normal requests published up front (they
@@ -9,11 +10,17 @@
   consumer of ai.responses, beside a direct HTTP call to the same simulator (the baseline: what
   a caller pays without the router). The difference is the latency the pipeline adds; LiteLLM
   publishes its router's added latency as median 2-12 ms, p99 13-43 ms (its docs' load tests).
+- rates: requests sent at a steady rate (open loop: each at its planned moment, whatever the
+  answers do) for `--seconds`; added latency p50/p99 per rate, through Kafka (publish ->
+  ai.responses) and, with `--api`, through the gateway's OpenAI-compatible HTTP API (request ->
+  HTTP answer), each minus the direct call's median.
 - backlog: with N background requests held back (outside the off-peak window), how long urgent
   requests take to be answered; and with N background requests published right before each
   urgent one (decide sends them to the held lane in the same batches it decides the urgent ones).
 
 Each phase prints a progress line; the stack and worker are started and stopped by the script.
+`--broker apache` runs them on a one-broker Apache Kafka of the script's own (the jars from
+Maven Central, as `scripts/kafka.sh` fetches them) instead of the embedded broker.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,8 +43,10 @@ from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devkit.harness import ArrivalWatch, WorkerProcess
+from devkit.harness import ArrivalWatch, WorkerProcess, gateway_process
 from devkit.stack import LocalStack
+from devkit.stack.apache_kafka.cluster import KafkaCluster
+from devkit.stack.apache_kafka.distribution import fetch
 from devkit.stack.processes import free_port
 from runtime.settings import kafka_bootstrap_servers
 from schemas.events import AIRequest
@@ -45,6 +54,8 @@ from schemas.examples import example
 from topics.publisher import Publisher
 
 LITELLM = "LiteLLM router overhead (published): median 2-12 ms, p99 13-43 ms"
+KAFKA_JARS = Path(__file__).resolve().parent.parent / ".scribe" / "kafka"
+API_TOKEN = f"bench-{uuid.uuid4().hex}"
 
 
 def say(line: str) -> None:
@@ -64,10 +75,27 @@ def describe(values: list[float]) -> str:
 
 
 @contextmanager
+def services(root: Path, broker: str) -> Iterator[dict[str, str]]:
+    """The embedded stack; with `apache`, its PostgreSQL, Redis and simulators beside a
+    one-broker Apache Kafka, stopped and deleted afterwards."""
+    if broker == "tansu":
+        with LocalStack(root / "stack").running(report=say) as env:
+            yield env
+        return
+    cluster = KafkaCluster(root / "kafka", fetch(KAFKA_JARS, report=say))
+    try:
+        kafka_url = cluster.up_fresh(1, report=say)
+        with LocalStack(root / "stack", broker=None).running(report=say) as env:
+            yield {**env, "SCRIBE_KAFKA_URL": kafka_url, "SCRIBE_TOPIC_REPLICATION": "1"}
+    finally:
+        cluster.down(report=say, purge=True)
+
+
+@contextmanager
 def running_worker(
-    root: Path, extra: dict[str, str]
+    root: Path, extra: dict[str, str], broker: str = "tansu"
 ) -> Iterator[tuple[dict[str, str], WorkerProcess]]:
-    with LocalStack(root / "stack").running(report=say) as env:
+    with services(root, broker) as env:
         sim = env["SCRIBE_PROVIDER_URL"]
         now = datetime.now(UTC) + timedelta(hours=3)
         worker_env = {
@@ -82,13 +110,7 @@ def running_worker(
         try:
             say("starting a worker ...")
             worker.start()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                log = worker.log_path.read_text(errors="replace")
-                lanes = ("intake", "held", "urgent", "normal", "deferred")
-                if all(f"router-{lane}: assigned partitions" in log for lane in lanes):
-                    break
-                time.sleep(0.2)
+            worker.wait_consuming()
             httpx.post(f"{sim}/_sim/config", json={"delay_ms": 0}).raise_for_status()
             yield env, worker
         finally:
@@ -164,18 +186,7 @@ async def bench_decide(env: dict[str, str], count: int) -> None:
 
 
 async def bench_latency(env: dict[str, str], count: int) -> None:
-    sim = env["SCRIBE_PROVIDER_URL"]
-    direct: list[float] = []
-    async with httpx.AsyncClient(base_url=sim) as client:
-        for n in range(count):
-            started = time.monotonic()
-            response = await client.post(
-                "/v1beta/models/gemini-2.5-flash:generateContent",
-                json={"contents": [{"parts": [{"text": f"direct {n}"}]}]},
-                headers={"x-goog-api-key": "bench"},
-            )
-            response.raise_for_status()
-            direct.append((time.monotonic() - started) * 1000)
+    direct = await direct_calls(env["SCRIBE_PROVIDER_URL"], count)
     say(f"latency: direct call to the simulator: {describe(direct)}")
     routed: list[float] = []
     async with (
@@ -198,6 +209,104 @@ async def bench_latency(env: dict[str, str], count: int) -> None:
         f"worst median (12 ms), p99 {pct(added, 99) / 43:.1f}x its worst p99 (43 ms)"
     )
     say(f"  {LITELLM}")
+
+
+async def direct_calls(sim: str, count: int) -> list[float]:
+    """Milliseconds of `count` direct calls to the simulator, one after another: the baseline."""
+    direct: list[float] = []
+    async with httpx.AsyncClient(base_url=sim) as client:
+        for n in range(count):
+            started = time.monotonic()
+            response = await client.post(
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                json={"contents": [{"parts": [{"text": f"direct {n}"}]}]},
+                headers={"x-goog-api-key": "bench"},
+            )
+            response.raise_for_status()
+            direct.append((time.monotonic() - started) * 1000)
+    return direct
+
+
+async def paced(
+    rate: float, seconds: float, send: Callable[[int], Coroutine[Any, Any, None]]
+) -> float:
+    """Start `send(n)` at n / rate seconds, whatever earlier sends are doing; returns the rate
+    achieved once every send finished."""
+    count = max(1, round(rate * seconds))
+    started = time.monotonic()
+    tasks = []
+    for n in range(count):
+        delay = started + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(n)))
+    await asyncio.gather(*tasks)
+    return count / max(time.monotonic() - started, 1e-9)
+
+
+async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, base: float) -> None:
+    sent: dict[str, float] = {}
+    async with (
+        Publisher(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"]), linger_ms=0) as publisher,
+        responses(env["SCRIBE_KAFKA_URL"]) as watch,
+    ):
+
+        async def send(_: int) -> None:
+            request = text_request("urgent")
+            sent[request.request_id] = time.monotonic()
+            await publisher.publish(request)
+
+        achieved = await paced(rate, seconds, send)
+        routed = [(await watch.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
+    added = [r - base for r in routed]
+    say(
+        f"latency at {rate:,.0f}/s through Kafka (achieved {achieved:,.0f}/s): added "
+        f"{describe(added)}"
+    )
+
+
+async def bench_rate_api(api_url: str, rate: float, seconds: float, base: float) -> None:
+    added: list[float] = []
+    overhead: list[float] = []
+    failed: list[str] = []
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=60) as client:
+
+        async def send(n: int) -> None:
+            started = time.monotonic()
+            response = await client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "auto",
+                    "messages": [{"role": "user", "content": f"Say hello [tag:api{n}]"}],
+                },
+                headers={"Authorization": f"Bearer {API_TOKEN}", "x-scribe-priority": "urgent"},
+            )
+            if response.status_code != 200:
+                failed.append(f"{response.status_code} {response.text[:200]}")
+                return
+            added.append((time.monotonic() - started) * 1000 - base)
+            overhead.append(float(response.headers["x-scribe-overhead-ms"]))
+
+        achieved = await paced(rate, seconds, send)
+    if failed:
+        say(f"  {len(failed)} API calls failed, e.g. {failed[0]}")
+    say(
+        f"latency at {rate:,.0f}/s through the HTTP API (achieved {achieved:,.0f}/s): added "
+        f"{describe(added)}; x-scribe-overhead-ms {describe(overhead)}"
+    )
+
+
+async def bench_rates(
+    env: dict[str, str], rates: list[float], seconds: float, api_url: str | None
+) -> None:
+    direct = await direct_calls(env["SCRIBE_PROVIDER_URL"], 200)
+    base = pct(direct, 50)
+    say(f"rates: direct call to the simulator: {describe(direct)}")
+    for rate in rates:
+        await bench_rate_kafka(env, rate, seconds, base)
+        if api_url is not None:
+            await bench_rate_api(api_url, rate, seconds, base)
 
 
 async def bench_backlog(env: dict[str, str], backlog: int, rounds: int = 10) -> None:
@@ -254,15 +363,37 @@ async def wait_held(env: dict[str, str], at_least: int, timeout: float = 300) ->
     raise TimeoutError(f"the held lane holds {held}, expected {at_least}")
 
 
+async def rates_phase(
+    env: dict[str, str], rates: list[float], seconds: float, api_root: Path | None
+) -> None:
+    if api_root is None:
+        await bench_rates(env, rates, seconds, None)
+        return
+    gateway_env = {
+        **env,
+        "SCRIBE_GATEWAY_API_TOKENS": f"bench-api:{API_TOKEN}:premium",
+        # The bench measures latency, not the per-user limit.
+        "SCRIBE_GATEWAY_API_RATE": "100000",
+        "SCRIBE_GATEWAY_API_BURST": "100000",
+    }
+    with gateway_process(gateway_env, api_root / "gateway.log") as url:
+        await bench_rates(env, rates, seconds, url)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--decide", type=int, default=5000, help="burst size (0 skips)")
     parser.add_argument("--latency", type=int, default=300, help="requests (0 skips)")
     parser.add_argument("--backlog", type=int, default=10000, help="held requests (0 skips)")
+    parser.add_argument("--rates", default="", help="requests/s, comma-separated (none skips)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long each rate runs")
+    parser.add_argument("--api", action="store_true", help="the rates through the HTTP API too")
+    parser.add_argument("--broker", choices=("tansu", "apache"), default="tansu")
     args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
     with (
         tempfile.TemporaryDirectory(prefix="router-bench-") as tmp,
-        running_worker(Path(tmp), {}) as (stack_env, worker),
+        running_worker(Path(tmp), {}, args.broker) as (stack_env, worker),
     ):
         env = {**stack_env, "WORKER_URL": worker.url}
         say(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -270,6 +401,8 @@ def main() -> int:
             asyncio.run(bench_decide(env, args.decide))
         if args.latency:
             asyncio.run(bench_latency(env, args.latency))
+        if rates:
+            asyncio.run(rates_phase(env, rates, args.seconds, Path(tmp) if args.api else None))
         if args.backlog:
             asyncio.run(bench_backlog(env, args.backlog))
         say(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -139,18 +139,31 @@ def _number(pattern: str, text: str, what: str) -> float:
     return float(match.group(1).replace(",", ""))
 
 
+RATE_PATHS = {"kafka": "Kafka", "api": "the HTTP API"}
+ROUTER_RATES = (200, 1000)
+
+
 class RouterBench(FlowScript):
     """Decide throughput of one worker (burst of background requests) and the latency the
-    pipeline adds over a direct call to the provider simulator, p50/p99."""
+    pipeline adds over a direct call to the provider simulator, p50/p99: one request at a time,
+    and p99 at steady rates of 200 and 1,000 requests/s through Kafka and the HTTP API."""
 
     name = "ours.router"
     script = "router.py"
     issue = "issue 4, router"
-    args = ("--decide", "2000", "--latency", "200", "--backlog", "0")
+    args = (
+        "--decide", "2000", "--latency", "200", "--backlog", "0",
+        "--rates", ",".join(map(str, ROUTER_RATES)), "--seconds", "5", "--api",
+    )  # fmt: skip
     metrics = (
         Metric("decide_per_s", "requests/s"),
         Metric("added_latency_p50_ms", "ms"),
         Metric("added_latency_p99_ms", "ms"),
+        *(
+            Metric(f"added_p99_{path}_{rate}_per_s_ms", "ms")
+            for rate in ROUTER_RATES
+            for path in RATE_PATHS
+        ),
         PEAK_RSS,
     )
 
@@ -166,6 +179,15 @@ class RouterBench(FlowScript):
                 stdout,
                 "added latency p99",
             ),
+        } | {
+            f"added_p99_{path}_{rate}_per_s_ms": _number(
+                rf"latency at {rate:,}/s through {re.escape(said)} \(achieved [\d,]+/s\): added "
+                r"p50 -?[\d.]+ ms, p99 (-?[\d.]+) ms",
+                stdout,
+                f"added latency p99 at {rate}/s through {said}",
+            )
+            for rate in ROUTER_RATES
+            for path, said in RATE_PATHS.items()
         }
 
 

@@ -1,0 +1,37 @@
+"""`make bench` reads the router script's figures from what it prints: each line it looks for is
+one the script writes (`bench/router.py`'s `describe` format)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cases.flows import RouterBench
+from bench.router import describe
+
+LINES = [
+    "decide: 2,000 decisions in 0.80 s = 2,500 requests/s (one worker)",
+    f"latency added by the pipeline (minus the direct median): {describe([4.0, 6.0, 9.0])}",
+    f"latency at 200/s through Kafka (achieved 199/s): added {describe([5.0, 7.0, 11.0])}",
+    f"latency at 200/s through the HTTP API (achieved 198/s): added {describe([6.0, 12.0])}; "
+    f"x-scribe-overhead-ms {describe([1.0, 2.0])}",
+    f"latency at 1,000/s through Kafka (achieved 990/s): added {describe([8.0, 13.0])}",
+    f"latency at 1,000/s through the HTTP API (achieved 970/s): added {describe([9.0, 14.0])}",
+]
+
+
+def test_every_router_figure_is_read_from_the_scripts_lines() -> None:
+    figures = RouterBench().parse("\n".join(LINES), [])
+    assert figures == {
+        "decide_per_s": 2500.0,
+        "added_latency_p50_ms": 6.0,
+        "added_latency_p99_ms": 9.0,
+        "added_p99_kafka_200_per_s_ms": 11.0,
+        "added_p99_api_200_per_s_ms": 12.0,
+        "added_p99_kafka_1000_per_s_ms": 13.0,
+        "added_p99_api_1000_per_s_ms": 14.0,
+    }
+
+
+def test_a_missing_rate_line_is_an_error_not_a_number() -> None:
+    with pytest.raises(ValueError, match="1000/s through the HTTP API"):
+        RouterBench().parse("\n".join(LINES[:-1]), [])
