@@ -25,6 +25,7 @@ from typing import Generic, Protocol, TypeVar
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from runtime.flow import bounded_step
 from runtime.source import (
     Batch,
     BatchSource,
@@ -222,12 +223,7 @@ class ConcurrentRunner(Generic[E]):
             )
 
     async def _bounded(self, what: str, step: Awaitable[None], seconds: float) -> None:
-        try:
-            await asyncio.wait_for(step, seconds)
-        except TimeoutError:
-            self.log.warning("%s: %s took over %.0f s; given up", self.spec.flow, what, seconds)
-        except Exception:
-            self.log.exception("%s: %s failed", self.spec.flow, what)
+        await bounded_step(self.log, self.spec.flow, what, step, seconds)
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -113,6 +113,23 @@ class Flow(Generic[E, T]):
     closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
 
 
+async def bounded_step(
+    flow_log: logging.LoggerAdapter[logging.Logger],
+    flow: str,
+    what: str,
+    step: Awaitable[None],
+    seconds: float,
+) -> None:
+    """One step of a flow's stop, within `seconds`: one that overruns or fails is logged and
+    given up, so the steps after it (closing the pools) still run."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        flow_log.warning("%s: %s took over %.0f s; given up", flow, what, seconds)
+    except Exception:
+        flow_log.exception("%s: %s failed", flow, what)
+
+
 class FlowRunner(Generic[E, T]):
     """Runs one flow on one consumer: `start`, then `run` (returns once stopped), `stop`."""
 
@@ -233,12 +250,7 @@ class FlowRunner(Generic[E, T]):
                 await self.flow.rebalance.revoked(owned)
 
     async def _bounded(self, what: str, step: Awaitable[None], seconds: float) -> None:
-        try:
-            await asyncio.wait_for(step, seconds)
-        except TimeoutError:
-            self.log.warning("%s: %s took over %.0f s; given up", self.spec.flow, what, seconds)
-        except Exception:
-            self.log.exception("%s: %s failed", self.spec.flow, what)
+        await bounded_step(self.log, self.spec.flow, what, step, seconds)
 
     @staticmethod
     async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from runtime import kafka
 from runtime.settings import ResolvedSettings, Settings, kafka_bootstrap_servers
 from scribe.gateway.ai_responses import ResponseWaiter
 from topics.admin import ensure_topics, existing_partitions
@@ -35,8 +36,14 @@ async def test_existing_partitions_come_from_the_brokers(settings: ResolvedSetti
     missing = f"no-such-topic-{uuid.uuid4().hex[:8]}"
     partitions = await existing_partitions(settings, [AI_RESPONSES.name, missing])
     assert {tp.topic for tp in partitions} == {AI_RESPONSES.name}
-    count = AI_RESPONSES.partitions or settings.base.topic_partitions
-    assert [tp.partition for tp in partitions] == list(range(count))
+    # A producer asks for the topic's own metadata: the other way to learn its partitions.
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        expected = await producer.partitions_for(AI_RESPONSES.name)
+    finally:
+        await producer.stop()
+    assert [tp.partition for tp in partitions] == sorted(expected)
     # Asking did not create the missing topic.
     assert await existing_partitions(settings, [missing]) == []
 
