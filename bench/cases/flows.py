@@ -140,13 +140,15 @@ def _number(pattern: str, text: str, what: str) -> float:
 
 
 RATE_PATHS = {"kafka": "Kafka", "api": "the HTTP API"}
-ROUTER_RATES = (200, 1000)
+# 1,000/s is over what one worker executes here: its queue grows for the whole phase and the
+# script then runs past its timeout, so `make bench` takes 200/s; run 1,000/s by hand.
+ROUTER_RATES = (200,)
 
 
 class RouterBench(FlowScript):
     """Decide throughput of one worker (burst of background requests) and the latency the
     pipeline adds over a direct call to the provider simulator, p50/p99: one request at a time,
-    and p99 at steady rates of 200 and 1,000 requests/s through Kafka and the HTTP API."""
+    and p99 at a steady 200 requests/s through Kafka and the HTTP API."""
 
     name = "ours.router"
     script = "router.py"
