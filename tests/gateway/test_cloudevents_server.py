@@ -102,6 +102,7 @@ async def test_every_mode_lands_on_its_topic_as_the_same_cloudevent(
     gateway: httpx.AsyncClient, kafka_url: str
 ) -> None:
     user, world = f"ce-{uuid.uuid4().hex[:8]}", f"ce-{uuid.uuid4().hex[:8]}"
+    asker = f"ce-ai-{uuid.uuid4().hex[:8]}"
     structured = _usage(user, "s-1", extra={"subject": "invoice-7"})
     binary = _usage(user, "x-1")
     batch = [
@@ -110,9 +111,11 @@ async def test_every_mode_lands_on_its_topic_as_the_same_cloudevent(
             {"type": "com.scribe.world.event.v1", "source": "/game/eu", "id": "b-2"},
             _data(WorldEvent, world_id=world),
         ),
+        # Another user: the router answers this request and writes a usage event of its own
+        # (no CloudEvents headers), which must not be read as one of the three sent here.
         CloudEvent(
             {"type": "com.scribe.ai.request.v1", "source": "/web", "id": "b-3"},
-            _data(AIRequest, user_id=user),
+            _data(AIRequest, user_id=asker),
         ),
     ]
     answers = [
@@ -129,7 +132,7 @@ async def test_every_mode_lands_on_its_topic_as_the_same_cloudevent(
 
     usage = await _records(kafka_url, "usage.events", user, 3)
     world_events = await _records(kafka_url, "world.events", world, 1)
-    requests = await _records(kafka_url, "ai.requests", user, 1)
+    requests = await _records(kafka_url, "ai.requests", asker, 1)
     for record in usage + world_events + requests:
         assert set(record.headers) >= CE_HEADERS, record.headers
         assert record.headers["content-type"] == b"application/json"
