@@ -23,13 +23,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiokafka.errors import KafkaError
 
 from agents.intake import decoder
 from agents.router.budget_state import BudgetBook
 from agents.router.decide import Emit, Pending, UserOutcome, decide_user, settle_user
-from agents.router.ledger_store import RouterStore, Wait
+from agents.router.ledger_store import Committed, RouterStore, Snapshot, Wait
 from agents.router.policy import LANE_OF_PRIORITY, PolicyConfig
 from runtime import tracing
 from runtime.flow import Flow
@@ -65,6 +66,8 @@ RETRYABLE = (KafkaError, OSError, *REDIS_DOWN)
 
 Publish = Callable[[list[Emit]], Awaitable[None]]
 Clock = Callable[[], datetime]
+T = TypeVar("T")
+X = TypeVar("X")
 
 
 def utc_now() -> datetime:
@@ -117,6 +120,32 @@ def sort_requests(batch: list[Received[AIRequest]]) -> DecideBatch:
     return sorted_batch
 
 
+async def commit_by_user(
+    store: RouterStore,
+    todo: dict[str, list[T]],
+    request_id: Callable[[T], str],
+    outcome_of: Callable[[str, list[T], Snapshot, datetime], tuple[UserOutcome, X]],
+    clock: Clock,
+) -> list[tuple[tuple[UserOutcome, X], Committed]]:
+    """Read the users' ledgers and records, work out each user's outcome, commit them all in
+    one script; a user whose state moved since the read is read and worked out again. Returns
+    each user's committed outcome with the commit's reply."""
+    done: list[tuple[tuple[UserOutcome, X], Committed]] = []
+    while todo:
+        now = clock()
+        ids = [request_id(item) for items in todo.values() for item in items]
+        snapshot = await store.read(todo, ids)
+        outcomes = [outcome_of(user, items, snapshot, now) for user, items in todo.items()]
+        committed = await store.commit(o.commit for o, _ in outcomes if o.writes)
+        done.extend(
+            (pair, committed)
+            for pair in outcomes
+            if pair[0].commit.user_id not in committed.conflicts
+        )
+        todo = {user: todo[user] for user in committed.conflicts}
+    return done
+
+
 class Deciding:
     """The decide flow's sink: decides and commits each user's requests in Redis, then sends
     the decisions (and the held requests) and waits for the broker's acknowledgement."""
@@ -146,38 +175,34 @@ class Deciding:
             await self.publish(emits)
 
     async def decide(self, pending: dict[str, list[Pending]]) -> list[Emit]:
+        def outcome_of(
+            user: str, requests: list[Pending], snapshot: Snapshot, now: datetime
+        ) -> tuple[UserOutcome, None]:
+            outcome = decide_user(
+                user,
+                requests,
+                snapshot.ledgers[user],
+                snapshot.records,
+                self.budgets.get(user),
+                now=now,
+                catalog=self.catalog,
+                config=self.config,
+            )
+            return outcome, None
+
+        rounds = await commit_by_user(
+            self.store, pending, lambda p: p.request.request_id, outcome_of, self.clock
+        )
         emits: list[Emit] = []
-        todo = pending
-        while todo:
-            now = self.clock()
-            ids = [p.request.request_id for requests in todo.values() for p in requests]
-            snapshot = await self.store.read(todo, ids)
-            outcomes = [
-                decide_user(
-                    user,
-                    requests,
-                    snapshot.ledgers[user],
-                    snapshot.records,
-                    self.budgets.get(user),
-                    now=now,
-                    catalog=self.catalog,
-                    config=self.config,
-                )
-                for user, requests in todo.items()
-            ]
-            committed = await self.store.commit(o.commit for o in outcomes if o.writes)
-            for outcome in outcomes:
-                if outcome.commit.user_id in committed.conflicts:
-                    continue
-                outcome.count()
-                emits.extend(outcome.emits)
-                key = outcome.commit.user_id.encode()
-                emits.extend(
-                    Emit(AI_RESPONSES, key, committed.answers[op.ref])
-                    for op in outcome.commit.ops
-                    if isinstance(op, Wait) and op.ref in committed.answers
-                )
-            todo = {user: todo[user] for user in committed.conflicts}
+        for (outcome, _), committed in rounds:
+            outcome.count()
+            emits.extend(outcome.emits)
+            key = outcome.commit.user_id.encode()
+            emits.extend(
+                Emit(AI_RESPONSES, key, committed.answers[op.ref])
+                for op in outcome.commit.ops
+                if isinstance(op, Wait) and op.ref in committed.answers
+            )
         return emits
 
     async def close(self) -> None:
@@ -203,27 +228,22 @@ class Settling:
             await self.publish(emits)
 
     async def settle(self, todo: dict[str, list[RouterSettlement]]) -> list[Emit]:
+        def outcome_of(
+            user: str, settlements: list[RouterSettlement], snapshot: Snapshot, now: datetime
+        ) -> tuple[UserOutcome, dict[str, bytes]]:
+            return settle_user(user, settlements, snapshot.ledgers[user], snapshot.records, now=now)
+
+        rounds = await commit_by_user(
+            self.store, todo, lambda s: s.request_id, outcome_of, self.clock
+        )
         emits: list[Emit] = []
-        while todo:
-            now = self.clock()
-            ids = [s.request_id for settlements in todo.values() for s in settlements]
-            snapshot = await self.store.read(todo, ids)
-            outcomes: list[tuple[UserOutcome, dict[str, bytes]]] = [
-                settle_user(user, settlements, snapshot.ledgers[user], snapshot.records, now=now)
-                for user, settlements in todo.items()
-            ]
-            committed = await self.store.commit(o.commit for o, _ in outcomes if o.writes)
-            for outcome, responses in outcomes:
-                if outcome.commit.user_id in committed.conflicts:
-                    continue
-                emits.extend(outcome.emits)
-                key = outcome.commit.user_id.encode()
-                for ref, response in responses.items():
-                    emits.extend(
-                        Emit(AI_RESPONSES, key, response)
-                        for _ in range(committed.waiting.get(ref, 0))
-                    )
-            todo = {user: todo[user] for user in committed.conflicts}
+        for (outcome, responses), committed in rounds:
+            emits.extend(outcome.emits)
+            key = outcome.commit.user_id.encode()
+            for ref, response in responses.items():
+                emits.extend(
+                    Emit(AI_RESPONSES, key, response) for _ in range(committed.waiting.get(ref, 0))
+                )
         return emits
 
     async def close(self) -> None:
