@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import httpx
 
 from agents.router.keys import ProviderKey
+from runtime.http import outbound_client
 from schemas import DecodeError, parse_json
 from schemas.events import RequestKind
 
@@ -249,12 +250,10 @@ class _HttpProvider:
     operation: str
 
     def __init__(self, base_url: str, timeout_s: float, max_connections: int = 100) -> None:
-        self.http = httpx.AsyncClient(
+        self.http = outbound_client(
+            max_connections,
             base_url=base_url,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
         )
 
     async def aclose(self) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from runtime.http import outbound_client
 from runtime.metrics import (
     INVALIDATIONS,
     SINK_BATCH_SIZE,
@@ -69,7 +70,7 @@ class CdnPurger:
     def __init__(self, settings: CdnSettings) -> None:
         self.settings = settings
         self._lanes = [_Lane(p) for p in settings.providers]
-        self._client = httpx.AsyncClient(timeout=settings.timeout)
+        self._client = outbound_client(timeout=settings.timeout)
 
     @property
     def providers(self) -> list[str]:

@@ -1,0 +1,130 @@
+"""Outbound HTTP through `runtime.http`: httpx's requests, responses and exceptions over an
+aiohttp pool, against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+
+from devkit.stack.processes import free_port
+from runtime.http import outbound_client
+
+
+class Server:
+    def __init__(self) -> None:
+        self.open_now = 0
+        self.open_most = 0
+
+    async def echo(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        seen = {
+            "method": request.method,
+            "path": request.path_qs,
+            "body": body.decode(),
+            "headers": [[k.lower(), v] for k, v in request.headers.items()],
+        }
+        return web.Response(body=orjson.dumps(seen), content_type="application/json")
+
+    async def compressed(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=gzip.compress(b'{"ok": true}'),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    async def limited(self, _: web.Request) -> web.Response:
+        return web.Response(status=429, reason="Slow Down", headers={"Retry-After": "7"})
+
+    async def slow(self, _: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.Response(text="late")
+
+    async def held(self, _: web.Request) -> web.Response:
+        self.open_now += 1
+        self.open_most = max(self.open_most, self.open_now)
+        await asyncio.sleep(0.02)
+        self.open_now -= 1
+        return web.Response(text="ok")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, Server]]:
+    handlers = Server()
+    app = web.Application()
+    app.router.add_route("*", "/echo", handlers.echo)
+    app.router.add_get("/gzip", handlers.compressed)
+    app.router.add_get("/limited", handlers.limited)
+    app.router.add_get("/slow", handlers.slow)
+    app.router.add_get("/held", handlers.held)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", handlers
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_json_post_arrives_once_with_its_headers_and_body(
+    server: tuple[str, Server],
+) -> None:
+    url, _ = server
+    async with outbound_client(base_url=url) as client:
+        response = await client.post(
+            "/echo?a=1", json={"prompt": "hello"}, headers={"x-goog-api-key": "k1"}
+        )
+    seen = response.json()
+    names = [name for name, _ in seen["headers"]]
+    assert (response.status_code, seen["method"], seen["path"]) == (200, "POST", "/echo?a=1")
+    assert orjson.loads(seen["body"]) == {"prompt": "hello"}
+    assert dict(seen["headers"])["x-goog-api-key"] == "k1"
+    assert dict(seen["headers"])["content-type"] == "application/json"
+    # Each once: httpx built them, and aiohttp must not add its own beside them.
+    assert names.count("host") == 1 and names.count("content-length") == 1
+    assert int(dict(seen["headers"])["content-length"]) == len(seen["body"])
+
+
+async def test_a_compressed_answer_is_decoded_by_httpx(server: tuple[str, Server]) -> None:
+    url, _ = server
+    async with outbound_client(base_url=url) as client:
+        response = await client.get("/gzip")
+    assert response.json() == {"ok": True}
+
+
+async def test_status_reason_and_retry_after_reach_the_caller(server: tuple[str, Server]) -> None:
+    url, _ = server
+    async with outbound_client(base_url=url) as client:
+        response = await client.get("/limited")
+    assert (response.status_code, response.reason_phrase) == (429, "Slow Down")
+    assert response.headers["retry-after"] == "7"
+
+
+async def test_a_server_slower_than_the_timeout_raises_httpx_read_timeout(
+    server: tuple[str, Server],
+) -> None:
+    url, _ = server
+    async with outbound_client(base_url=url) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get("/slow", timeout=httpx.Timeout(0.2))
+
+
+async def test_nothing_listening_raises_httpx_connect_error() -> None:
+    async with outbound_client(base_url=f"http://127.0.0.1:{free_port()}") as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get("/")
+
+
+async def test_calls_beyond_the_pool_wait_for_a_connection_and_are_all_answered(
+    server: tuple[str, Server],
+) -> None:
+    url, handlers = server
+    async with outbound_client(4, base_url=url) as client:
+        answers = await asyncio.gather(*(client.get("/held") for _ in range(40)))
+    assert [a.status_code for a in answers] == [200] * 40
+    assert handlers.open_most == 4
