@@ -40,6 +40,8 @@ class CircuitBreaker:
         self.config = config
         self.state = BreakerState.CLOSED
         self._outcomes: deque[tuple[float, bool]] = deque()
+        # Kept as outcomes come and go: counting the window on every call costs O(calls in it).
+        self._failures = 0
         self._opened_at = 0.0
         self._probe_started = 0.0
 
@@ -68,24 +70,29 @@ class CircuitBreaker:
         if self.state is BreakerState.HALF_OPEN:
             if ok:
                 self.state = BreakerState.CLOSED
-                self._outcomes.clear()
+                self._forget_outcomes()
             else:
                 self._open(now)
             return
         if self.state is BreakerState.OPEN:
             return  # a call started before the breaker opened
         self._outcomes.append((now, ok))
+        self._failures += not ok
         while self._outcomes and now - self._outcomes[0][0] > self.config.window_s:
-            self._outcomes.popleft()
+            _, good = self._outcomes.popleft()
+            self._failures -= not good
         calls = len(self._outcomes)
-        failures = sum(1 for _, good in self._outcomes if not good)
-        if calls >= self.config.min_calls and failures / calls >= self.config.failure_rate:
+        if calls >= self.config.min_calls and self._failures / calls >= self.config.failure_rate:
             self._open(now)
 
     def _open(self, now: float) -> None:
         self.state = BreakerState.OPEN
         self._opened_at = now
+        self._forget_outcomes()
+
+    def _forget_outcomes(self) -> None:
         self._outcomes.clear()
+        self._failures = 0
 
 
 class Breakers:
