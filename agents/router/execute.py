@@ -213,6 +213,9 @@ class Executor:
                     break
                 misses.append(tried)
                 free_failed |= choice.free_tier
+            if served is None and self.clock() >= deadline:
+                # The last call ran into the deadline (its timeout is cut to it): out of time.
+                misses.append(Refusal(kind=RefusalKind.DEADLINE))
         if served is not None and served.choice is not routed.chain[0]:
             FALLBACKS.labels(provider=routed.chain[0].service).inc()
         image_url = None

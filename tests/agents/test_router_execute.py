@@ -287,6 +287,19 @@ async def test_retries_stop_at_the_deadline_and_the_answer_says_why(
     assert elapsed < 2.5, "bounded by the deadline, not by attempts x timeout"
 
 
+async def test_a_lone_model_cut_off_by_the_deadline_is_a_deadline_refusal(
+    setup: Setup, simulator: Simulator
+) -> None:
+    simulator.server.state.timeout_hold_s = 2
+    deadline = datetime.now(UTC) + timedelta(seconds=0.8)
+    slow = routed(kind="text", prompt="slow [sim:timeout]", deadline=deadline)
+    lone = slow.model_copy(update={"chain": slow.chain[:1]})
+    outcome = await setup.executor(call_timeout_s=5).run(lone)
+    assert outcome.response.status is ResponseStatus.FAILED
+    assert outcome.response.refusal == Refusal(kind=RefusalKind.DEADLINE)
+    assert len(simulator.calls()) == 1
+
+
 async def test_a_request_past_its_deadline_is_not_sent(setup: Setup, simulator: Simulator) -> None:
     late = routed(kind="text", deadline=datetime.now(UTC) - timedelta(seconds=1))
     outcome = await setup.executor().run(late)
