@@ -51,6 +51,24 @@ class ResponseStatus(StrEnum):
     FAILED = "failed"
 
 
+class RefusalKind(StrEnum):
+    """Why the router answered without a result; closed, so a consumer can map every kind:
+    budget (retry when the UTC month turns), quota (free images used up, paid ones over budget:
+    retry at UTC midnight), cost_limit (over the request's max_cost_usd), tier (no model open to
+    the user's tier), unavailable (no provider configured, or every circuit open), rate_limited
+    (every provider key resting past the deadline), deadline, provider_error, internal."""
+
+    BUDGET = "budget"  # over the user's monthly budget: retry when the UTC month turns
+    QUOTA = "quota"  # free images used up and the paid ones over budget: retry at UTC midnight
+    COST_LIMIT = "cost_limit"  # every model costs more than the request's own max_cost_usd
+    TIER = "tier"  # no model is open to the user's tier
+    UNAVAILABLE = "unavailable"  # no provider configured, or every model's circuit is open
+    RATE_LIMITED = "rate_limited"  # every provider key was resting until past the deadline
+    DEADLINE = "deadline"  # the deadline passed before any model answered
+    PROVIDER_ERROR = "provider_error"  # the providers failed (errors, bad answers)
+    INTERNAL = "internal"  # the router itself failed while executing
+
+
 class Lane(StrEnum):
     """The router's execution lanes: urgent and high never wait behind low and background."""
 
@@ -92,6 +110,22 @@ class AIRequest(Event):
     model_hint: Label | None = None
 
 
+MAX_RETRY_AFTER_S = 32 * 24 * 3600  # a month and a day: the longest wait a refusal names
+
+
+class Refusal(BaseModel):
+    """Why a REJECTED or FAILED response has no result, for programs (`error` is for people)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: RefusalKind
+    retry_after_s: Annotated[StrictInt, Field(ge=0, le=MAX_RETRY_AFTER_S)] | None = Field(
+        default=None,
+        description="seconds from completed_at until a retry can first succeed; absent when "
+        "unknown or when waiting will not help",
+    )
+
+
 class AIResponse(Event):
     """The outcome of one AI request, keyed by user_id."""
 
@@ -110,6 +144,11 @@ class AIResponse(Event):
     # How long the provider call that served it took; the gateway's API reports the rest of
     # the time as Scribe's overhead. Absent on rejections and failures (and from old writers).
     provider_latency_ms: Annotated[Count, Field(le=3_600_000)] | None = None
+    refusal: Refusal | None = Field(
+        default=None,
+        description="why there is no result: set by the router on every rejected or failed "
+        "response; absent on ok ones and from writers older than the field",
+    )
 
 
 class UsageEvent(Event):

@@ -59,6 +59,14 @@ class CircuitBreaker:
             return True
         return False
 
+    def closed_for(self, now: float) -> float:
+        """Seconds until `allow` can next let a call through (0 when it can now)."""
+        if self.state is BreakerState.OPEN:
+            return max(0.0, self.config.cooldown_s - (now - self._opened_at))
+        if self.state is BreakerState.HALF_OPEN:
+            return max(0.0, self.config.probe_timeout_s - (now - self._probe_started))
+        return 0.0
+
     def abandon(self, now: float) -> None:
         """The call `allow` let through was not made, or says nothing about the model's health
         (a rate-limited key, a refused request): a half-open breaker lets the next probe go."""

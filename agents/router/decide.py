@@ -176,6 +176,7 @@ def decide_user(
                 completed_at=now,
                 error=decided.error[:500],
                 rationale=decided.rationale,
+                refusal=decided.refusal,
             )
             outcome.responses.append(response)
             raw = encode(response)

@@ -5,6 +5,7 @@ build the response, the usage event and the settlement for the decide owner."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import uuid
@@ -29,7 +30,10 @@ from runtime.metrics import (
     PROVIDER_CALLS,
 )
 from schemas.events import (
+    MAX_RETRY_AFTER_S,
     AIResponse,
+    Refusal,
+    RefusalKind,
     ResponseStatus,
     RouteChoice,
     RoutedRequest,
@@ -105,6 +109,32 @@ class Upstream:
     pool: KeyPool
 
 
+# When no model served a request, the kind of the whole failure is the first of these that any
+# model's miss had: running out of time decides the answer, then a provider that failed, then
+# keys that rest, then circuits that are open or models not configured.
+FAILURE_PRECEDENCE = (
+    RefusalKind.DEADLINE,
+    RefusalKind.PROVIDER_ERROR,
+    RefusalKind.RATE_LIMITED,
+    RefusalKind.UNAVAILABLE,
+)
+
+
+def _wait_of(seconds: float) -> int:
+    return min(MAX_RETRY_AFTER_S, max(1, math.ceil(seconds)))
+
+
+def failure_refusal(misses: list[Refusal]) -> Refusal:
+    """Why no model of the chain served the request, from why each one did not; a retry hint
+    is the soonest any of the deciding kind named."""
+    for kind in FAILURE_PRECEDENCE:
+        same = [miss for miss in misses if miss.kind is kind]
+        if same:
+            waits = [m.retry_after_s for m in same if m.retry_after_s is not None]
+            return Refusal(kind=kind, retry_after_s=min(waits) if waits else None)
+    return Refusal(kind=RefusalKind.DEADLINE)  # no model was tried: the deadline had passed
+
+
 class _After(Enum):
     OTHER_KEY = "other key"
     RETRY = "retry"
@@ -170,16 +200,22 @@ class Executor:
         deadline_at = request.deadline or now + timedelta(seconds=self.config.default_deadline_s)
         deadline = self.clock() + (deadline_at - now).total_seconds()
         notes: list[str] = []
+        misses: list[Refusal] = []
         free_failed = False
         served = None
         if deadline <= self.clock():
             notes.append("the deadline passed before the request could run")
         else:
             for choice in routed.chain:
-                served = await self._try_model(routed, choice, deadline, notes)
-                if served is not None:
+                tried = await self._try_model(routed, choice, deadline, notes)
+                if isinstance(tried, _Served):
+                    served = tried
                     break
+                misses.append(tried)
                 free_failed |= choice.free_tier
+            if served is None and self.clock() >= deadline:
+                # The last call ran into the deadline (its timeout is cut to it): out of time.
+                misses.append(Refusal(kind=RefusalKind.DEADLINE))
         if served is not None and served.choice is not routed.chain[0]:
             FALLBACKS.labels(provider=routed.chain[0].service).inc()
         image_url = None
@@ -190,32 +226,36 @@ class Executor:
         release_day = routed.free_slot_day if (free_failed or served is None) else None
         if release_day is not None:
             _count_returned_free_slot(routed)
-        return self._outcome(routed, served, notes, image_url, release_day)
+        return self._outcome(
+            routed, served, notes, misses, image_url=image_url, release_day=release_day
+        )
 
     async def _try_model(
         self, routed: RoutedRequest, choice: RouteChoice, deadline: float, notes: list[str]
-    ) -> _Served | None:
+    ) -> _Served | Refusal:
+        """The model's answer, or why it gave none (its note added to `notes`)."""
         name = f"{choice.service}/{choice.model}"
         upstream = self.upstreams.get(choice.service)
         if upstream is None:
             notes.append(f"{name}: provider not configured")
-            return None
+            return Refusal(kind=RefusalKind.UNAVAILABLE)
         breaker = self.breakers.get(choice.service, choice.model)
         failures = rate_limited = 0
         while failures < self.config.attempts_per_model and rate_limited <= len(upstream.pool.keys):
             if self.clock() >= deadline:
                 notes.append(f"{name}: deadline reached")
-                return None
+                return Refusal(kind=RefusalKind.DEADLINE)
             allowed = breaker.allow(self.clock())
             _show(choice, breaker)
             if not allowed:
                 notes.append(f"{name}: circuit open")
-                return None
+                wait = _wait_of(breaker.closed_for(self.clock()))
+                return Refusal(kind=RefusalKind.UNAVAILABLE, retry_after_s=wait)
             key = await self._key(upstream.pool, deadline)
-            if key is None:
+            if isinstance(key, Wait):
                 breaker.abandon(self.clock())
                 notes.append(f"{name}: no key free before the deadline")
-                return None
+                return Refusal(kind=RefusalKind.RATE_LIMITED, retry_after_s=_wait_of(key.seconds))
             call = Call(
                 model=choice.model,
                 kind=routed.request.kind,
@@ -232,7 +272,7 @@ class Executor:
                 after = await self._after(error, upstream.pool, key, breaker)
                 _show(choice, breaker)
                 if after is _After.NEXT_MODEL:
-                    return None
+                    return Refusal(kind=RefusalKind.PROVIDER_ERROR)
                 if after is _After.OTHER_KEY:
                     rate_limited += 1
                     continue
@@ -241,7 +281,7 @@ class Executor:
                     failures, deadline
                 ):
                     notes.append(f"{name}: no time left to retry")
-                    return None
+                    return Refusal(kind=RefusalKind.PROVIDER_ERROR)
                 continue
             latency = self.clock() - started
             _count_call(choice, "ok", latency)
@@ -249,7 +289,9 @@ class Executor:
             _show(choice, breaker)
             return _Served(choice, reply, key, latency)
         notes.append(f"{name}: gave up after {failures} failures, {rate_limited} rate limits")
-        return None
+        if failures == 0:  # every key it tried was rate limited
+            return Refusal(kind=RefusalKind.RATE_LIMITED)
+        return Refusal(kind=RefusalKind.PROVIDER_ERROR)
 
     async def _after(
         self, error: ProviderError, pool: KeyPool, key: ProviderKey, breaker: CircuitBreaker
@@ -278,15 +320,15 @@ class Executor:
         await self.sleep(delay)
         return True
 
-    async def _key(self, pool: KeyPool, deadline: float) -> ProviderKey | None:
+    async def _key(self, pool: KeyPool, deadline: float) -> ProviderKey | Wait:
         """A key from the pool, waiting (not failing) while all rest, as long as the deadline
-        allows."""
+        allows; else the wait that would pass it."""
         while True:
             taken = await pool.acquire()
             if not isinstance(taken, Wait):
                 return taken
             if self.clock() + taken.seconds >= deadline:
-                return None
+                return taken
             await self.sleep(taken.seconds + self.rng.uniform(0, 0.05))
 
     def _outcome(
@@ -294,6 +336,8 @@ class Executor:
         routed: RoutedRequest,
         served: _Served | None,
         notes: list[str],
+        misses: list[Refusal],
+        *,
         image_url: str | None,
         release_day: date | None,
     ) -> Outcome:
@@ -307,6 +351,7 @@ class Executor:
                 completed_at=completed,
                 error=_clip("no model could serve the request: " + "; ".join(notes)),
                 rationale=routed.rationale,
+                refusal=failure_refusal(misses),
             )
             return Outcome(response, None, self._settle(routed, response, Decimal(0), release_day))
         reply, choice = served.reply, served.choice

@@ -30,7 +30,14 @@ from runtime.metrics import LANE_HELD, LANE_IN_FLIGHT, PROMOTIONS
 from runtime.source import DeadLetterWriter, Received, Record, Rejected
 from runtime.spec import ConsumerSpec
 from schemas import DecodeError, encode
-from schemas.events import AIResponse, ResponseStatus, RoutedRequest, RouterSettlement
+from schemas.events import (
+    AIResponse,
+    Refusal,
+    RefusalKind,
+    ResponseStatus,
+    RoutedRequest,
+    RouterSettlement,
+)
 from sinks.redis import RETRYABLE as REDIS_DOWN
 from sinks.retry import until_written
 from topics.catalog import AI_RESPONSES, AI_ROUTER_SETTLEMENTS, USAGE_EVENTS, TopicSpec
@@ -160,6 +167,7 @@ def internal_failure(routed: RoutedRequest, error: BaseException) -> Outcome:
         completed_at=datetime.now(UTC),
         error=f"internal error while executing: {type(error).__name__}: {error}"[:500],
         rationale=routed.rationale,
+        refusal=Refusal(kind=RefusalKind.INTERNAL),
     )
     settlement = RouterSettlement(
         request_id=request.request_id,

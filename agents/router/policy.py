@@ -30,7 +30,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -39,6 +39,8 @@ from schemas.events import (
     AIRequest,
     Lane,
     Priority,
+    Refusal,
+    RefusalKind,
     RequestKind,
     RouteChoice,
     RouterSettlement,
@@ -162,7 +164,23 @@ class Rejection:
     error: str
     rationale: str
     ledger: UserLedger
+    refusal: Refusal
     free_quota: FreeQuotaCheck | None = None
+
+
+def seconds_until_next_month(now: datetime) -> int:
+    """Until the UTC month turns, when the ledger's committed spend and the budget restart."""
+    today = now.astimezone(UTC)
+    first = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    turn = (first + timedelta(days=32)).replace(day=1)
+    return max(1, math.ceil((turn - today).total_seconds()))
+
+
+def seconds_until_next_day(now: datetime) -> int:
+    """Until UTC midnight, when the free images of the day restart."""
+    today = now.astimezone(UTC)
+    turn = today.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return max(1, math.ceil((turn - today).total_seconds()))
 
 
 def estimate_tokens(text: str) -> int:
@@ -224,6 +242,7 @@ class _Ask:
     lane: Lane
     remaining: Decimal | None
     config: PolicyConfig
+    now: datetime
 
     def fits(self, cost: Decimal) -> bool:
         limit = self.request.max_cost_usd
@@ -233,6 +252,14 @@ class _Ask:
 
     def estimate(self, model: ModelPrice) -> Decimal:
         return estimate(model, self.request, self.config)
+
+    def over_limit(self, cost: Decimal) -> Refusal:
+        """Why `cost` does not fit: the request's own max_cost_usd (waiting will not help), else
+        the monthly budget (it restarts when the UTC month turns)."""
+        limit = self.request.max_cost_usd
+        if limit is not None and cost > limit:
+            return Refusal(kind=RefusalKind.COST_LIMIT)
+        return Refusal(kind=RefusalKind.BUDGET, retry_after_s=seconds_until_next_month(self.now))
 
 
 def decide(
@@ -250,6 +277,7 @@ def decide(
         LANE_OF_PRIORITY[request.priority],
         remaining_budget(ledger, budget, config),
         config,
+        now,
     )
     models = [
         m for m in catalog.models if m.kind == request.kind.value and m.service in config.services
@@ -259,6 +287,7 @@ def decide(
             f"no configured provider serves {request.kind.value} requests",
             f"{request.kind.value}; configured services: {', '.join(sorted(config.services))}",
             ledger,
+            Refusal(kind=RefusalKind.UNAVAILABLE),
         )
     if request.kind is RequestKind.IMAGE:
         return _route_image(ask, ledger, models)
@@ -308,11 +337,16 @@ def _route_image(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rou
         notes.append(f"paid image models over budget dropped ({_budget_note(ask.remaining)})")
     chain.extend(affordable)
     if not chain:
+        if free_quota is not None:  # tomorrow's free images will serve it
+            why = Refusal(kind=RefusalKind.QUOTA, retry_after_s=seconds_until_next_day(ask.now))
+        else:
+            why = ask.over_limit(min(cost for cost, _ in paid))
         return Rejection(
             "no free images left today and the paid image models cost more than the remaining "
             f"budget ({_budget_note(ask.remaining)})",
             "; ".join(notes),
             ledger,
+            why,
             free_quota,
         )
     return replace(_route(ask, ledger, chain, notes, free_slot_day), free_quota=free_quota)
@@ -347,7 +381,12 @@ def _route_text(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rout
             or free
         )
         if not adequate:
-            return Rejection("no text model is open to this user's tier", "; ".join(notes), ledger)
+            return Rejection(
+                "no text model is open to this user's tier",
+                "; ".join(notes),
+                ledger,
+                Refusal(kind=RefusalKind.TIER),
+            )
         primary = min(adequate, key=lambda pair: (pair[0], -pair[1].quality))
         notes.append(f"quality {need} needed")
     if not ask.fits(primary[0]):
@@ -364,6 +403,7 @@ def _route_text(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rout
                 f"{_budget_note(ask.remaining)}",
                 "; ".join(notes),
                 ledger,
+                ask.over_limit(primary[0]),
             )
         primary = fallback[0]
         notes.append(f"downgraded to {primary[1].model}")

@@ -36,6 +36,8 @@ from schemas.events import (
     AIRequest,
     AIResponse,
     Priority,
+    Refusal,
+    RefusalKind,
     RequestKind,
     ResponseStatus,
     UserTier,
@@ -106,14 +108,63 @@ def _next_day(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
 
 
+@dataclass(frozen=True)
+class RefusalError:
+    """The OpenAI status, error type and code of one refusal kind."""
+
+    status: int
+    type: str
+    code: str
+    default_retry_after_s: int | None = None  # sent when the refusal names no wait
+
+
+REFUSAL_ERRORS: dict[RefusalKind, RefusalError] = {
+    RefusalKind.BUDGET: RefusalError(429, "insufficient_quota", "budget_exceeded"),
+    RefusalKind.QUOTA: RefusalError(429, "insufficient_quota", "quota_exceeded"),
+    RefusalKind.COST_LIMIT: RefusalError(400, "invalid_request_error", "cost_limit_exceeded"),
+    RefusalKind.TIER: RefusalError(403, "permission_error", "tier_not_allowed"),
+    RefusalKind.UNAVAILABLE: RefusalError(503, "service_unavailable", "unavailable", 1),
+    RefusalKind.RATE_LIMITED: RefusalError(429, "rate_limit_exceeded", "provider_rate_limited"),
+    RefusalKind.DEADLINE: RefusalError(504, "timeout", "deadline_exceeded"),
+    RefusalKind.PROVIDER_ERROR: RefusalError(502, "api_error", "provider_error"),
+    RefusalKind.INTERNAL: RefusalError(500, "api_error", "internal_error"),
+}
+
+
 def refusal(response: AIResponse, deadline: datetime) -> ApiError | None:
-    """The API error an answer that is not OK means. The router's refusals are REJECTED
-    responses whose `error` says why (agents/router/policy.py): over budget and free images
-    used up are quota (429, retry when the month or the UTC day turns)."""
+    """The API error an answer that is not OK means: from the router's `refusal` (its kind
+    gives the status, type and code; its wait, counted from `completed_at`, the Retry-After)."""
     if response.status is ResponseStatus.OK:
         return None
     message = response.error or f"the request was {response.status.value}"
     now = datetime.now(UTC)
+    if response.refusal is None:
+        return _refusal_from_text(response, message, deadline, now)
+    mapped = REFUSAL_ERRORS[response.refusal.kind]
+    headers = {}
+    retry_after = _retry_after(response.refusal, response.completed_at, now)
+    if retry_after is None:
+        retry_after = mapped.default_retry_after_s
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return ApiError(mapped.status, message, mapped.type, mapped.code, None, headers)
+
+
+def _retry_after(refused: Refusal, completed_at: datetime, now: datetime) -> int | None:
+    """The refusal's wait less the time its answer took to get here (at least a second)."""
+    if refused.retry_after_s is None:
+        return None
+    elapsed = max(0, math.floor((now - completed_at).total_seconds()))
+    return max(1, refused.retry_after_s - elapsed)
+
+
+def _refusal_from_text(
+    response: AIResponse, message: str, deadline: datetime, now: datetime
+) -> ApiError:
+    """The fallback for a response without `refusal`, from a router older than that field
+    (still on ai.responses during an upgrade): the kind read from the error text that router
+    wrote (agents/router/policy.py, execute.py of that release). Remove once no router of the
+    release before the field runs."""
     if response.status is ResponseStatus.REJECTED:
         if message.startswith("over budget"):
             retry = _seconds_until(_next_month(now), now)

@@ -103,3 +103,13 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
         delays = [backoff_delay(attempt, 0.2, 5.0, rng) for _ in range(200)]
         assert all(0 <= d <= bound for d in delays)
         assert max(delays) > bound * 0.8, "full jitter spreads up to the bound"
+
+
+def test_closed_for_counts_down_the_cooldown_then_the_probe() -> None:
+    breaker = CircuitBreaker(CONFIG)
+    assert breaker.closed_for(0) == 0
+    for t in range(4):
+        breaker.record(t, ok=False)  # opens at t=3
+    assert breaker.closed_for(4) == 4 and not breaker.allow(4)
+    assert breaker.allow(8)  # the probe goes (half-open) ...
+    assert breaker.closed_for(9) == 4  # ... and holds the next call for its timeout

@@ -37,6 +37,7 @@ from schemas import decode, encode
 from schemas.events import (
     AIRequest,
     AIResponse,
+    RefusalKind,
     ResponseStatus,
     RoutedRequest,
     RouterSettlement,
@@ -315,6 +316,8 @@ async def test_a_rejection_is_answered_at_once_and_replayed_for_duplicates(
     response = decode(first.value, AIResponse)
     assert first.spec is AI_RESPONSES and response.status is ResponseStatus.REJECTED
     assert response.error is not None and "over budget" in response.error
+    assert response.refusal is not None and response.refusal.kind is RefusalKind.BUDGET
+    assert 0 < (response.refusal.retry_after_s or 0) <= 31 * 24 * 3600  # until the month turns
     assert second.value == first.value
 
 

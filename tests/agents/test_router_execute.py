@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -18,14 +19,22 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from agents.router.breaker import BreakerConfig, Breakers, BreakerState
-from agents.router.execute import ExecuteConfig, Executor, Outcome, Upstream, usage_event_id
+from agents.router.execute import (
+    ExecuteConfig,
+    Executor,
+    Outcome,
+    Upstream,
+    failure_refusal,
+    usage_event_id,
+)
 from agents.router.images import ImageStore
 from agents.router.keys import KeyPool, key_id
+from agents.router.lane_consumer import internal_failure
 from agents.router.policy import PolicyConfig, Route, UserLedger, decide
 from agents.router.providers import Gemini, OpenRouter
 from devkit.stack.provider_simulator import ProviderSimulator, Rule
 from schemas import encode
-from schemas.events import AIRequest, ResponseStatus, RoutedRequest
+from schemas.events import AIRequest, Refusal, RefusalKind, ResponseStatus, RoutedRequest
 from schemas.examples import example
 from schemas.model_catalog import load_catalog
 
@@ -273,8 +282,22 @@ async def test_retries_stop_at_the_deadline_and_the_answer_says_why(
     elapsed = (datetime.now(UTC) - started).total_seconds()
     assert outcome.response.status is ResponseStatus.FAILED and outcome.usage is None
     assert outcome.response.error is not None and "did not answer" in outcome.response.error
+    assert outcome.response.refusal == Refusal(kind=RefusalKind.DEADLINE)
     assert outcome.settlement.released_free_slot_day is not None
     assert elapsed < 2.5, "bounded by the deadline, not by attempts x timeout"
+
+
+async def test_a_lone_model_cut_off_by_the_deadline_is_a_deadline_refusal(
+    setup: Setup, simulator: Simulator
+) -> None:
+    simulator.server.state.timeout_hold_s = 2
+    deadline = datetime.now(UTC) + timedelta(seconds=0.8)
+    slow = routed(kind="text", prompt="slow [sim:timeout]", deadline=deadline)
+    lone = slow.model_copy(update={"chain": slow.chain[:1]})
+    outcome = await setup.executor(call_timeout_s=5).run(lone)
+    assert outcome.response.status is ResponseStatus.FAILED
+    assert outcome.response.refusal == Refusal(kind=RefusalKind.DEADLINE)
+    assert len(simulator.calls()) == 1
 
 
 async def test_a_request_past_its_deadline_is_not_sent(setup: Setup, simulator: Simulator) -> None:
@@ -282,4 +305,91 @@ async def test_a_request_past_its_deadline_is_not_sent(setup: Setup, simulator: 
     outcome = await setup.executor().run(late)
     assert outcome.response.status is ResponseStatus.FAILED
     assert outcome.response.error is not None and "deadline passed" in outcome.response.error
+    assert outcome.response.refusal == Refusal(kind=RefusalKind.DEADLINE)
     assert simulator.calls() == []
+
+
+async def test_every_provider_failing_is_a_provider_error(
+    setup: Setup, simulator: Simulator
+) -> None:
+    simulator.rules({"action": "500"})
+    outcome = await setup.executor(attempts_per_model=1).run(routed(kind="text"))
+    assert outcome.response.status is ResponseStatus.FAILED
+    assert outcome.response.refusal == Refusal(kind=RefusalKind.PROVIDER_ERROR)
+    assert len(simulator.calls()) == len(routed(kind="text").chain)
+
+
+async def test_every_circuit_open_is_unavailable_until_the_first_cool_down_ends(
+    setup: Setup, simulator: Simulator
+) -> None:
+    image = routed(kind="image")
+    for choice in image.chain:
+        breaker = setup.breakers.get(choice.service, choice.model)
+        for _ in range(4):  # min_calls, all failed
+            breaker.record(time.monotonic(), ok=False)
+    outcome = await setup.executor().run(image)
+    assert outcome.response.status is ResponseStatus.FAILED and simulator.calls() == []
+    assert outcome.response.refusal == Refusal(kind=RefusalKind.UNAVAILABLE, retry_after_s=1)
+
+
+async def test_unconfigured_providers_are_unavailable(setup: Setup, simulator: Simulator) -> None:
+    none_configured = Executor({}, setup.breakers, load_catalog(), setup.images, ExecuteConfig())
+    outcome = await none_configured.run(routed(kind="image"))
+    assert outcome.response.status is ResponseStatus.FAILED and simulator.calls() == []
+    assert outcome.response.refusal == Refusal(kind=RefusalKind.UNAVAILABLE)
+
+
+async def test_every_key_resting_past_the_deadline_is_rate_limited_with_the_rest_time(
+    setup: Setup, simulator: Simulator
+) -> None:
+    simulator.rules({"action": "429", "retry_after_s": 30})
+    deadline = datetime.now(UTC) + timedelta(seconds=2)
+    outcome = await setup.executor().run(routed(kind="text", deadline=deadline))
+    refusal = outcome.response.refusal
+    assert outcome.response.status is ResponseStatus.FAILED and refusal is not None
+    assert refusal.kind is RefusalKind.RATE_LIMITED
+    assert refusal.retry_after_s is not None and 25 <= refusal.retry_after_s <= 30
+
+
+@pytest.mark.parametrize(
+    ("misses", "expected"),
+    [
+        ([], Refusal(kind=RefusalKind.DEADLINE)),
+        (
+            [
+                Refusal(kind=RefusalKind.UNAVAILABLE, retry_after_s=9),
+                Refusal(kind=RefusalKind.PROVIDER_ERROR),
+                Refusal(kind=RefusalKind.DEADLINE),
+            ],
+            Refusal(kind=RefusalKind.DEADLINE),
+        ),
+        (
+            [Refusal(kind=RefusalKind.RATE_LIMITED), Refusal(kind=RefusalKind.PROVIDER_ERROR)],
+            Refusal(kind=RefusalKind.PROVIDER_ERROR),
+        ),
+        (
+            [
+                Refusal(kind=RefusalKind.UNAVAILABLE, retry_after_s=3),
+                Refusal(kind=RefusalKind.RATE_LIMITED, retry_after_s=20),
+                Refusal(kind=RefusalKind.RATE_LIMITED, retry_after_s=7),
+            ],
+            Refusal(kind=RefusalKind.RATE_LIMITED, retry_after_s=7),
+        ),
+        (
+            [
+                Refusal(kind=RefusalKind.UNAVAILABLE),
+                Refusal(kind=RefusalKind.UNAVAILABLE, retry_after_s=12),
+            ],
+            Refusal(kind=RefusalKind.UNAVAILABLE, retry_after_s=12),
+        ),
+    ],
+)
+def test_the_chains_failure_is_its_most_telling_miss(
+    misses: list[Refusal], expected: Refusal
+) -> None:
+    assert failure_refusal(misses) == expected
+
+
+def test_an_internal_failure_says_so() -> None:
+    outcome = internal_failure(routed(kind="text"), RuntimeError("boom"))
+    assert outcome.response.refusal == Refusal(kind=RefusalKind.INTERNAL)

@@ -19,9 +19,9 @@ from agents.router.policy import (
     estimate_tokens,
     settle,
 )
-from schemas.events import AIRequest, AIResponse, Lane, RouterSettlement
+from schemas.events import AIRequest, AIResponse, Lane, Refusal, RefusalKind, RouterSettlement
 from schemas.examples import example
-from schemas.model_catalog import load_catalog
+from schemas.model_catalog import ModelCatalog, load_catalog
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 CATALOG = load_catalog()
@@ -258,3 +258,53 @@ def test_a_slot_of_an_earlier_day_is_not_given_back_today() -> None:
     ledger = UserLedger(NOW.date(), 5, date(2026, 11, 1), Decimal(0))
     yesterday = NOW.date() - timedelta(days=1)
     assert settle(ledger, _settlement(yesterday, "0", "0"), NOW).free_images_used == 5
+
+
+# From NOW (2026-11-27 14:00 UTC): to UTC midnight, and to the first of December.
+UNTIL_MIDNIGHT_S = 10 * 3600
+UNTIL_DECEMBER_S = (3 * 24 + 10) * 3600
+SPENT = Budget(month=None, budget_usd=Decimal("1"), spent_usd=Decimal("1"))
+USED_UP = UserLedger(day=NOW.date(), free_images_used=1000, month=date(2026, 11, 1))
+
+
+def test_over_the_monthly_budget_is_refused_until_the_month_turns() -> None:
+    rejection = reject(request(prompt="Hi", priority="urgent"), budget=SPENT, over_budget="reject")
+    assert rejection.refusal == Refusal(kind=RefusalKind.BUDGET, retry_after_s=UNTIL_DECEMBER_S)
+
+
+def test_over_the_requests_own_cost_limit_is_refused_with_no_wait() -> None:
+    """Waiting for the month to turn would not help: the request's max_cost_usd is the limit."""
+    tiny = request(prompt="Hi", priority="urgent", max_cost_usd="0.000000000001")
+    rejection = reject(tiny, over_budget="reject")
+    assert rejection.refusal == Refusal(kind=RefusalKind.COST_LIMIT)
+
+
+def test_free_images_used_up_are_refused_until_utc_midnight() -> None:
+    rejection = reject(request(kind="image"), USED_UP, budget=SPENT)
+    assert rejection.refusal == Refusal(kind=RefusalKind.QUOTA, retry_after_s=UNTIL_MIDNIGHT_S)
+
+
+def test_paid_images_over_budget_without_a_free_model_wait_for_the_month() -> None:
+    rejection = reject(request(kind="image"), budget=SPENT, services=frozenset({"gemini"}))
+    assert rejection.refusal == Refusal(kind=RefusalKind.BUDGET, retry_after_s=UNTIL_DECEMBER_S)
+
+
+def test_no_configured_provider_is_unavailable() -> None:
+    rejection = reject(request(kind="image"), services=frozenset())
+    assert rejection.refusal == Refusal(kind=RefusalKind.UNAVAILABLE)
+
+
+def test_no_model_open_to_the_tier_is_a_tier_refusal() -> None:
+    pro_only = ModelCatalog(
+        CATALOG.version, tuple(m for m in CATALOG.models if m.model == "gemini-2.5-pro")
+    )
+    outcome = decide(
+        request(prompt="Hi", user_tier="free"),
+        UserLedger(),
+        None,
+        now=NOW,
+        catalog=pro_only,
+        config=PolicyConfig(services=BOTH),
+    )
+    assert isinstance(outcome, Rejection), outcome
+    assert outcome.refusal == Refusal(kind=RefusalKind.TIER)

@@ -221,7 +221,9 @@ async def test_past_the_deadline_is_a_gateway_timeout(api: str) -> None:
                 ],
                 extra_headers={"x-scribe-timeout-s": "1"},
             )
-    assert late.value.status_code == 504
+    assert late.value.status_code == 504 and late.value.code == "deadline_exceeded"
+    # The router's refusal (its reasons in the message), not the gateway giving up waiting.
+    assert "no model could serve the request" in late.value.message, late.value.message
 
 
 async def test_an_unreadable_pipeline_is_503_with_retry_after(

@@ -12,8 +12,10 @@ import pytest
 from schemas import DecodeError, decode, encode
 from schemas.events import (
     AIRequest,
+    AIResponse,
     CacheInvalidation,
     Event,
+    RefusalKind,
     UsageEvent,
     WorldEvent,
     WorldTick,
@@ -164,3 +166,37 @@ def test_malformed_json_and_non_objects() -> None:
         decode(b"[1, 2]", UsageEvent)
     with pytest.raises(DecodeError, match="json"):
         decode(b"\xff\xfe", UsageEvent)
+
+
+REJECTED = (
+    b'{"request_id":"r-1","user_id":"u-1","status":"rejected",'
+    b'"completed_at":"2026-01-01T00:00:00Z","error":"over budget"'
+)
+
+
+def test_a_response_without_a_refusal_still_decodes() -> None:
+    """What writers older than the field produced."""
+    assert decode(REJECTED + b"}", AIResponse).refusal is None
+
+
+def test_a_refusal_round_trips_with_its_kind_and_wait() -> None:
+    raw = REJECTED + b',"refusal":{"kind":"budget","retry_after_s":3600}}'
+    response = decode(raw, AIResponse)
+    assert response.refusal is not None
+    assert (response.refusal.kind, response.refusal.retry_after_s) == (RefusalKind.BUDGET, 3600)
+    assert decode(encode(response), AIResponse) == response
+
+
+@pytest.mark.parametrize(
+    ("refusal", "field"),
+    [
+        (b'{"kind":"sulking"}', "kind"),
+        (b'{"kind":"budget","retry_after_s":-1}', "retry_after_s"),
+        (b'{"kind":"budget","retry_after_s":"60"}', "retry_after_s"),
+        (b'{"kind":"budget","why":"x"}', "why"),
+    ],
+)
+def test_a_refusal_outside_the_contract_is_refused(refusal: bytes, field: str) -> None:
+    with pytest.raises(DecodeError) as refused:
+        decode(REJECTED + b',"refusal":' + refusal + b"}", AIResponse)
+    assert any(line.startswith(f"refusal.{field}") for line in refused.value.errors), refused
