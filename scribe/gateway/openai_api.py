@@ -131,13 +131,16 @@ REFUSAL_ERRORS: dict[RefusalKind, RefusalError] = {
 }
 
 
-def refusal(response: AIResponse, deadline: datetime) -> ApiError | None:
+def refusal(
+    response: AIResponse, deadline: datetime, now: datetime | None = None
+) -> ApiError | None:
     """The API error an answer that is not OK means: from the router's `refusal` (its kind
-    gives the status, type and code; its wait, counted from `completed_at`, the Retry-After)."""
+    gives the status, type and code; its wait, counted from `completed_at` to `now`, the
+    Retry-After)."""
     if response.status is ResponseStatus.OK:
         return None
     message = response.error or f"the request was {response.status.value}"
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     if response.refusal is None:
         return _refusal_from_text(response, message, deadline, now)
     mapped = REFUSAL_ERRORS[response.refusal.kind]

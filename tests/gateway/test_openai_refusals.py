@@ -26,6 +26,11 @@ NOW = datetime.now(UTC)
 DEADLINE = NOW + timedelta(seconds=30)
 
 
+def _mapped(response: AIResponse, deadline: datetime) -> ApiError | None:
+    """The gateway's mapping as it runs at NOW, however long after import this test runs."""
+    return refusal(response, deadline, now=NOW)
+
+
 def _answer(status: ResponseStatus, error: str | None, at: datetime = NOW) -> AIResponse:
     return AIResponse(request_id="r-1", user_id="u-1", status=status, completed_at=at, error=error)
 
@@ -57,7 +62,7 @@ def test_bad_messages_are_400_naming_the_parameter(messages: object) -> None:
 
 
 def test_ok_is_no_refusal() -> None:
-    assert refusal(_answer(ResponseStatus.OK, None), DEADLINE) is None
+    assert _mapped(_answer(ResponseStatus.OK, None), DEADLINE) is None
 
 
 def _refused(kind: RefusalKind, retry_after_s: int | None = None, at: datetime = NOW) -> AIResponse:
@@ -98,7 +103,7 @@ def test_every_kind_has_a_mapping() -> None:
 
 @pytest.mark.parametrize("kind", list(RefusalKind))
 def test_each_kind_maps_to_its_status_type_and_code_whatever_the_text(kind: RefusalKind) -> None:
-    mapped = refusal(_refused(kind), DEADLINE)
+    mapped = _mapped(_refused(kind), DEADLINE)
     assert mapped is not None
     assert (mapped.status, mapped.type, mapped.code) == EXPECTED[kind]
     assert mapped.message == "the router's words, not read"
@@ -108,15 +113,15 @@ def test_each_kind_maps_to_its_status_type_and_code_whatever_the_text(kind: Refu
 
 @pytest.mark.parametrize("kind", list(RefusalKind))
 def test_a_refusals_wait_is_the_retry_after(kind: RefusalKind) -> None:
-    mapped = refusal(_refused(kind, retry_after_s=3600), DEADLINE)
+    mapped = _mapped(_refused(kind, retry_after_s=3600), DEADLINE)
     assert mapped is not None and mapped.headers == {"Retry-After": "3600"}
 
 
 def test_the_wait_counts_from_when_the_router_answered() -> None:
     answered = NOW - timedelta(seconds=10.5)
-    late = refusal(_refused(RefusalKind.BUDGET, 3600, at=answered), DEADLINE)
+    late = _mapped(_refused(RefusalKind.BUDGET, 3600, at=answered), DEADLINE)
     assert late is not None and late.headers["Retry-After"] in {"3590", "3589"}
-    long_ago = refusal(_refused(RefusalKind.RATE_LIMITED, 5, at=answered), DEADLINE)
+    long_ago = _mapped(_refused(RefusalKind.RATE_LIMITED, 5, at=answered), DEADLINE)
     assert long_ago is not None and long_ago.headers["Retry-After"] == "1"
 
 
@@ -148,7 +153,7 @@ def test_the_routers_budget_rejection_is_429_until_the_month_turns() -> None:
         error=outcome.error,
         refusal=outcome.refusal,
     )
-    mapped = refusal(answer, DEADLINE)
+    mapped = _mapped(answer, DEADLINE)
     assert mapped is not None and mapped.status == 429 and mapped.code == "budget_exceeded"
     retry_after = int(mapped.headers["Retry-After"])
     assert 0 < retry_after <= 31 * 24 * 3600
@@ -171,7 +176,7 @@ def test_the_routers_budget_rejection_is_429_until_the_month_turns() -> None:
 def test_an_old_routers_refusal_is_read_from_its_text(
     status: ResponseStatus, error: str, at: datetime, expected: int
 ) -> None:
-    mapped = refusal(_answer(status, error, at), DEADLINE)
+    mapped = _mapped(_answer(status, error, at), DEADLINE)
     assert mapped is not None and mapped.status == expected and mapped.message == error
     if expected == 429:
         assert int(mapped.headers["Retry-After"]) <= 31 * 24 * 3600
