@@ -13,13 +13,15 @@ if TYPE_CHECKING:
 
 
 def register_all(app: faust.App, resources: Resources) -> None:
+    """Registers the flows the worker hosts (`SCRIBE_WORKER_FLOWS`, all by default)."""
     from agents.invalidation import agent as invalidation
     from agents.router import agent as router
     from agents.usage import agent as usage
     from agents.world import agent as world
 
-    for flow in (router, usage, world, invalidation):
-        flow.register(app, resources)
+    flows = {"router": router, "usage": usage, "world": world, "invalidation": invalidation}
+    for name in resources.settings.base.worker_flows:
+        flows[name].register(app, resources)
 
 
 def consumer_group(app_id: str, topic: str) -> str:

@@ -80,6 +80,8 @@ def _statement_cache_size() -> int:
 
 # `exactly_once` needs Kafka transactions: Apache Kafka has them, the embedded Tansu does not.
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+# The flows a worker can host (`SCRIBE_WORKER_FLOWS`); every worker hosts all of them unless told.
+WORKER_FLOWS = ("router", "usage", "world", "invalidation")
 
 
 def _thresholds(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -158,6 +160,17 @@ def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     return raw
 
 
+def _choices(name: str, choices: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated subset of `choices` (unset or empty: all of them), in their order."""
+    named = {part.strip() for part in (os.environ.get(name) or "").split(",") if part.strip()}
+    unknown = sorted(named.difference(choices))
+    if unknown:
+        raise SettingsError(
+            f"{name}: {', '.join(map(repr, unknown))} not among {', '.join(choices)}"
+        )
+    return tuple(c for c in choices if c in named) if named else choices
+
+
 def _float(name: str, default: float, positive: bool = False) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -193,6 +206,9 @@ class Settings:
     producer_idempotence: str = "auto"
     producer_linger_ms: int = 5
     processing_guarantee: str = "at_least_once"
+    # The flows this worker hosts; the others run in other workers of the same app_id (a
+    # router-only worker keeps the batch flows' CPU off the AI calls' latency).
+    worker_flows: tuple[str, ...] = WORKER_FLOWS
     security: Security = field(default_factory=Security)
     # World simulation: seconds between ticks of an active world (0: no timer, ticks come
     # only from `world.ticks`), seconds without player activity before a world goes idle,
@@ -259,6 +275,7 @@ class Settings:
             processing_guarantee=_choice(
                 "SCRIBE_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES, "at_least_once"
             ),
+            worker_flows=_choices("SCRIBE_WORKER_FLOWS", WORKER_FLOWS),
             security=security,
             world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
             world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),

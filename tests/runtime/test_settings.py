@@ -88,3 +88,16 @@ def test_producer_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCRIBE_PRODUCER_IDEMPOTENCE", "maybe")
     with pytest.raises(SettingsError, match="SCRIBE_PRODUCER_IDEMPOTENCE: 'maybe'"):
         Settings.from_env()
+
+
+def test_a_worker_hosts_every_flow_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCRIBE_WORKER_FLOWS", raising=False)
+    assert Settings.from_env().worker_flows == ("router", "usage", "world", "invalidation")
+    monkeypatch.setenv("SCRIBE_WORKER_FLOWS", " invalidation,router ")
+    assert Settings.from_env().worker_flows == ("router", "invalidation")
+
+
+def test_an_unknown_flow_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCRIBE_WORKER_FLOWS", "router,routr")
+    with pytest.raises(SettingsError, match="SCRIBE_WORKER_FLOWS: 'routr' not among router"):
+        Settings.from_env()
