@@ -93,8 +93,10 @@ def services(root: Path, broker: str) -> Iterator[dict[str, str]]:
 
 @contextmanager
 def running_worker(
-    root: Path, extra: dict[str, str], broker: str = "tansu"
+    root: Path, extra: dict[str, str], broker: str = "tansu", router_only: bool = False
 ) -> Iterator[tuple[dict[str, str], WorkerProcess]]:
+    """The worker the router phases measure; with `router_only`, it hosts only the router and
+    a second worker beside it hosts the other flows (`SCRIBE_WORKER_FLOWS`)."""
     with services(root, broker) as env:
         sim = env["SCRIBE_PROVIDER_URL"]
         now = datetime.now(UTC) + timedelta(hours=3)
@@ -104,16 +106,33 @@ def running_worker(
             "SCRIBE_ROUTER_OFFPEAK": f"{now:%H:%M}-{now + timedelta(hours=1):%H:%M}",
             **extra,
         }
+        flows = {"SCRIBE_WORKER_FLOWS": "router"} if router_only else {}
         worker = WorkerProcess(
-            env=worker_env, state_dir=root / "worker", app_id="scribe-bench", web_port=free_port()
+            env=worker_env | flows,
+            state_dir=root / "worker",
+            app_id="scribe-bench",
+            web_port=free_port(),
+        )
+        others = WorkerProcess(
+            env=worker_env | {"SCRIBE_WORKER_FLOWS": "usage,world,invalidation"},
+            state_dir=root / "worker",
+            app_id="scribe-bench",
+            web_port=free_port(),
         )
         try:
-            say("starting a worker ...")
+            say(
+                "starting a worker"
+                + (" for the router and one for the rest ..." if flows else " ...")
+            )
             worker.start()
             worker.wait_consuming()
+            if router_only:
+                others.start()
+                others.wait_consuming()
             httpx.post(f"{sim}/_sim/config", json={"delay_ms": 0}).raise_for_status()
             yield env, worker
         finally:
+            others.stop()
             worker.stop()
 
 
@@ -389,11 +408,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each rate runs")
     parser.add_argument("--api", action="store_true", help="the rates through the HTTP API too")
     parser.add_argument("--broker", choices=("tansu", "apache"), default="tansu")
+    parser.add_argument(
+        "--router-only",
+        action="store_true",
+        help="the measured worker hosts only the router; a second one hosts the other flows",
+    )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     with (
         tempfile.TemporaryDirectory(prefix="router-bench-") as tmp,
-        running_worker(Path(tmp), {}, args.broker) as (stack_env, worker),
+        running_worker(Path(tmp), {}, args.broker, args.router_only) as (stack_env, worker),
     ):
         env = {**stack_env, "WORKER_URL": worker.url}
         say(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -204,7 +204,9 @@ class Settings:
     fast_rebalance: bool = False
     usage: UsageSettings = field(default_factory=UsageSettings)
     producer_idempotence: str = "auto"
-    producer_linger_ms: int = 5
+    # How long a producer waits to fill a batch. 0 on Kafka: what is sent while a request is in
+    # flight goes in the next one anyway, and waiting only added latency (`bench/router.py`).
+    producer_linger_ms: int = 0
     processing_guarantee: str = "at_least_once"
     # The flows this worker hosts; the others run in other workers of the same app_id (a
     # router-only worker keeps the batch flows' CPU off the AI calls' latency).
@@ -271,7 +273,7 @@ class Settings:
             producer_idempotence=_choice(
                 "SCRIBE_PRODUCER_IDEMPOTENCE", ("auto", "on", "off"), "auto"
             ),
-            producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 5),
+            producer_linger_ms=_int("SCRIBE_PRODUCER_LINGER_MS", 0),
             processing_guarantee=_choice(
                 "SCRIBE_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES, "at_least_once"
             ),

@@ -66,13 +66,14 @@ def test_up_twice_then_down_leaves_nothing_running(state_dir: Path) -> None:
         empty: dict[str, str] = {}
         assert fill_environment(empty, state_dir) == sorted(exports)
         assert empty == exports
-        # What is set wins; fast rebalance comes only with the stack's own broker.
+        # What is set wins; the embedded broker's tuning comes only with its own URL.
         elsewhere = {"SCRIBE_KAFKA_URL": "kafka://kafka.example:9092", "SCRIBE_CDN_URL": ""}
         fill_environment(elsewhere, state_dir)
         assert elsewhere["SCRIBE_KAFKA_URL"] == "kafka://kafka.example:9092"
         assert elsewhere["SCRIBE_CDN_URL"] == exports["SCRIBE_CDN_URL"]
         assert elsewhere["SCRIBE_PROVIDER_URL"] == exports["SCRIBE_PROVIDER_URL"]
         assert "SCRIBE_FAST_REBALANCE" not in elsewhere
+        assert "SCRIBE_PRODUCER_LINGER_MS" not in elsewhere
     finally:
         down = _scribe(state_dir, "stack", "down")
     assert down.returncode == 0, down.stderr

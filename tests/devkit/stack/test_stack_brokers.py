@@ -40,12 +40,17 @@ def test_the_recorded_broker_is_the_one_down_and_status_handle(tmp_path: Path) -
     assert LocalStack.at(tmp_path).broker == "apache"
 
 
-def test_short_group_timeouts_only_with_tansu(tmp_path: Path) -> None:
+def test_short_group_timeouts_and_lingering_sends_only_with_tansu(tmp_path: Path) -> None:
     _record(tmp_path / "t", "kafka", "postgres", "redis")
     _record(tmp_path / "a", "apache-kafka", "postgres", "redis")
-    assert LocalStack.at(tmp_path / "t").environment()["SCRIBE_FAST_REBALANCE"] == "1"
+    tansu_env = LocalStack.at(tmp_path / "t").environment()
+    assert (tansu_env["SCRIBE_FAST_REBALANCE"], tansu_env["SCRIBE_PRODUCER_LINGER_MS"]) == (
+        "1",
+        "5",
+    )
     apache_env = LocalStack.at(tmp_path / "a").environment()
     assert "SCRIBE_FAST_REBALANCE" not in apache_env
+    assert "SCRIBE_PRODUCER_LINGER_MS" not in apache_env
     assert apache_env["SCRIBE_KAFKA_URL"] == "x://127.0.0.1:9000"
 
 
