@@ -8,7 +8,8 @@ Batches are written strictly in order; the next one is read and decoded while th
 is written, and keeps filling (up to `max_batch`) until that write is done. Otherwise a batch
 is due when the flow's `window` says (by default `spec.window_seconds` after its first record).
 A flow with `commit_behind` hands the next batch to its sinks once the one before is written,
-while that one's commit is still in flight (commits stay in order, one after another).
+while that one's commit is still in flight (commits stay in order, one after another), as
+long as its window does not hold batches open.
 Stopping is bounded and ordered: timers stop, reading stops, the batch in hand is finished
 within the deadline or abandoned uncommitted, the flow writes what it holds for its partitions,
 the producer is flushed, the consumer leaves its group, and only then are the sinks closed, so
@@ -111,10 +112,12 @@ class Flow(Generic[E, T]):
     rebalance: Rebalance | None = None
     # None: `FixedWindow(spec.window_seconds)`.
     window: BatchWindow | None = None
-    # The next batch is written while this one's commit is in flight, instead of after it: for
-    # a flow whose sinks are idempotent and whose latency matters (a commit is a broker round
-    # trip, on Apache Kafka often longer than the write). A crash between the write and the
-    # commit means the batch is read and written again, as without it.
+    # While the window hands batches over at once (not held open), the next batch is written
+    # while this one's commit is in flight, instead of after it: for a flow whose sinks are
+    # idempotent and whose latency matters (a commit is a broker round trip, on Apache Kafka
+    # often longer than the write). A window held open (under load) commits in line, so the
+    # next batch keeps filling meanwhile. A crash between a write and its commit means the
+    # batch is read and written again, as without it.
     commit_behind: bool = False
     # Released after the sinks (a pool the sinks share, a cache client).
     closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
@@ -393,7 +396,9 @@ class FlowRunner(Generic[E, T]):
             self._writing_records = 0
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
-        if not self.flow.commit_behind:
+        now = time.monotonic()
+        if not self.flow.commit_behind or self.window.time_left(now, now) > 0:
+            await self._committed()
             return await self.source.commit(offsets)
         self._committing = asyncio.create_task(
             self._commit_after(self._committing, offsets), name=f"{self.spec.flow}.commit"

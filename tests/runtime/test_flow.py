@@ -10,7 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from runtime.checkpoint import Checkpoint
-from runtime.flow import Flow, FlowRunner, Timer
+from runtime.flow import FixedWindow, Flow, FlowRunner, Timer
 from runtime.sink import SinkBackpressure, SinkStopping
 from runtime.source import Received, Record, Rejected
 from runtime.spec import ConsumerSpec
@@ -132,6 +132,42 @@ async def test_commit_behind_writes_the_next_batch_while_a_commit_is_in_flight()
         "commit 6 done",
     ]
     assert consumer.committed == {a: 6}
+
+
+async def test_commit_behind_commits_in_line_while_the_window_is_held_open() -> None:
+    """Under load (a window held open) the next batch keeps filling during the commit, as
+    without `commit_behind`, so a burst merges as much."""
+    order: list[str] = []
+    release = asyncio.Event()
+
+    class Recording(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            order.append(f"write {batch[-1]}")
+            await super().write(batch)
+
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(6)]))
+    original = consumer.commit
+
+    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        order.append("commit sent")
+        await release.wait()
+        await original(offsets)
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    held_open = FixedWindow(0.01)
+    runner: FlowRunner[int, list[int]] = FlowRunner(
+        flow([Recording()], max_batch=3, commit_behind=True, window=held_open), consumer
+    )
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.2)
+    assert order == ["write 2", "commit sent"], "the next batch waits for the commit"
+    release.set()
+    await asyncio.sleep(0.1)
+    await runner.stop()
+    await running
+    assert order == ["write 2", "commit sent", "write 5", "commit sent"]
+    assert consumer.committed == {TopicPartition(TOPIC, 0): 6}
 
 
 async def test_a_sink_that_fails_means_nothing_is_committed() -> None:
