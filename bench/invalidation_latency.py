@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/invalidation_latency.py --rates 200,1000,3000 --seconds 10
 
-Runs on the embedded stack (started here, stopped afterwards) or on SCRIBE_*_URL, with one
-worker. Each invalidation removes one key that exists; Redis keyspace notifications report the
-moment it is gone. The baseline, measured side by side on the same messages, is bare Kafka
-delivery: publish -> a plain aiokafka consumer in this process. The flow's own cost is the
-ratio of the two: its coalescing window plus the Redis work.
+Runs on SCRIBE_*_URL or on a stack of its own (started here, stopped afterwards), with one
+worker; `--broker apache` puts a one-broker Apache Kafka of its own beside the embedded
+PostgreSQL and Redis instead of Tansu. Each invalidation removes one key that exists; Redis
+keyspace notifications report the moment it is gone. The baseline, measured side by side on the
+same messages, is bare Kafka delivery: publish -> a plain aiokafka consumer in this process. The
+flow's own cost is the ratio of the two: its coalescing window plus the Redis work.
 
 It also measures the coalescing ratio of a 10,000-invalidation burst over 1,000 keys (each ten
 times): repeats clustered (ten entities written ten times each, as in the test) and shuffled
@@ -25,6 +26,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +37,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.brokers import BROKERS, stack_on
 from devkit.harness import WorkerProcess, new_worker
-from devkit.stack import LocalStack
 from runtime.settings import Settings, kafka_bootstrap_servers
 from schemas import encode
 from schemas.events import CacheInvalidation
@@ -282,16 +284,17 @@ async def measure_burst(
 
 
 @contextmanager
-def services(settings: Settings) -> Any:
-    if settings.kafka_url and settings.database_url and settings.redis_url:
+def services(settings: Settings, broker: str | None) -> Iterator[dict[str, str]]:
+    """SCRIBE_*_URL when all are set and no broker is asked for; else the script's own stack."""
+    if broker is None and settings.kafka_url and settings.database_url and settings.redis_url:
         yield {
             "SCRIBE_KAFKA_URL": settings.kafka_url,
             "SCRIBE_DATABASE_URL": settings.database_url,
             "SCRIBE_REDIS_URL": settings.redis_url,
         }
         return
-    say("starting the embedded stack ...")
-    with LocalStack(settings.state_dir / "bench").running(report=say) as env:
+    say(f"starting the embedded stack with {broker or 'tansu'} ...")
+    with stack_on(broker or "tansu", settings.state_dir / "bench", report=say) as env:
         yield env
 
 
@@ -321,18 +324,24 @@ def main() -> int:
     parser.add_argument("--rates", default="200,1000,3000", help="invalidations/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--window-ms", type=int, default=100, help="coalescing window, 50-200")
+    parser.add_argument(
+        "--broker",
+        choices=BROKERS,
+        help="start this broker here (default: SCRIBE_*_URL when set, else tansu)",
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     settings = Settings.from_env()
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(),
         "window_ms": args.window_ms,
+        "broker": args.broker or ("given" if os.environ.get("SCRIBE_KAFKA_URL") else "tansu"),
         "cpus": os.cpu_count(),
         "rates": [],
         "bursts": [],
     }
     with ExitStack() as stack:
-        env = stack.enter_context(services(settings))
+        env = stack.enter_context(services(settings, args.broker))
         worker_env = {**env, "SCRIBE_INVALIDATION_WINDOW_MS": str(args.window_ms)}
         state = (Path.cwd() / settings.state_dir).resolve() / "bench"
         worker = new_worker(worker_env, state, f"scribe-bench-{uuid.uuid4().hex[:6]}")
@@ -349,7 +358,10 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"invalidation_latency-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(results, indent=2))
-    print(f"\n== invalidation latency (window {args.window_ms} ms, {os.cpu_count()} CPUs) ==")
+    print(
+        f"\n== invalidation latency on {results['broker']} "
+        f"(window {args.window_ms} ms, {os.cpu_count()} CPUs) =="
+    )
     print(f"{'rate/s':>8} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
           f" | {'kafka p50':>9} {'kafka p99':>9} | {'p50 x':>6} {'p99 x':>6}")  # fmt: skip
     for r in results["rates"]:

@@ -43,10 +43,8 @@ from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.brokers import BROKERS, stack_on
 from devkit.harness import ArrivalWatch, WorkerProcess, gateway_process
-from devkit.stack import LocalStack
-from devkit.stack.apache_kafka.cluster import KafkaCluster
-from devkit.stack.apache_kafka.distribution import fetch
 from devkit.stack.processes import free_port
 from runtime.http import outbound_client
 from runtime.settings import kafka_bootstrap_servers
@@ -55,7 +53,6 @@ from schemas.examples import example
 from topics.publisher import Publisher
 
 LITELLM = "LiteLLM router overhead (published): median 2-12 ms, p99 13-43 ms"
-KAFKA_JARS = Path(__file__).resolve().parent.parent / ".scribe" / "kafka"
 API_TOKEN = f"bench-{uuid.uuid4().hex}"
 
 
@@ -76,29 +73,12 @@ def describe(values: list[float]) -> str:
 
 
 @contextmanager
-def services(root: Path, broker: str) -> Iterator[dict[str, str]]:
-    """The embedded stack; with `apache`, its PostgreSQL, Redis and simulators beside a
-    one-broker Apache Kafka, stopped and deleted afterwards."""
-    if broker == "tansu":
-        with LocalStack(root / "stack").running(report=say) as env:
-            yield env
-        return
-    cluster = KafkaCluster(root / "kafka", fetch(KAFKA_JARS, report=say))
-    try:
-        kafka_url = cluster.up_fresh(1, report=say)
-        with LocalStack(root / "stack", broker=None).running(report=say) as env:
-            yield {**env, "SCRIBE_KAFKA_URL": kafka_url, "SCRIBE_TOPIC_REPLICATION": "1"}
-    finally:
-        cluster.down(report=say, purge=True)
-
-
-@contextmanager
 def running_worker(
     root: Path, extra: dict[str, str], broker: str = "tansu", router_only: bool = False
 ) -> Iterator[tuple[dict[str, str], WorkerProcess]]:
     """The worker the router phases measure; with `router_only`, it hosts only the router and
     a second worker beside it hosts the other flows (`SCRIBE_WORKER_FLOWS`)."""
-    with services(root, broker) as env:
+    with stack_on(broker, root, report=say) as env:
         sim = env["SCRIBE_PROVIDER_URL"]
         now = datetime.now(UTC) + timedelta(hours=3)
         worker_env = {
@@ -410,7 +390,7 @@ def main() -> int:
     parser.add_argument("--rates", default="", help="requests/s, comma-separated (none skips)")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each rate runs")
     parser.add_argument("--api", action="store_true", help="the rates through the HTTP API too")
-    parser.add_argument("--broker", choices=("tansu", "apache"), default="tansu")
+    parser.add_argument("--broker", choices=BROKERS, default="tansu")
     parser.add_argument(
         "--router-only",
         action="store_true",

@@ -135,15 +135,15 @@ def run_cases(
 
 
 def table(figures: list[Figure]) -> str:
-    lines = [f"{'case':<34}{'metric':<22}{'min':>12}{'median':>12}{'max':>12}  unit"]
+    lines = [f"{'case':<36}{'metric':<22}{'min':>12}{'median':>12}{'max':>12}  unit"]
     for f in figures:
         if f.values:
             cells = "".join(_cell(v) for v in (min(f.values), statistics.median(f.values)))
             cells += _cell(max(f.values))
-            lines.append(f"{f.case:<34}{f.metric:<22}{cells}  {f.unit}")
+            lines.append(f"{f.case:<36}{f.metric:<22}{cells}  {f.unit}")
         else:
-            lines.append(f"{f.case:<34}{f.metric:<22}{'-':>12}{'-':>12}{'-':>12}  {f.unit}")
-            lines.append(f"{'':<34}  not measured: {f.missing}")
+            lines.append(f"{f.case:<36}{f.metric:<22}{'-':>12}{'-':>12}{'-':>12}  {f.unit}")
+            lines.append(f"{'':<36}  not measured: {f.missing}")
     return "\n".join(lines)
 
 

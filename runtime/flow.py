@@ -7,6 +7,9 @@ nearly) and where that goes (`sinks`). `FlowRunner` is the one loop under every 
 Batches are written strictly in order; the next one is read and decoded while the one before
 is written, and keeps filling (up to `max_batch`) until that write is done. Otherwise a batch
 is due when the flow's `window` says (by default `spec.window_seconds` after its first record).
+A flow with `commit_behind` hands the next batch to its sinks once the one before is written,
+while that one's commit is still in flight (commits stay in order, one after another), as
+long as its window does not hold batches open.
 Stopping is bounded and ordered: timers stop, reading stops, the batch in hand is finished
 within the deadline or abandoned uncommitted, the flow writes what it holds for its partitions,
 the producer is flushed, the consumer leaves its group, and only then are the sinks closed, so
@@ -109,6 +112,13 @@ class Flow(Generic[E, T]):
     rebalance: Rebalance | None = None
     # None: `FixedWindow(spec.window_seconds)`.
     window: BatchWindow | None = None
+    # While the window hands batches over at once (not held open), the next batch is written
+    # while this one's commit is in flight, instead of after it: for a flow whose sinks are
+    # idempotent and whose latency matters (a commit is a broker round trip, on Apache Kafka
+    # often longer than the write). A window held open (under load) commits in line, so the
+    # next batch keeps filling meanwhile. A crash between a write and its commit means the
+    # batch is read and written again, as without it.
+    commit_behind: bool = False
     # Released after the sinks (a pool the sinks share, a cache client).
     closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
 
@@ -146,6 +156,7 @@ class FlowRunner(Generic[E, T]):
         self._stopping = asyncio.Event()
         self._filling: Batch[E] = Batch()
         self._writing: asyncio.Task[None] | None = None
+        self._committing: asyncio.Task[bool] | None = None  # the last commit (commit_behind)
         self._reading: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._stop: asyncio.Future[None] | None = None
@@ -170,7 +181,11 @@ class FlowRunner(Generic[E, T]):
 
     @property
     def idle(self) -> bool:
-        return self._filling.records == 0 and (self._writing is None or self._writing.done())
+        return (
+            self._filling.records == 0
+            and (self._writing is None or self._writing.done())
+            and (self._committing is None or self._committing.done())
+        )
 
     _writing_records = 0
 
@@ -244,6 +259,7 @@ class FlowRunner(Generic[E, T]):
         """Leaving the group does not call the listener: the flow writes what it holds for its
         partitions here, so their next owner starts from it."""
         async with self._writing_lock:
+            await self._committed()
             owned = frozenset(self.source.owned)
             self.source.forget(owned)
             if owned and self.flow.rebalance is not None:
@@ -349,7 +365,7 @@ class FlowRunner(Generic[E, T]):
                             batch.offsets,
                             self.flow.sinks,
                             self.flow.flush,
-                            self.source.commit,
+                            self._commit,
                         )
                     try:
                         await checkpoint.run()
@@ -379,6 +395,36 @@ class FlowRunner(Generic[E, T]):
         finally:
             self._writing_records = 0
 
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
+        now = time.monotonic()
+        if not self.flow.commit_behind or self.window.time_left(now, now) > 0:
+            await self._committed()
+            return await self.source.commit(offsets)
+        self._committing = asyncio.create_task(
+            self._commit_after(self._committing, offsets), name=f"{self.spec.flow}.commit"
+        )
+        return True
+
+    async def _commit_after(
+        self, previous: asyncio.Task[bool] | None, offsets: Mapping[TopicPartition, int]
+    ) -> bool:
+        """Commit `offsets` once the commit before has ended, so commits go in order."""
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            return await self.source.commit(offsets)
+        except Exception:
+            self.log.exception(
+                "%s: offsets not committed; the batch will be re-read", self.spec.flow
+            )
+            return False
+
+    async def _committed(self) -> None:
+        """Wait for a commit still in flight (`commit_behind`), so whoever reads the
+        partitions next starts after what was written."""
+        if self._committing is not None:
+            await asyncio.wait([self._committing])
+
     def _give_up(self, why: str) -> None:
         """Leave the batch uncommitted and take no other: it is read again after the restart."""
         self._gave_up = True
@@ -392,6 +438,7 @@ class FlowRunner(Generic[E, T]):
         partitions before another member may take them."""
         self.assigned = False
         async with self._writing_lock:
+            await self._committed()
             self.source.forget(partitions)
             if self.flow.rebalance is not None and partitions:
                 await self.flow.rebalance.revoked(partitions)

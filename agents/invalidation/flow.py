@@ -3,7 +3,9 @@ targets read within one window (which stays open while the window before it is d
 a burst merges more) become one removal and one purge. A light flow delivers at once; the
 window is held open only under load (`AdaptiveWindow`). Offsets are committed after both
 sinks, so a commit never passes an undelivered message; a removal or a purge done twice
-changes nothing."""
+changes nothing, so while the flow is light the next window is delivered while the one before
+is being committed (`commit_behind`: on Apache Kafka a commit took about twice as long as the
+Redis work); under load the commit stays in line and the next window keeps filling."""
 
 from __future__ import annotations
 
@@ -86,5 +88,6 @@ def declare(
         handle=coalesce,
         sinks=sinks,
         window=AdaptiveWindow(config.window_seconds, config.busy_per_second),
+        commit_behind=True,
         closers=closers,
     )

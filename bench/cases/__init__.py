@@ -90,4 +90,13 @@ def all_ratios() -> list[Ratio]:
             )
             for metric in ("decide_per_s", "added_latency_p50_ms", "added_latency_p99_ms")
         ),
+        # The invalidation flow on Apache Kafka over the same on Tansu (bench/cases/flows.py).
+        *(
+            Ratio(
+                "ratio.invalidation_apache_vs_tansu",
+                ("ours.invalidation.apache", metric),
+                ("ours.invalidation", metric),
+            )
+            for metric in ("deleted_latency_p99_ms", "kafka_delivered_p99_ms")
+        ),
     ]

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from runtime.checkpoint import Checkpoint
-from runtime.flow import Flow, FlowRunner, Timer
+from runtime.flow import FixedWindow, Flow, FlowRunner, Timer
 from runtime.sink import SinkBackpressure, SinkStopping
 from runtime.source import Received, Record, Rejected
 from runtime.spec import ConsumerSpec
@@ -79,6 +79,95 @@ async def test_batches_are_written_in_order_and_each_committed_after_its_write()
     await run_flow(flow([Recording()], max_batch=3), consumer)
 
     assert order == [x for i in (2, 5, 8, 9) for x in (f"write {i}", f"commit {i + 1}")]
+
+
+async def test_commit_behind_writes_the_next_batch_while_a_commit_is_in_flight() -> None:
+    """With `commit_behind`, batch 2 is written while batch 1's commit waits at the broker;
+    the commits still go in order, each after its own write, and a revocation waits for the
+    commit in flight."""
+    order: list[str] = []
+    release = asyncio.Event()
+    a = TopicPartition(TOPIC, 0)
+
+    class Recording(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            order.append(f"write {batch[-1]}")
+            await super().write(batch)
+
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(6)]))
+    original = consumer.commit
+
+    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        order.append(f"commit {offsets[a]} sent")
+        await release.wait()  # the broker answers when the test says
+        await original(offsets)
+        order.append(f"commit {offsets[a]} done")
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    runner: FlowRunner[int, list[int]] = FlowRunner(
+        flow([Recording()], max_batch=3, commit_behind=True), consumer
+    )
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    for _ in range(100):
+        if "write 5" in order:
+            break
+        await asyncio.sleep(0.01)
+    assert order == ["write 2", "commit 3 sent", "write 5"], "batch 2 waited for the commit"
+    assert not runner.idle and consumer.committed == {}
+    revoking = asyncio.create_task(consumer.revoke([a]))
+    await asyncio.sleep(0.05)
+    assert not revoking.done(), "a revocation waits for the commit in flight"
+    release.set()
+    await revoking
+    await runner.stop()
+    await running
+
+    assert order == [
+        "write 2",
+        "commit 3 sent",
+        "write 5",
+        "commit 3 done",
+        "commit 6 sent",
+        "commit 6 done",
+    ]
+    assert consumer.committed == {a: 6}
+
+
+async def test_commit_behind_commits_in_line_while_the_window_is_held_open() -> None:
+    """Under load (a window held open) the next batch keeps filling during the commit, as
+    without `commit_behind`, so a burst merges as much."""
+    order: list[str] = []
+    release = asyncio.Event()
+
+    class Recording(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            order.append(f"write {batch[-1]}")
+            await super().write(batch)
+
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(6)]))
+    original = consumer.commit
+
+    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        order.append("commit sent")
+        await release.wait()
+        await original(offsets)
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    held_open = FixedWindow(0.01)
+    runner: FlowRunner[int, list[int]] = FlowRunner(
+        flow([Recording()], max_batch=3, commit_behind=True, window=held_open), consumer
+    )
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.2)
+    assert order == ["write 2", "commit sent"], "the next batch waits for the commit"
+    release.set()
+    await asyncio.sleep(0.1)
+    await runner.stop()
+    await running
+    assert order == ["write 2", "commit sent", "write 5", "commit sent"]
+    assert consumer.committed == {TopicPartition(TOPIC, 0): 6}
 
 
 async def test_a_sink_that_fails_means_nothing_is_committed() -> None:
