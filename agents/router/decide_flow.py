@@ -260,6 +260,9 @@ def declare_decide(
         handle=sort_requests,
         sinks=[deciding],
         retryable=RETRYABLE,
+        # The next batch is decided while the last one's commit is in flight: a batch read
+        # again after a crash finds its requests' records in Redis and changes nothing.
+        commit_behind=True,
     )
 
 
@@ -273,4 +276,5 @@ def declare_settle(
         handle=list,
         sinks=[settling],
         retryable=RETRYABLE,
+        commit_behind=True,  # as decide: a settlement applied twice counts once
     )
