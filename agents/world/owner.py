@@ -99,8 +99,8 @@ def _payload_json(payload: dict[str, Any]) -> str:
     return orjson.dumps(payload, default=exact).decode()
 
 
-def _at(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def checkpoint_interval(world_id: str, seconds: float) -> float:
@@ -402,6 +402,7 @@ class WorldOwner:
             due_at = message.occurred_at.timestamp()
             for _ in range(max(0, gap)):
                 self._advance(world, due_at, "topic")
+            self._ticks_counted["topic"].inc(max(0, gap))
         for item, kind, reason in rejects:
             await self.dead_letters.send(WORLD_TICKS_TOPIC, item.origin, kind, reason, TICKS_AGENT)
         await self.flush()
@@ -423,6 +424,7 @@ class WorldOwner:
                 applied += 1
                 if applied % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+        self._ticks_counted["timer"].inc(applied)  # once per round: an inc takes a lock
         for world_id in round_.went_idle:
             if world_id in self.worlds:
                 # Store active = false, with a checkpoint: the world may sleep a long time.
@@ -447,7 +449,6 @@ class WorldOwner:
         world.state = state
         self._pending.dirty[state.world_id] = None
         self._pending.tick_lags.append((source, due_at))
-        self._ticks_counted[source].inc()
 
     def _record_event(self, world: OwnedWorld, event: WorldEvent, outcome: Applied) -> None:
         state = outcome.state
@@ -517,13 +518,14 @@ class WorldOwner:
             world.checkpoint_due_at = now + checkpoint_interval(
                 state.world_id, self.checkpoint_seconds
             )
+        slot = schedule.slot(state.world_id) if schedule is not None else None
         return WorldHead(
             world_id=state.world_id,
             base_version=world.stored.version if world.stored is not None else 0,
             head_version=state.version,
-            active=schedule is not None and state.world_id in schedule,
-            last_activity_at=_at(schedule.last_activity_at(state.world_id) if schedule else None),
-            next_tick_at=_at(schedule.next_tick_at(state.world_id) if schedule else None),
+            active=slot is not None,
+            last_activity_at=_at(slot.last_activity_at) if slot is not None else None,
+            next_tick_at=_at(slot.next_tick_at) if slot is not None else None,
             checkpoint=checkpoint,
         )
 
