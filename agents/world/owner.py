@@ -408,10 +408,20 @@ class WorldOwner:
         await self.flush()
 
     async def tick_due(self) -> None:
-        """One timer round: load newly assigned active worlds, apply the ticks that are due
-        (bounded per world and per round), retire idle worlds, and flush."""
+        """Timer rounds until one is not full: a round that used its whole budget left ticks
+        due, and waiting the timer's interval before the next would only make them later.
+        Within one tick interval of wall time, so a worker that stays behind still returns
+        to its timer (which checks for a stop between calls)."""
+        started = time.monotonic()
+        while await self._tick_round() >= ROUND_BUDGET and self.schedule is not None:
+            if time.monotonic() - started >= self.schedule.interval:
+                return
+
+    async def _tick_round(self) -> int:
+        """One round: load newly assigned active worlds, apply the ticks that are due (bounded
+        per world and per round), retire idle worlds, and flush. Returns the ticks applied."""
         if self.schedule is None:
-            return
+            return 0
         await self._load_assigned()
         round_ = self.schedule.due(self.clock(), ROUND_BUDGET)
         applied = 0
@@ -432,6 +442,7 @@ class WorldOwner:
                 self._pending.dirty[world_id] = None
         WORLDS_ACTIVE.set(len(self.schedule))
         await self.flush()
+        return applied
 
     # -- recording ------------------------------------------------------------------------
 
