@@ -409,17 +409,34 @@ class WorldOwner:
 
     async def tick_due(self) -> None:
         """Timer rounds until one is not full: a round that used its whole budget left ticks
-        due, and waiting the timer's interval before the next would only make them later.
-        Within one tick interval of wall time, so a worker that stays behind still returns
-        to its timer (which checks for a stop between calls)."""
+        due, and waiting the timer's interval before the next would only make them later. The
+        next round is applied while the one before it is written (flushes stay in order: each
+        takes what is pending under the flush lock). Within one tick interval of wall time, so
+        a worker that stays behind still returns to its timer (which checks for a stop between
+        calls); every round is written before this returns."""
+        if self.schedule is None:
+            return
         started = time.monotonic()
-        while await self._tick_round() >= ROUND_BUDGET and self.schedule is not None:
-            if time.monotonic() - started >= self.schedule.interval:
-                return
+        writing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                applied = await self._tick_round()
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self.flush())
+                if applied < ROUND_BUDGET or self.schedule is None:
+                    break
+                if time.monotonic() - started >= self.schedule.interval:
+                    break
+                await asyncio.sleep(0)  # the write takes this round's ticks before the next
+        finally:
+            if writing is not None:
+                await writing
 
     async def _tick_round(self) -> int:
         """One round: load newly assigned active worlds, apply the ticks that are due (bounded
-        per world and per round), retire idle worlds, and flush. Returns the ticks applied."""
+        per world and per round) and retire idle worlds, not yet written. Returns the ticks
+        applied."""
         if self.schedule is None:
             return 0
         await self._load_assigned()
@@ -441,7 +458,6 @@ class WorldOwner:
                 self.worlds[world_id].checkpoint_due_at = 0.0
                 self._pending.dirty[world_id] = None
         WORLDS_ACTIVE.set(len(self.schedule))
-        await self.flush()
         return applied
 
     # -- recording ------------------------------------------------------------------------
