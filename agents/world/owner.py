@@ -99,8 +99,8 @@ def _payload_json(payload: dict[str, Any]) -> str:
     return orjson.dumps(payload, default=exact).decode()
 
 
-def _at(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def checkpoint_interval(world_id: str, seconds: float) -> float:
@@ -402,15 +402,43 @@ class WorldOwner:
             due_at = message.occurred_at.timestamp()
             for _ in range(max(0, gap)):
                 self._advance(world, due_at, "topic")
+            self._ticks_counted["topic"].inc(max(0, gap))
         for item, kind, reason in rejects:
             await self.dead_letters.send(WORLD_TICKS_TOPIC, item.origin, kind, reason, TICKS_AGENT)
         await self.flush()
 
     async def tick_due(self) -> None:
-        """One timer round: load newly assigned active worlds, apply the ticks that are due
-        (bounded per world and per round), retire idle worlds, and flush."""
+        """Timer rounds until one is not full: a round that used its whole budget left ticks
+        due, and waiting the timer's interval before the next would only make them later. The
+        next round is applied while the one before it is written (flushes stay in order: each
+        takes what is pending under the flush lock). Within one tick interval of wall time, so
+        a worker that stays behind still returns to its timer (which checks for a stop between
+        calls); every round is written before this returns."""
         if self.schedule is None:
             return
+        started = time.monotonic()
+        writing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                applied = await self._tick_round()
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self.flush())
+                if applied < ROUND_BUDGET or self.schedule is None:
+                    break
+                if time.monotonic() - started >= self.schedule.interval:
+                    break
+                await asyncio.sleep(0)  # the write takes this round's ticks before the next
+        finally:
+            if writing is not None:
+                await writing
+
+    async def _tick_round(self) -> int:
+        """One round: load newly assigned active worlds, apply the ticks that are due (bounded
+        per world and per round) and retire idle worlds, not yet written. Returns the ticks
+        applied."""
+        if self.schedule is None:
+            return 0
         await self._load_assigned()
         round_ = self.schedule.due(self.clock(), ROUND_BUDGET)
         applied = 0
@@ -423,13 +451,14 @@ class WorldOwner:
                 applied += 1
                 if applied % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+        self._ticks_counted["timer"].inc(applied)  # once per round: an inc takes a lock
         for world_id in round_.went_idle:
             if world_id in self.worlds:
                 # Store active = false, with a checkpoint: the world may sleep a long time.
                 self.worlds[world_id].checkpoint_due_at = 0.0
                 self._pending.dirty[world_id] = None
         WORLDS_ACTIVE.set(len(self.schedule))
-        await self.flush()
+        return applied
 
     # -- recording ------------------------------------------------------------------------
 
@@ -447,7 +476,6 @@ class WorldOwner:
         world.state = state
         self._pending.dirty[state.world_id] = None
         self._pending.tick_lags.append((source, due_at))
-        self._ticks_counted[source].inc()
 
     def _record_event(self, world: OwnedWorld, event: WorldEvent, outcome: Applied) -> None:
         state = outcome.state
@@ -517,13 +545,14 @@ class WorldOwner:
             world.checkpoint_due_at = now + checkpoint_interval(
                 state.world_id, self.checkpoint_seconds
             )
+        slot = schedule.slot(state.world_id) if schedule is not None else None
         return WorldHead(
             world_id=state.world_id,
             base_version=world.stored.version if world.stored is not None else 0,
             head_version=state.version,
-            active=schedule is not None and state.world_id in schedule,
-            last_activity_at=_at(schedule.last_activity_at(state.world_id) if schedule else None),
-            next_tick_at=_at(schedule.next_tick_at(state.world_id) if schedule else None),
+            active=slot is not None,
+            last_activity_at=_at(slot.last_activity_at) if slot is not None else None,
+            next_tick_at=_at(slot.next_tick_at) if slot is not None else None,
             checkpoint=checkpoint,
         )
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class _Slot:
+class Slot:
+    """An active world's next tick and last player activity (epoch seconds)."""
+
     next_tick_at: float
     last_activity_at: float
 
@@ -41,7 +43,7 @@ class TickSchedule:
     interval: float
     idle_after: float
     catch_up: int
-    _slots: dict[str, _Slot] = field(default_factory=dict)
+    _slots: dict[str, Slot] = field(default_factory=dict)
     _heap: list[tuple[float, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -56,7 +58,7 @@ class TickSchedule:
 
     def resume(self, world_id: str, next_tick_at: float, last_activity_at: float) -> None:
         """Schedule a world loaded from storage where it left off; its missed ticks are due."""
-        self._slots[world_id] = _Slot(next_tick_at, last_activity_at)
+        self._slots[world_id] = Slot(next_tick_at, last_activity_at)
         heapq.heappush(self._heap, (next_tick_at, world_id))
 
     def touch(self, world_id: str, active_at: float, now: float) -> None:
@@ -72,6 +74,10 @@ class TickSchedule:
 
     def remove(self, world_id: str) -> None:
         self._slots.pop(world_id, None)
+
+    def slot(self, world_id: str) -> Slot | None:
+        """The world's times while it is active; None once idle. Not to be changed."""
+        return self._slots.get(world_id)
 
     def next_tick_at(self, world_id: str) -> float | None:
         slot = self._slots.get(world_id)

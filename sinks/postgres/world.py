@@ -10,7 +10,7 @@ interleave one world's log.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import NamedTuple
@@ -218,6 +218,18 @@ def _month(day: date) -> date:
     return day.replace(day=1)
 
 
+def _months_of(rows: Sequence[LogRow]) -> set[date]:
+    """The months the rows fall in. A batch is nearly always within one month: its earliest
+    and latest times tell, so the rows are not each converted."""
+    if not rows:
+        return set()
+    times = [r.occurred_at for r in rows]
+    first = _month(min(times).astimezone(UTC).date())
+    if first == _month(max(times).astimezone(UTC).date()):
+        return {first}
+    return {_month(t.astimezone(UTC).date()) for t in times}
+
+
 def _months_ahead(today: date, count: int) -> list[date]:
     months = []
     year, month = today.year, today.month
@@ -233,9 +245,9 @@ class WorldStore:
         self._months_ready: set[date] = set()
         self._ahead_checked: date | None = None
 
-    async def _ensure_partitions(self, conn: Connection, rows: Iterable[LogRow]) -> None:
+    async def _ensure_partitions(self, conn: Connection, rows: Sequence[LogRow]) -> None:
         today = datetime.now(UTC).date()
-        wanted = {_month(r.occurred_at.astimezone(UTC).date()) for r in rows}
+        wanted = _months_of(rows)
         if self._ahead_checked != today:
             wanted.update(_months_ahead(today, MONTHS_AHEAD))
         for month in sorted(wanted - self._months_ready):

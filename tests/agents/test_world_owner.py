@@ -189,6 +189,25 @@ async def test_timer_ticks_catch_up_in_bounded_steps_then_idle_then_resume(
 
 
 @pytest.mark.integration
+async def test_a_full_round_is_followed_at_once_by_the_next(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    kafka_producer: AIOKafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("agents.world.owner.ROUND_BUDGET", 2)
+    clock = Clock()
+    worlds = owner(pool, publisher, kafka_producer, clock)
+    ids = [f"w-owner-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    await worlds.apply_events([received(happening(clock, village_loaded(w))) for w in ids])
+    clock.now += 1.0  # one tick due per world: rounds of 2, 2 and 1 in one timer call
+    await worlds.tick_due()
+    assert [worlds.worlds[w].state.tick for w in ids] == [1] * 5
+    for w in ids:
+        assert await replays_to_head(pool, worlds, w)
+
+
+@pytest.mark.integration
 async def test_ticks_from_producers_advance_to_the_tick_and_refuse_what_they_cannot(
     pool: asyncpg.Pool,
     publisher: Publisher,

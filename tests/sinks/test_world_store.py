@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
@@ -69,6 +69,23 @@ async def test_a_write_for_a_new_month_creates_its_partition(
     await store.write(WorldBatch(rows=[row(w, 1, far)], heads=[head(w, 0, 1)]))
     assert await db.fetchval("SELECT to_regclass('world_events_y2031m07') IS NOT NULL")
     assert await db.fetchval("SELECT count(*) FROM world_events_y2031m07 WHERE world_id = $1", w)
+
+
+async def test_a_batch_across_months_creates_each_month_it_holds_in_utc(
+    store: WorldStore, db: asyncpg.Connection
+) -> None:
+    w = f"w-store-{uuid.uuid4().hex[:8]}"
+    may = datetime(2032, 5, 2, tzinfo=UTC)
+    march = datetime(2032, 3, 9, tzinfo=UTC)
+    # 31 March at UTC-2 is already 1 April in UTC: it goes to April's partition.
+    april = datetime(2032, 3, 31, 23, 30, tzinfo=timezone(timedelta(hours=-2)))
+    rows = [row(w, 1, may), row(w, 2, april), row(w, 3, march)]
+    await store.write(WorldBatch(rows=rows, heads=[head(w, 0, 3)]))
+    for month, seq in (("03", 3), ("04", 2), ("05", 1)):
+        stored = await db.fetch(
+            f"SELECT seq FROM world_events_y2032m{month} WHERE world_id = $1", w
+        )
+        assert [r["seq"] for r in stored] == [seq]
 
 
 async def test_memories_are_hash_partitioned_into_16_and_searchable(
