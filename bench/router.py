@@ -94,27 +94,32 @@ def running_worker(
             app_id="scribe-bench",
             web_port=free_port(),
         )
-        others = WorkerProcess(
-            env=worker_env | {"SCRIBE_WORKER_FLOWS": "usage,world,invalidation"},
-            state_dir=root / "worker",
-            app_id="scribe-bench",
-            web_port=free_port(),
+        # With `router_only`, the flows the measured worker leaves to another one.
+        others = (
+            [
+                WorkerProcess(
+                    env=worker_env | {"SCRIBE_WORKER_FLOWS": "usage,world,invalidation"},
+                    state_dir=root / "worker",
+                    app_id="scribe-bench",
+                    web_port=free_port(),
+                )
+            ]
+            if router_only
+            else []
         )
         try:
             say(
                 "starting a worker"
-                + (" for the router and one for the rest ..." if flows else " ...")
+                + (" for the router and one for the rest ..." if others else " ...")
             )
-            worker.start()
-            worker.wait_consuming()
-            if router_only:
-                others.start()
-                others.wait_consuming()
+            for process in (worker, *others):
+                process.start()
+                process.wait_consuming()
             httpx.post(f"{sim}/_sim/config", json={"delay_ms": 0}).raise_for_status()
             yield env, worker
         finally:
-            others.stop()
-            worker.stop()
+            for process in (*others, worker):
+                process.stop()
 
 
 def request_id_of(value: bytes) -> str | None:
