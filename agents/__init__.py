@@ -19,9 +19,15 @@ def register_all(app: faust.App, resources: Resources) -> None:
     from agents.usage import agent as usage
     from agents.world import agent as world
 
-    flows = {"router": router, "usage": usage, "world": world, "invalidation": invalidation}
-    for name in resources.settings.base.worker_flows:
-        flows[name].register(app, resources)
+    hosted = resources.settings.base.worker_flows
+    deciding = "router" in hosted or "router-decide" in hosted
+    executing = "router" in hosted or "router-lanes" in hosted
+    if deciding or executing:
+        router.register(app, resources, deciding=deciding, executing=executing)
+    flows = {"usage": usage, "world": world, "invalidation": invalidation}
+    for name in hosted:
+        if name in flows:
+            flows[name].register(app, resources)
 
 
 def consumer_group(app_id: str, topic: str) -> str:

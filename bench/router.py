@@ -72,12 +72,20 @@ def describe(values: list[float]) -> str:
     )
 
 
+# Which flows each worker hosts (`SCRIBE_WORKER_FLOWS`; empty: all of them). The first worker
+# is the one measured: decide's rate and CPU are its own.
+LAYOUTS = {
+    "one": ("",),
+    "router-only": ("router", "usage,world,invalidation"),
+    "decide-apart": ("router-decide", "router-lanes,usage,world,invalidation"),
+}
+
+
 @contextmanager
-def running_worker(
-    root: Path, extra: dict[str, str], broker: str = "tansu", router_only: bool = False
-) -> Iterator[tuple[dict[str, str], WorkerProcess]]:
-    """The worker the router phases measure; with `router_only`, it hosts only the router and
-    a second worker beside it hosts the other flows (`SCRIBE_WORKER_FLOWS`)."""
+def running_workers(
+    root: Path, extra: dict[str, str], broker: str = "tansu", layout: str = "one"
+) -> Iterator[tuple[dict[str, str], list[WorkerProcess]]]:
+    """The workers the router phases run on, as `LAYOUTS[layout]` spreads the flows."""
     with stack_on(broker, root, report=say) as env:
         sim = env["SCRIBE_PROVIDER_URL"]
         now = datetime.now(UTC) + timedelta(hours=3)
@@ -87,38 +95,24 @@ def running_worker(
             "SCRIBE_ROUTER_OFFPEAK": f"{now:%H:%M}-{now + timedelta(hours=1):%H:%M}",
             **extra,
         }
-        flows = {"SCRIBE_WORKER_FLOWS": "router"} if router_only else {}
-        worker = WorkerProcess(
-            env=worker_env | flows,
-            state_dir=root / "worker",
-            app_id="scribe-bench",
-            web_port=free_port(),
-        )
-        # With `router_only`, the flows the measured worker leaves to another one.
-        others = (
-            [
-                WorkerProcess(
-                    env=worker_env | {"SCRIBE_WORKER_FLOWS": "usage,world,invalidation"},
-                    state_dir=root / "worker",
-                    app_id="scribe-bench",
-                    web_port=free_port(),
-                )
-            ]
-            if router_only
-            else []
-        )
-        try:
-            say(
-                "starting a worker"
-                + (" for the router and one for the rest ..." if others else " ...")
+        workers = [
+            WorkerProcess(
+                env=worker_env | ({"SCRIBE_WORKER_FLOWS": flows} if flows else {}),
+                state_dir=root / "worker",
+                app_id="scribe-bench",
+                web_port=free_port(),
             )
-            for process in (worker, *others):
+            for flows in LAYOUTS[layout]
+        ]
+        try:
+            say(f"starting {len(workers)} worker(s): {' | '.join(LAYOUTS[layout])} ...")
+            for process in workers:
                 process.start()
                 process.wait_consuming()
             httpx.post(f"{sim}/_sim/config", json={"delay_ms": 0}).raise_for_status()
-            yield env, worker
+            yield env, workers
         finally:
-            for process in (*others, worker):
+            for process in reversed(workers):
                 process.stop()
 
 
@@ -354,7 +348,7 @@ async def bench_backlog(env: dict[str, str], backlog: int, rounds: int = 10) -> 
 
 
 async def wait_held(env: dict[str, str], at_least: int, timeout: float = 300) -> int:
-    worker_url = env["WORKER_URL"]
+    worker_url = env["LANES_URL"]
     deadline = time.monotonic() + timeout
     held = 0
     next_line = time.monotonic() + 5
@@ -397,17 +391,20 @@ def main() -> int:
     parser.add_argument("--api", action="store_true", help="the rates through the HTTP API too")
     parser.add_argument("--broker", choices=BROKERS, default="tansu")
     parser.add_argument(
-        "--router-only",
-        action="store_true",
-        help="the measured worker hosts only the router; a second one hosts the other flows",
+        "--layout",
+        choices=LAYOUTS,
+        default="one",
+        help="one worker for every flow; router-only: one for the router and one for the "
+        "rest; decide-apart: one for decide and settle, one for the lanes and the rest",
     )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     with (
         tempfile.TemporaryDirectory(prefix="router-bench-") as tmp,
-        running_worker(Path(tmp), {}, args.broker, args.router_only) as (stack_env, worker),
+        running_workers(Path(tmp), {}, args.broker, args.layout) as (stack_env, workers),
     ):
-        env = {**stack_env, "WORKER_URL": worker.url}
+        # Decide's figures come from the first worker, the held lane's from the last.
+        env = {**stack_env, "WORKER_URL": workers[0].url, "LANES_URL": workers[-1].url}
         say(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         if args.decide:
             asyncio.run(bench_decide(env, args.decide))

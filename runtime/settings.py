@@ -82,6 +82,9 @@ def _statement_cache_size() -> int:
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 # The flows a worker can host (`SCRIBE_WORKER_FLOWS`); every worker hosts all of them unless told.
 WORKER_FLOWS = ("router", "usage", "world", "invalidation")
+# The router's two halves, for workers that host one: decide and settle (each user's quota and
+# budget state in Redis), and the lanes that call the providers. `router` is both.
+ROUTER_PARTS = ("router-decide", "router-lanes")
 
 
 def _thresholds(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -160,15 +163,20 @@ def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     return raw
 
 
-def _choices(name: str, choices: tuple[str, ...]) -> tuple[str, ...]:
-    """A comma-separated subset of `choices` (unset or empty: all of them), in their order."""
+def _choices(
+    name: str, choices: tuple[str, ...], default: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
+    """A comma-separated subset of `choices` (unset or empty: `default`, else all of them), in
+    their order."""
     named = {part.strip() for part in (os.environ.get(name) or "").split(",") if part.strip()}
     unknown = sorted(named.difference(choices))
     if unknown:
         raise SettingsError(
             f"{name}: {', '.join(map(repr, unknown))} not among {', '.join(choices)}"
         )
-    return tuple(c for c in choices if c in named) if named else choices
+    if not named:
+        return choices if default is None else default
+    return tuple(c for c in choices if c in named)
 
 
 def _float(name: str, default: float, positive: bool = False) -> float:
@@ -277,7 +285,7 @@ class Settings:
             processing_guarantee=_choice(
                 "SCRIBE_PROCESSING_GUARANTEE", PROCESSING_GUARANTEES, "at_least_once"
             ),
-            worker_flows=_choices("SCRIBE_WORKER_FLOWS", WORKER_FLOWS),
+            worker_flows=_choices("SCRIBE_WORKER_FLOWS", WORKER_FLOWS + ROUTER_PARTS, WORKER_FLOWS),
             security=security,
             world_tick_seconds=_float("SCRIBE_WORLD_TICK_SECONDS", 1.0),
             world_idle_seconds=_float("SCRIBE_WORLD_IDLE_SECONDS", 300.0, positive=True),

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 CATALOG_PATH = Path(__file__).parent / "model_catalog.json"
@@ -48,6 +48,17 @@ class ModelPrice:
 class ModelCatalog:
     version: str
     models: tuple[ModelPrice, ...]
+
+    @cached_property
+    def _by_kind(self) -> dict[str, tuple[ModelPrice, ...]]:
+        kinds: dict[str, list[ModelPrice]] = {}
+        for entry in self.models:
+            kinds.setdefault(entry.kind, []).append(entry)
+        return {kind: tuple(entries) for kind, entries in kinds.items()}
+
+    def of_kind(self, kind: str) -> tuple[ModelPrice, ...]:
+        """The models of `kind` (`text`, `image`), in catalog order."""
+        return self._by_kind.get(kind, ())
 
     def get(self, service: str, model: str) -> ModelPrice:
         for entry in self.models:

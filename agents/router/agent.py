@@ -79,58 +79,187 @@ def deferred_rate_limit(rate_per_s: float) -> Limit:
     return Limit(capacity, max(1, round(capacity / max(rate_per_s, 1e-6) * 1000)))
 
 
-def register(app: faust.App, resources: Resources) -> None:
+def register(
+    app: faust.App, resources: Resources, *, deciding: bool = True, executing: bool = True
+) -> None:
+    """Hosts decide and settle (`deciding`) and the lanes that call the providers
+    (`executing`); a worker may host either half (`SCRIBE_WORKER_FLOWS`)."""
     # httpx logs every request at INFO: far too much at this volume.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = RouterSettings.from_env()
-    if not settings.providers:
-        log.warning(
-            "router: no provider configured (set OPENROUTER_API_KEYS / GEMINI_API_KEYS, or "
-            "SCRIBE_PROVIDER_URL for the simulator): every request will be rejected"
+    hosted = _Hosted(app, resources, settings)
+    if deciding:
+        hosted.deciding()
+    if executing:
+        hosted.executing()
+
+
+class _Hosted:
+    """The router's flows hosted like the worker's others (each group's lag sampled, stopped
+    with them, /ready waiting for its join), registered now and built when the worker starts."""
+
+    def __init__(self, app: faust.App, resources: Resources, settings: RouterSettings) -> None:
+        self.app = app
+        self.resources = resources
+        self.settings = settings
+        self.fast = resources.settings.base.fast_rebalance
+
+    def fetch_wait_ms(self, flow: str) -> int:
+        # The embedded broker answers a waiting fetch only when its wait runs out (see
+        # scribe/faust_fetch_wait.py); Kafka answers when data arrives.
+        return FETCH_WAIT_MS[flow] if self.fast else 500
+
+    async def publish(self, emits: list[Emit]) -> None:
+        producer = self.app.producer
+
+        async def send_all() -> None:
+            pending = [
+                await producer.send(e.spec.name, e.key, e.value, None, None, _trace_headers(e))
+                for e in emits
+            ]
+            for future in pending:
+                await future
+
+        await until_written("router.publish", send_all, retryable=(KafkaError, OSError))
+
+    async def dead_letter(self, record: Origin, kind: str, reason: str) -> None:
+        await self.resources.dead_letters.send(AI_REQUESTS, record, kind, reason, agent="router")
+
+    def deciding(self) -> None:
+        """Decide and settle, with the budget states decide reads."""
+        app, resources, settings = self.app, self.resources, self.settings
+        budgets = BudgetBook()
+        policy = PolicyConfig(
+            services=frozenset(settings.providers),
+            free_images_per_day=settings.free_images_per_day,
+            over_budget=settings.over_budget,
+            default_budget_usd=settings.default_budget_usd,
+            max_output_tokens=settings.max_output_tokens,
         )
-    budgets = BudgetBook()
-    policy = PolicyConfig(
-        services=frozenset(settings.providers),
-        free_images_per_day=settings.free_images_per_day,
-        over_budget=settings.over_budget,
-        default_budget_usd=settings.default_budget_usd,
-        max_output_tokens=settings.max_output_tokens,
-    )
+        store = RouterStore(resources.redis, settings.idempotency_window_s)
 
-    images = ImageStore(
-        resources.redis,
-        settings.image_url_base
-        or f"http://{resources.settings.base.web_host}:{resources.settings.base.web_port}",
-        settings.image_ttl_s,
-    )
+        async def decide() -> Flow[Any, Any]:
+            deciding = Deciding(store, budgets, load_catalog(), policy, self.publish)
+            writer = dead_letter_writer(resources.dead_letters, DECIDE, into=AI_REQUESTS)
+            return declare_decide(deciding, writer, self.fetch_wait_ms("decide"))
 
-    @app.page("/ai/images/{image_id}")
-    async def serve_image(web: Any, request: Any, image_id: str) -> Any:
-        found = await images.load(image_id)
-        if found is None:
-            return web.json({"error": "no such image (or it expired)"}, status=404)
-        data, content_type = found
-        return web.bytes(data, content_type=content_type)
+        async def settle() -> Flow[Any, Any]:
+            writer = dead_letter_writer(resources.dead_letters, SETTLE, into=AI_REQUESTS)
+            return declare_settle(
+                Settling(store, self.publish), writer, self.fetch_wait_ms("settle")
+            )
 
-    upstreams: dict[str, Upstream] = {}
+        app.service(resources.flow_service(DECIDE.flow, decide))
+        app.service(resources.flow_service(SETTLE.flow, settle))
 
-    _host_flows(
-        app, resources, settings, upstreams=upstreams, images=images, budgets=budgets, policy=policy
-    )
+        async def start_budget_reader() -> None:
+            await app.add_runtime_dependency(
+                BudgetStateReader(resources.settings, settings.budget_state_topic, budgets)
+            )
 
-    async def start_budget_reader() -> None:
-        await app.add_runtime_dependency(
-            BudgetStateReader(resources.settings, settings.budget_state_topic, budgets)
+        app.task(start_budget_reader)
+
+    def executing(self) -> None:
+        """The held lane, the execution lanes, and the page that serves generated images."""
+        app, resources, settings = self.app, self.resources, self.settings
+        if not settings.providers:
+            log.warning(
+                "router: no provider configured (set OPENROUTER_API_KEYS / GEMINI_API_KEYS, or "
+                "SCRIBE_PROVIDER_URL for the simulator): every request will be rejected"
+            )
+        images = ImageStore(
+            resources.redis,
+            settings.image_url_base
+            or f"http://{resources.settings.base.web_host}:{resources.settings.base.web_port}",
+            settings.image_ttl_s,
         )
 
-    app.task(start_budget_reader)
+        @app.page("/ai/images/{image_id}")
+        async def serve_image(web: Any, request: Any, image_id: str) -> Any:
+            found = await images.load(image_id)
+            if found is None:
+                return web.json({"error": "no such image (or it expired)"}, status=404)
+            data, content_type = found
+            return web.bytes(data, content_type=content_type)
 
-    async def close_providers() -> None:
-        for upstream in upstreams.values():
-            await upstream.provider.aclose()
+        upstreams: dict[str, Upstream] = {}
+        built: dict[str, ExecuteRouted] = {}
 
-    # After the lanes stopped: a call still in flight at shutdown finishes on an open client.
-    resources.on_close("provider HTTP clients", close_providers)
+        def execute() -> ExecuteRouted:
+            """The execution lanes' handler, built once, by the first lane that starts."""
+            if "execute" not in built:
+                upstreams.update(_upstreams(resources, settings))
+                built["execute"] = ExecuteRouted(
+                    _executor(settings, upstreams, images),
+                    self.publish,
+                    self.dead_letter,
+                    DoneMarks(resources.redis, settings.idempotency_window_s),
+                )
+                providers = [
+                    f"{name} at {p.base_url} ({len(p.keys)} keys"
+                    f"{', simulator' if p.simulated else ''})"
+                    for name, p in settings.providers.items()
+                ]
+                log.info("router: executing with %s", ", ".join(providers) or "no providers")
+            return built["execute"]
+
+        async def release(job: Received[AIRequest]) -> None:
+            with tracing.consuming(
+                "router.release", job.origin.headers, {"scribe.request_id": job.event.request_id}
+            ):
+                value = job.origin.value or b""
+                await self.publish([Emit(AI_REQUESTS_READY, job.event.user_id.encode(), value)])
+
+        held_spec = lane_spec("held", AI_REQUESTS_HELD, self.fetch_wait_ms("held"))
+
+        async def held() -> RecordFlow[AIRequest]:
+            plan = DeferredPlan(
+                rate_gate=TokenBuckets(
+                    resources.redis,
+                    "lane:held",
+                    ["held"],
+                    [deferred_rate_limit(settings.deferred_rate_per_s)],
+                ),
+                offpeak=settings.offpeak,
+                promote_before=timedelta(seconds=settings.promote_before_s),
+                max_held=settings.deferred_max_held,
+            )
+            return declare_lane(
+                held_spec,
+                read=lambda value: decode(value, AIRequest),
+                handle=release,
+                dead_letter=self.dead_letter,
+                concurrency=settings.deferred_concurrency,
+                holding=HeldRelease("held", plan, lambda request: request.deadline),
+            )
+
+        app.service(resources.flow_service(held_spec.flow, held))
+
+        concurrency = {
+            Lane.URGENT: settings.urgent_concurrency,
+            Lane.NORMAL: settings.normal_concurrency,
+            Lane.DEFERRED: settings.deferred_concurrency,
+        }
+
+        async def execution_lane(spec: ConsumerSpec, lane: Lane) -> RecordFlow[RoutedRequest]:
+            return declare_lane(
+                spec,
+                read=lambda value: decode(value, RoutedRequest),
+                handle=execute(),
+                dead_letter=self.dead_letter,
+                concurrency=concurrency[lane],
+            )
+
+        for lane, topic in LANE_TOPICS.items():
+            spec = lane_spec(lane.value, topic, self.fetch_wait_ms(lane.value))
+            app.service(resources.flow_service(spec.flow, partial(execution_lane, spec, lane)))
+
+        async def close_providers() -> None:
+            for upstream in upstreams.values():
+                await upstream.provider.aclose()
+
+        # After the lanes stopped: a call still in flight at shutdown finishes on an open client.
+        resources.on_close("provider HTTP clients", close_providers)
 
 
 def _trace_headers(emit: Emit) -> list[tuple[str, bytes]] | None:
@@ -154,125 +283,6 @@ def _upstreams(resources: Resources, settings: RouterSettings) -> dict[str, Upst
         )
         upstreams[service] = Upstream(provider, pool)
     return upstreams
-
-
-def _host_flows(
-    app: faust.App,
-    resources: Resources,
-    settings: RouterSettings,
-    *,
-    upstreams: dict[str, Upstream],
-    images: ImageStore,
-    budgets: BudgetBook,
-    policy: PolicyConfig,
-) -> None:
-    """Decide, settle and the lanes, each a flow hosted like the worker's others (its group's
-    lag sampled, stopped with them, /ready waiting for its join), registered now and built when
-    the worker starts."""
-    built: dict[str, ExecuteRouted] = {}
-
-    def execute() -> ExecuteRouted:
-        """The execution lanes' handler, built once, by the first lane that starts."""
-        if "execute" not in built:
-            upstreams.update(_upstreams(resources, settings))
-            built["execute"] = ExecuteRouted(
-                _executor(settings, upstreams, images),
-                publish,
-                dead_letter,
-                DoneMarks(resources.redis, settings.idempotency_window_s),
-            )
-            providers = [
-                f"{s} at {p.base_url} ({len(p.keys)} keys{', simulator' if p.simulated else ''})"
-                for s, p in settings.providers.items()
-            ]
-            log.info("router: executing with %s", ", ".join(providers) or "no providers")
-        return built["execute"]
-
-    async def publish(emits: list[Emit]) -> None:
-        async def send_all() -> None:
-            pending = [
-                await app.producer.send(e.spec.name, e.key, e.value, None, None, _trace_headers(e))
-                for e in emits
-            ]
-            for future in pending:
-                await future
-
-        await until_written("router.publish", send_all, retryable=(KafkaError, OSError))
-
-    async def dead_letter(record: Origin, kind: str, reason: str) -> None:
-        await resources.dead_letters.send(AI_REQUESTS, record, kind, reason, agent="router")
-
-    base = resources.settings.base
-
-    def fetch_wait_ms(flow: str) -> int:
-        # The embedded broker answers a waiting fetch only when its wait runs out (see
-        # scribe/faust_fetch_wait.py); Kafka answers when data arrives.
-        return FETCH_WAIT_MS[flow] if base.fast_rebalance else 500
-
-    store = RouterStore(resources.redis, settings.idempotency_window_s)
-
-    async def decide() -> Flow[Any, Any]:
-        deciding = Deciding(store, budgets, load_catalog(), policy, publish)
-        writer = dead_letter_writer(resources.dead_letters, DECIDE, into=AI_REQUESTS)
-        return declare_decide(deciding, writer, fetch_wait_ms("decide"))
-
-    async def settle() -> Flow[Any, Any]:
-        writer = dead_letter_writer(resources.dead_letters, SETTLE, into=AI_REQUESTS)
-        return declare_settle(Settling(store, publish), writer, fetch_wait_ms("settle"))
-
-    app.service(resources.flow_service(DECIDE.flow, decide))
-    app.service(resources.flow_service(SETTLE.flow, settle))
-
-    async def release(job: Received[AIRequest]) -> None:
-        with tracing.consuming(
-            "router.release", job.origin.headers, {"scribe.request_id": job.event.request_id}
-        ):
-            value = job.origin.value or b""
-            await publish([Emit(AI_REQUESTS_READY, job.event.user_id.encode(), value)])
-
-    held_spec = lane_spec("held", AI_REQUESTS_HELD, fetch_wait_ms("held"))
-
-    async def held() -> RecordFlow[AIRequest]:
-        plan = DeferredPlan(
-            rate_gate=TokenBuckets(
-                resources.redis,
-                "lane:held",
-                ["held"],
-                [deferred_rate_limit(settings.deferred_rate_per_s)],
-            ),
-            offpeak=settings.offpeak,
-            promote_before=timedelta(seconds=settings.promote_before_s),
-            max_held=settings.deferred_max_held,
-        )
-        return declare_lane(
-            held_spec,
-            read=lambda value: decode(value, AIRequest),
-            handle=release,
-            dead_letter=dead_letter,
-            concurrency=settings.deferred_concurrency,
-            holding=HeldRelease("held", plan, lambda request: request.deadline),
-        )
-
-    app.service(resources.flow_service(held_spec.flow, held))
-
-    concurrency = {
-        Lane.URGENT: settings.urgent_concurrency,
-        Lane.NORMAL: settings.normal_concurrency,
-        Lane.DEFERRED: settings.deferred_concurrency,
-    }
-
-    async def execution_lane(spec: ConsumerSpec, lane: Lane) -> RecordFlow[RoutedRequest]:
-        return declare_lane(
-            spec,
-            read=lambda value: decode(value, RoutedRequest),
-            handle=execute(),
-            dead_letter=dead_letter,
-            concurrency=concurrency[lane],
-        )
-
-    for lane, topic in LANE_TOPICS.items():
-        spec = lane_spec(lane.value, topic, fetch_wait_ms(lane.value))
-        app.service(resources.flow_service(spec.flow, partial(execution_lane, spec, lane)))
 
 
 def _executor(

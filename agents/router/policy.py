@@ -29,9 +29,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 import orjson
 
@@ -95,12 +96,19 @@ class UserLedger:
     def rolled(self, now: datetime) -> UserLedger:
         """The ledger as of `now`: a new UTC day resets the free images, a new month the spend."""
         today = now.astimezone(UTC).date()
-        ledger = self
-        if ledger.day != today:
-            ledger = replace(ledger, day=today, free_images_used=0)
-        if ledger.month != today.replace(day=1):
-            ledger = replace(ledger, month=today.replace(day=1), committed_usd=ZERO)
-        return ledger
+        month = today.replace(day=1)
+        if self.day == today and self.month == month:
+            return self
+        free = self.free_images_used if self.day == today else 0
+        return UserLedger(today, free, month, self.committed_usd if self.month == month else ZERO)
+
+    # The constructor, not dataclasses.replace: decide changes a ledger once or twice for every
+    # request, and replace() costs several times as much.
+    def with_free_images(self, used: int) -> UserLedger:
+        return UserLedger(self.day, used, self.month, self.committed_usd)
+
+    def with_committed(self, usd: Decimal) -> UserLedger:
+        return UserLedger(self.day, self.free_images_used, self.month, usd)
 
     def dumps(self) -> bytes:
         return orjson.dumps(
@@ -228,10 +236,18 @@ def remaining_budget(
 
 def estimate(model: ModelPrice, request: AIRequest, config: PolicyConfig) -> Decimal:
     """An upper bound: output is capped at `max_output_tokens` when the call is made."""
-    input_tokens = estimate_tokens(request.prompt)
-    if request.kind is RequestKind.IMAGE:
+    return _estimate(model, estimate_tokens(request.prompt), request.kind, config.max_output_tokens)
+
+
+# Decide prices every candidate model for every request, and most prompts fall on a few
+# hundred token counts: a cached estimate costs a fraction of the Decimal arithmetic.
+@lru_cache(maxsize=8192)
+def _estimate(
+    model: ModelPrice, input_tokens: int, kind: RequestKind, max_output_tokens: int
+) -> Decimal:
+    if kind is RequestKind.IMAGE:
         return model.cost(input_tokens, 0, 1)
-    return model.cost(input_tokens, config.max_output_tokens, 0)
+    return model.cost(input_tokens, max_output_tokens, 0)
 
 
 @dataclass(frozen=True)
@@ -243,6 +259,7 @@ class _Ask:
     remaining: Decimal | None
     config: PolicyConfig
     now: datetime
+    input_tokens: int
 
     def fits(self, cost: Decimal) -> bool:
         limit = self.request.max_cost_usd
@@ -251,7 +268,7 @@ class _Ask:
         )
 
     def estimate(self, model: ModelPrice) -> Decimal:
-        return estimate(model, self.request, self.config)
+        return _estimate(model, self.input_tokens, self.request.kind, self.config.max_output_tokens)
 
     def over_limit(self, cost: Decimal) -> Refusal:
         """Why `cost` does not fit: the request's own max_cost_usd (waiting will not help), else
@@ -278,10 +295,9 @@ def decide(
         remaining_budget(ledger, budget, config),
         config,
         now,
+        estimate_tokens(request.prompt),
     )
-    models = [
-        m for m in catalog.models if m.kind == request.kind.value and m.service in config.services
-    ]
+    models = _candidates(catalog, request.kind, config.services)
     if not models:
         return Rejection(
             f"no configured provider serves {request.kind.value} requests",
@@ -294,12 +310,20 @@ def decide(
     return _route_text(ask, ledger, models)
 
 
+def _candidates(
+    catalog: ModelCatalog, kind: RequestKind, services: frozenset[str]
+) -> list[ModelPrice]:
+    return [m for m in catalog.of_kind(kind.value) if m.service in services]
+
+
+@lru_cache(maxsize=8192)  # a RouteChoice is frozen; validating one costs more than the lookup
 def _choice(model: ModelPrice, cost: Decimal) -> RouteChoice:
     return RouteChoice(
         service=model.service, model=model.model, free_tier=model.free, estimated_cost_usd=cost
     )
 
 
+@lru_cache(maxsize=8192)
 def _usd(amount: Decimal) -> str:
     return f"{amount.normalize():f}"
 
@@ -322,7 +346,7 @@ def _route_image(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rou
     if free_models:
         free_quota = FreeQuotaCheck(free_models[0].service, ledger.free_images_used < quota)
     if free_quota is not None and free_quota.granted:
-        ledger = replace(ledger, free_images_used=ledger.free_images_used + 1)
+        ledger = ledger.with_free_images(ledger.free_images_used + 1)
         free_slot_day = ledger.day
         notes.append(f"free image {ledger.free_images_used}/{quota} today")
         chain.append(_choice(free_models[0], ask.estimate(free_models[0])))
@@ -349,7 +373,7 @@ def _route_image(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rou
             why,
             free_quota,
         )
-    return replace(_route(ask, ledger, chain, notes, free_slot_day), free_quota=free_quota)
+    return _route(ask, ledger, chain, notes, free_slot_day, free_quota=free_quota)
 
 
 def _route_text(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Route | Rejection:
@@ -427,9 +451,11 @@ def _route(
     chain: list[RouteChoice],
     notes: list[str],
     free_slot_day: date | None,
+    *,
+    free_quota: FreeQuotaCheck | None = None,
 ) -> Route:
     primary = chain[0]
-    ledger = replace(ledger, committed_usd=ledger.committed_usd + primary.estimated_cost_usd)
+    ledger = ledger.with_committed(ledger.committed_usd + primary.estimated_cost_usd)
     rationale = "; ".join(notes) + f" -> {_describe(chain[:1])}"
     if len(chain) > 1:
         rationale += f"; fallbacks: {_describe(chain[1:])}"
@@ -440,6 +466,7 @@ def _route(
         rationale=_clip(rationale),
         free_slot_day=free_slot_day,
         ledger=ledger,
+        free_quota=free_quota,
     )
 
 
@@ -447,10 +474,10 @@ def settle(ledger: UserLedger, settlement: RouterSettlement, now: datetime) -> U
     """Apply execute's report: give back a free slot of today, true up the month's spend."""
     ledger = ledger.rolled(now)
     if settlement.released_free_slot_day == ledger.day and ledger.free_images_used > 0:
-        ledger = replace(ledger, free_images_used=ledger.free_images_used - 1)
+        ledger = ledger.with_free_images(ledger.free_images_used - 1)
     delta = settlement.actual_cost_usd - settlement.estimated_cost_usd
     if settlement.response.completed_at.astimezone(UTC).date().replace(day=1) == ledger.month:
-        ledger = replace(ledger, committed_usd=max(ZERO, ledger.committed_usd + delta))
+        ledger = ledger.with_committed(max(ZERO, ledger.committed_usd + delta))
     return ledger
 
 

@@ -95,6 +95,8 @@ def test_a_worker_hosts_every_flow_unless_told(monkeypatch: pytest.MonkeyPatch) 
     assert Settings.from_env().worker_flows == ("router", "usage", "world", "invalidation")
     monkeypatch.setenv("SCRIBE_WORKER_FLOWS", " invalidation,router ")
     assert Settings.from_env().worker_flows == ("router", "invalidation")
+    monkeypatch.setenv("SCRIBE_WORKER_FLOWS", "router-lanes,usage")
+    assert Settings.from_env().worker_flows == ("usage", "router-lanes")
 
 
 def test_an_unknown_flow_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
