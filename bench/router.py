@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -146,7 +147,16 @@ def text_request(priority: str, **fields: Any) -> AIRequest:
     )
 
 
-async def bench_decide(env: dict[str, str], count: int) -> None:
+def cpu_seconds(worker: WorkerProcess) -> float:
+    assert worker.process is not None
+    times = psutil.Process(worker.process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def bench_decide(env: dict[str, str], count: int, worker: WorkerProcess) -> None:
+    # The worker's own CPU per decision is steadier than the rate on a shared machine: the rate
+    # also waits for the broker, the load generator and whatever else runs.
+    cpu_before = cpu_seconds(worker)
     say(f"decide: publishing {count:,} normal requests ...")
     requests = [text_request("normal") for _ in range(count)]
     async with Publisher(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"])) as publisher:
@@ -174,10 +184,15 @@ async def bench_decide(env: dict[str, str], count: int) -> None:
                 say(f"  decided {len(stamps):,}/{count:,}")
     finally:
         await consumer.stop()
+    cpu_per_decision = (cpu_seconds(worker) - cpu_before) / len(stamps)
     span_s = (max(stamps) - min(stamps)) / 1000
     say(
         f"decide: {len(stamps):,} decisions in {span_s:.2f} s = "
         f"{len(stamps) / span_s:,.0f} requests/s (one worker)"
+    )
+    say(
+        f"decide: the worker's CPU {cpu_per_decision * 1e3:.3f} ms per decision = "
+        f"{1 / cpu_per_decision:,.0f} decisions per CPU-second"
     )
     for line in await metric_lines(env["WORKER_URL"], "scribe_processing_seconds_"):
         if 'agent="router"' in line and ("_sum" in line or "_count" in line):
@@ -407,7 +422,7 @@ def main() -> int:
         env = {**stack_env, "WORKER_URL": workers[0].url, "LANES_URL": workers[-1].url}
         say(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         if args.decide:
-            asyncio.run(bench_decide(env, args.decide))
+            asyncio.run(bench_decide(env, args.decide, workers[0]))
         if args.latency:
             asyncio.run(bench_latency(env, args.latency))
         if rates:
