@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/router.py [--decide 5000] [--latency 300] [--backlog 10000]
         [--rates 200,1000 --seconds 10] [--api] [--broker tansu|apache]
+        [--layout one|router-only|decide-apart]
 
 - decide: requests/s the decide stage of one worker turns into lane records (from the lane
-  records' timestamps, first to last), for a burst of normal requests published up front (they
-  are executed meanwhile, in the same worker, so this is decide while the worker also executes).
+  records' timestamps, first to last), for a burst of normal requests published up front, and
+  that worker's CPU per decision. With `--layout one` they are executed meanwhile in the same
+  worker; with `--layout decide-apart` the measured worker hosts only decide and settle.
 - latency: requests sent one at a time at a modest rate; publish -> response as seen by a
   consumer of ai.responses, beside a direct HTTP call to the same simulator (the baseline: what
   a caller pays without the router). The difference is the latency the pipeline adds; LiteLLM
@@ -153,6 +155,15 @@ def cpu_seconds(worker: WorkerProcess) -> float:
     return float(times.user + times.system)
 
 
+def decide_lines(decisions: int, span_s: float, cpu_per_decision_s: float) -> list[str]:
+    return [
+        f"decide: {decisions:,} decisions in {span_s:.2f} s = "
+        f"{decisions / span_s:,.0f} requests/s (one worker)",
+        f"decide: the worker's CPU {cpu_per_decision_s * 1e3:.3f} ms per decision = "
+        f"{1 / cpu_per_decision_s:,.0f} decisions per CPU-second",
+    ]
+
+
 async def bench_decide(env: dict[str, str], count: int, worker: WorkerProcess) -> None:
     # The worker's own CPU per decision is steadier than the rate on a shared machine: the rate
     # also waits for the broker, the load generator and whatever else runs.
@@ -186,14 +197,8 @@ async def bench_decide(env: dict[str, str], count: int, worker: WorkerProcess) -
         await consumer.stop()
     cpu_per_decision = (cpu_seconds(worker) - cpu_before) / len(stamps)
     span_s = (max(stamps) - min(stamps)) / 1000
-    say(
-        f"decide: {len(stamps):,} decisions in {span_s:.2f} s = "
-        f"{len(stamps) / span_s:,.0f} requests/s (one worker)"
-    )
-    say(
-        f"decide: the worker's CPU {cpu_per_decision * 1e3:.3f} ms per decision = "
-        f"{1 / cpu_per_decision:,.0f} decisions per CPU-second"
-    )
+    for line in decide_lines(len(stamps), span_s, cpu_per_decision):
+        say(line)
     for line in await metric_lines(env["WORKER_URL"], "scribe_processing_seconds_"):
         if 'agent="router"' in line and ("_sum" in line or "_count" in line):
             say(f"  {line}")

@@ -155,8 +155,9 @@ class RouterBench(FlowScript):
     name = "ours.router"
     script = "router.py"
     issue = "issue 4, router"
-    args = (
-        "--decide", "2000", "--latency", "200", "--backlog", "0",
+    # A burst of more than two of decide's batches (2,000), so the rate spans whole batches.
+    args: tuple[str, ...] = (
+        "--decide", "5000", "--latency", "200", "--backlog", "0",
         "--rates", ",".join(map(str, ROUTER_RATES)), "--seconds", "5", "--api",
     )  # fmt: skip
     metrics = (
@@ -193,6 +194,77 @@ class RouterBench(FlowScript):
             for rate in ROUTER_RATES
             for path, said in RATE_PATHS.items()
         }
+
+
+class RouterApacheBench(RouterBench):
+    """The same on a one-broker Apache Kafka the script starts for itself."""
+
+    name = "ours.router.apache"
+    issue = "issue 18, the router on Apache Kafka"
+    args = (*RouterBench.args, "--broker", "apache")
+
+    @property
+    def group(self) -> str:  # type: ignore[override]
+        return RouterBench.name  # run after run beside the Tansu case: the same noise
+
+    def unavailable(self, ctx: Context) -> str | None:
+        return _needs_java() or super().unavailable(ctx)
+
+
+def _decide_apart(broker: str) -> tuple[str, ...]:
+    return (
+        "--layout", "decide-apart", "--decide", "10000", "--latency", "0", "--backlog", "0",
+        "--broker", broker,
+    )  # fmt: skip
+
+
+class RouterDecideBench(FlowScript):
+    """Decide in a worker of its own (`SCRIBE_WORKER_FLOWS=router-decide`; the lanes and the
+    other flows in a second one): a 10,000-request burst's decisions per second, and the
+    decide worker's CPU per decision, the steadier figure on a shared machine."""
+
+    name = "ours.router_decide"
+    script = "router.py"
+    issue = "issue 18, decide per worker"
+    args = _decide_apart("tansu")
+    metrics = (
+        Metric("decide_per_s", "requests/s"),
+        Metric("decide_cpu_ms_per_decision", "ms"),
+        Metric("decisions_per_cpu_second", "requests/s"),
+    )
+
+    def parse(self, stdout: str, results: list[dict[str, Any]]) -> dict[str, float]:
+        return {
+            "decide_per_s": _number(
+                r"decisions in [\d.]+ s = ([\d,]+) requests/s", stdout, "decide"
+            ),
+            "decide_cpu_ms_per_decision": _number(
+                r"the worker's CPU ([\d.]+) ms per decision", stdout, "CPU per decision"
+            ),
+            "decisions_per_cpu_second": _number(
+                r"= ([\d,]+) decisions per CPU-second", stdout, "decisions per CPU-second"
+            ),
+        }
+
+
+class RouterDecideApacheBench(RouterDecideBench):
+    name = "ours.router_decide.apache"
+    args = _decide_apart("apache")
+
+    @property
+    def group(self) -> str:  # type: ignore[override]
+        return RouterDecideBench.name
+
+    def unavailable(self, ctx: Context) -> str | None:
+        return _needs_java() or super().unavailable(ctx)
+
+
+def _needs_java() -> str | None:
+    try:
+        find_java()
+    except StackError as error:
+        return f"needs Apache Kafka: {error}"
+    return None
 
 
 class WorldBench(FlowScript):
@@ -298,11 +370,7 @@ class InvalidationApacheBench(InvalidationBench):
         return InvalidationBench.name  # run after run beside the Tansu case: the same noise
 
     def unavailable(self, ctx: Context) -> str | None:
-        try:
-            find_java()
-        except StackError as error:
-            return f"needs Apache Kafka: {error}"
-        return super().unavailable(ctx)
+        return _needs_java() or super().unavailable(ctx)
 
 
 class FaustAgentLatency(Case):
@@ -351,6 +419,9 @@ class FaustAgentLatency(Case):
 def flow_cases() -> list[Case]:
     return [
         RouterBench(),
+        RouterApacheBench(),
+        RouterDecideBench(),
+        RouterDecideApacheBench(),
         WorldBench(),
         WorldOverhead(),
         InvalidationBench(),

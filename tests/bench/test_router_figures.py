@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cases.flows import RouterBench
-from bench.router import describe
+from bench.cases.flows import RouterBench, RouterDecideBench
+from bench.router import decide_lines, describe
 
 LINES = [
-    "decide: 2,000 decisions in 0.80 s = 2,500 requests/s (one worker)",
+    *decide_lines(2000, 0.8, 0.0002),
     f"latency added by the pipeline (minus the direct median): {describe([4.0, 6.0, 9.0])}",
     f"latency at 200/s through Kafka (achieved 199/s): added {describe([5.0, 7.0, 11.0])}",
     f"latency at 200/s through the HTTP API (achieved 198/s): added {describe([6.0, 12.0])}; "
@@ -35,3 +35,12 @@ def test_a_missing_rate_line_is_an_error_not_a_number() -> None:
         RouterBench().parse(
             "\n".join(line for line in LINES if "200/s through the HTTP" not in line), []
         )
+
+
+def test_decide_per_worker_and_its_cpu_are_read_from_the_scripts_lines() -> None:
+    figures = RouterDecideBench().parse("\n".join(decide_lines(10_000, 2.0, 0.000_16)), [])
+    assert figures == {
+        "decide_per_s": 5000.0,
+        "decide_cpu_ms_per_decision": 0.16,
+        "decisions_per_cpu_second": 6250.0,
+    }
