@@ -231,9 +231,6 @@ async def measure(
         "worker_mean_rows_per_write": histogram_mean(
             metrics, "scribe_sink_batch_size", '{sink="postgres.world"}'
         ),
-        "worker_mean_timer_round_s": histogram_mean(
-            metrics, "scribe_processing_seconds", '{agent="world-timer"}'
-        ),
         "worker_cpu_utilization": round(cpu_s / window, 3),
         "worker_cpu_ms_per_tick": round(1000 * cpu_s / max(1, ticks["n"]), 3),
     }

@@ -35,7 +35,6 @@ class DueTicks:
 class Round:
     due: list[DueTicks]
     went_idle: list[str]
-    backlog: int
 
 
 @dataclass
@@ -117,10 +116,11 @@ class TickSchedule:
                 served.append((tick_at, world_id))
         for entry in served:
             heapq.heappush(self._heap, entry)
-        return Round(due, went_idle, self.backlog(now))
+        return Round(due, went_idle)
 
     def backlog(self, now: float) -> int:
-        """Ticks due and not yet taken (an estimate over the heap's due entries)."""
+        """Ticks due and not yet taken (an estimate over the heap's due entries). It walks the
+        whole heap: for a look now and then, not for every round."""
         total = 0
         for at, world_id in self._heap:
             slot = self._slots.get(world_id)
