@@ -231,6 +231,7 @@ class RouterDecideBench(FlowScript):
         Metric("decide_per_s", "requests/s"),
         Metric("decide_cpu_ms_per_decision", "ms"),
         Metric("decisions_per_cpu_second", "requests/s"),
+        PEAK_RSS,
     )
 
     def parse(self, stdout: str, results: list[dict[str, Any]]) -> dict[str, float]:
