@@ -265,9 +265,13 @@ async def paced(
 
 async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, base: float) -> None:
     sent: dict[str, float] = {}
+    kafka = env["SCRIBE_KAFKA_URL"]
     async with (
-        Publisher(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"]), linger_ms=0) as publisher,
-        responses(env["SCRIBE_KAFKA_URL"]) as watch,
+        Publisher(kafka_bootstrap_servers(kafka), linger_ms=0) as publisher,
+        responses(kafka) as watch,
+        # The baseline beside it: the same requests' delivery to a plain consumer, one hop of
+        # the router's two, on the same broker and machine at the same moment.
+        ArrivalWatch(kafka, "ai.requests", request_id_of) as delivered,
     ):
 
         async def send(_: int) -> None:
@@ -277,11 +281,13 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
 
         achieved = await paced(rate, seconds, send)
         routed = [(await watch.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
+        bare = [(await delivered.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
     added = [r - base for r in routed]
     say(
         f"latency at {rate:,.0f}/s through Kafka (achieved {achieved:,.0f}/s): added "
         f"{describe(added)}"
     )
+    say(f"  baseline, one bare Kafka hop (publish -> a plain consumer): {describe(bare)}")
 
 
 async def bench_rate_api(api_url: str, rate: float, seconds: float, base: float) -> None:
