@@ -12,6 +12,7 @@ LINES = [
     *decide_lines(2000, 0.8, 0.0002),
     f"latency added by the pipeline (minus the direct median): {describe([4.0, 6.0, 9.0])}",
     f"latency at 200/s through Kafka (achieved 199/s): added {describe([5.0, 7.0, 11.0])}",
+    f"  baseline, one bare Kafka hop (publish -> a plain consumer): {describe([1.0, 3.0])}",
     f"latency at 200/s through the HTTP API (achieved 198/s): added {describe([6.0, 12.0])}; "
     f"x-scribe-overhead-ms {describe([1.0, 2.0])}",
     f"latency at 1,000/s through Kafka (achieved 990/s): added {describe([8.0, 13.0])}",
@@ -27,6 +28,7 @@ def test_every_router_figure_is_read_from_the_scripts_lines() -> None:
         "added_latency_p99_ms": 9.0,
         "added_p99_kafka_200_per_s_ms": 11.0,
         "added_p99_api_200_per_s_ms": 12.0,
+        "bare_hop_p99_200_per_s_ms": 3.0,
     }
 
 
