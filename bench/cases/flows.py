@@ -185,30 +185,26 @@ class RouterBench(FlowScript):
             )
             for rate in ROUTER_RATES
         }
-        return (
-            {
-                "decide_per_s": _number(
-                    r"decisions in [\d.]+ s = ([\d,]+) requests/s", stdout, "decide"
-                ),
-                "added_latency_p50_ms": _number(added, stdout, "added latency p50"),
-                "added_latency_p99_ms": _number(
-                    r"latency added by the pipeline[^:]*: p50 -?[\d.]+ ms, p99 (-?[\d.]+) ms",
-                    stdout,
-                    "added latency p99",
-                ),
-            }
-            | {
-                f"added_p99_{path}_{rate}_per_s_ms": _number(
-                    rf"latency at {rate:,}/s through {re.escape(said)} \(achieved [\d,]+/s\): added "
-                    r"p50 -?[\d.]+ ms, p99 (-?[\d.]+) ms",
+        figures = {
+            "decide_per_s": _number(
+                r"decisions in [\d.]+ s = ([\d,]+) requests/s", stdout, "decide"
+            ),
+            "added_latency_p50_ms": _number(added, stdout, "added latency p50"),
+            "added_latency_p99_ms": _number(
+                r"latency added by the pipeline[^:]*: p50 -?[\d.]+ ms, p99 (-?[\d.]+) ms",
+                stdout,
+                "added latency p99",
+            ),
+        }
+        for rate in ROUTER_RATES:
+            for path, said in RATE_PATHS.items():
+                figures[f"added_p99_{path}_{rate}_per_s_ms"] = _number(
+                    rf"latency at {rate:,}/s through {re.escape(said)} \(achieved [\d,]+/s\): "
+                    r"added p50 -?[\d.]+ ms, p99 (-?[\d.]+) ms",
                     stdout,
                     f"added latency p99 at {rate}/s through {said}",
                 )
-                for rate in ROUTER_RATES
-                for path, said in RATE_PATHS.items()
-            }
-            | bare
-        )
+        return figures | bare
 
 
 class RouterApacheBench(RouterBench):
