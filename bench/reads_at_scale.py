@@ -168,8 +168,11 @@ async def explain_all(pool: asyncpg.Pool, user: str, month: date) -> str:
             costs._scoped(costs._DAYS, user, 3),
             [start.date(), end.date(), user],
         ),
-        ("hour of day (ledger)", costs._scoped(costs._HOURS, user, 3), [start, end, user]),
-        ("similar requests (ledger)", costs._scoped(costs._SIMILAR, user, 3), [start, end, user]),
+        (
+            "hour of day and similar requests, one pass (ledger)",
+            costs._scoped(costs._SHAPES, user, 3),
+            [start, end, user],
+        ),
         ("budget", "SELECT monthly_usd FROM budgets WHERE user_id = $1", [user]),
     ]
     out = []

@@ -1,7 +1,8 @@
 """Reads for the cost report: spend by model from `usage_monthly`, by day from `usage_daily`
 (their primary keys lead with user_id; `usage_*_month` / `usage_daily_day` serve the whole
-platform), and the hour-of-day and similar-request shapes from the month's ledger partition
-(per user through `usage_events_user_time_covering`, index-only on vacuumed months)."""
+platform), and the hour-of-day and similar-request shapes from one pass over the month's
+ledger partition (per user through `usage_events_user_time_covering`, index-only on vacuumed
+months)."""
 
 from __future__ import annotations
 
@@ -104,24 +105,27 @@ WHERE day >= $1 AND day < $2 {user}
 GROUP BY day, service, model
 """
 
-_HOURS = """
-SELECT extract(hour FROM occurred_at AT TIME ZONE 'UTC')::int AS hour, priority,
-       count(*) AS requests, sum(cost_usd) AS cost_usd
-FROM usage_events
-WHERE occurred_at >= $1 AND occurred_at < $2 {user}
-GROUP BY 1, 2
-"""
-
-_SIMILAR = """
-SELECT service, model, priority, size, count(*) AS groups, sum(cost) AS cost_usd
-FROM (
-    SELECT user_id, date_trunc('hour', occurred_at, 'UTC'), service, model, priority,
-           count(*) AS size, sum(cost_usd) AS cost
+# Both shapes of the month's work in one pass over the ledger: each user's (UTC clock hour,
+# model, priority) groups, then summed by hour of day and counted by size. A heavy user's month
+# is tens of thousands of index entries, and two passes cost twice the scan. `date_bin` from a
+# UTC midnight is the UTC hour by arithmetic alone; `date_trunc` in a time zone converts each row.
+_SHAPES = """
+WITH per_user_hour AS MATERIALIZED (
+    SELECT date_bin('1 hour', occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour,
+           service, model, priority, count(*) AS size, sum(cost_usd) AS cost
     FROM usage_events
     WHERE occurred_at >= $1 AND occurred_at < $2 {user}
-    GROUP BY 1, 2, 3, 4, 5
-) AS per_user_hour
-GROUP BY 1, 2, 3, 4
+    GROUP BY user_id, 1, 2, 3, 4
+)
+SELECT extract(hour FROM hour AT TIME ZONE 'UTC')::int AS hour, NULL::text AS service,
+       NULL::text AS model, priority, NULL::bigint AS size, sum(size)::bigint AS requests,
+       sum(cost) AS cost_usd
+FROM per_user_hour
+GROUP BY 1, 4
+UNION ALL
+SELECT NULL, service, model, priority, size, count(*), sum(cost)
+FROM per_user_hour
+GROUP BY 2, 3, 4, 5
 """
 
 
@@ -136,8 +140,7 @@ async def load_cost_inputs(pool: asyncpg.Pool, month: date, user_id: str | None)
     async with pool.acquire() as conn:
         models = await conn.fetch(_scoped(_MODELS, user_id, 2), month, *user_args)
         days = await conn.fetch(_scoped(_DAYS, user_id, 3), start.date(), end.date(), *user_args)
-        hours = await conn.fetch(_scoped(_HOURS, user_id, 3), start, end, *user_args)
-        similar = await conn.fetch(_scoped(_SIMILAR, user_id, 3), start, end, *user_args)
+        shapes = await conn.fetch(_scoped(_SHAPES, user_id, 3), start, end, *user_args)
         budget = (
             None
             if user_id is None
@@ -148,7 +151,17 @@ async def load_cost_inputs(pool: asyncpg.Pool, month: date, user_id: str | None)
         user_id=user_id,
         models=[ModelUsage(**dict(r)) for r in models],
         days=[DayUsage(**dict(r)) for r in days],
-        hours=[HourOfDayWork(**dict(r)) for r in hours],
-        similar=[SimilarRequests(**dict(r)) for r in similar],
+        hours=[
+            HourOfDayWork(r["hour"], r["priority"], r["requests"], r["cost_usd"])
+            for r in shapes
+            if r["hour"] is not None
+        ],
+        similar=[
+            SimilarRequests(
+                r["service"], r["model"], r["priority"], r["size"], r["requests"], r["cost_usd"]
+            )
+            for r in shapes
+            if r["hour"] is None
+        ],
         budget_usd=budget,
     )
