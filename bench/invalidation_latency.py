@@ -212,7 +212,7 @@ async def measure_rate(env: dict[str, str], rate: int, seconds: float) -> dict[s
         sent: dict[int, float] = {}
         futures = []
         # This process timestamps both latencies: a full collection of its heap here took
-        # 73-79 ms (about 0.85 s in, every run), and was counted into flow and baseline alike.
+        # 49-153 ms (0.76-0.90 s in, every run), and was counted into flow and baseline alike.
         gc.disable()
         lag.start()
         began = time.monotonic()
