@@ -375,8 +375,14 @@ class KafkaCluster:
             self.jars.java,
             f"-Xms{self.heap}",
             f"-Xmx{self.heap}",
+            # G1's young pauses here are 6-10 ms; SerialGC's were 25-60 ms (issue 19).
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
+            # C1 only: these brokers live minutes. C2 was still compiling 40 s after start, at
+            # 0.13-0.47 of a core, half the broker's CPU at 5,000 messages/s, taken from its
+            # clients on a 2-core machine; with C1 only the compiler idles after ~10 s and the
+            # node starts 1-3 s sooner. A long-lived broker would want C2's faster code.
+            "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
             "-cp",
