@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import sys
@@ -36,10 +35,10 @@ from typing import Any
 import asyncpg
 
 from agents.intake import Received
-from agents.usage.flow import FULL_COLLECTION_EVERY
 from agents.world.owner import WorldOwner
 from agents.world.step import step
 from devkit.stack import LocalStack
+from runtime.service import freeze_long_lived
 from schemas import encode
 from schemas.events import CacheInvalidation, WorldEvent
 from sinks.postgres.migrate import migrate
@@ -120,11 +119,9 @@ async def measure(database_url: str, worlds: int, rounds: int) -> dict[str, Any]
             clock.now += 1.0
             await owner.tick_due()
         sent["messages"] = 0
-        # As in `scribe worker`, whose usage flow sets the process's collector
-        # (agents/usage/flow.py): the heap so far frozen, full collections ten times rarer.
-        gc.freeze()
-        gen0, gen1, _ = gc.get_threshold()
-        gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
+        # As in `scribe worker` once each flow has started: the heap so far frozen, full
+        # collections ten times rarer.
+        freeze_long_lived()
         writes.clear()
         ticks_before = sum(owner.worlds[w].state.tick for w in world_ids)
         round_walls = []

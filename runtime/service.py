@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
@@ -33,6 +34,21 @@ class Runner(Protocol):
 
 
 R = TypeVar("R", bound=Runner)
+
+# A full collection after this many generation-1 collections (Python's default: 10).
+FULL_COLLECTION_EVERY = 100
+
+
+def freeze_long_lived() -> None:
+    """Every object alive once a flow is built and started lives as long as the process:
+    frozen, a full collection no longer walks it, and full collections come ten times rarer
+    than Python's default. Unfrozen, a worker's full collections took 64-182 ms, each a stall
+    of every flow (the usage flow's batches in flight made one every ~2 batches)."""
+    gc.collect()  # what is garbage now is not frozen with the rest
+    gc.freeze()
+    gen0, gen1, _ = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
+
 
 # A batch flow or a per-record flow: the host builds the runner each needs.
 AnyFlow = Flow[Any, Any] | RecordFlow[Any]
@@ -101,6 +117,7 @@ class FlowService(mode.Service):
             runner = runner_for(flow, consumer)
             self.running.runner = runner
             await runner.start()
+            freeze_long_lived()
             if self.groups is not None:
                 self._group = group
                 self.groups.add(group, spec.topics, consumer)

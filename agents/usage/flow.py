@@ -4,7 +4,6 @@ re-reading a batch after a crash or a refused commit counts nothing twice."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -32,8 +31,6 @@ from topics.publisher import RawRecord
 # A rollup row that many events of a batch touch is upserted once per batch: at 10,000 events
 # (vs 5,000) PostgreSQL alone stored ~10-15 % more events/s with 1,000 live users.
 USAGE = ConsumerSpec("usage", (USAGE_EVENTS.name,), max_batch=10_000)
-# A full garbage collection after this many generation-1 collections (Python's default: 10).
-FULL_COLLECTION_EVERY = 100
 
 
 UsageBatch = list[Received[PricedUsage]]
@@ -98,12 +95,6 @@ async def build(resources: Resources) -> Flow[PricedUsage, UsageBatch]:
     show_alert_thresholds(usage.alert_thresholds_pct)
     retention = usage.retention_months
     await ledger.maintain_partitions(retention)
-    # Every object alive once the flow is built lives as long as the process: frozen, a full
-    # collection no longer walks it, and full collections come ten times rarer than Python's
-    # default (the batches in flight made them every ~2 batches).
-    gc.freeze()
-    gen0, gen1, _ = gc.get_threshold()
-    gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
     limits = UsageLimits(max_tokens_per_event=usage.max_tokens_per_event)
     return declare(
         ledger,

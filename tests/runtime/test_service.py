@@ -4,9 +4,10 @@ stops while the flow is still being built."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
-from runtime.service import FlowService, Running
+from runtime.service import FULL_COLLECTION_EVERY, FlowService, Running, freeze_long_lived
 
 
 async def test_a_flow_waiting_for_its_servers_neither_holds_up_start_nor_stop() -> None:
@@ -29,3 +30,16 @@ async def test_a_flow_waiting_for_its_servers_neither_holds_up_start_nor_stop() 
         assert running.runner is None
         assert stop_together == [service]
         await service.stop()
+
+
+def test_what_lives_once_a_flow_started_is_frozen_and_full_collections_come_rarer() -> None:
+    threshold = gc.get_threshold()
+    long_lived = [[n] for n in range(10)]  # containers, which the collector tracks
+    try:
+        gc.unfreeze()
+        freeze_long_lived()
+        assert gc.get_freeze_count() >= len(long_lived)
+        assert gc.get_threshold() == (*threshold[:2], FULL_COLLECTION_EVERY)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
