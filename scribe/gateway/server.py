@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from runtime import tracing
 from runtime.metrics import GATEWAY_EVENTS, GATEWAY_REQUESTS, GATEWAY_SECONDS
+from runtime.service import freeze_long_lived
 from runtime.settings import ResolvedSettings
 from schemas.events import Event
 from schemas.json_schema import FAMILIES, SCHEMA_DIR, file_name
@@ -359,6 +360,7 @@ def create_app(settings: GatewaySettings, resolved: ResolvedSettings) -> web.App
         try:
             await publisher.start()
             app[GATEWAY] = Gateway(settings, publisher, redis)
+            freeze_long_lived()  # as a worker does: no full collection walks what lives on
             yield
         finally:
             await publisher.stop()
