@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -61,6 +62,17 @@ API_TOKEN = f"bench-{uuid.uuid4().hex}"
 
 def say(line: str) -> None:
     print(line, flush=True)
+
+
+@contextmanager
+def timing() -> Iterator[None]:
+    """No garbage collection in this process while it timestamps requests: a full collection
+    of its heap stalls every timestamp taken meanwhile, 49-153 ms in the invalidation bench."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -212,14 +224,15 @@ async def bench_latency(env: dict[str, str], count: int) -> None:
         Publisher(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"]), linger_ms=0) as publisher,
         responses(env["SCRIBE_KAFKA_URL"]) as watch,
     ):
-        for n in range(count):
-            request = text_request("urgent")
-            started = time.monotonic()
-            await publisher.publish(request)
-            routed.append((await watch.arrival(request.request_id) - started) * 1000)
-            await asyncio.sleep(0.02)
-            if n and n % 100 == 0:
-                say(f"  {n}/{count}")
+        with timing():
+            for n in range(count):
+                request = text_request("urgent")
+                started = time.monotonic()
+                await publisher.publish(request)
+                routed.append((await watch.arrival(request.request_id) - started) * 1000)
+                await asyncio.sleep(0.02)
+                if n and n % 100 == 0:
+                    say(f"  {n}/{count}")
     say(f"latency: publish -> response through the router: {describe(routed)}")
     added = [r - pct(direct, 50) for r in routed]
     say(f"latency added by the pipeline (minus the direct median): {describe(added)}")
@@ -279,9 +292,10 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
             sent[request.request_id] = time.monotonic()
             await publisher.publish(request)
 
-        achieved = await paced(rate, seconds, send)
-        routed = [(await watch.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
-        bare = [(await delivered.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
+        with timing():
+            achieved = await paced(rate, seconds, send)
+            routed = [(await watch.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
+            bare = [(await delivered.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
     added = [r - base for r in routed]
     say(
         f"latency at {rate:,.0f}/s through Kafka (achieved {achieved:,.0f}/s): added "
@@ -315,7 +329,8 @@ async def bench_rate_api(api_url: str, rate: float, seconds: float, base: float)
             added.append((time.monotonic() - started) * 1000 - base)
             overhead.append(float(response.headers["x-scribe-overhead-ms"]))
 
-        achieved = await paced(rate, seconds, send)
+        with timing():
+            achieved = await paced(rate, seconds, send)
     if failed:
         say(f"  {len(failed)} API calls failed, e.g. {failed[0]}")
     say(

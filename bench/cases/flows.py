@@ -224,14 +224,14 @@ class RouterApacheBench(RouterBench):
 
 def _decide_apart(broker: str) -> tuple[str, ...]:
     return (
-        "--layout", "decide-apart", "--decide", "10000", "--latency", "0", "--backlog", "0",
+        "--layout", "decide-apart", "--decide", "30000", "--latency", "0", "--backlog", "0",
         "--broker", broker,
     )  # fmt: skip
 
 
 class RouterDecideBench(FlowScript):
     """Decide in a worker of its own (`SCRIBE_WORKER_FLOWS=router-decide`; the lanes and the
-    other flows in a second one): a 10,000-request burst's decisions per second, and the
+    other flows in a second one): a 30,000-request burst's decisions per second, and the
     decide worker's CPU per decision, the steadier figure on a shared machine."""
 
     name = "ours.router_decide"
