@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -161,12 +160,6 @@ def text_request(priority: str, **fields: Any) -> AIRequest:
     )
 
 
-def cpu_seconds(worker: WorkerProcess) -> float:
-    assert worker.process is not None
-    times = psutil.Process(worker.process.pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def decide_lines(decisions: int, span_s: float, cpu_per_decision_s: float) -> list[str]:
     return [
         f"decide: {decisions:,} decisions in {span_s:.2f} s = "
@@ -179,7 +172,7 @@ def decide_lines(decisions: int, span_s: float, cpu_per_decision_s: float) -> li
 async def bench_decide(env: dict[str, str], count: int, worker: WorkerProcess) -> None:
     # The worker's own CPU per decision is steadier than the rate on a shared machine: the rate
     # also waits for the broker, the load generator and whatever else runs.
-    cpu_before = cpu_seconds(worker)
+    cpu_before = worker.cpu_seconds()
     say(f"decide: publishing {count:,} normal requests ...")
     requests = [text_request("normal") for _ in range(count)]
     async with Publisher(kafka_bootstrap_servers(env["SCRIBE_KAFKA_URL"])) as publisher:
@@ -207,7 +200,7 @@ async def bench_decide(env: dict[str, str], count: int, worker: WorkerProcess) -
                 say(f"  decided {len(stamps):,}/{count:,}")
     finally:
         await consumer.stop()
-    cpu_per_decision = (cpu_seconds(worker) - cpu_before) / len(stamps)
+    cpu_per_decision = (worker.cpu_seconds() - cpu_before) / len(stamps)
     span_s = (max(stamps) - min(stamps)) / 1000
     for line in decide_lines(len(stamps), span_s, cpu_per_decision):
         say(line)

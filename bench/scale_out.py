@@ -34,7 +34,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.usage.flow import USAGE
-from devkit.harness import WorkerProcess, group_assignment, group_offsets, new_worker
+from devkit.harness import group_assignment, group_offsets, new_worker
 from devkit.stack import LocalStack
 from devkit.stack.apache_kafka import KafkaCluster, fetch
 from devkit.usage_load import ledger_count, publish_usage, usage_events
@@ -63,12 +63,6 @@ class RoundResult:
 
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def cpu_seconds(worker: WorkerProcess) -> float:
-    assert worker.process is not None
-    times = psutil.Process(worker.process.pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def tree_cpu_seconds(pids: list[int]) -> float:
@@ -152,7 +146,7 @@ async def one_round(
                     f"{workers} workers held partitions; run with more --events"
                 )
             before = [w.metric("scribe_usage_events_total") for w in group]
-            cpu_before = sum(cpu_seconds(w) for w in group)
+            cpu_before = sum(w.cpu_seconds() for w in group)
             services_before = {name: tree_cpu_seconds(pids) for name, pids in services.items()}
             machine_before = psutil.cpu_times()
             started = time.monotonic()
@@ -165,7 +159,7 @@ async def one_round(
                     say(f"  {workers} worker(s): {stored:,}/{events:,} stored")
                 await asyncio.sleep(0.25)
             wall = time.monotonic() - started
-            worker_cpu = sum(cpu_seconds(w) for w in group) - cpu_before
+            worker_cpu = sum(w.cpu_seconds() for w in group) - cpu_before
             services_cpu = {
                 name: tree_cpu_seconds(pids) - services_before[name]
                 for name, pids in services.items()

@@ -35,7 +35,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 
 from agents.world.apply import Applied, apply_event
 from agents.world.model import WorldState
@@ -170,8 +169,6 @@ def histogram_p99(metrics: str) -> float | None:
 async def measure(
     args: argparse.Namespace, env: dict[str, str], worker: WorkerProcess
 ) -> dict[str, Any]:
-    assert worker.process is not None
-    worker_cpu = psutil.Process(worker.process.pid)
     run = uuid.uuid4().hex[:6]
     prefix = f"bench-{run}-"
     world_ids = [f"{prefix}{n:04d}" for n in range(args.worlds)]
@@ -184,15 +181,15 @@ async def measure(
             await asyncio.sleep(3)  # let the start-up burst settle
             say(f"measuring for {args.seconds:.0f} s with {args.events_per_second}/s events ...")
             window_start = await db.fetchval("SELECT clock_timestamp()")
-            cpu_before = worker_cpu.cpu_times()
+            cpu_before = worker.cpu_seconds()
             sent = await publish_players(
                 publisher, world_ids, args.events_per_second, args.seconds, db
             )
-            cpu_after = worker_cpu.cpu_times()
+            cpu_after = worker.cpu_seconds()
             window_end = await db.fetchval("SELECT clock_timestamp()")
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{worker.url}/metrics", timeout=10)).text
-        cpu_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        cpu_s = cpu_after - cpu_before
         window = (window_end - window_start).total_seconds()
         ticks = await db.fetchrow(
             "SELECT count(*) AS n, "

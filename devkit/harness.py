@@ -163,6 +163,14 @@ class WorkerProcess:
             time.sleep(0.2)
         raise TimeoutError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
+    def cpu_seconds(self) -> float:
+        """The CPU (user and system) the running worker has used so far."""
+        import psutil  # a developer dependency, only for what the benchmarks measure
+
+        assert self.process is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

@@ -195,8 +195,9 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
 
 
-def complexity(request: AIRequest) -> Complexity:
-    tokens = estimate_tokens(request.prompt)
+def complexity(request: AIRequest, tokens: int | None = None) -> Complexity:
+    """How demanding the request is; `tokens`: its prompt's estimate, when already made."""
+    tokens = estimate_tokens(request.prompt) if tokens is None else tokens
     reasons = [f"~{tokens} prompt tokens"]
     score = 0 if tokens < 200 else 1 if tokens < 1000 else 2 if tokens < 4000 else 3
     if "```" in request.prompt or request.prompt.count("?") >= 2 or _list_items(request) >= 3:
@@ -234,17 +235,13 @@ def remaining_budget(
     return max(ZERO, limit - max(reported, ledger.committed_usd))
 
 
-def estimate(model: ModelPrice, request: AIRequest, config: PolicyConfig) -> Decimal:
-    """An upper bound: output is capped at `max_output_tokens` when the call is made."""
-    return _estimate(model, estimate_tokens(request.prompt), request.kind, config.max_output_tokens)
-
-
 # Decide prices every candidate model for every request, and most prompts fall on a few
 # hundred token counts: a cached estimate costs a fraction of the Decimal arithmetic.
 @lru_cache(maxsize=8192)
-def _estimate(
+def estimate(
     model: ModelPrice, input_tokens: int, kind: RequestKind, max_output_tokens: int
 ) -> Decimal:
+    """An upper bound: output is capped at `max_output_tokens` when the call is made."""
     if kind is RequestKind.IMAGE:
         return model.cost(input_tokens, 0, 1)
     return model.cost(input_tokens, max_output_tokens, 0)
@@ -268,7 +265,7 @@ class _Ask:
         )
 
     def estimate(self, model: ModelPrice) -> Decimal:
-        return _estimate(model, self.input_tokens, self.request.kind, self.config.max_output_tokens)
+        return estimate(model, self.input_tokens, self.request.kind, self.config.max_output_tokens)
 
     def over_limit(self, cost: Decimal) -> Refusal:
         """Why `cost` does not fit: the request's own max_cost_usd (waiting will not help), else
@@ -378,7 +375,7 @@ def _route_image(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Rou
 
 def _route_text(ask: _Ask, ledger: UserLedger, models: list[ModelPrice]) -> Route | Rejection:
     request = ask.request
-    score = complexity(request)
+    score = complexity(request, ask.input_tokens)
     need = score.quality
     notes = [f"text, complexity {score.score} ({', '.join(score.reasons)})"]
     if request.priority in (Priority.URGENT, Priority.HIGH) and need < 2:
