@@ -1,7 +1,9 @@
 """The one checkpoint order: every sink has written the batch, then the producer is flushed
 (what the sinks published is acknowledged), then the batch's offsets are committed. A failure
 at any step leaves the offsets where they were, so the batch is read and written again; the
-sinks are idempotent by key, so that second write changes only what the first did not store."""
+sinks are idempotent by key, so that second write changes only what the first did not store.
+The committer is handed the flush: it may flush and commit after `run` has returned, in that
+order, while the next batch is written."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Flush = Callable[[], Awaitable[None]]
-Commit = Callable[[Mapping[TopicPartition, int]], Awaitable[bool]]
+# Commits the offsets once the flush it is handed has returned.
+Commit = Callable[[Mapping[TopicPartition, int], Flush], Awaitable[bool]]
 
 
 async def nothing_to_flush() -> None:
@@ -46,11 +49,10 @@ class Checkpoint(Generic[T]):
         self.written = 0  # sinks that have written the batch
 
     async def run(self) -> bool:
-        """Write, flush, commit. False when the commit was refused (logged by `commit`)."""
+        """Write, then flush and commit. False when the commit was refused (logged by `commit`)."""
         while self.written < len(self.sinks):
             sink = self.sinks[self.written]
             with tracing.tracer().start_as_current_span(f"write {type(sink).__name__}"):
                 await sink.write(self.items)
             self.written += 1
-        await self.flush()
-        return await self.commit(self.offsets)
+        return await self.commit(self.offsets, self.flush)

@@ -164,6 +164,8 @@ class FlowRunner(Generic[E, T]):
         # A batch was left unwritten: a later one must not be committed, its offsets would
         # carry the commit past the records left behind.
         self._gave_up = False
+        # Why a flush behind the writes failed: the flow ends with it.
+        self._unflushed: BaseException | None = None
         # The group has given this member its partitions (none, in a group larger than the
         # topic) and no rebalance is under way: the flow is fetching. /ready waits for it.
         self.assigned = False
@@ -209,6 +211,8 @@ class FlowRunner(Generic[E, T]):
                 raise
         finally:
             self._reading = None
+        if self._unflushed is not None:
+            raise self._unflushed
 
     async def stop(self) -> None:
         """Stop in order, each step within `spec.stop_seconds`. Safe to call more than once: a
@@ -395,22 +399,36 @@ class FlowRunner(Generic[E, T]):
         finally:
             self._writing_records = 0
 
-    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
+    async def _commit(self, offsets: Mapping[TopicPartition, int], flush: Flush) -> bool:
         now = time.monotonic()
         if not self.flow.commit_behind or self.window.time_left(now, now) > 0:
             await self._committed()
+            await flush()
             return await self.source.commit(offsets)
         self._committing = asyncio.create_task(
-            self._commit_after(self._committing, offsets), name=f"{self.spec.flow}.commit"
+            self._commit_after(self._committing, offsets, flush), name=f"{self.spec.flow}.commit"
         )
         return True
 
     async def _commit_after(
-        self, previous: asyncio.Task[bool] | None, offsets: Mapping[TopicPartition, int]
+        self,
+        previous: asyncio.Task[bool] | None,
+        offsets: Mapping[TopicPartition, int],
+        flush: Flush,
     ) -> bool:
-        """Commit `offsets` once the commit before has ended, so commits go in order."""
+        """Flush, then commit `offsets`, once the commit before has ended, so commits go in
+        order. A flush that fails stops the flow: no later batch's offsets may be committed
+        past sends that may be lost, so they are all read again after the restart."""
         if previous is not None:
             await asyncio.wait([previous])
+        if self._gave_up:
+            return False
+        try:
+            await flush()
+        except Exception as error:
+            self._unflushed = error
+            self._give_up(f"sends not acknowledged: {error!r}")
+            return False
         try:
             return await self.source.commit(offsets)
         except Exception:

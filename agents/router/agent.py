@@ -7,6 +7,7 @@ ai.requests.dlq with the reason."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -41,6 +42,7 @@ from agents.router.lane_consumer import (
 from agents.router.ledger_store import RouterStore
 from agents.router.policy import PolicyConfig
 from agents.router.providers import Gemini, OpenRouter, Provider
+from agents.router.sends import SendsInFlight
 from agents.router.settings import GEMINI, OPENROUTER, RouterSettings
 from runtime import tracing
 from runtime.concurrent import RecordFlow
@@ -109,14 +111,15 @@ class _Hosted:
         # scribe/faust_fetch_wait.py); Kafka answers when data arrives.
         return FETCH_WAIT_MS[flow] if self.fast else 500
 
-    async def publish(self, emits: list[Emit]) -> None:
-        producer = self.app.producer
+    async def enqueue(self, emit: Emit) -> Awaitable[Any]:
+        """Hand `emit` to the producer; what it returns is its acknowledgement."""
+        return await self.app.producer.send(
+            emit.spec.name, emit.key, emit.value, None, None, _trace_headers(emit)
+        )
 
+    async def publish(self, emits: list[Emit]) -> None:
         async def send_all() -> None:
-            pending = [
-                await producer.send(e.spec.name, e.key, e.value, None, None, _trace_headers(e))
-                for e in emits
-            ]
+            pending = [await self.enqueue(e) for e in emits]
             for future in pending:
                 await future
 
@@ -139,14 +142,16 @@ class _Hosted:
         store = RouterStore(resources.redis, settings.idempotency_window_s)
 
         async def decide() -> Flow[Any, Any]:
-            deciding = Deciding(store, budgets, load_catalog(), policy, self.publish)
+            sends = SendsInFlight(self.enqueue, self.publish)
+            deciding = Deciding(store, budgets, load_catalog(), policy, sends.send)
             writer = dead_letter_writer(resources.dead_letters, DECIDE, into=AI_REQUESTS)
-            return declare_decide(deciding, writer, self.fetch_wait_ms("decide"))
+            return declare_decide(deciding, writer, self.fetch_wait_ms("decide"), sends.flush)
 
         async def settle() -> Flow[Any, Any]:
+            sends = SendsInFlight(self.enqueue, self.publish)
             writer = dead_letter_writer(resources.dead_letters, SETTLE, into=AI_REQUESTS)
             return declare_settle(
-                Settling(store, self.publish), writer, self.fetch_wait_ms("settle")
+                Settling(store, sends.send), writer, self.fetch_wait_ms("settle"), sends.flush
             )
 
         app.service(resources.flow_service(DECIDE.flow, decide))

@@ -12,8 +12,9 @@ replay, the ledger trued up once per request id, and the duplicates that waited 
 
 A batch is: read the users' ledgers and the requests' records; decide each user's requests in
 offset order; commit every user in one script, which writes a user only if nobody changed
-them since the read (else that user is read and decided again); then send. Its offsets are
-committed after the messages are acknowledged. Redis or Kafka down: the batch is written again
+them since the read (else that user is read and decided again); then send. The next batch is
+decided while the broker acknowledges them (`agents.router.sends`); a batch's offsets are
+committed after its messages are acknowledged. Redis or Kafka down: the batch is written again
 after a pause, never committed past. A batch read again is sent again as it was decided the
 first time (the records say what each decision sent), and changes no ledger.
 """
@@ -33,6 +34,7 @@ from agents.router.decide import Emit, Pending, UserOutcome, decide_user, settle
 from agents.router.ledger_store import Committed, RouterStore, Snapshot, Wait
 from agents.router.policy import LANE_OF_PRIORITY, PolicyConfig
 from runtime import tracing
+from runtime.checkpoint import Flush, nothing_to_flush
 from runtime.flow import Flow
 from runtime.metrics import PROCESSING_SECONDS
 from runtime.source import DeadLetterWriter, Received, Record
@@ -148,7 +150,7 @@ async def commit_by_user(
 
 class Deciding:
     """The decide flow's sink: decides and commits each user's requests in Redis, then sends
-    the decisions (and the held requests) and waits for the broker's acknowledgement."""
+    the decisions (and the held requests); the flow's flush waits for their acknowledgement."""
 
     def __init__(
         self,
@@ -251,8 +253,12 @@ class Settling:
 
 
 def declare_decide(
-    deciding: Deciding, dead_letter: DeadLetterWriter, fetch_wait_ms: int = DECIDE.fetch_wait_ms
+    deciding: Deciding,
+    dead_letter: DeadLetterWriter,
+    fetch_wait_ms: int = DECIDE.fetch_wait_ms,
+    flush: Flush = nothing_to_flush,
 ) -> Flow[AIRequest, DecideBatch]:
+    """`flush`: what waits for the sends `deciding` did not wait for (`SendsInFlight`)."""
     return Flow(
         spec=replace(DECIDE, fetch_wait_ms=fetch_wait_ms),
         decode=decoder(AIRequest, AI_REQUESTS, AI_REQUESTS_READY),
@@ -260,6 +266,7 @@ def declare_decide(
         handle=sort_requests,
         sinks=[deciding],
         retryable=RETRYABLE,
+        flush=flush,
         # The next batch is decided while the last one's commit is in flight: a batch read
         # again after a crash finds its requests' records in Redis and changes nothing.
         commit_behind=True,
@@ -267,7 +274,10 @@ def declare_decide(
 
 
 def declare_settle(
-    settling: Settling, dead_letter: DeadLetterWriter, fetch_wait_ms: int = SETTLE.fetch_wait_ms
+    settling: Settling,
+    dead_letter: DeadLetterWriter,
+    fetch_wait_ms: int = SETTLE.fetch_wait_ms,
+    flush: Flush = nothing_to_flush,
 ) -> Flow[RouterSettlement, list[Received[RouterSettlement]]]:
     return Flow(
         spec=replace(SETTLE, fetch_wait_ms=fetch_wait_ms),
@@ -276,5 +286,6 @@ def declare_settle(
         handle=list,
         sinks=[settling],
         retryable=RETRYABLE,
+        flush=flush,
         commit_behind=True,  # as decide: a settlement applied twice counts once
     )

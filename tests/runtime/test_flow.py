@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 from aiokafka import TopicPartition
 
-from runtime.checkpoint import Checkpoint
+from runtime.checkpoint import Checkpoint, Flush
 from runtime.flow import FixedWindow, Flow, FlowRunner, Timer
 from runtime.sink import SinkBackpressure, SinkStopping
 from runtime.source import Received, Record, Rejected
@@ -134,6 +134,75 @@ async def test_commit_behind_writes_the_next_batch_while_a_commit_is_in_flight()
     assert consumer.committed == {a: 6}
 
 
+async def test_commit_behind_flushes_behind_the_writes_and_before_each_commit() -> None:
+    """The flush joins the commit behind the writes: batch 2 is written while batch 1's
+    acknowledgements are awaited, and each batch's offsets are committed after its flush."""
+    order: list[str] = []
+    acknowledged = asyncio.Event()
+    a = TopicPartition(TOPIC, 0)
+
+    class Recording(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            order.append(f"write {batch[-1]}")
+
+    async def flush() -> None:
+        order.append("flush")
+        await acknowledged.wait()  # the broker acknowledges when the test says
+
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(6)]))
+    original = consumer.commit
+
+    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        order.append(f"commit {offsets[a]}")
+        await original(offsets)
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    runner: FlowRunner[int, list[int]] = FlowRunner(
+        flow([Recording()], max_batch=3, commit_behind=True, flush=flush), consumer
+    )
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    for _ in range(100):
+        if "write 5" in order:
+            break
+        await asyncio.sleep(0.01)
+    assert order == ["write 2", "flush", "write 5"], "batch 2 waited for batch 1's flush"
+    assert consumer.committed == {}
+    acknowledged.set()
+    await runner.stop()
+    await running
+    assert order[:6] == ["write 2", "flush", "write 5", "commit 3", "flush", "commit 6"]
+    assert consumer.committed == {a: 6}
+
+
+async def test_a_flush_behind_that_fails_ends_the_flow_with_nothing_committed_past_it() -> None:
+    """Sends that may be lost stop the flow with the error: neither their batch's offsets nor
+    any later batch's are committed, so all of them are read again after the restart."""
+    written: list[int] = []
+    lost = ConnectionError("the broker did not acknowledge")
+
+    class Recording(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            written.append(batch[-1])
+
+    async def flush() -> None:
+        if written[0] == 2:
+            await asyncio.sleep(0.05)  # batch 2 is written meanwhile
+            raise lost
+
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(6)]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(
+        flow([Recording()], max_batch=3, commit_behind=True, flush=flush), consumer
+    )
+    await runner.start()
+    with pytest.raises(ConnectionError) as raised:
+        await asyncio.wait_for(runner.run(), 5)
+    await runner.stop()
+    assert raised.value is lost
+    assert written == [2, 5]
+    assert consumer.committed == {}
+
+
 async def test_commit_behind_commits_in_line_while_the_window_is_held_open() -> None:
     """Under load (a window held open) the next batch keeps filling during the commit, as
     without `commit_behind`, so a burst merges as much."""
@@ -195,7 +264,8 @@ async def test_sinks_then_producer_flush_then_commit() -> None:
     async def flush() -> None:
         order.append("flush")
 
-    async def commit(offsets: object) -> bool:
+    async def commit(offsets: object, flush: Flush) -> bool:
+        await flush()
         order.append("commit")
         return True
 
@@ -214,7 +284,7 @@ async def test_a_retried_checkpoint_does_not_ask_a_sink_that_already_wrote() -> 
                 raise failures.pop()
             await second.write(batch)
 
-    async def commit(offsets: object) -> bool:
+    async def commit(offsets: object, flush: Flush) -> bool:
         return True
 
     checkpoint = Checkpoint([1], {}, [first, Flaky()], _no_flush, commit)
