@@ -5,7 +5,10 @@ lane, a cache's name — never a user, world, request or key value."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+import collections
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -315,9 +318,23 @@ def observe_end_to_end(
 ) -> None:
     """Record, per event, the time from its own timestamp to the sink commit just done."""
     now = committed_at or datetime.now(UTC)
-    child = END_TO_END_SECONDS.labels(agent=agent, sink=sink)
-    for occurred_at in event_times:
-        child.observe(max((now - occurred_at).total_seconds(), 0.0))
+    observe_all(
+        END_TO_END_SECONDS.labels(agent=agent, sink=sink),
+        [max((now - occurred_at).total_seconds(), 0.0) for occurred_at in event_times],
+    )
+
+
+def observe_all(child: Histogram, amounts: Sequence[float]) -> None:
+    """What `child.observe(amount)` records for each amount, counted per bucket first: a
+    10,000-event batch takes each bucket's lock once, not once per event (a twentieth of the
+    usage worker's CPU went to per-event observes)."""
+    # prometheus_client keeps one non-cumulative count per upper bound; an amount is counted
+    # in the first bound not below it (as Histogram.observe does).
+    bounds: list[float] = child._upper_bounds
+    counts = collections.Counter(bisect.bisect_left(bounds, amount) for amount in amounts)
+    for index, count in counts.items():
+        child._buckets[index].inc(count)
+    child._sum.inc(math.fsum(amounts))
 
 
 @dataclass(frozen=True)

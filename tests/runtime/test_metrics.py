@@ -5,9 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
-from runtime.metrics import NO_AGENT, current_agent_name, family_specs, observe_end_to_end
+from runtime.metrics import (
+    NO_AGENT,
+    current_agent_name,
+    family_specs,
+    observe_all,
+    observe_end_to_end,
+)
 
 # Values that grow with users, worlds or traffic never become labels.
 UNBOUNDED_LABELS = {"user_id", "user", "world_id", "world", "request_id", "event_id", "id", "key"}
@@ -101,3 +107,28 @@ def test_end_to_end_latency_is_observed_per_event() -> None:
     )
     assert total is not None
     assert total - (sum_before or 0.0) == pytest.approx(0.06)
+
+
+def test_observe_all_records_what_one_observe_per_amount_records() -> None:
+    registry = CollectorRegistry()
+    buckets = (0.005, 0.01, 0.1, 1.0)
+    one_by_one = Histogram("one_by_one", "each amount observed", registry=registry, buckets=buckets)
+    together = Histogram("together", "all amounts at once", registry=registry, buckets=buckets)
+    # On a bound, between bounds, zero, and past the last finite bound.
+    amounts = [0.0, 0.005, 0.0051, 0.01, 0.05, 0.1, 0.5, 1.0, 1.5, 30.0, 0.003, 0.003]
+    for amount in amounts:
+        one_by_one.observe(amount)
+    observe_all(together, amounts)
+
+    def samples(name: str) -> dict[tuple[str, str], float]:
+        return {
+            (s.name.removeprefix(name), s.labels.get("le", "")): s.value
+            for metric in registry.collect()
+            if metric.name == name
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples("together") == pytest.approx(samples("one_by_one"))
+    assert samples("together")[("_bucket", "0.005")] == 4
+    assert samples("together")[("_count", "")] == len(amounts)
