@@ -49,6 +49,12 @@ END_TO_END_SECONDS = Histogram(
     ["agent", "sink"],
     buckets=END_TO_END_BUCKETS,
 )
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "scribe_event_loop_lag_seconds",
+    "How late the process's event loop woke a probe due every 100 ms: how long other work held "
+    "the loop, delaying every flow it hosts",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 CONSUMER_LAG = Gauge(
     "scribe_consumer_lag_messages",
     "Messages in a partition this worker owns in a consumer group that the group has not "

@@ -1,12 +1,14 @@
 """Wires a worker's observability: the core health checks (Kafka, PostgreSQL, Redis), the
 consumer-lag sampler (of every consumer group registered in `resources.consumer_groups`), the
-cost-total sampler, the dashboard feed, and the web pages that serve them.
+cost-total sampler, the event loop's lateness, the dashboard feed, and the web pages that serve
+them.
 
 A flow adds its own components to the same registry: `resources.health.add("cdn", check,
 critical=False)` (see `runtime.health.http_check`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,11 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Histogram
 
 from agents.context import Resources
 from runtime.health import Finding, Status
 from runtime.lag import LagSampler, OffsetReader
+from runtime.metrics import EVENT_LOOP_LAG_SECONDS
 from scribe.cost_totals import refresh_cost_totals
 from scribe.dashboard.feed import FRAME_INTERVAL_S, DashboardFeed
 from scribe.web import register_pages
@@ -26,6 +29,7 @@ from topics.catalog import DEAD_LETTER_TOPICS, TOPICS
 
 LAG_INTERVAL_S = 5.0
 COST_INTERVAL_S = 10.0
+LOOP_PROBE_INTERVAL_S = 0.1
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,10 @@ def register(app: faust.App, resources: Resources) -> None:
     async def dashboard_frame() -> None:
         await _logged("dashboard frame", feed.tick)
 
+    async def probe_event_loop() -> None:
+        await probe_loop_lag(EVENT_LOOP_LAG_SECONDS, LOOP_PROBE_INTERVAL_S)
+
+    app.task(probe_event_loop)
     timer: Any = app.timer
     timer(LAG_INTERVAL_S)(sample_consumer_lag)
     timer(COST_INTERVAL_S)(refresh_costs)
@@ -86,6 +94,16 @@ class _FaustConsumer:
     def highwater(self, tp: Any) -> int | None:
         highwater: int | None = self.app.consumer.highwater(tp)
         return highwater
+
+
+async def probe_loop_lag(histogram: Histogram, interval_s: float) -> None:
+    """Observe, every `interval_s`, how much later than due the loop woke this task: the time a
+    batch's CPU work, a garbage collection or a blocking call held every flow on the loop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        histogram.observe(max(loop.time() - due, 0.0))
 
 
 async def _logged(what: str, work: Callable[[], Awaitable[Any]]) -> None:
