@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import os
 import sys
 import tempfile
@@ -269,9 +270,37 @@ async def paced(
     return count / max(time.monotonic() - started, 1e-9)
 
 
+async def loop_lateness(worker_url: str) -> dict[float, float]:
+    """The worker's event-loop probe so far: wake-ups at most `le` seconds late, by `le`."""
+    counts = {}
+    for line in await metric_lines(worker_url, "scribe_event_loop_lag_seconds_bucket"):
+        bound = line.split('le="', 1)[1].split('"', 1)[0]
+        counts[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def lateness_line(name: str, before: dict[float, float], after: dict[float, float]) -> str:
+    """How late the worker's loop ran between two readings: the bucket bound its p99 is under,
+    and the wake-ups late by more than 10 ms (the time its flows' work held every other)."""
+    grown = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = grown.get(math.inf, 0.0)
+    if not total:
+        return f"  {name}: event loop not probed (no scribe_event_loop_lag_seconds)"
+    p99 = next(bound for bound, count in grown.items() if count >= 0.99 * total)
+    late = total - grown.get(0.01, 0.0)
+    return (
+        f"  {name}: event loop late p99 <= {p99 * 1000:g} ms; "
+        f"{late:.0f} of {total:.0f} wake-ups over 10 ms late"
+    )
+
+
 async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, base: float) -> None:
     sent: dict[str, float] = {}
     kafka = env["SCRIBE_KAFKA_URL"]
+    workers = {"decide's worker": env["WORKER_URL"], "the lanes' worker": env["LANES_URL"]}
+    if env["WORKER_URL"] == env["LANES_URL"]:
+        workers = {"the worker": env["WORKER_URL"]}
+    loops = {name: await loop_lateness(url) for name, url in workers.items()}
     async with (
         Publisher(kafka_bootstrap_servers(kafka), linger_ms=0) as publisher,
         responses(kafka) as watch,
@@ -295,6 +324,8 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
         f"{describe(added)}"
     )
     say(f"  baseline, one bare Kafka hop (publish -> a plain consumer): {describe(bare)}")
+    for name, url in workers.items():
+        say(lateness_line(name, loops[name], await loop_lateness(url)))
 
 
 async def bench_rate_api(api_url: str, rate: float, seconds: float, base: float) -> None:

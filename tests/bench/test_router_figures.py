@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.cases.flows import RouterBench, RouterDecideBench
-from bench.router import decide_lines, describe
+from bench.router import decide_lines, describe, lateness_line
 
 LINES = [
     *decide_lines(2000, 0.8, 0.0002),
@@ -46,3 +46,13 @@ def test_decide_per_worker_and_its_cpu_are_read_from_the_scripts_lines() -> None
         "decide_cpu_ms_per_decision": 0.16,
         "decisions_per_cpu_second": 6250.0,
     }
+
+
+def test_the_loop_lateness_line_reads_the_probe_s_buckets_between_two_readings() -> None:
+    inf = float("inf")
+    before = {0.001: 10.0, 0.01: 10.0, 0.1: 10.0, inf: 10.0}
+    # 100 wake-ups since: 95 on time, 4 late by 1-10 ms, 1 by 10-100 ms.
+    after = {0.001: 105.0, 0.01: 109.0, 0.1: 110.0, inf: 110.0}
+    line = lateness_line("the worker", before, after)
+    assert line == ("  the worker: event loop late p99 <= 10 ms; 1 of 100 wake-ups over 10 ms late")
+    assert "not probed" in lateness_line("the worker", {}, {})
