@@ -71,6 +71,17 @@ class Location:
             "image_url": self.image_url,
         }
 
+    def same(self, other: Location) -> bool:
+        """Equal field by field (the dataclass `==` builds a tuple of each side first)."""
+        return (
+            self.stock == other.stock
+            and self.capacity == other.capacity
+            and self.image_url == other.image_url
+            and self.name == other.name
+            and self.kind == other.kind
+            and self.location_id == other.location_id
+        )
+
     def copy(self) -> Location:
         return Location(
             self.location_id, self.name, self.kind, self.capacity, dict(self.stock), self.image_url
