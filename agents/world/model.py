@@ -338,9 +338,13 @@ class WorldState:
             recent_event_ids=list(data["recent_event_ids"]),
         )
 
-    def clone(self) -> WorldState:
+    def clone(self, share_locations: bool = False) -> WorldState:
         """A deep copy, so `step` and `apply_event` never change the state they were given.
-        Maps are copied in sorted order, as `from_dict` builds them."""
+        Maps are copied in sorted order, as `from_dict` builds them. `share_locations`: the
+        copy holds the same `Location` objects (most are unchanged by a tick); its user must
+        copy one before changing it (`step` does), so a stepped-from state never changes and
+        a location still shared is one that did not change."""
+        locations = self.locations
         return WorldState(
             self.world_id,
             self.name,
@@ -350,7 +354,9 @@ class WorldState:
             self.loaded,
             self.weather,
             self.image_url,
-            {k: self.locations[k].copy() for k in sorted(self.locations)},
+            {k: locations[k] for k in sorted(locations)}
+            if share_locations
+            else {k: locations[k].copy() for k in sorted(locations)},
             {k: self.npcs[k].copy() for k in sorted(self.npcs)},
             {k: self.factions[k].copy() for k in sorted(self.factions)},
             {k: self.items[k].copy() for k in sorted(self.items)},

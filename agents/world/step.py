@@ -26,6 +26,7 @@ from agents.world.model import (
     Activity,
     Clock,
     DerivedEvent,
+    Location,
     Npc,
     Weather,
     WorldState,
@@ -80,7 +81,8 @@ def step(state: WorldState, tick: int) -> tuple[WorldState, list[DerivedEvent]]:
             f"world {state.world_id} is at tick {state.tick}; step advances one tick at a time "
             f"(asked for {tick})"
         )
-    world = state.clone()
+    # Locations are copied only when the tick changes them (`_Turn.changing`).
+    world = state.clone(share_locations=True)
     world.tick = tick
     world.version += 1
     turn = _Turn(world, Clock(tick))
@@ -101,11 +103,20 @@ class _Turn:
     clock: Clock
     events: list[DerivedEvent] = field(default_factory=list)
     _by_kind: dict[LocationKind, list[str]] = field(default_factory=dict)
+    _copied: set[str] = field(default_factory=set)  # locations this tick owns (`changing`)
 
     def __post_init__(self) -> None:
         for location_id in sorted(self.world.locations):
             kind = self.world.locations[location_id].kind
             self._by_kind.setdefault(kind, []).append(location_id)
+
+    def changing(self, location_id: str) -> Location:
+        """The world's location, copied on its first change this tick: until then it is the
+        object the state stepped from holds, which must not change."""
+        if location_id not in self._copied:
+            self._copied.add(location_id)
+            self.world.locations[location_id] = self.world.locations[location_id].copy()
+        return self.world.locations[location_id]
 
     def first(self, *kinds: LocationKind) -> str | None:
         for kind in kinds:
@@ -127,9 +138,9 @@ class _Turn:
     def regrow(self) -> None:
         amount = 1 if self.world.weather is Weather.STORM else REGROW_PER_HOUR
         for location_id in sorted(self.world.locations):
-            place = self.world.locations[location_id]
-            resource = PRODUCES.get(place.kind)
+            resource = PRODUCES.get(self.world.locations[location_id].kind)
             if resource is not None:
+                place = self.changing(location_id)
                 stock = place.stock.get(resource.value, 0)
                 place.stock[resource.value] = min(place.capacity, stock + amount)
 
@@ -305,7 +316,7 @@ class _Turn:
         room = max(0, HOARD_LIMIT - npc.inventory.get(name, 0))
         yield_ = min(1 if self.world.weather in WET else 2, place.stock.get(name, 0), room)
         if yield_:
-            _take(place.stock, name, yield_)
+            _take(self.changing(place.location_id).stock, name, yield_)
             npc.inventory[name] = npc.inventory.get(name, 0) + yield_
         self.sell_surplus(npc, resource)
 
