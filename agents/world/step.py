@@ -104,8 +104,13 @@ class _Turn:
     events: list[DerivedEvent] = field(default_factory=list)
     _by_kind: dict[LocationKind, list[str]] = field(default_factory=dict)
     _copied: set[str] = field(default_factory=set)  # locations this tick owns (`changing`)
+    # The clock's facts every NPC asks, computed once per tick.
+    night: bool = False
+    work_hours: bool = False
 
     def __post_init__(self) -> None:
+        self.night = self.clock.is_night
+        self.work_hours = self.clock.is_work_hours
         for location_id in sorted(self.world.locations):
             kind = self.world.locations[location_id].kind
             self._by_kind.setdefault(kind, []).append(location_id)
@@ -219,7 +224,7 @@ class _Turn:
         npc.hunger = min(NEED_MAX, npc.hunger + HUNGER_PER_TICK)
         if npc.activity is Activity.SLEEPING:
             npc.energy = min(NEED_MAX, npc.energy + SLEEP_GAIN)
-            rested = npc.energy >= NEED_MAX or not self.clock.is_night
+            rested = npc.energy >= NEED_MAX or not self.night
             if not rested and npc.hunger < STARVING_AT:
                 return
         else:
@@ -228,10 +233,10 @@ class _Turn:
         wet = self.world.weather in WET
         if npc.hunger >= HUNGRY_AT:
             self.eat(npc)
-        elif npc.energy <= EXHAUSTED_AT or (self.clock.is_night and npc.energy < 700):
+        elif npc.energy <= EXHAUSTED_AT or (self.night and npc.energy < 700):
             self.sleep(npc)
         elif (
-            self.clock.is_work_hours
+            self.work_hours
             and npc.work_id in self.world.locations
             and (npc.wealth < 100 or dice.chance(650))
         ):
