@@ -134,7 +134,26 @@ class Npc:
             "image_url": self.image_url,
         }
 
-    def copy(self) -> Npc:
+    def copy(self, share_maps: bool = False) -> Npc:
+        """`share_maps`: the copy holds the same inventory and relationships dicts, which its
+        user must copy before changing (see `WorldState.clone`)."""
+        if share_maps:
+            return Npc(
+                self.npc_id,
+                self.name,
+                self.location_id,
+                self.home_id,
+                self.work_id,
+                self.faction_id,
+                self.activity,
+                self.hunger,
+                self.energy,
+                self.wealth,
+                self.inventory,
+                self.relationships,
+                self.memories,
+                self.image_url,
+            )
         return Npc(
             self.npc_id,
             self.name,
@@ -338,13 +357,14 @@ class WorldState:
             recent_event_ids=list(data["recent_event_ids"]),
         )
 
-    def clone(self, share_locations: bool = False) -> WorldState:
+    def clone(self, copy_on_write: bool = False) -> WorldState:
         """A deep copy, so `step` and `apply_event` never change the state they were given.
-        Maps are copied in sorted order, as `from_dict` builds them. `share_locations`: the
-        copy holds the same `Location` objects (most are unchanged by a tick); its user must
-        copy one before changing it (`step` does), so a stepped-from state never changes and
-        a location still shared is one that did not change."""
+        Maps are copied in sorted order, as `from_dict` builds them. `copy_on_write`: the
+        copy holds the same `Location` objects and NPC inventory and relationship dicts (a
+        tick changes few of them); its user must copy one before changing it (`step` does),
+        so a stepped-from state never changes and one still shared did not change."""
         locations = self.locations
+        share_locations = share_maps = copy_on_write
         return WorldState(
             self.world_id,
             self.name,
@@ -357,7 +377,7 @@ class WorldState:
             {k: locations[k] for k in sorted(locations)}
             if share_locations
             else {k: locations[k].copy() for k in sorted(locations)},
-            {k: self.npcs[k].copy() for k in sorted(self.npcs)},
+            {k: self.npcs[k].copy(share_maps) for k in sorted(self.npcs)},
             {k: self.factions[k].copy() for k in sorted(self.factions)},
             {k: self.items[k].copy() for k in sorted(self.items)},
             self.market.copy(),

@@ -81,8 +81,9 @@ def step(state: WorldState, tick: int) -> tuple[WorldState, list[DerivedEvent]]:
             f"world {state.world_id} is at tick {state.tick}; step advances one tick at a time "
             f"(asked for {tick})"
         )
-    # Locations are copied only when the tick changes them (`_Turn.changing`).
-    world = state.clone(share_locations=True)
+    # Locations and NPCs' maps are copied only when the tick changes them (`_Turn.changing`,
+    # `_Turn.inventory`, `_Turn.relationships`).
+    world = state.clone(copy_on_write=True)
     world.tick = tick
     world.version += 1
     turn = _Turn(world, Clock(tick))
@@ -104,6 +105,8 @@ class _Turn:
     events: list[DerivedEvent] = field(default_factory=list)
     _by_kind: dict[LocationKind, list[str]] = field(default_factory=dict)
     _copied: set[str] = field(default_factory=set)  # locations this tick owns (`changing`)
+    _own_inventories: set[str] = field(default_factory=set)  # NPC ids
+    _own_relationships: set[str] = field(default_factory=set)  # NPC ids
     # The clock's facts every NPC asks, computed once per tick.
     night: bool = False
     work_hours: bool = False
@@ -122,6 +125,20 @@ class _Turn:
             self._copied.add(location_id)
             self.world.locations[location_id] = self.world.locations[location_id].copy()
         return self.world.locations[location_id]
+
+    def inventory(self, npc: Npc) -> dict[str, int]:
+        """The NPC's inventory to change, copied on its first change this tick."""
+        if npc.npc_id not in self._own_inventories:
+            self._own_inventories.add(npc.npc_id)
+            npc.inventory = dict(npc.inventory)
+        return npc.inventory
+
+    def relationships(self, npc: Npc) -> dict[str, int]:
+        """The NPC's relationships to change, copied on their first change this tick."""
+        if npc.npc_id not in self._own_relationships:
+            self._own_relationships.add(npc.npc_id)
+            npc.relationships = dict(npc.relationships)
+        return npc.relationships
 
     def first(self, *kinds: LocationKind) -> str | None:
         for kind in kinds:
@@ -265,7 +282,7 @@ class _Turn:
     def eat(self, npc: Npc) -> None:
         for food in FOODS:
             if npc.inventory.get(food.value, 0) > 0:
-                _take(npc.inventory, food.value, 1)
+                _take(self.inventory(npc), food.value, 1)
                 npc.hunger = max(0, npc.hunger - MEAL_RELIEF)
                 npc.activity = Activity.EATING
                 return
@@ -322,7 +339,7 @@ class _Turn:
         yield_ = min(1 if self.world.weather in WET else 2, place.stock.get(name, 0), room)
         if yield_:
             _take(self.changing(place.location_id).stock, name, yield_)
-            npc.inventory[name] = npc.inventory.get(name, 0) + yield_
+            self.inventory(npc)[name] = npc.inventory.get(name, 0) + yield_
         self.sell_surplus(npc, resource)
 
     def pay_wage(self, npc: Npc) -> None:
@@ -345,7 +362,7 @@ class _Turn:
         quantity = min(held - keep, market.treasury // price)
         if quantity <= 0:
             return
-        _take(npc.inventory, name, quantity)
+        _take(self.inventory(npc), name, quantity)
         market.stock[name] = market.stock.get(name, 0) + quantity
         market.treasury -= quantity * price
         npc.wealth += quantity * price
@@ -394,7 +411,7 @@ class _Turn:
     def bond(self, npc: Npc, other: Npc, delta: int) -> None:
         before = npc.relationships.get(other.npc_id, 0)
         after = max(-RELATIONSHIP_LIMIT, min(RELATIONSHIP_LIMIT, before + delta))
-        npc.relationships[other.npc_id] = after
+        self.relationships(npc)[other.npc_id] = after
         if _bond_name(before) != _bond_name(after):
             self.events.append(
                 DerivedEvent(
