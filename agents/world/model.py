@@ -199,7 +199,11 @@ class Npc:
             and self.faction_id == other.faction_id
             and self.activity == other.activity
             and self.image_url == other.image_url
-            and self.relationships == other.relationships
+            # Shared by a tick that did not change them (`WorldState.clone`).
+            and (
+                self.relationships is other.relationships
+                or self.relationships == other.relationships
+            )
         )
 
 
