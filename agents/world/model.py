@@ -368,7 +368,6 @@ class WorldState:
         tick changes few of them); its user must copy one before changing it (`step` does),
         so a stepped-from state never changes and one still shared did not change."""
         locations = self.locations
-        share_locations = share_maps = copy_on_write
         return WorldState(
             self.world_id,
             self.name,
@@ -379,9 +378,9 @@ class WorldState:
             self.weather,
             self.image_url,
             {k: locations[k] for k in sorted(locations)}
-            if share_locations
+            if copy_on_write
             else {k: locations[k].copy() for k in sorted(locations)},
-            {k: self.npcs[k].copy(share_maps) for k in sorted(self.npcs)},
+            {k: self.npcs[k].copy(copy_on_write) for k in sorted(self.npcs)},
             {k: self.factions[k].copy() for k in sorted(self.factions)},
             {k: self.items[k].copy() for k in sorted(self.items)},
             self.market.copy(),
