@@ -137,23 +137,6 @@ class Npc:
     def copy(self, share_maps: bool = False) -> Npc:
         """`share_maps`: the copy holds the same inventory and relationships dicts, which its
         user must copy before changing (see `WorldState.clone`)."""
-        if share_maps:
-            return Npc(
-                self.npc_id,
-                self.name,
-                self.location_id,
-                self.home_id,
-                self.work_id,
-                self.faction_id,
-                self.activity,
-                self.hunger,
-                self.energy,
-                self.wealth,
-                self.inventory,
-                self.relationships,
-                self.memories,
-                self.image_url,
-            )
         return Npc(
             self.npc_id,
             self.name,
@@ -165,8 +148,8 @@ class Npc:
             self.hunger,
             self.energy,
             self.wealth,
-            dict(self.inventory),
-            dict(self.relationships),
+            self.inventory if share_maps else dict(self.inventory),
+            self.relationships if share_maps else dict(self.relationships),
             self.memories,
             self.image_url,
         )

@@ -46,6 +46,17 @@ def flow(
     )
 
 
+def record_commits(consumer: ListConsumer, order: list[str]) -> None:
+    """Each commit of `consumer` appends "commit <offset of the topic's partition 0>"."""
+    original = consumer.commit
+
+    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        order.append(f"commit {offsets[TopicPartition(TOPIC, 0)]}")
+        await original(offsets)
+
+    consumer.commit = commit  # type: ignore[method-assign]
+
+
 async def test_valid_events_reach_the_sink_bad_ones_the_dead_letters_in_offset_order() -> None:
     sink: ListSink[list[int]] = ListSink()
     dead = DeadLetterList()
@@ -69,13 +80,7 @@ async def test_batches_are_written_in_order_and_each_committed_after_its_write()
             await super().write(batch)
 
     consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(10)]))
-    original = consumer.commit
-
-    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
-        order.append(f"commit {offsets[TopicPartition(TOPIC, 0)]}")
-        await original(offsets)
-
-    consumer.commit = commit  # type: ignore[method-assign]
+    record_commits(consumer, order)
     await run_flow(flow([Recording()], max_batch=3), consumer)
 
     assert order == [x for i in (2, 5, 8, 9) for x in (f"write {i}", f"commit {i + 1}")]
@@ -150,13 +155,7 @@ async def test_commit_behind_flushes_behind_the_writes_and_before_each_commit() 
         await acknowledged.wait()  # the broker acknowledges when the test says
 
     consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(6)]))
-    original = consumer.commit
-
-    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
-        order.append(f"commit {offsets[a]}")
-        await original(offsets)
-
-    consumer.commit = commit  # type: ignore[method-assign]
+    record_commits(consumer, order)
     runner: FlowRunner[int, list[int]] = FlowRunner(
         flow([Recording()], max_batch=3, commit_behind=True, flush=flush), consumer
     )
