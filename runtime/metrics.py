@@ -335,7 +335,8 @@ def observe_all(child: Histogram, amounts: Sequence[float]) -> None:
     10,000-event batch takes each bucket's lock once, not once per event (a twentieth of the
     usage worker's CPU went to per-event observes)."""
     # prometheus_client keeps one non-cumulative count per upper bound; an amount is counted
-    # in the first bound not below it (as Histogram.observe does).
+    # in the first bound not below it (as Histogram.observe does). These are its private
+    # attributes (the version is locked; tests/runtime/test_metrics.py compares with observe).
     bounds: list[float] = child._upper_bounds
     counts = collections.Counter(bisect.bisect_left(bounds, amount) for amount in amounts)
     for index, count in counts.items():

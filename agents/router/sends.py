@@ -1,4 +1,4 @@
-"""Sends a decide or settle batch made that the broker has not acknowledged yet."""
+"""What decide and settle have sent and the broker has not acknowledged yet."""
 
 from __future__ import annotations
 
