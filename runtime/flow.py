@@ -50,7 +50,6 @@ T = TypeVar("T")
 
 FIRST_PAUSE_S = 0.5
 MAX_PAUSE_S = 10.0
-BUSY_POLL_MS = 5  # while the batch before is being written: look for more records this often
 
 
 @dataclass(frozen=True)
@@ -289,7 +288,9 @@ class FlowRunner(Generic[E, T]):
                     self._writing.result()  # a failure that is not retryable ends the flow
                     self._writing = None
                 try:
-                    read = await self.source.fill(self._filling, self._poll_ms())
+                    read = await self.source.fill(
+                        self._filling, self._poll_ms(), until=self._due_when_written()
+                    )
                 except self.flow.retryable as error:
                     self.log.warning("%s: poll failed (%r); retrying", self.spec.flow, error)
                     await asyncio.sleep(FIRST_PAUSE_S)
@@ -312,7 +313,14 @@ class FlowRunner(Generic[E, T]):
         left = self.window.time_left(batch.opened_at, time.monotonic())
         if left > 0:
             return max(1, min(int(left * 1000), self.spec.poll_ms))
-        return BUSY_POLL_MS
+        return self.spec.poll_ms
+
+    def _due_when_written(self) -> asyncio.Future[None] | None:
+        """The write the open batch waits for: the poll ends when it does, so the batch is
+        handed over at once rather than at the poll's end."""
+        if self._filling.opened_at is None or self._writing is None or self._writing.done():
+            return None
+        return self._writing
 
     def _due(self) -> bool:
         batch = self._filling

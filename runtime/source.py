@@ -198,14 +198,17 @@ class BatchSource(Generic[E]):
                 counts[topic] = len(partitions)
         return counts
 
-    async def fill(self, batch: Batch[E], timeout_ms: int) -> int:
+    async def fill(
+        self, batch: Batch[E], timeout_ms: int, until: asyncio.Future[Any] | None = None
+    ) -> int:
         """Add what one poll returns (at most what `batch` still has room for) to `batch`; the
-        invalid records are in the dead-letter topic on return. Returns how many it read."""
+        invalid records are in the dead-letter topic on return. Returns how many it read. A
+        poll still waiting for records when `until` is done returns with none."""
         room = self.spec.max_batch - batch.records
         if room <= 0:
             return 0
         read = 0
-        fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=room)
+        fetched = await self._poll(timeout_ms, room, until)
         for tp, messages in fetched.items():
             if not messages:
                 continue
@@ -245,6 +248,24 @@ class BatchSource(Generic[E]):
             batch.records += len(messages)
             read += len(messages)
         return read
+
+    async def _poll(
+        self, timeout_ms: int, room: int, until: asyncio.Future[Any] | None
+    ) -> Mapping[Any, list[Any]]:
+        if until is None or until.done():
+            return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=room)
+        poll = asyncio.ensure_future(self.consumer.getmany(timeout_ms=timeout_ms, max_records=room))
+        try:
+            await asyncio.wait((poll, until), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poll.cancel()  # a no-op once it returned: then its records are kept below
+        try:
+            return await poll
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return {}  # cancelled while it waited: the consumer hands records out on return
 
     def pause(self) -> None:
         if not self.paused:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -518,6 +519,51 @@ async def test_a_second_stop_returns_only_once_the_first_is_done() -> None:
     gate.set()
     await asyncio.wait_for(asyncio.gather(first, second, running), 5)
     assert sink.closed
+
+
+async def test_a_batch_waiting_on_the_write_before_is_handed_over_as_that_write_ends() -> None:
+    """Batch 2 (open, not full) waits for batch 1's write on one poll, which that write ends:
+    it is written at once after it, and the consumer is not polled over and over meanwhile."""
+    release = asyncio.Event()
+    written_at: dict[int, float] = {}
+
+    class Held(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            if batch[0] == 0:
+                await release.wait()
+            written_at[batch[0]] = asyncio.get_running_loop().time()
+            await super().write(batch)
+
+    class Broker(ListConsumer):
+        """An empty poll lasts its whole timeout, as a broker's does."""
+
+        polls = 0
+
+        async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+            self.polls += 1
+            taken = await super().getmany(timeout_ms=0, max_records=max_records)
+            if not taken:
+                await asyncio.sleep(timeout_ms / 1000)
+            return taken
+
+    sink = Held()
+    consumer = Broker(records(TOPIC, [b"0", b"1", b"2"]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([sink], max_batch=2), consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.2)
+    polls_while_written = consumer.polls
+    released_at = asyncio.get_running_loop().time()
+    release.set()
+    async with asyncio.timeout(5):
+        while 2 not in written_at:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    await runner.stop()
+    await running
+
+    assert sink.batches == [[0, 1], [2]]
+    assert polls_while_written <= 4, f"polled {polls_while_written} times during one write"
+    assert written_at[2] - released_at < 0.1, "batch 2 waited for its poll to time out"
 
 
 async def test_a_flow_s_own_window_decides_when_a_batch_is_due() -> None:
