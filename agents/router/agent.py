@@ -276,9 +276,7 @@ def _upstreams(resources: Resources, settings: RouterSettings) -> dict[str, Upst
     """One pooled HTTP client and one key pool per configured provider."""
     upstreams = {}
     for service, provider_settings in settings.providers.items():
-        provider: Provider = PROVIDER_CLASSES[service](
-            provider_settings.base_url, settings.call_timeout_s
-        )
+        provider: Provider = PROVIDER_CLASSES[service](provider_settings.base_url)
         pool = KeyPool(
             resources.redis,
             service,

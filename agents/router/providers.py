@@ -1,4 +1,4 @@
-"""Provider clients over httpx, one pooled AsyncClient per provider: OpenRouter's
+"""Provider clients, one connection pool per provider (`runtime.http.JsonPoster`): OpenRouter's
 OpenAI-compatible chat completions (text, and images through `modalities`) and Gemini's
 generateContent. Responses are parsed with exact decimals, so a reported cost stays exact.
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 import httpx
 
 from agents.router.keys import ProviderKey
-from runtime.http import outbound_client
+from runtime.http import JsonPoster
 from schemas import DecodeError, parse_json
 from schemas.events import RequestKind
 
@@ -83,7 +84,9 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-def retry_after_seconds(headers: httpx.Headers, body: Any, now: datetime | None = None) -> float:
+def retry_after_seconds(
+    headers: Mapping[str, str], body: Any, now: datetime | None = None
+) -> float:
     """Seconds to rest a key after a 429: the Retry-After header (seconds or an HTTP date), or
     Gemini's `RetryInfo.retryDelay` ("3s", "0.5s") in the error details; 0 when neither."""
     header = headers.get("retry-after")
@@ -249,12 +252,8 @@ class _HttpProvider:
     service: str
     operation: str
 
-    def __init__(self, base_url: str, timeout_s: float, max_connections: int = 100) -> None:
-        self.http = outbound_client(
-            max_connections,
-            base_url=base_url,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-        )
+    def __init__(self, base_url: str, max_connections: int = 100) -> None:
+        self.http = JsonPoster(base_url, max_connections)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -268,9 +267,7 @@ class _HttpProvider:
         key: ProviderKey,
     ) -> Any:
         try:
-            response = await self.http.post(
-                path, json=payload, headers=headers, timeout=httpx.Timeout(call.timeout_s)
-            )
+            response = await self.http.post(path, payload, headers, call.timeout_s)
         except httpx.TimeoutException:
             raise ProviderError(
                 Failure.TIMEOUT, f"{self.service} did not answer within {call.timeout_s:.1f} s"
@@ -284,7 +281,7 @@ class _HttpProvider:
             body = parse_json(raw) if raw else None
         except DecodeError:
             body = None
-        status = response.status_code
+        status = response.status
         # A provider that echoes the key in an error must not put it in our logs or responses.
         detail = _error_text(body, raw).replace(key.secret, key.id)
         if status == 429:

@@ -81,11 +81,11 @@ class Setup:
         self.breakers = Breakers(BreakerConfig(failure_rate=0.5, min_calls=4, cooldown_s=0.5))
         self.upstreams = {
             "openrouter": Upstream(
-                OpenRouter(simulator.url, 5.0),
+                OpenRouter(simulator.url),
                 KeyPool(redis_client, "openrouter", self.secrets["openrouter"], 10_000, 10**6),
             ),
             "gemini": Upstream(
-                Gemini(simulator.url, 5.0),
+                Gemini(simulator.url),
                 KeyPool(redis_client, "gemini", self.secrets["gemini"], 10_000, 10**6),
             ),
         }

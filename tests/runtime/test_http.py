@@ -1,5 +1,5 @@
 """Outbound HTTP through `runtime.http`: httpx's requests, responses and exceptions over an
-aiohttp pool, against a real HTTP server on loopback."""
+aiohttp pool, and `JsonPoster` beside it, against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from devkit.stack.processes import free_port
-from runtime.http import outbound_client
+from runtime.http import JsonPoster, outbound_client
 
 
 class Server:
@@ -57,10 +57,10 @@ async def server() -> AsyncIterator[tuple[str, Server]]:
     handlers = Server()
     app = web.Application()
     app.router.add_route("*", "/echo", handlers.echo)
-    app.router.add_get("/gzip", handlers.compressed)
-    app.router.add_get("/limited", handlers.limited)
-    app.router.add_get("/slow", handlers.slow)
-    app.router.add_get("/held", handlers.held)
+    app.router.add_route("*", "/gzip", handlers.compressed)
+    app.router.add_route("*", "/limited", handlers.limited)
+    app.router.add_route("*", "/slow", handlers.slow)
+    app.router.add_route("*", "/held", handlers.held)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -127,4 +127,52 @@ async def test_calls_beyond_the_pool_wait_for_a_connection_and_are_all_answered(
     async with outbound_client(4, base_url=url) as client:
         answers = await asyncio.gather(*(client.get("/held") for _ in range(40)))
     assert [a.status_code for a in answers] == [200] * 40
+    assert handlers.open_most == 4
+
+
+async def test_json_poster_posts_json_and_reads_status_headers_and_body(
+    server: tuple[str, Server],
+) -> None:
+    url, _ = server
+    poster = JsonPoster(url + "/")
+    try:
+        answer = await poster.post("/echo?a=1", {"prompt": "hello"}, {"x-goog-api-key": "k1"}, 5)
+        limited = await poster.post("/limited", {}, {}, 5)
+        compressed = await poster.post("/gzip", {}, {}, 5)
+    finally:
+        await poster.aclose()
+    seen = orjson.loads(answer.content)
+    headers = dict(seen["headers"])
+    assert (answer.status, seen["method"], seen["path"]) == (200, "POST", "/echo?a=1")
+    assert orjson.loads(seen["body"]) == {"prompt": "hello"}
+    assert (headers["x-goog-api-key"], headers["content-type"]) == ("k1", "application/json")
+    assert (limited.status, limited.headers.get("retry-after")) == (429, "7")
+    assert orjson.loads(compressed.content) == {"ok": True}
+
+
+async def test_json_poster_raises_the_httpx_errors_providers_catch(
+    server: tuple[str, Server],
+) -> None:
+    url, _ = server
+    slow, closed = JsonPoster(url), JsonPoster(f"http://127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            await slow.post("/slow", {}, {}, 0.2)
+        with pytest.raises(httpx.ConnectError):
+            await closed.post("/", {}, {}, 5)
+    finally:
+        await slow.aclose()
+        await closed.aclose()
+
+
+async def test_json_poster_calls_beyond_the_pool_wait_for_a_connection(
+    server: tuple[str, Server],
+) -> None:
+    url, handlers = server
+    poster = JsonPoster(url, max_connections=4)
+    try:
+        answers = await asyncio.gather(*(poster.post("/held", {}, {}, 5) for _ in range(40)))
+    finally:
+        await poster.aclose()
+    assert [a.status for a in answers] == [200] * 40
     assert handlers.open_most == 4
