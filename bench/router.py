@@ -279,6 +279,24 @@ async def loop_lateness(worker_url: str) -> dict[float, float]:
     return counts
 
 
+async def cpu_seconds(worker_url: str) -> float:
+    """The CPU (user and system) the worker has used so far, from its /metrics."""
+    for line in await metric_lines(worker_url, "process_cpu_seconds_total"):
+        return float(line.rsplit(" ", 1)[1])
+    return math.nan
+
+
+def cpu_line(name: str, cpu_s: float, requests: int, span_s: float) -> str:
+    """The worker's CPU over a phase, per request and as a share of one core: the figure the
+    machine's other load changes least."""
+    if not requests or math.isnan(cpu_s):
+        return f"  {name}: CPU not measured"
+    return (
+        f"  {name}: CPU {cpu_s / requests * 1000:.2f} ms per request "
+        f"({cpu_s / span_s * 100:.0f} % of a core)"
+    )
+
+
 def lateness_line(name: str, before: dict[float, float], after: dict[float, float]) -> str:
     """How late the worker's loop ran between two readings: the bucket bound its p99 is under,
     and the wake-ups late by more than 10 ms (the time its flows' work held every other)."""
@@ -301,6 +319,8 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
     if env["WORKER_URL"] == env["LANES_URL"]:
         workers = {"the worker": env["WORKER_URL"]}
     loops = {name: await loop_lateness(url) for name, url in workers.items()}
+    cpu = {name: await cpu_seconds(url) for name, url in workers.items()}
+    started = time.monotonic()
     async with (
         Publisher(kafka_bootstrap_servers(kafka), linger_ms=0) as publisher,
         responses(kafka) as watch,
@@ -318,6 +338,8 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
             achieved = await paced(rate, seconds, send)
             routed = [(await watch.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
             bare = [(await delivered.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
+            span_s = time.monotonic() - started
+            cpu = {name: await cpu_seconds(url) - cpu[name] for name, url in workers.items()}
     added = [r - base for r in routed]
     say(
         f"latency at {rate:,.0f}/s through Kafka (achieved {achieved:,.0f}/s): added "
@@ -326,6 +348,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
     say(f"  baseline, one bare Kafka hop (publish -> a plain consumer): {describe(bare)}")
     for name, url in workers.items():
         say(lateness_line(name, loops[name], await loop_lateness(url)))
+        say(cpu_line(name, cpu[name], len(sent), span_s))
 
 
 async def bench_rate_api(api_url: str, rate: float, seconds: float, base: float) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.cases.flows import RouterBench, RouterDecideBench
-from bench.router import decide_lines, describe, lateness_line
+from bench.router import cpu_line, decide_lines, describe, lateness_line
 
 LINES = [
     *decide_lines(2000, 0.8, 0.0002),
@@ -56,3 +56,10 @@ def test_the_loop_lateness_line_reads_the_probe_s_buckets_between_two_readings()
     line = lateness_line("the worker", before, after)
     assert line == ("  the worker: event loop late p99 <= 10 ms; 1 of 100 wake-ups over 10 ms late")
     assert "not probed" in lateness_line("the worker", {}, {})
+
+
+def test_the_cpu_line_gives_the_worker_s_cpu_per_request_and_its_share_of_a_core() -> None:
+    line = cpu_line("the lanes' worker", 4.5, 2000, 10.0)
+    assert line == "  the lanes' worker: CPU 2.25 ms per request (45 % of a core)"
+    assert "not measured" in cpu_line("the worker", float("nan"), 2000, 10.0)
+    assert "not measured" in cpu_line("the worker", 1.0, 0, 10.0)
