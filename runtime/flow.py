@@ -49,6 +49,10 @@ E = TypeVar("E")
 T = TypeVar("T")
 
 FIRST_PAUSE_S = 0.5
+# Behind the writes, a commit goes out at most this often while more are queued: each is a
+# request to the group coordinator, and small batches come a few hundred a second. Stopping
+# and rebalancing still wait for the last one.
+COMMIT_BEHIND_EVERY_S = 0.1
 MAX_PAUSE_S = 10.0
 
 
@@ -156,6 +160,9 @@ class FlowRunner(Generic[E, T]):
         self._filling: Batch[E] = Batch()
         self._writing: asyncio.Task[None] | None = None
         self._committing: asyncio.Task[bool] | None = None  # the last commit (commit_behind)
+        # Offsets a commit behind left to the one queued after it, and when one last went out.
+        self._deferred: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         self._reading: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._stop: asyncio.Future[None] | None = None
@@ -426,7 +433,9 @@ class FlowRunner(Generic[E, T]):
     ) -> bool:
         """Flush, then commit `offsets`, once the commit before has ended, so commits go in
         order. A flush that fails stops the flow: no later batch's offsets may be committed
-        past sends that may be lost, so they are all read again after the restart."""
+        past sends that may be lost, so they are all read again after the restart. With
+        another commit queued behind, one less than `COMMIT_BEHIND_EVERY_S` after the last
+        leaves its offsets to that one."""
         if previous is not None:
             await asyncio.wait([previous])
         if self._gave_up:
@@ -437,6 +446,13 @@ class FlowRunner(Generic[E, T]):
             self._unflushed = error
             self._give_up(f"sends not acknowledged: {error!r}")
             return False
+        offsets, self._deferred = {**self._deferred, **offsets}, {}
+        now = time.monotonic()
+        queued_behind = self._committing is not asyncio.current_task()
+        if queued_behind and now - self._last_commit < COMMIT_BEHIND_EVERY_S:
+            self._deferred = offsets
+            return True
+        self._last_commit = now
         try:
             return await self.source.commit(offsets)
         except Exception:

@@ -175,6 +175,27 @@ async def test_commit_behind_flushes_behind_the_writes_and_before_each_commit() 
     assert consumer.committed == {a: 6}
 
 
+async def test_commits_behind_queued_close_together_go_out_as_one() -> None:
+    """Fifty one-record batches whose commits queue behind a slow coordinator: fewer commits
+    than batches, in order, the last at the end of the partition."""
+    a = TopicPartition(TOPIC, 0)
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(50)]))
+    original = consumer.commit
+
+    async def slow_commit(offsets: Mapping[TopicPartition, int]) -> None:
+        await asyncio.sleep(0.02)
+        await original(offsets)
+
+    consumer.commit = slow_commit  # type: ignore[method-assign]
+    sink: ListSink[list[int]] = ListSink()
+    await run_flow(flow([sink], max_batch=1, commit_behind=True), consumer)
+
+    assert len(sink.batches) == 50
+    committed = [c[a] for c in consumer.commits]
+    assert committed == sorted(committed) and committed[-1] == 50
+    assert len(committed) < 25, f"{len(committed)} commits for 50 batches"
+
+
 async def test_a_flush_behind_that_fails_ends_the_flow_with_nothing_committed_past_it() -> None:
     """Sends that may be lost stop the flow with the error: neither their batch's offsets nor
     any later batch's are committed, so all of them are read again after the restart."""
