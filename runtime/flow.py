@@ -50,8 +50,9 @@ T = TypeVar("T")
 
 FIRST_PAUSE_S = 0.5
 # Behind the writes, a commit goes out at most this often while more are queued: each is a
-# request to the group coordinator, and small batches come a few hundred a second. Stopping
-# and rebalancing still wait for the last one.
+# request to the group coordinator costing about 0.4 ms of CPU in aiokafka, and decide's and
+# settle's small batches come a few hundred a second. Stopping and rebalancing still wait for
+# the last one.
 COMMIT_BEHIND_EVERY_S = 0.1
 MAX_PAUSE_S = 10.0
 
