@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.intake import Received
+from agents.world.flow import send_invalidations
 from agents.world.history import rebuild_from_log
 from agents.world.model import state_hash
 from agents.world.owner import (
@@ -339,3 +340,39 @@ async def test_a_write_cancelled_at_shutdown_leaves_no_stored_head_ahead_of_its_
     assert [s for s, _ in await stored_inputs(pool, w)] == ["event", "event"]
     assert await replays_to_head(pool, successor, w)
     assert successor.worlds[w].state.npcs["npc-1"].location_id == "farm"
+
+
+@pytest.mark.integration
+async def test_a_rounds_invalidations_go_out_in_batches_keyed_and_partitioned_as_send(
+    kafka_producer: AIOKafkaProducer, kafka_url: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    base = f"https://cdn.scribe.invalid/worlds/w-send-{run}"
+    # ~4 KB each: more than one produce batch per partition.
+    sent = [
+        CacheInvalidation(
+            id=f"world:w-send-{run}-{n}",
+            keys=[f"world:w-send-{run}-{n}"],
+            urls=[f"{base}-{n}/npcs/npc-{u}.png" for u in range(50)],
+            reason=f"world w-send-{run}-{n} changed",
+            occurred_at=datetime.now(UTC),
+        )
+        for n in range(120)
+    ]
+    traceparent = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    await send_invalidations(kafka_producer, sent, [traceparent])
+
+    records = await read_until(
+        kafka_url,
+        "cache.invalidations",
+        done=lambda kept: len(kept) >= len(sent),
+        match=lambda r: (r.key or b"").startswith(f"world:w-send-{run}-".encode()),
+    )
+    assert sorted(r.value or b"" for r in records) == sorted(encode(i) for i in sent)
+    count = len(await kafka_producer.partitions_for("cache.invalidations"))
+    assert count > 1
+    partitioner = DefaultPartitioner()
+    for record in records:
+        assert record.partition == partitioner(record.key, list(range(count)), [])
+        assert record.headers["traceparent"] == traceparent[1]
+    assert len({r.partition for r in records}) > 1
