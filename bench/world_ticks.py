@@ -120,6 +120,34 @@ async def wait_until_ticking(db: asyncpg.Connection, prefix: str, worlds: int) -
     raise TimeoutError("the worlds did not all start ticking within 180 s")
 
 
+async def retire_earlier_runs(database_url: str) -> None:
+    """Worlds of an earlier run on the same state dir are still active in PostgreSQL and would
+    tick beside this run's (the worker loads every active world of its partitions)."""
+    db = await asyncpg.connect(database_url)
+    try:
+        await db.execute("UPDATE world_state SET active = false WHERE world_id LIKE 'bench-%'")
+    except asyncpg.UndefinedTableError:
+        pass  # a new stack: the worker creates the tables
+    finally:
+        await db.close()
+
+
+async def wait_until_warmed(worker: WorkerProcess, worlds: int) -> None:
+    """Cache warming (its own flow in the worker) reads and caches each loaded world once;
+    that is load-time work, not a tick's, so the window opens after it."""
+    pattern = re.compile(r'^scribe_cache_warming_total\{outcome="[a-z_]+"\} ([0-9.e+]+)$', re.M)
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            metrics = (await client.get(f"{worker.url}/metrics", timeout=10)).text
+            done = sum(float(n) for n in pattern.findall(metrics))
+            if done >= worlds:
+                return
+            say(f"  cache warming: {done:,.0f}/{worlds} worlds")
+            await asyncio.sleep(2)
+    say("  cache warming did not finish within 120 s; measuring anyway")
+
+
 async def publish_players(
     publisher: Publisher, world_ids: list[str], rate: float, seconds: float, db: Any
 ) -> int:
@@ -178,6 +206,7 @@ async def measure(
             say(f"loading {args.worlds} worlds ...")
             await load_worlds(publisher, world_ids, spread_s=2.0)
             await wait_until_ticking(db, prefix, args.worlds)
+            await wait_until_warmed(worker, args.worlds)
             await asyncio.sleep(3)  # let the start-up burst settle
             say(f"measuring for {args.seconds:.0f} s with {args.events_per_second}/s events ...")
             window_start = await db.fetchval("SELECT clock_timestamp()")
@@ -251,6 +280,7 @@ def main() -> int:
         worker_env = env | {"SCRIBE_WORLD_TICK_SECONDS": "1", "SCRIBE_WORLD_IDLE_SECONDS": "3600"}
         worker = new_worker(worker_env, args.state_dir.resolve() / "workers", "scribe-bench-world")
         stack.callback(worker.stop)
+        asyncio.run(retire_earlier_runs(env["SCRIBE_DATABASE_URL"]))
         say("starting the worker ...")
         worker.start()
         result = asyncio.run(measure(args, env, worker))

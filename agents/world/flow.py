@@ -10,13 +10,16 @@ group commit; an offset is committed only after everything read before it is sto
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from agents.context import Resources
 from agents.intake import dead_letter_writer, decoder
@@ -27,6 +30,7 @@ from runtime.metrics import MESSAGES_OUT, PROCESSING_SECONDS
 from runtime.sink import Sink
 from runtime.source import DeadLetterWriter, Received
 from runtime.spec import Assignor, ConsumerSpec
+from runtime.tracing import Header
 from schemas import encode
 from schemas.events import CacheInvalidation, Event, WorldEvent, WorldTick
 from sinks.postgres.world import RETRYABLE, WorldStore
@@ -40,6 +44,13 @@ WORLD = ConsumerSpec(
     assignor=Assignor.RANGE,
     agent_labels={WORLD_EVENTS.name: EVENTS_AGENT, WORLD_TICKS.name: TICKS_AGENT},
 )
+
+
+@functools.lru_cache(maxsize=65536)
+def partition_of(key: bytes, count: int) -> int:
+    """The partition the default partitioner (murmur2, pure Python) gives `key`; remembered,
+    as a world's key is hashed again every round it changes."""
+    return int((murmur2(key) & 0x7FFFFFFF) % count)
 
 
 @dataclass(frozen=True)
@@ -108,29 +119,47 @@ def declare(
     )
 
 
+async def send_invalidations(
+    producer: AIOKafkaProducer, invalidations: list[CacheInvalidation], headers: list[Header]
+) -> None:
+    """Send a round's invalidations as one produce batch per partition (one future each, not
+    one per world), keyed and partitioned as `producer.send` would, and wait for the
+    acknowledgements."""
+    topic = CACHE_INVALIDATIONS.name
+    partitions = len(await producer.partitions_for(topic))
+    batches: dict[int, list[BatchBuilder]] = {}
+    for invalidation in invalidations:
+        key, value = CACHE_INVALIDATIONS.key_of(invalidation), encode(invalidation)
+        partition = partition_of(key, partitions)
+        open_batches = batches.get(partition)
+        if open_batches is None:
+            open_batches = batches[partition] = [producer.create_batch()]
+        if open_batches[-1].append(key=key, value=value, timestamp=None, headers=headers):
+            continue
+        open_batches.append(producer.create_batch())
+        if not open_batches[-1].append(key=key, value=value, timestamp=None, headers=headers):
+            raise ValueError(f"an invalidation of {len(value)} bytes fits in no produce batch")
+    sent = [
+        await producer.send_batch(batch, topic, partition=partition)
+        for partition, group in batches.items()
+        for batch in group
+    ]
+    for future in sent:
+        await future
+
+
 async def build(resources: Resources) -> Flow[Event, WorldInputs]:
     settings = resources.settings
     base = settings.base
 
     async def publish(invalidations: list[CacheInvalidation]) -> None:
-        producer: Any = resources.app.producer
+        # The aiokafka producer Faust runs (Faust's `send` takes one message at a time).
+        faust_producer: Any = resources.app.producer
+        producer: AIOKafkaProducer = faust_producer._ensure_producer()
 
         async def send_all() -> None:
             # The batch's span (or tick round's, none) goes on: the invalidation batch links to it.
-            headers = tracing.inject() or None
-            sent = [
-                await producer.send(
-                    CACHE_INVALIDATIONS.name,
-                    CACHE_INVALIDATIONS.key_of(i),
-                    encode(i),
-                    None,
-                    None,
-                    headers,
-                )
-                for i in invalidations
-            ]
-            for future in sent:
-                await future
+            await send_invalidations(producer, invalidations, tracing.inject())
 
         # The worlds are stored by now: invalidations not sent here would never be sent, so a
         # stop does not cut this short (the runner's stop deadline does, if Kafka is down).

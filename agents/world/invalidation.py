@@ -63,7 +63,9 @@ def invalidations_for(
     )
     for location_id in place_ids:
         old_place, new_place = old_places.get(location_id), new_places.get(location_id)
-        if old_place != new_place:
+        if old_place is new_place:
+            continue  # shared by a tick that did not change it
+        if old_place is None or new_place is None or not old_place.same(new_place):
             if old_place is not None and old_place.image_url:
                 urls.add(old_place.image_url)
             if new_place is not None and new_place.image_url:

@@ -71,6 +71,17 @@ class Location:
             "image_url": self.image_url,
         }
 
+    def same(self, other: Location) -> bool:
+        """Equal field by field (the dataclass `==` builds a tuple of each side first)."""
+        return (
+            self.stock == other.stock
+            and self.capacity == other.capacity
+            and self.image_url == other.image_url
+            and self.name == other.name
+            and self.kind == other.kind
+            and self.location_id == other.location_id
+        )
+
     def copy(self) -> Location:
         return Location(
             self.location_id, self.name, self.kind, self.capacity, dict(self.stock), self.image_url
@@ -123,7 +134,9 @@ class Npc:
             "image_url": self.image_url,
         }
 
-    def copy(self) -> Npc:
+    def copy(self, share_maps: bool = False) -> Npc:
+        """`share_maps`: the copy holds the same inventory and relationships dicts, which its
+        user must copy before changing (see `WorldState.clone`)."""
         return Npc(
             self.npc_id,
             self.name,
@@ -135,8 +148,8 @@ class Npc:
             self.hunger,
             self.energy,
             self.wealth,
-            dict(self.inventory),
-            dict(self.relationships),
+            self.inventory if share_maps else dict(self.inventory),
+            self.relationships if share_maps else dict(self.relationships),
             self.memories,
             self.image_url,
         )
@@ -169,7 +182,11 @@ class Npc:
             and self.faction_id == other.faction_id
             and self.activity == other.activity
             and self.image_url == other.image_url
-            and self.relationships == other.relationships
+            # Shared by a tick that did not change them (`WorldState.clone`).
+            and (
+                self.relationships is other.relationships
+                or self.relationships == other.relationships
+            )
         )
 
 
@@ -327,9 +344,13 @@ class WorldState:
             recent_event_ids=list(data["recent_event_ids"]),
         )
 
-    def clone(self) -> WorldState:
+    def clone(self, copy_on_write: bool = False) -> WorldState:
         """A deep copy, so `step` and `apply_event` never change the state they were given.
-        Maps are copied in sorted order, as `from_dict` builds them."""
+        Maps are copied in sorted order, as `from_dict` builds them. `copy_on_write`: the
+        copy holds the same `Location` objects and NPC inventory and relationship dicts (a
+        tick changes few of them); its user must copy one before changing it (`step` does),
+        so a stepped-from state never changes and one still shared did not change."""
+        locations = self.locations
         return WorldState(
             self.world_id,
             self.name,
@@ -339,8 +360,10 @@ class WorldState:
             self.loaded,
             self.weather,
             self.image_url,
-            {k: self.locations[k].copy() for k in sorted(self.locations)},
-            {k: self.npcs[k].copy() for k in sorted(self.npcs)},
+            {k: locations[k] for k in sorted(locations)}
+            if copy_on_write
+            else {k: locations[k].copy() for k in sorted(locations)},
+            {k: self.npcs[k].copy(copy_on_write) for k in sorted(self.npcs)},
             {k: self.factions[k].copy() for k in sorted(self.factions)},
             {k: self.items[k].copy() for k in sorted(self.items)},
             self.market.copy(),

@@ -26,6 +26,7 @@ from agents.world.model import (
     Activity,
     Clock,
     DerivedEvent,
+    Location,
     Npc,
     Weather,
     WorldState,
@@ -80,7 +81,9 @@ def step(state: WorldState, tick: int) -> tuple[WorldState, list[DerivedEvent]]:
             f"world {state.world_id} is at tick {state.tick}; step advances one tick at a time "
             f"(asked for {tick})"
         )
-    world = state.clone()
+    # Locations and NPCs' maps are copied only when the tick changes them (`_Turn.changing`,
+    # `_Turn.inventory`, `_Turn.relationships`).
+    world = state.clone(copy_on_write=True)
     world.tick = tick
     world.version += 1
     turn = _Turn(world, Clock(tick))
@@ -101,11 +104,41 @@ class _Turn:
     clock: Clock
     events: list[DerivedEvent] = field(default_factory=list)
     _by_kind: dict[LocationKind, list[str]] = field(default_factory=dict)
+    _copied: set[str] = field(default_factory=set)  # locations this tick owns (`changing`)
+    _own_inventories: set[str] = field(default_factory=set)  # NPC ids
+    _own_relationships: set[str] = field(default_factory=set)  # NPC ids
+    # The clock's facts every NPC asks, computed once per tick.
+    night: bool = False
+    work_hours: bool = False
 
     def __post_init__(self) -> None:
+        self.night = self.clock.is_night
+        self.work_hours = self.clock.is_work_hours
         for location_id in sorted(self.world.locations):
             kind = self.world.locations[location_id].kind
             self._by_kind.setdefault(kind, []).append(location_id)
+
+    def changing(self, location_id: str) -> Location:
+        """The world's location, copied on its first change this tick: until then it is the
+        object the state stepped from holds, which must not change."""
+        if location_id not in self._copied:
+            self._copied.add(location_id)
+            self.world.locations[location_id] = self.world.locations[location_id].copy()
+        return self.world.locations[location_id]
+
+    def inventory(self, npc: Npc) -> dict[str, int]:
+        """The NPC's inventory to change, copied on its first change this tick."""
+        if npc.npc_id not in self._own_inventories:
+            self._own_inventories.add(npc.npc_id)
+            npc.inventory = dict(npc.inventory)
+        return npc.inventory
+
+    def relationships(self, npc: Npc) -> dict[str, int]:
+        """The NPC's relationships to change, copied on their first change this tick."""
+        if npc.npc_id not in self._own_relationships:
+            self._own_relationships.add(npc.npc_id)
+            npc.relationships = dict(npc.relationships)
+        return npc.relationships
 
     def first(self, *kinds: LocationKind) -> str | None:
         for kind in kinds:
@@ -127,9 +160,9 @@ class _Turn:
     def regrow(self) -> None:
         amount = 1 if self.world.weather is Weather.STORM else REGROW_PER_HOUR
         for location_id in sorted(self.world.locations):
-            place = self.world.locations[location_id]
-            resource = PRODUCES.get(place.kind)
+            resource = PRODUCES.get(self.world.locations[location_id].kind)
             if resource is not None:
+                place = self.changing(location_id)
                 stock = place.stock.get(resource.value, 0)
                 place.stock[resource.value] = min(place.capacity, stock + amount)
 
@@ -208,7 +241,7 @@ class _Turn:
         npc.hunger = min(NEED_MAX, npc.hunger + HUNGER_PER_TICK)
         if npc.activity is Activity.SLEEPING:
             npc.energy = min(NEED_MAX, npc.energy + SLEEP_GAIN)
-            rested = npc.energy >= NEED_MAX or not self.clock.is_night
+            rested = npc.energy >= NEED_MAX or not self.night
             if not rested and npc.hunger < STARVING_AT:
                 return
         else:
@@ -217,10 +250,10 @@ class _Turn:
         wet = self.world.weather in WET
         if npc.hunger >= HUNGRY_AT:
             self.eat(npc)
-        elif npc.energy <= EXHAUSTED_AT or (self.clock.is_night and npc.energy < 700):
+        elif npc.energy <= EXHAUSTED_AT or (self.night and npc.energy < 700):
             self.sleep(npc)
         elif (
-            self.clock.is_work_hours
+            self.work_hours
             and npc.work_id in self.world.locations
             and (npc.wealth < 100 or dice.chance(650))
         ):
@@ -249,7 +282,7 @@ class _Turn:
     def eat(self, npc: Npc) -> None:
         for food in FOODS:
             if npc.inventory.get(food.value, 0) > 0:
-                _take(npc.inventory, food.value, 1)
+                _take(self.inventory(npc), food.value, 1)
                 npc.hunger = max(0, npc.hunger - MEAL_RELIEF)
                 npc.activity = Activity.EATING
                 return
@@ -305,8 +338,8 @@ class _Turn:
         room = max(0, HOARD_LIMIT - npc.inventory.get(name, 0))
         yield_ = min(1 if self.world.weather in WET else 2, place.stock.get(name, 0), room)
         if yield_:
-            _take(place.stock, name, yield_)
-            npc.inventory[name] = npc.inventory.get(name, 0) + yield_
+            _take(self.changing(place.location_id).stock, name, yield_)
+            self.inventory(npc)[name] = npc.inventory.get(name, 0) + yield_
         self.sell_surplus(npc, resource)
 
     def pay_wage(self, npc: Npc) -> None:
@@ -329,7 +362,7 @@ class _Turn:
         quantity = min(held - keep, market.treasury // price)
         if quantity <= 0:
             return
-        _take(npc.inventory, name, quantity)
+        _take(self.inventory(npc), name, quantity)
         market.stock[name] = market.stock.get(name, 0) + quantity
         market.treasury -= quantity * price
         npc.wealth += quantity * price
@@ -378,7 +411,7 @@ class _Turn:
     def bond(self, npc: Npc, other: Npc, delta: int) -> None:
         before = npc.relationships.get(other.npc_id, 0)
         after = max(-RELATIONSHIP_LIMIT, min(RELATIONSHIP_LIMIT, before + delta))
-        npc.relationships[other.npc_id] = after
+        self.relationships(npc)[other.npc_id] = after
         if _bond_name(before) != _bond_name(after):
             self.events.append(
                 DerivedEvent(

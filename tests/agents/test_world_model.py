@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import orjson
 
-from agents.world.model import Clock, WorldState, canonical_json, state_from_json, state_hash
+from agents.world.model import (
+    Clock,
+    Location,
+    WorldState,
+    canonical_json,
+    state_from_json,
+    state_hash,
+)
 from agents.world.step import step
+from schemas.world import LocationKind
 from tests.agents.world_fixtures import village
 
 
@@ -69,3 +78,22 @@ def test_clock_counts_ten_minute_ticks() -> None:
     assert str(Clock(6 * 13 + 3)) == "day 1, 13:30"
     assert str(Clock(144 + 1)) == "day 2, 00:10"
     assert Clock(6 * 23).is_night and not Clock(6 * 12).is_night
+
+
+def test_locations_are_the_same_exactly_when_equal() -> None:
+    place = village("w-same").locations["market"]
+    assert place.same(place.copy())
+    changes: dict[str, Any] = {
+        "location_id": "elsewhere",
+        "name": "Another",
+        "kind": LocationKind.MINE,
+        "capacity": place.capacity + 1,
+        "stock": {**place.stock, "grain": place.stock.get("grain", 0) + 1},
+        "image_url": "https://cdn.scribe.invalid/other.png",
+    }
+    assert set(changes) == {f.name for f in fields(Location)}  # every field is compared
+    for name, value in changes.items():
+        other = place.copy()
+        setattr(other, name, value)
+        assert not place.same(other), name
+        assert place != other

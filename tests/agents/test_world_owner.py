@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.intake import Received
+from agents.world.flow import send_invalidations
 from agents.world.history import rebuild_from_log
 from agents.world.model import state_hash
 from agents.world.owner import (
@@ -339,3 +340,51 @@ async def test_a_write_cancelled_at_shutdown_leaves_no_stored_head_ahead_of_its_
     assert [s for s, _ in await stored_inputs(pool, w)] == ["event", "event"]
     assert await replays_to_head(pool, successor, w)
     assert successor.worlds[w].state.npcs["npc-1"].location_id == "farm"
+
+
+def round_of_invalidations(run: str) -> list[CacheInvalidation]:
+    """A round's invalidations of 120 worlds, ~4 KB each: more than one produce batch per
+    partition. Keys only: they stay on the session's cache.invalidations, where every later
+    worker (a fresh group) reads them from the start, and a key costs it one Redis UNLINK
+    where a URL costs a CDN call (Fastly purges one URL a call, 50 calls a second). With 50
+    URLs each, those workers spent two minutes purging them and overran their stop deadline."""
+    return [
+        CacheInvalidation(
+            id=f"world:w-send-{run}-{n}",
+            keys=[f"world:w-send-{run}-{n}:npc:npc-{k}" for k in range(100)],
+            reason=f"world w-send-{run}-{n} changed",
+            occurred_at=datetime.now(UTC),
+        )
+        for n in range(120)
+    ]
+
+
+def test_the_batch_test_leaves_later_workers_nothing_to_purge_at_the_cdn() -> None:
+    sent = round_of_invalidations("0123abcd")
+    assert not any(i.urls or i.tags or i.patterns for i in sent)
+    assert min(len(encode(i)) for i in sent) > 3_500
+
+
+@pytest.mark.integration
+async def test_a_rounds_invalidations_go_out_in_batches_keyed_and_partitioned_as_send(
+    kafka_producer: AIOKafkaProducer, kafka_url: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    sent = round_of_invalidations(run)
+    traceparent = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    await send_invalidations(kafka_producer, sent, [traceparent])
+
+    records = await read_until(
+        kafka_url,
+        "cache.invalidations",
+        done=lambda kept: len(kept) >= len(sent),
+        match=lambda r: (r.key or b"").startswith(f"world:w-send-{run}-".encode()),
+    )
+    assert sorted(r.value or b"" for r in records) == sorted(encode(i) for i in sent)
+    count = len(await kafka_producer.partitions_for("cache.invalidations"))
+    assert count > 1
+    partitioner = DefaultPartitioner()
+    for record in records:
+        assert record.partition == partitioner(record.key, list(range(count)), [])
+        assert record.headers["traceparent"] == traceparent[1]
+    assert len({r.partition for r in records}) > 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections import Counter
@@ -66,6 +67,23 @@ def test_step_does_not_change_its_input() -> None:
     before = canonical_json(world)
     step(world, 1)
     assert canonical_json(world) == before
+
+
+def test_no_earlier_state_changes_while_the_world_lives_on() -> None:
+    """A tick shares the locations it does not change with the state before it; one it
+    changes (work takes from a farm, the hour regrows it) must be copied first."""
+    states = [village()]
+    as_made = [canonical_json(states[0])]
+    for tick in range(1, 2 * TICKS_PER_DAY + 1):
+        states.append(step(states[-1], tick)[0])
+        as_made.append(canonical_json(states[-1]))
+    assert [canonical_json(s) for s in states] == as_made
+    shared = sum(
+        new is old
+        for before, after in itertools.pairwise(states)
+        for old, new in zip(before.locations.values(), after.locations.values(), strict=True)
+    )
+    assert shared  # most ticks change few places
 
 
 def test_step_advances_exactly_one_tick() -> None:
