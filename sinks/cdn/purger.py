@@ -1,4 +1,4 @@
-"""CDN sink: purge URLs and tags at every configured provider over HTTP (httpx).
+"""CDN sink: purge URLs and tags at every configured provider over HTTP (`JsonPoster`).
 
 Per provider: calls of at most the API's batch size, a token bucket for its rate limit and a
 cap on calls in flight; a 429 pauses the whole provider for its `Retry-After`. `purge` makes
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from runtime.http import outbound_client
+from runtime.http import JsonPoster
 from runtime.metrics import (
     INVALIDATIONS,
     SINK_BATCH_SIZE,
@@ -53,6 +53,7 @@ class _Lane:
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
         self.adapter: Adapter = settings.adapter()
+        self.http = JsonPoster(settings.base_url)
         self.bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
         self.slots = asyncio.Semaphore(settings.concurrency)
 
@@ -70,14 +71,14 @@ class CdnPurger:
     def __init__(self, settings: CdnSettings) -> None:
         self.settings = settings
         self._lanes = [_Lane(p) for p in settings.providers]
-        self._client = outbound_client(timeout=settings.timeout)
 
     @property
     def providers(self) -> list[str]:
         return [lane.adapter.provider.value for lane in self._lanes]
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for lane in self._lanes:
+            await lane.http.aclose()
 
     async def purge(self, urls: list[str], tags: list[str]) -> list[PurgeFailure]:
         """One attempt at every provider; what failed, each failure saying whether to retry."""
@@ -130,21 +131,20 @@ class CdnPurger:
         )
 
     async def _attempt(self, lane: _Lane, call: PurgeCall) -> _Attempt:
-        url = lane.settings.base_url + call.path
         try:
-            response = await self._client.request(
-                call.method, url, headers=call.headers, json=call.json
+            response = await lane.http.post(
+                call.path, call.json, call.headers, self.settings.timeout
             )
         except httpx.HTTPError as exc:
             return _Attempt(Outcome.TRANSPORT_ERROR, f"{type(exc).__name__}: {exc}")
-        outcome = classify(response.status_code)
+        outcome = classify(response.status)
         retry_after = retry_after_seconds(response.headers.get("retry-after"), datetime.now(UTC))
-        status = f"{response.status_code} {response.reason_phrase}".strip()
+        status = f"{response.status} {response.reason}".strip()
         if outcome is Outcome.OK:
             error = lane.adapter.error_in(response.content)
             if error is None:
                 return _Attempt(Outcome.OK, status)
             return _Attempt(Outcome.CLIENT_ERROR, error)
-        body = response.text[:200].strip()
-        reason = f"{call.method} {call.path}: {status}" + (f" ({body})" if body else "")
+        body = response.content[:200].decode("utf-8", "replace").strip()
+        reason = f"POST {call.path}: {status}" + (f" ({body})" if body else "")
         return _Attempt(outcome, reason, retry_after)
