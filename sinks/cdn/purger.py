@@ -24,10 +24,12 @@ from runtime.metrics import (
     SINK_ERRORS,
     SINK_WRITE_SECONDS,
 )
+from runtime.sink import SinkStopping
 from sinks.cdn.adapters import Adapter, Outcome, PurgeCall, PurgeKind, classify
 from sinks.cdn.backoff import retry_after_seconds
 from sinks.cdn.config import CdnSettings, ProviderSettings
 from sinks.cdn.rate_limit import TokenBucket
+from sinks.retry import STOPPING
 
 
 @dataclass(frozen=True)
@@ -58,13 +60,27 @@ class _Lane:
         self.slots = asyncio.Semaphore(settings.concurrency)
 
     async def wait_turn(self) -> None:
-        await asyncio.sleep(self.bucket.reserve(time.monotonic()))
+        await self._pause(self.bucket.reserve(time.monotonic()))
         # A 429 that arrived while this call waited holds the provider for longer; a hold
         # only ever moves later, so sleeping until it ends, then checking again, is enough.
         held = self.bucket.held_for(time.monotonic())
         while held > 0:
-            await asyncio.sleep(held)
+            await self._pause(held)
             held = self.bucket.held_for(time.monotonic())
+
+    async def _pause(self, seconds: float) -> None:
+        """A stopping worker does not wait its turn: a long purge would hold the stop to its
+        deadline, and the batch is purged again after the restart anyway."""
+        if seconds > 0 and await STOPPING.wait(seconds):
+            raise PurgeStopped(self.adapter.provider.value)
+
+
+class PurgeStopped(SinkStopping):
+    def __init__(self, provider: str) -> None:
+        super().__init__(
+            f"cdn.{provider}: the worker is stopping while purges wait for their turn; the "
+            "batch stays uncommitted and is purged again after a restart"
+        )
 
 
 class CdnPurger:
