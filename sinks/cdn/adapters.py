@@ -53,10 +53,11 @@ def classify(status: int) -> Outcome:
 
 @dataclass(frozen=True)
 class PurgeCall:
+    """A POST (every purge API here takes one) to `path`, with `json` as its body."""
+
     provider: Provider
     kind: PurgeKind
     targets: tuple[str, ...]
-    method: str
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     json: dict[str, Any] | None = None
@@ -97,15 +98,12 @@ class FastlyAdapter(Adapter):
                 self.provider,
                 kind,
                 batch,
-                "POST",
                 f"/service/{self.service_id}/purge",
                 headers,
                 {"surrogate_keys": list(batch)},
             )
         (url,) = batch
-        return PurgeCall(
-            self.provider, kind, batch, "POST", f"/purge/{_without_scheme(url)}", headers
-        )
+        return PurgeCall(self.provider, kind, batch, f"/purge/{_without_scheme(url)}", headers)
 
     def error_in(self, body: bytes) -> str | None:
         data = _json(body)
@@ -128,7 +126,6 @@ class CloudflareAdapter(Adapter):
             self.provider,
             kind,
             batch,
-            "POST",
             f"/zones/{self.zone_id}/purge_cache",
             {"Authorization": f"Bearer {self.token}"},
             {field_name: list(batch)},

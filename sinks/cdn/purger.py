@@ -1,4 +1,4 @@
-"""CDN sink: purge URLs and tags at every configured provider over HTTP (httpx).
+"""CDN sink: purge URLs and tags at every configured provider over HTTP (`JsonPoster`).
 
 Per provider: calls of at most the API's batch size, a token bucket for its rate limit and a
 cap on calls in flight; a 429 pauses the whole provider for its `Retry-After`. `purge` makes
@@ -17,17 +17,19 @@ from datetime import UTC, datetime
 
 import httpx
 
-from runtime.http import outbound_client
+from runtime.http import JsonPoster
 from runtime.metrics import (
     INVALIDATIONS,
     SINK_BATCH_SIZE,
     SINK_ERRORS,
     SINK_WRITE_SECONDS,
 )
+from runtime.sink import SinkStopping
 from sinks.cdn.adapters import Adapter, Outcome, PurgeCall, PurgeKind, classify
 from sinks.cdn.backoff import retry_after_seconds
 from sinks.cdn.config import CdnSettings, ProviderSettings
 from sinks.cdn.rate_limit import TokenBucket
+from sinks.retry import STOPPING
 
 
 @dataclass(frozen=True)
@@ -53,31 +55,46 @@ class _Lane:
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
         self.adapter: Adapter = settings.adapter()
+        self.http = JsonPoster(settings.base_url)
         self.bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
         self.slots = asyncio.Semaphore(settings.concurrency)
 
     async def wait_turn(self) -> None:
-        await asyncio.sleep(self.bucket.reserve(time.monotonic()))
+        await self._pause(self.bucket.reserve(time.monotonic()))
         # A 429 that arrived while this call waited holds the provider for longer; a hold
         # only ever moves later, so sleeping until it ends, then checking again, is enough.
         held = self.bucket.held_for(time.monotonic())
         while held > 0:
-            await asyncio.sleep(held)
+            await self._pause(held)
             held = self.bucket.held_for(time.monotonic())
+
+    async def _pause(self, seconds: float) -> None:
+        """A stopping worker does not wait its turn: a long purge would hold the stop to its
+        deadline, and the batch is purged again after the restart anyway."""
+        if seconds > 0 and await STOPPING.wait(seconds):
+            raise PurgeStopped(self.adapter.provider.value)
+
+
+class PurgeStopped(SinkStopping):
+    def __init__(self, provider: str) -> None:
+        super().__init__(
+            f"cdn.{provider}: the worker is stopping while purges wait for their turn; the "
+            "batch stays uncommitted and is purged again after a restart"
+        )
 
 
 class CdnPurger:
     def __init__(self, settings: CdnSettings) -> None:
         self.settings = settings
         self._lanes = [_Lane(p) for p in settings.providers]
-        self._client = outbound_client(timeout=settings.timeout)
 
     @property
     def providers(self) -> list[str]:
         return [lane.adapter.provider.value for lane in self._lanes]
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for lane in self._lanes:
+            await lane.http.aclose()
 
     async def purge(self, urls: list[str], tags: list[str]) -> list[PurgeFailure]:
         """One attempt at every provider; what failed, each failure saying whether to retry."""
@@ -130,21 +147,20 @@ class CdnPurger:
         )
 
     async def _attempt(self, lane: _Lane, call: PurgeCall) -> _Attempt:
-        url = lane.settings.base_url + call.path
         try:
-            response = await self._client.request(
-                call.method, url, headers=call.headers, json=call.json
+            response = await lane.http.post(
+                call.path, call.json, call.headers, self.settings.timeout
             )
         except httpx.HTTPError as exc:
             return _Attempt(Outcome.TRANSPORT_ERROR, f"{type(exc).__name__}: {exc}")
-        outcome = classify(response.status_code)
+        outcome = classify(response.status)
         retry_after = retry_after_seconds(response.headers.get("retry-after"), datetime.now(UTC))
-        status = f"{response.status_code} {response.reason_phrase}".strip()
+        status = f"{response.status} {response.reason}".strip()
         if outcome is Outcome.OK:
             error = lane.adapter.error_in(response.content)
             if error is None:
                 return _Attempt(Outcome.OK, status)
             return _Attempt(Outcome.CLIENT_ERROR, error)
-        body = response.text[:200].strip()
-        reason = f"{call.method} {call.path}: {status}" + (f" ({body})" if body else "")
+        body = response.content[:200].decode("utf-8", "replace").strip()
+        reason = f"POST {call.path}: {status}" + (f" ({body})" if body else "")
         return _Attempt(outcome, reason, retry_after)

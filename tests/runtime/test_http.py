@@ -139,6 +139,7 @@ async def test_json_poster_posts_json_and_reads_status_headers_and_body(
         answer = await poster.post("/echo?a=1", {"prompt": "hello"}, {"x-goog-api-key": "k1"}, 5)
         limited = await poster.post("/limited", {}, {}, 5)
         compressed = await poster.post("/gzip", {}, {}, 5)
+        empty = await poster.post("/echo", None, {}, 5)
     finally:
         await poster.aclose()
     seen = orjson.loads(answer.content)
@@ -146,8 +147,15 @@ async def test_json_poster_posts_json_and_reads_status_headers_and_body(
     assert (answer.status, seen["method"], seen["path"]) == (200, "POST", "/echo?a=1")
     assert orjson.loads(seen["body"]) == {"prompt": "hello"}
     assert (headers["x-goog-api-key"], headers["content-type"]) == ("k1", "application/json")
-    assert (limited.status, limited.headers.get("retry-after")) == (429, "7")
+    assert (limited.status, limited.reason, limited.headers.get("retry-after")) == (
+        429,
+        "Slow Down",
+        "7",
+    )
     assert orjson.loads(compressed.content) == {"ok": True}
+    seen_empty = orjson.loads(empty.content)
+    assert seen_empty["body"] == ""
+    assert "content-type" not in dict(seen_empty["headers"])
 
 
 async def test_json_poster_raises_the_httpx_errors_providers_catch(

@@ -13,7 +13,9 @@ import pytest
 
 from devkit.stack import cdn_simulator
 from devkit.stack.processes import free_port
+from runtime.sink import SinkStopping
 from sinks.cdn import CdnPurger, CdnSettings, Provider, ProviderSettings, PurgeKind
+from sinks.retry import STOPPING
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +211,21 @@ async def test_simulator_timed_faults_answer_in_order_until_they_run_out(simulat
         assert (
             await http.post("/_sim/faults", json={"status": 500, "seconds": 0})
         ).status_code == 400
+
+
+async def test_a_stop_ends_a_purge_waiting_for_its_turn(simulator: str) -> None:
+    """Twenty URLs at Fastly (one a call) at two calls a second: a stop after the first ones
+    ends the purge at once, not when the last call's turn comes ten seconds later."""
+    purger = CdnPurger(settings(simulator, Provider.FASTLY, rate=2, burst=1))
+    urls = [f"https://cdn.example/w/{i}" for i in range(20)]
+    purging = asyncio.create_task(purger.purge(urls, []))
+    try:
+        await asyncio.sleep(0.3)
+        STOPPING.set()
+        started = time.monotonic()
+        with pytest.raises(SinkStopping):
+            await asyncio.wait_for(purging, 3)
+        assert time.monotonic() - started < 1.0
+    finally:
+        STOPPING.clear()
+        await purger.aclose()
