@@ -315,12 +315,12 @@ class FlowRunner(Generic[E, T]):
                 await self._cancel([self._writing])  # abandoned: its offsets stay uncommitted
 
     def _poll_ms(self) -> int:
-        batch = self._filling
-        if batch.opened_at is None:
-            return self.spec.poll_ms
-        left = self.window.time_left(batch.opened_at, time.monotonic())
-        if left > 0:
-            return max(1, min(int(left * 1000), self.spec.poll_ms))
+        """A poll ends early for an open batch's window; a write's end ends it too."""
+        opened_at = self._filling.opened_at
+        if opened_at is not None:
+            left = self.window.time_left(opened_at, time.monotonic())
+            if left > 0:
+                return max(1, min(int(left * 1000), self.spec.poll_ms))
         return self.spec.poll_ms
 
     def _due_when_written(self) -> asyncio.Future[None] | None:
