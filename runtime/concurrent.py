@@ -206,7 +206,7 @@ class ConcurrentRunner(Generic[E]):
                 reading.cancel()
                 await asyncio.wait([reading], timeout=deadline)
         await self._finish_or_abandon(self.flow.stop_grace_seconds)
-        await self._bounded("committing what finished", self._commit(), deadline)
+        await self._bounded("committing what finished", self._last_commit(), deadline)
         await self._bounded("leaving the group", self.source.consumer.stop(), deadline)
         for close in self.flow.closers:
             await self._bounded("closing", close(), deadline)
@@ -235,8 +235,8 @@ class ConcurrentRunner(Generic[E]):
         next_commit = time.monotonic() + self.flow.commit_seconds
         while not self._stopping.is_set():
             if self._committing is not None and self._committing.done():
-                self._committing.result()  # an error ends the flow, as it did in line
-                self._committing = None
+                committed, self._committing = self._committing, None
+                committed.result()  # an error ends the flow, as it did in line
             self._apply_backpressure()
             batch: Batch[E] = Batch()
             try:
@@ -328,6 +328,16 @@ class ConcurrentRunner(Generic[E]):
             self.source.pause()
         elif self.source.paused:
             self.source.resume()
+
+    async def _last_commit(self) -> None:
+        """The stop's commit, once the commit still running behind the reads is done; that
+        one's failure is raised here (the stop logs it) rather than lost with its task."""
+        behind, self._committing = self._committing, None
+        try:
+            if behind is not None:
+                await behind
+        finally:
+            await self._commit()
 
     async def _commit(self, only: frozenset[TopicPartition] | None = None) -> None:
         async with self._commit_lock:
