@@ -246,6 +246,11 @@ WORLD_TICK_LAG_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 WORLDS_ACTIVE = Gauge("scribe_worlds_active", "Worlds ticking on this worker")
+WORLD_TICK_OVERDUE_SECONDS = Gauge(
+    "scribe_world_tick_overdue_seconds",
+    "How long the most overdue world tick on this worker has been due, after each tick round: "
+    "near 0 while the worker keeps up, growing while it cannot",
+)
 WORLD_EVENTS = Counter(
     "scribe_world_events",
     "World events by outcome: applied, duplicate (ignored) or rejected (dead-lettered)",

@@ -46,6 +46,7 @@ from runtime.metrics import (
     WORLD_CONFLICTS,
     WORLD_EVENTS,
     WORLD_TICK_LAG_SECONDS,
+    WORLD_TICK_OVERDUE_SECONDS,
     WORLD_TICKS,
     WORLDS_ACTIVE,
     observe_end_to_end,
@@ -76,6 +77,10 @@ MAX_TICK_JUMP = 1440
 ROUND_BUDGET = 2000
 # The timer yields to the event loop after this many ticks, so consumers and heartbeats run.
 YIELD_EVERY = 200
+# Ticks this many intervals overdue after a round mean the worker cannot keep up: warned, at
+# most once per `BEHIND_WARNING_EVERY_S`.
+BEHIND_INTERVALS = 10
+BEHIND_WARNING_EVERY_S = 60.0
 
 # The `agent` label of each input's metrics (the consumer is no Faust agent).
 EVENTS_AGENT = "world-events"
@@ -171,6 +176,7 @@ class WorldOwner:
         # When (in `_forgets`) each world last lost its unsaved changes to another writer, so
         # the input batch that applied them can apply them again.
         self._conflicted_at: dict[str, int] = {}
+        self._warned_behind_at = -BEHIND_WARNING_EVERY_S  # monotonic
         # Looked up once: a labelled child costs a lock and a dict lookup per call.
         self._ticks_counted = {s: WORLD_TICKS.labels(source=s) for s in ("timer", "topic")}
 
@@ -432,6 +438,25 @@ class WorldOwner:
         finally:
             if writing is not None:
                 await writing
+        self._note_overdue()
+
+    def _note_overdue(self) -> None:
+        if self.schedule is None:
+            return
+        overdue = self.schedule.overdue_seconds(self.clock())
+        WORLD_TICK_OVERDUE_SECONDS.set(overdue)
+        if overdue < BEHIND_INTERVALS * self.schedule.interval:
+            return
+        now = time.monotonic()
+        if now - self._warned_behind_at >= BEHIND_WARNING_EVERY_S:
+            self._warned_behind_at = now
+            log.warning(
+                "world ticks are %.1f s overdue on this worker (%d active worlds): it cannot "
+                "keep up; add workers (world.events needs as many partitions), or raise "
+                "SCRIBE_WORLD_TICK_SECONDS",
+                overdue,
+                len(self.schedule),
+            )
 
     async def _tick_round(self) -> int:
         """One round: load newly assigned active worlds, apply the ticks that are due (bounded

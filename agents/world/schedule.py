@@ -118,6 +118,17 @@ class TickSchedule:
             heapq.heappush(self._heap, entry)
         return Round(due, went_idle)
 
+    def overdue_seconds(self, now: float) -> float:
+        """How long the most overdue tick has been due; 0 when none is. It grows while the
+        worker cannot keep up. Stale heap entries on top are dropped, as `due` drops them."""
+        while self._heap:
+            at, world_id = self._heap[0]
+            slot = self._slots.get(world_id)
+            if slot is not None and slot.next_tick_at == at:
+                return max(0.0, now - at)
+            heapq.heappop(self._heap)
+        return 0.0
+
     def backlog(self, now: float) -> int:
         """Ticks due and not yet taken (an estimate over the heap's due entries). It walks the
         whole heap: for a look now and then, not for every round."""

@@ -4,6 +4,7 @@ a clock the test moves: tick scheduling, ticks from producers, and two owners of
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import REGISTRY
 
 from agents.intake import Received
 from agents.world.flow import send_invalidations
@@ -37,6 +39,10 @@ from sinks.postgres.world import WorldStore
 from tests.agents.world_fixtures import village_loaded, world_event
 from topics.dlq import DeadLetters, Origin
 from topics.publisher import Publisher
+
+
+def overdue_gauge() -> float | None:
+    return REGISTRY.get_sample_value("scribe_world_tick_overdue_seconds")
 
 
 def test_partition_for_agrees_with_the_producers_partitioner() -> None:
@@ -206,6 +212,31 @@ async def test_a_full_round_is_followed_at_once_by_the_next(
     assert [worlds.worlds[w].state.tick for w in ids] == [1] * 5
     for w in ids:
         assert await replays_to_head(pool, worlds, w)
+
+
+@pytest.mark.integration
+async def test_a_worker_behind_its_ticks_shows_how_far_and_warns_once(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    kafka_producer: AIOKafkaProducer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    worlds = owner(pool, publisher, kafka_producer, clock, idle_seconds=3600.0)
+    w = f"w-owner-{uuid.uuid4().hex[:8]}"
+    await worlds.apply_events([received(happening(clock, village_loaded(w)))])
+    clock.now += 1.0
+    await worlds.tick_due()
+    assert overdue_gauge() == 0.0  # its one due tick applied
+
+    clock.now += 60.0  # due: the ticks of 2 s to 61 s after the world loaded, three per round
+    with caplog.at_level(logging.WARNING, logger="agents.world.owner"):
+        await worlds.tick_due()
+        await worlds.tick_due()
+    assert overdue_gauge() == 53.0  # the oldest tick left is the one of 8 s
+    warnings = [r for r in caplog.records if "cannot keep up" in r.getMessage()]
+    assert len(warnings) == 1, "warned once, not on every round"
+    assert "56.0 s overdue" in warnings[0].getMessage()  # after the first round
 
 
 @pytest.mark.integration

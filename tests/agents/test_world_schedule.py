@@ -99,3 +99,18 @@ def test_activity_counts_from_the_events_own_time() -> None:
     assert plan.due(101.0, budget=100).due[0].scheduled == [101.0]
     plan.touch("future", 500.0, 100.0)  # a producer clock ahead counts as now
     assert plan.last_activity_at("future") == 100.0
+
+
+def test_overdue_seconds_is_the_age_of_the_most_overdue_tick() -> None:
+    plan = schedule(catch_up=3, idle_after=100.0)
+    assert plan.overdue_seconds(5.0) == 0.0  # no world
+    plan.touch("w", 0.0, 0.0)  # first tick due at 1.0
+    plan.touch("v", 3.0, 3.0)  # first tick due at 4.0
+    assert plan.overdue_seconds(0.5) == 0.0  # nothing due yet
+    assert plan.overdue_seconds(8.0) == 7.0
+    plan.due(8.0, budget=100)  # w takes 1, 2, 3; v takes 4, 5, 6
+    assert plan.overdue_seconds(8.0) == 4.0  # w's tick at 4.0, v's at 7.0
+    plan.remove("w")  # its heap entry is stale now
+    assert plan.overdue_seconds(8.0) == 1.0
+    plan.due(8.0, budget=100)  # v takes 7, 8: caught up, its next tick is at 9.0
+    assert plan.overdue_seconds(8.0) == 0.0
