@@ -286,13 +286,16 @@ class WorldBench(FlowScript):
     script = "world_ticks.py"
     issue = "issue 6, world"
     results_prefix = "world_ticks"
-    args = ("--worlds", "200", "--seconds", "10", "--events-per-second", "50")
+    args: tuple[str, ...] = ("--worlds", "200", "--seconds", "10", "--events-per-second", "50")
     metrics = (
         Metric("ticks_per_s", "ticks/s"),
         Metric("tick_lag_p99_s", "s"),
         Metric("worker_cpu_ms_per_tick", "ms"),
         # The worker's CPU per tick over the pure step's, measured in the same run.
         Metric("cpu_per_tick_ratio_to_pure_step", "x"),
+        # The worker's CPU with no world loaded, and the ratio above it.
+        Metric("worker_idle_cpu_utilization", "cores"),
+        Metric("cpu_per_tick_above_idle_ratio_to_pure_step", "x"),
         PEAK_RSS,
     )
 
@@ -300,15 +303,30 @@ class WorldBench(FlowScript):
         if not results:
             raise ValueError("bench/world_ticks.py wrote no results file")
         last = results[-1]
-        return {
-            name: last[name]
-            for name in (
-                "ticks_per_s",
-                "tick_lag_p99_s",
-                "worker_cpu_ms_per_tick",
-                "cpu_per_tick_ratio_to_pure_step",
-            )
-        }
+        return {metric.name: last[metric.name] for metric in self.metrics if metric is not PEAK_RSS}
+
+
+class WorldAtScaleBench(WorldBench):
+    """Issue 19's world goal: 5,000 active worlds at 1 Hz on one worker, tick lag p99 under
+    1 s and CPU per tick at most 3x the pure step."""
+
+    name = "ours.world_5000"
+    issue = "issue 19, 5,000 worlds"
+    args: tuple[str, ...] = ("--worlds", "5000", "--seconds", "30", "--events-per-second", "100")
+
+
+class WorldAtScaleApacheBench(WorldAtScaleBench):
+    """The same on a one-broker Apache Kafka the script starts for itself."""
+
+    name = "ours.world_5000.apache"
+    args = (*WorldAtScaleBench.args, "--broker", "apache")
+
+    @property
+    def group(self) -> str:  # type: ignore[override]
+        return WorldAtScaleBench.name  # run after run beside the Tansu case: the same noise
+
+    def unavailable(self, ctx: Context) -> str | None:
+        return _needs_java() or super().unavailable(ctx)
 
 
 class WorldOverhead(FlowScript):
@@ -439,6 +457,8 @@ def flow_cases() -> list[Case]:
         RouterDecideBench(),
         RouterDecideApacheBench(),
         WorldBench(),
+        WorldAtScaleBench(),
+        WorldAtScaleApacheBench(),
         WorldOverhead(),
         InvalidationBench(),
         InvalidationApacheBench(),
