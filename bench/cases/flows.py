@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 
@@ -147,6 +147,20 @@ RATE_PATHS = {"kafka": "Kafka", "api": "the HTTP API"}
 ROUTER_RATES = (200,)
 
 
+class OnApacheKafka(FlowScript):
+    """Mixed in before a Tansu case: the same script on a one-broker Apache Kafka it starts for
+    itself, in the Tansu case's group, so each run measures both under the same noise."""
+
+    tansu_case: ClassVar[str]
+
+    @property
+    def group(self) -> str:  # type: ignore[override]
+        return self.tansu_case
+
+    def unavailable(self, ctx: Context) -> str | None:
+        return _needs_java() or super().unavailable(ctx)
+
+
 class RouterBench(FlowScript):
     """Decide throughput of one worker (burst of background requests) and the latency the
     pipeline adds over a direct call to the provider simulator, p50/p99: one request at a time,
@@ -207,19 +221,14 @@ class RouterBench(FlowScript):
         return figures | bare
 
 
-class RouterApacheBench(RouterBench):
+class RouterApacheBench(OnApacheKafka, RouterBench):
     """The same on a one-broker Apache Kafka the script starts for itself."""
+
+    tansu_case = RouterBench.name
 
     name = "ours.router.apache"
     issue = "issue 18, the router on Apache Kafka"
     args = (*RouterBench.args, "--broker", "apache")
-
-    @property
-    def group(self) -> str:  # type: ignore[override]
-        return RouterBench.name  # run after run beside the Tansu case: the same noise
-
-    def unavailable(self, ctx: Context) -> str | None:
-        return _needs_java() or super().unavailable(ctx)
 
 
 def _decide_apart(broker: str) -> tuple[str, ...]:
@@ -259,16 +268,10 @@ class RouterDecideBench(FlowScript):
         }
 
 
-class RouterDecideApacheBench(RouterDecideBench):
+class RouterDecideApacheBench(OnApacheKafka, RouterDecideBench):
+    tansu_case = RouterDecideBench.name
     name = "ours.router_decide.apache"
     args = _decide_apart("apache")
-
-    @property
-    def group(self) -> str:  # type: ignore[override]
-        return RouterDecideBench.name
-
-    def unavailable(self, ctx: Context) -> str | None:
-        return _needs_java() or super().unavailable(ctx)
 
 
 def _needs_java() -> str | None:
@@ -315,18 +318,13 @@ class WorldAtScaleBench(WorldBench):
     args: tuple[str, ...] = ("--worlds", "5000", "--seconds", "30", "--events-per-second", "100")
 
 
-class WorldAtScaleApacheBench(WorldAtScaleBench):
+class WorldAtScaleApacheBench(OnApacheKafka, WorldAtScaleBench):
     """The same on a one-broker Apache Kafka the script starts for itself."""
+
+    tansu_case = WorldAtScaleBench.name
 
     name = "ours.world_5000.apache"
     args = (*WorldAtScaleBench.args, "--broker", "apache")
-
-    @property
-    def group(self) -> str:  # type: ignore[override]
-        return WorldAtScaleBench.name  # run after run beside the Tansu case: the same noise
-
-    def unavailable(self, ctx: Context) -> str | None:
-        return _needs_java() or super().unavailable(ctx)
 
 
 class WorldOverhead(FlowScript):
@@ -391,20 +389,15 @@ class InvalidationBench(FlowScript):
         return figures
 
 
-class InvalidationApacheBench(InvalidationBench):
+class InvalidationApacheBench(OnApacheKafka, InvalidationBench):
     """The same on a one-broker Apache Kafka the script starts for itself (issue 19: p99
     under 50 ms at 5,000/s there, beside the Tansu figure)."""
+
+    tansu_case = InvalidationBench.name
 
     name = "ours.invalidation.apache"
     issue = "issue 19, invalidation on Apache Kafka"
     args = ("--rates", "5000", "--seconds", "5", "--broker", "apache")
-
-    @property
-    def group(self) -> str:  # type: ignore[override]
-        return InvalidationBench.name  # run after run beside the Tansu case: the same noise
-
-    def unavailable(self, ctx: Context) -> str | None:
-        return _needs_java() or super().unavailable(ctx)
 
 
 class FaustAgentLatency(Case):
