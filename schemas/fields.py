@@ -52,8 +52,13 @@ def to_money(value: Any) -> Decimal:
         result = result.copy_abs()  # -0.0 is zero: written as "0.0", never "-0.0"
     if result > MAX_MONEY:
         raise ValueError(f"money above {MAX_MONEY} is not plausible")
-    if result != result.quantize(Decimal(1).scaleb(-MONEY_PLACES)):
+    places = Decimal(1).scaleb(-MONEY_PLACES)
+    if result != result.quantize(places):
         raise ValueError(f"money has more than {MONEY_PLACES} decimal places")
+    if result.as_tuple().exponent < -MONEY_PLACES:  # type: ignore[operator]  # finite here
+        # Zeros past the last place: the same amount, written with at most MONEY_PLACES places,
+        # so its text (40 characters at most when read) stays readable when written again.
+        result = result.quantize(places)
     return result
 
 

@@ -56,6 +56,17 @@ def test_money_is_serialized_as_an_exact_string() -> None:
     assert orjson.loads(encode(event))["cost_usd"] == "0.000000000001"
 
 
+def test_money_with_zeros_past_the_last_place_is_written_with_twelve_places() -> None:
+    """A 40-character string is read; written back with its 39 places it would be 41 long,
+    which is refused. Found by the decode fuzz test (router_settlement)."""
+    raw = "." + "0" * 39
+    event = decode(_usage(cost_usd=raw), UsageEvent)
+    assert orjson.loads(encode(event))["cost_usd"] == "0.000000000000"
+    assert decode(encode(event), UsageEvent) == event
+    cost = decode(_usage(cost_usd="1.50000000000000000000"), UsageEvent).cost_usd
+    assert cost is not None and cost.as_tuple() == Decimal("1.500000000000").as_tuple()
+
+
 @pytest.mark.parametrize(
     ("raw_cost", "message"),
     [
