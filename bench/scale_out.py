@@ -34,6 +34,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.usage.flow import USAGE
+from bench.processes import tree_cpu_seconds
 from devkit.harness import group_assignment, group_offsets, new_worker
 from devkit.stack import LocalStack
 from devkit.stack.apache_kafka import KafkaCluster, fetch
@@ -63,20 +64,6 @@ class RoundResult:
 
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def tree_cpu_seconds(pids: list[int]) -> float:
-    """CPU of these processes and their children (PostgreSQL's backends)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            for proc in (root, *root.children(recursive=True)):
-                times = proc.cpu_times()
-                total += times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 def machine_busy_since(before: Any) -> float:

@@ -15,6 +15,8 @@ window, then reads back from PostgreSQL:
   worker spends idle, measured before any world is loaded (its flows' consumers polling:
   the embedded broker answers a waiting fetch only when its wait runs out, so there they poll
   every 20-100 ms);
+- the CPU that PostgreSQL and the broker spent per tick over the same window, when they run
+  on this machine (found by the port they listen on);
 - tick lag: from the second a tick was due until its row was written, p50 / p99 / max;
 - player events applied per second, and the worker's own tick-lag histogram (/metrics).
 
@@ -44,6 +46,7 @@ from agents.world.apply import Applied, apply_event
 from agents.world.model import WorldState
 from agents.world.step import step
 from bench.brokers import BROKERS, stack_on
+from bench.processes import SERVERS, server_pids, tree_cpu_seconds
 from devkit.harness import WorkerProcess, new_worker, services_for_tests
 from runtime.settings import kafka_bootstrap_servers
 from schemas.events import WorldEvent
@@ -206,6 +209,7 @@ async def measure(
     prefix = f"bench-{run}-"
     world_ids = [f"{prefix}{n:04d}" for n in range(args.worlds)]
     idle = await idle_cpu_utilization(worker)
+    servers = server_pids(env)
     say(f"  the worker idle, before any world: {idle:.1%} of a core")
     db = await asyncpg.connect(env["SCRIBE_DATABASE_URL"])
     try:
@@ -218,10 +222,15 @@ async def measure(
             say(f"measuring for {args.seconds:.0f} s with {args.events_per_second}/s events ...")
             window_start = await db.fetchval("SELECT clock_timestamp()")
             cpu_before = worker.cpu_seconds()
+            servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
             sent = await publish_players(
                 publisher, world_ids, args.events_per_second, args.seconds, db
             )
             cpu_after = worker.cpu_seconds()
+            servers_cpu = {
+                name: tree_cpu_seconds([pid]) - servers_before[name]
+                for name, pid in servers.items()
+            }
             window_end = await db.fetchval("SELECT clock_timestamp()")
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{worker.url}/metrics", timeout=10)).text
@@ -272,6 +281,11 @@ async def measure(
         "worker_cpu_ms_per_tick_above_idle": round(
             1000 * max(0.0, cpu_s - idle * window) / max(1, ticks["n"]), 3
         ),
+    } | {
+        # The servers beside it over the same window, per tick (player events and the
+        # invalidations the ticks caused included); absent for a server on another machine.
+        f"{name}_cpu_ms_per_tick": round(1000 * seconds / max(1, ticks["n"]), 3)
+        for name, seconds in servers_cpu.items()
     }
 
 
@@ -348,6 +362,13 @@ def main() -> int:
         f"tick lag p99 {result['tick_lag_p99_s']:.3f} s; "
         f"{result['player_events_applied_per_s']:,.0f} player events/s applied"
     )
+    beside = [
+        f"{name} {result[f'{name}_cpu_ms_per_tick']:.3f} ms"
+        for name in SERVERS
+        if f"{name}_cpu_ms_per_tick" in result
+    ]
+    if beside:
+        print(f"CPU per tick beside the worker's: {', '.join(beside)}")
     print(f"results: {out}")
     return 0
 

@@ -1,0 +1,57 @@
+"""The CPU of the servers a benchmark runs beside (PostgreSQL, the broker), found by the
+loopback port each listens on, so a figure per tick or per event can name who spent it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+import psutil
+
+# Whose CPU a benchmark reports beside the worker's, by the variable naming its server.
+SERVERS = {"postgres": "SCRIBE_DATABASE_URL", "broker": "SCRIBE_KAFKA_URL"}
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on this TCP port of this machine, if any."""
+    for connection in psutil.net_connections(kind="tcp"):
+        if (
+            connection.status == psutil.CONN_LISTEN
+            and connection.laddr
+            and connection.laddr.port == port
+            and connection.pid is not None
+        ):
+            return int(connection.pid)
+    return None
+
+
+def server_pids(env: Mapping[str, str]) -> dict[str, int]:
+    """The servers of `env` that run on this machine: name -> the pid listening on its port.
+    A server elsewhere (a remote SCRIBE_*_URL) is left out: its CPU is not ours to read."""
+    found: dict[str, int] = {}
+    for name, variable in SERVERS.items():
+        url = urlsplit(env.get(variable, "").split(",")[0])
+        if url.hostname in LOCAL_HOSTS and url.port is not None:
+            pid = listening_pid(url.port)
+            if pid is not None:
+                found[name] = pid
+    return found
+
+
+def tree_cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU (user and system) of these processes and their children, PostgreSQL's backends
+    included; a child that exited and was reaped counts through its parent's children
+    times, so a backend closed between two readings is not lost."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            times = root.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+            for child in root.children(recursive=True):
+                times = child.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total

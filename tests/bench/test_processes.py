@@ -1,0 +1,52 @@
+"""The servers' CPU a benchmark reports: found by their listening port, children included."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from bench.processes import listening_pid, server_pids, tree_cpu_seconds
+
+BURN = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
+
+
+def test_the_process_listening_on_a_loopback_port_is_found() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert listening_pid(port) == os.getpid()
+        env = {"SCRIBE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/postgres"}
+        assert server_pids(env) == {"postgres": os.getpid()}
+    assert listening_pid(port) is None
+
+
+def test_a_server_on_another_machine_is_left_out() -> None:
+    env = {"SCRIBE_KAFKA_URL": "kafka://broker.example:9092", "SCRIBE_DATABASE_URL": ""}
+    assert server_pids(env) == {}
+
+
+def test_a_childs_cpu_counts_while_it_runs_and_after_it_exits() -> None:
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            f"subprocess.run([sys.executable, '-c', {BURN!r}])\n"
+            "time.sleep(30)\n",
+        ]
+    )
+    try:
+        before = tree_cpu_seconds([parent.pid])
+        deadline = time.monotonic() + 20
+        while tree_cpu_seconds([parent.pid]) - before < 0.4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # The child burned 0.5 s and was reaped by now or soon: its CPU stays counted.
+        time.sleep(1.0)
+        assert tree_cpu_seconds([parent.pid]) - before >= 0.4
+    finally:
+        parent.kill()
+        parent.wait()
