@@ -282,6 +282,9 @@ def _needs_java() -> str | None:
     return None
 
 
+SERVERS_CPU = (Metric("postgres_cpu_ms_per_tick", "ms"), Metric("broker_cpu_ms_per_tick", "ms"))
+
+
 class WorldBench(FlowScript):
     """World ticks stored per second by one worker with 200 active worlds at 1 Hz."""
 
@@ -299,6 +302,8 @@ class WorldBench(FlowScript):
         # The worker's CPU with no world loaded, and the ratio above it.
         Metric("worker_idle_cpu_utilization", "cores"),
         Metric("cpu_per_tick_above_idle_ratio_to_pure_step", "x"),
+        # PostgreSQL's and the broker's, over the same window (when they run on this machine).
+        *SERVERS_CPU,
         PEAK_RSS,
     )
 
@@ -306,7 +311,11 @@ class WorldBench(FlowScript):
         if not results:
             raise ValueError("bench/world_ticks.py wrote no results file")
         last = results[-1]
-        return {metric.name: last[metric.name] for metric in self.metrics if metric is not PEAK_RSS}
+        return {
+            metric.name: last[metric.name]
+            for metric in self.metrics
+            if metric is not PEAK_RSS and (metric not in SERVERS_CPU or metric.name in last)
+        }
 
 
 class WorldAtScaleBench(WorldBench):
