@@ -31,8 +31,8 @@ def register_all(app: faust.App, resources: Resources) -> None:
 
 
 def consumer_group(app_id: str, topic: str) -> str:
-    """The consumer group that reads `topic` in the workers of `app_id`: Faust's own group,
-    except for the flows the runtime runs, each in `<app_id>.<flow>`."""
+    """The consumer group that reads `topic` in the workers of `app_id`: its flow's,
+    `<app_id>.<flow>` (for `world.events`, the world flow's, not cache warming's)."""
     from agents.invalidation.flow import INVALIDATION
     from agents.router.decide_flow import DECIDE, SETTLE
     from agents.usage.flow import USAGE
@@ -41,4 +41,4 @@ def consumer_group(app_id: str, topic: str) -> str:
     for spec in (USAGE, WORLD, INVALIDATION, DECIDE, SETTLE):
         if topic in spec.topics:
             return spec.group_of(app_id)
-    return app_id
+    raise ValueError(f"no flow with a group of its own reads {topic!r}")

@@ -133,7 +133,8 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        """Ready once Faust logs `Worker ready` (partitions assigned) and /health answers."""
+        """Ready once the worker logs `Ready` (its flows started: /ready says when they are
+        consuming) and /health answers."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -141,7 +142,7 @@ class WorkerProcess:
             with open(self.log_path, "rb") as log:
                 log.seek(self.log_offset)
                 started = log.read().decode(errors="replace")
-            if "Worker ready" in started:
+            if "]: Ready" in started:
                 try:
                     if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                         return

@@ -294,8 +294,8 @@ GATEWAY_SECONDS = Histogram(
 )
 ASSIGNED_PARTITIONS = Gauge(
     "scribe_partition_assignment_size",
-    "Partitions of a pipeline topic assigned to this worker after the last rebalance",
-    ["topic"],
+    "Partitions of a topic a flow holds in this worker after its group's last rebalance",
+    ["flow", "topic"],
 )
 
 

@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from runtime.metrics import MESSAGES_IN
+from runtime.metrics import ASSIGNED_PARTITIONS, MESSAGES_IN
 from runtime.spec import ConsumerSpec
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,17 @@ class Ownership(Protocol):
     async def partitions_assigned(self, partitions: frozenset[TopicPartition]) -> None: ...
 
 
+def count_assignment(spec: ConsumerSpec, assigned: Iterable[TopicPartition]) -> None:
+    """How many partitions of each of its topics the flow holds in this worker: how evenly a
+    group of workers shares the load shows on every worker's /metrics."""
+    held = {topic: 0 for topic in spec.topics}
+    for tp in assigned:
+        if tp.topic in held:
+            held[tp.topic] += 1
+    for topic, count in held.items():
+        ASSIGNED_PARTITIONS.labels(flow=spec.flow, topic=topic).set(count)
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, source: BatchSource[Any], ownership: Ownership) -> None:
         self.source = source
@@ -137,6 +148,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         partitions = frozenset(TopicPartition(tp.topic, tp.partition) for tp in assigned)
+        count_assignment(self.source.spec, partitions)
         self.source.own(partitions)
         await self.ownership.partitions_assigned(partitions)
 

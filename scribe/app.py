@@ -8,20 +8,18 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
 
 from agents.context import Resources
 from runtime import tracing
 from runtime.logs import JsonFormatter, RepeatLimiter, limit_repeats
-from runtime.metrics import ASSIGNED_PARTITIONS
 from runtime.settings import ResolvedSettings, faust_broker_url
 from sinks.retry import STOPPING
-from topics.catalog import TOPICS
 from topics.dlq import DEAD_LETTER_REQUEST_BYTES
 
 log = logging.getLogger(__name__)
@@ -80,12 +78,14 @@ NO_TRANSACTIONS_NEEDED = (
 )
 
 
-def count_assignment(assigned: Any) -> None:
-    """Per pipeline topic, how many partitions this worker holds: how evenly a group of
-    workers shares the load shows on every worker's /metrics."""
-    held = Counter(tp.topic for tp in assigned)
-    for spec in TOPICS:
-        ASSIGNED_PARTITIONS.labels(topic=spec.name).set(held[spec.name])
+class FlowsOnly(BootStrategy):
+    """Faust without its own consumer, conductor and tables: every flow reads with a consumer
+    of its own (`runtime.service`), so Faust's group would hold nothing but its leader topic.
+    It cost each worker start a group join before the flows could begin theirs (the embedded
+    broker holds a first join for half the session timeout: 5 s), and a fetch every 20 ms
+    there for as long as the worker ran. What is left: the producer, the web server, timers."""
+
+    enable_kafka_consumer = False
 
 
 def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
@@ -97,17 +97,10 @@ def create_app(settings: ResolvedSettings) -> tuple[faust.App, Resources]:
     config = faust_settings(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.base.app_id, **config)
-    if settings.base.fast_rebalance:
-        from scribe.faust_fetch_wait import use_short_fetch_wait
-
-        use_short_fetch_wait(app)
+    app.boot_strategy = FlowsOnly(app)
     resources = Resources(app, settings)
     register_all(app, resources)
     observability.register(app, resources)
-
-    @app.on_partitions_assigned.connect
-    async def _count_assignment(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        count_assignment(args[0])
 
     return app, resources
 

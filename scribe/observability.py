@@ -37,11 +37,7 @@ log = logging.getLogger(__name__)
 def register(app: faust.App, resources: Resources) -> None:
     settings = resources.settings
     offsets = OffsetReader(settings)
-    _add_core_checks(app, resources, offsets)
-    # Faust's own group (its agents); the flows add the groups of their own consumers.
-    resources.consumer_groups.add(
-        settings.base.app_id, [t.name for t in TOPICS], _FaustConsumer(app)
-    )
+    _add_core_checks(resources, offsets)
     lag = LagSampler(resources.consumer_groups, offsets)
     feed = DashboardFeed(REGISTRY, resources.health, baseline_at=time.time())
 
@@ -81,21 +77,6 @@ def register(app: faust.App, resources: Resources) -> None:
         await offsets.close()
 
 
-class _FaustConsumer:
-    """The Faust app's consumer as the lag sampler sees it; looked up when sampled, since
-    Faust builds it when the worker starts."""
-
-    def __init__(self, app: faust.App) -> None:
-        self.app = app
-
-    def assignment(self) -> Any:
-        return self.app.consumer.assignment()
-
-    def highwater(self, tp: Any) -> int | None:
-        highwater: int | None = self.app.consumer.highwater(tp)
-        return highwater
-
-
 async def probe_loop_lag(histogram: Histogram, interval_s: float) -> None:
     """Observe, every `interval_s`, how much later than due the loop woke this task: the time a
     batch's CPU work, a garbage collection or a blocking call held every flow on the loop."""
@@ -117,15 +98,16 @@ async def _logged(what: str, work: Callable[[], Awaitable[Any]]) -> None:
         )
 
 
-def _add_core_checks(app: faust.App, resources: Resources, offsets: OffsetReader) -> None:
+def _add_core_checks(resources: Resources, offsets: OffsetReader) -> None:
     pipeline_topics = {t.name for t in TOPICS} | {t.name for t in DEAD_LETTER_TOPICS}
 
     async def kafka() -> Finding:
         known = await offsets.topics()
         missing = sorted(pipeline_topics - known)
-        details = {
-            "assigned_partitions": len(app.consumer.assignment()),
-            "rebalancing": bool(app.rebalancing),
+        groups = list(resources.consumer_groups)
+        details: dict[str, Any] = {
+            "consumer_groups": len(groups),
+            "assigned_partitions": sum(len(list(g.consumer.assignment())) for g in groups),
         }
         if missing:
             return Finding(Status.UNHEALTHY, f"topics missing: {', '.join(missing)}", details)

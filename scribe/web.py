@@ -20,16 +20,12 @@ DASHBOARD_PAGE = files("scribe.dashboard").joinpath("page.html")
 STREAM_ERRORS = (ConnectionError,)  # the page closed its connection
 
 
-def readiness(
-    rebalancing: bool, health_status: int, joining: Sequence[str] = ()
-) -> tuple[bool, str]:
-    """Ready for traffic: the consumer group is settled, no critical component is down and
-    every flow with a consumer of its own has joined its group (`joining`: those that have
-    not yet, or are still waiting for a server they need, see /health). A new group's join
-    takes seconds; a worker that answered ready meanwhile left what was published right
-    after unread until then."""
-    if rebalancing:
-        return False, "the consumer group is rebalancing"
+def readiness(health_status: int, joining: Sequence[str] = ()) -> tuple[bool, str]:
+    """Ready for traffic: no critical component is down and every flow has joined its
+    consumer group, with no rebalance under way (`joining`: those that have not yet, or are
+    still waiting for a server they need, see /health). A new group's join takes seconds; a
+    worker that answered ready meanwhile left what was published right after unread until
+    then."""
     if health_status != 200:
         return False, "a critical component is unhealthy"
     if joining:
@@ -64,7 +60,7 @@ def register_pages(
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:
         report = await health.run()
-        ready, reason = readiness(bool(app.rebalancing), report.http_status, joining(flows))
+        ready, reason = readiness(report.http_status, joining(flows))
         body = {"ready": ready, "reason": reason, "health": report.to_json()}
         return web.json(body, status=200 if ready else 503)
 

@@ -256,8 +256,8 @@ def test_every_package_is_read(edges: list[Edge]) -> None:
     assert (
         Edge(
             "scribe.app",
-            "runtime.metrics",
-            _line_of("scribe/app.py", "runtime.metrics"),
+            "runtime.settings",
+            _line_of("scribe/app.py", "runtime.settings"),
             True,
             False,
         )

@@ -108,7 +108,7 @@ class _Hosted:
 
     def fetch_wait_ms(self, flow: str) -> int:
         # The embedded broker answers a waiting fetch only when its wait runs out (see
-        # scribe/faust_fetch_wait.py); Kafka answers when data arrives.
+        # bench/faust_fetch_wait.py); Kafka answers when data arrives.
         return FETCH_WAIT_MS[flow] if self.fast else 500
 
     async def enqueue(self, emit: Emit) -> Awaitable[Any]:

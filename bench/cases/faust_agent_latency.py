@@ -1,7 +1,7 @@
 """Publish -> a Faust agent sees it, at a low rate (5 messages/s to one partition): the latency
 the worker consumer's fetch wait adds on a broker that answers an empty fetch only when that
-wait expires (Tansu). Faust hard-codes 1500 ms; on the embedded stack the worker uses
-`scribe/faust_fetch_wait.py`'s short wait instead.
+wait expires (Tansu). Faust hard-codes 1500 ms; the `short` run uses
+`bench/faust_fetch_wait.py`'s short wait instead.
 
 Run by the `faust.agent_latency` case (`bench/cases/usage.py`) as a child process:
     python bench/cases/faust_agent_latency.py faust|short COUNT RESULT_FILE
@@ -23,10 +23,10 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 
+from bench.faust_fetch_wait import use_short_fetch_wait
 from devkit.stack.processes import free_port
 from runtime.settings import Settings, kafka_bootstrap_servers
 from scribe.app import faust_settings
-from scribe.faust_fetch_wait import use_short_fetch_wait
 
 WARM_UP_S = 8.0  # the worker joins its group before the first message
 INTERVAL_S = 0.2

@@ -411,7 +411,7 @@ class InvalidationApacheBench(OnApacheKafka, InvalidationBench):
 
 class FaustAgentLatency(Case):
     """Publish -> Faust agent latency at 5 messages/s, with Faust's fixed 1500 ms fetch wait
-    and with the embedded stack's short wait (`scribe/faust_fetch_wait.py`), side by side
+    and with the embedded stack's short wait (`bench/faust_fetch_wait.py`), side by side
     (`bench/cases/faust_agent_latency.py`)."""
 
     name = "faust.agent_latency"

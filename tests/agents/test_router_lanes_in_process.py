@@ -173,7 +173,7 @@ async def test_not_ready_until_a_lane_joins_its_group() -> None:
     assert joining(flows) == ["router-urgent"], "not built yet"
     running.runner = ConcurrentRunner(flow, ListConsumer(records(AI_LANE_URGENT.name, [b"x"])))
     assert joining(flows) == ["router-urgent"], "built, not yet in its group"
-    assert readiness(False, 200, joining(flows))[0] is False
+    assert readiness(200, joining(flows))[0] is False
     await running.runner.start()  # the group assigns its partitions
     assert joining(flows) == []
     await running.runner.partitions_revoked(frozenset(running.runner.source.owned))

@@ -102,7 +102,7 @@ async def test_a_worker_logs_only_json_lines_from_start_to_stop(
     entries = parsed(worker.log_path)
     loggers = {e["logger"] for e in entries}
     assert any(name.startswith(("faust.", "mode.")) for name in loggers), loggers
-    assert any(e["message"].endswith("]: Worker ready") for e in entries), "Faust is ready"
+    assert any(e["message"].endswith("]: Ready") for e in entries), "the worker is ready"
     assert any("Starting..." in e["message"] for e in entries), "Faust's services starting"
     dead_letters = [e for e in entries if f"{where}dead-lettered (json)" in e["message"]]
     assert dead_letters, "the dead letter's warning"

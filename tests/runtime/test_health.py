@@ -109,21 +109,17 @@ def test_a_check_name_is_registered_once() -> None:
         checks.add("redis", ok, critical=False)
 
 
-def test_ready_only_when_settled_and_not_unhealthy() -> None:
-    assert readiness(rebalancing=False, health_status=200) == (True, "ok")
-    assert readiness(rebalancing=True, health_status=200)[0] is False
-    assert readiness(rebalancing=False, health_status=503) == (
-        False,
-        "a critical component is unhealthy",
-    )
+def test_ready_only_when_no_critical_component_is_down() -> None:
+    assert readiness(health_status=200) == (True, "ok")
+    assert readiness(health_status=503) == (False, "a critical component is unhealthy")
 
 
 def test_not_ready_while_a_flow_joins_its_consumer_group() -> None:
-    assert readiness(False, 200, joining=["invalidation", "world"]) == (
+    assert readiness(200, joining=["invalidation", "world"]) == (
         False,
         "flows not consuming yet (joining their groups): invalidation, world",
     )
-    assert readiness(False, 200, joining=[]) == (True, "ok")
+    assert readiness(200, joining=[]) == (True, "ok")
 
 
 @pytest.fixture

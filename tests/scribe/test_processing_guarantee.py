@@ -8,11 +8,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from faust.types import TP
 
-from runtime.metrics import ASSIGNED_PARTITIONS
 from runtime.settings import Settings, SettingsError
-from scribe.app import NO_TRANSACTIONS_NEEDED, count_assignment, create_app, faust_settings
+from scribe.app import NO_TRANSACTIONS_NEEDED, create_app, faust_settings
 
 
 @pytest.fixture
@@ -44,17 +42,3 @@ def test_an_unknown_guarantee_names_the_variable(clean_env: pytest.MonkeyPatch) 
     clean_env.setenv("SCRIBE_PROCESSING_GUARANTEE", "exactly-once")
     with pytest.raises(SettingsError, match="SCRIBE_PROCESSING_GUARANTEE: 'exactly-once'"):
         Settings.from_env()
-
-
-def test_assigned_partitions_are_counted_per_pipeline_topic() -> None:
-    count_assignment(
-        {
-            TP("usage.events", 0),
-            TP("usage.events", 3),
-            TP("ai.requests", 1),
-            TP("scribe-usage-changelog", 0),
-        }
-    )
-    assert ASSIGNED_PARTITIONS.labels(topic="usage.events")._value.get() == 2
-    assert ASSIGNED_PARTITIONS.labels(topic="ai.requests")._value.get() == 1
-    assert ASSIGNED_PARTITIONS.labels(topic="world.events")._value.get() == 0

@@ -190,8 +190,8 @@ async def test_consumer_lag_is_reported_for_every_consumer_group_of_the_worker(
     loaded_worker: WorkerProcess, metrics_stack: dict[str, str]
 ) -> None:
     groups = await consumer_groups_of(metrics_stack["SCRIBE_KAFKA_URL"], loaded_worker.app_id)
-    # Faust's group, the router's intake, held and three execution lanes, usage, world,
-    # invalidation and cache warming: a broker that lists fewer has not seen the flows join.
+    # The router's decide, settle, held and three execution lanes, usage, world, invalidation
+    # and cache warming: a broker that lists fewer has not seen the flows join.
     assert len(groups) >= 10, sorted(groups)
     assert WARMING.group_of(loaded_worker.app_id) in groups, sorted(groups)
 

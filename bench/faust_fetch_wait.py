@@ -1,10 +1,10 @@
-"""Faust on the embedded broker. Tansu answers a waiting fetch when the fetch's maximum wait
-runs out, not when data arrives, and Faust fixes that wait at 1,500 ms, so every Faust hop on
-the embedded stack would add up to 1.5 s. Measured (a record produced into an idle topic, time
-until an aiokafka consumer has it, p50/max of 30): 1,500 ms wait: ~550/1,300 ms; 500 ms:
-215/467 ms; 100 ms: 19/75 ms; 20 ms: 4/11 ms; 5 ms: 3/10 ms. An idle consumer then polls 50
-times a second, which the embedded stack affords. Apache Kafka answers as soon as data arrives;
-this is for the embedded stack only.
+"""A Faust agent on the embedded broker, for the `faust.agent_latency` peer case. Tansu answers
+a waiting fetch when the fetch's maximum wait runs out, not when data arrives, and Faust fixes
+that wait at 1,500 ms, so every Faust hop on the embedded stack adds up to 1.5 s. Measured (a
+record produced into an idle topic, time until an aiokafka consumer has it, p50/max of 30):
+1,500 ms wait: ~550/1,300 ms; 500 ms: 215/467 ms; 100 ms: 19/75 ms; 20 ms: 4/11 ms; 5 ms:
+3/10 ms. Scribe's worker runs no Faust consumer (`scribe.app.FlowsOnly`); its flows' consumers
+set their own waits (`ConsumerSpec.fetch_wait_ms`).
 """
 
 from __future__ import annotations
