@@ -59,13 +59,11 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
     if credentials is not None:
         config["broker_credentials"] = credentials
     if base.fast_rebalance:
-        # A single-process broker answers at once; Kafka's defaults would hold every worker
-        # start for ~30 s: at each join the group coordinator waits up to the rebalance timeout
-        # for every member it knows to rejoin. The engine tests set it on Apache Kafka too, so a
-        # SIGKILLed worker's partitions move after 10 s (the session timeout).
+        # For a Faust consumer (the worker runs none, `FlowsOnly`; the Faust peer in `bench/`
+        # does): the flows' consumers take the same timeouts from `runtime.kafka`.
         config.update(
             broker_rebalance_timeout=5,
-            broker_session_timeout=10,
+            broker_session_timeout=6,
             broker_heartbeat_interval=1,
         )
     return config
@@ -82,7 +80,7 @@ class FlowsOnly(BootStrategy):
     """Faust without its own consumer, conductor and tables: every flow reads with a consumer
     of its own (`runtime.service`), so Faust's group would hold nothing but its leader topic.
     It cost each worker start a group join before the flows could begin theirs (the embedded
-    broker holds a first join for half the session timeout: 5 s), and a fetch every 20 ms
+    broker holds a first join for half the session timeout), and a fetch every 20 ms
     there for as long as the worker ran. What is left: the producer, the web server, timers."""
 
     enable_kafka_consumer = False
@@ -124,11 +122,11 @@ async def prepare(settings: ResolvedSettings, report: Callable[[str], None]) -> 
 
 class StoppingWorker(faust.Worker):
     """Faust's worker with an ordered, bounded stop. The sinks' retry loops are told first
-    (`STOPPING`: a failed write is no longer retried); the flows with consumers of their own
-    (`Resources.flows`) stop all at once while Faust stops its consumer; then Faust's agents,
-    timers and producer stop; only then do the PostgreSQL pool, the Redis client and the flows'
-    shared clients close, so no flow ever writes to a closed pool. Faust alone closed them
-    before its services stopped, and a world flush then retried a closed pool forever.
+    (`STOPPING`: a failed write is no longer retried); the flows (`Resources.flows`) stop all
+    at once; then Faust's timers and producer stop; only then do the PostgreSQL pool, the
+    Redis client and the flows' shared clients close, so no flow ever writes to a closed
+    pool. Faust alone closed them before its services stopped, and a world flush then retried
+    a closed pool forever.
 
     Its log lets repeats through once per window (`runtime.logs`): a server that is down
     makes every retry loop log the same failure several times a second."""
@@ -139,8 +137,7 @@ class StoppingWorker(faust.Worker):
         self._stop_began: float | None = None
         self._flows_stopped: asyncio.Future[None] | None = None
         self._repeat_limiters: list[RepeatLimiter] = []
-        # Faust sends this once its own consumer stopped, before it flushes and stops the
-        # producer the flows publish with.
+        # Faust sends this before it flushes and stops the producer the flows publish with.
         app.on_before_shutdown.connect(self._wait_for_flows)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
