@@ -34,11 +34,16 @@ def consumer_group(app_id: str, topic: str) -> str:
     """The consumer group that reads `topic` in the workers of `app_id`: its flow's,
     `<app_id>.<flow>` (for `world.events`, the world flow's, not cache warming's)."""
     from agents.invalidation.flow import INVALIDATION
+    from agents.router.decide import LANE_TOPICS
     from agents.router.decide_flow import DECIDE, SETTLE
+    from agents.router.lane_consumer import lane_spec
     from agents.usage.flow import USAGE
     from agents.world.flow import WORLD
+    from topics.catalog import AI_REQUESTS_HELD
 
-    for spec in (USAGE, WORLD, INVALIDATION, DECIDE, SETTLE):
+    lanes = [lane_spec(lane.value, topic) for lane, topic in LANE_TOPICS.items()]
+    held = lane_spec("held", AI_REQUESTS_HELD)
+    for spec in (USAGE, WORLD, INVALIDATION, DECIDE, SETTLE, held, *lanes):
         if topic in spec.topics:
             return spec.group_of(app_id)
-    raise ValueError(f"no flow with a group of its own reads {topic!r}")
+    raise ValueError(f"no flow reads {topic!r}")

@@ -19,7 +19,6 @@ from runtime.lag import ConsumerGroups
 from runtime.service import AnyFlow, FlowService, Running
 from runtime.settings import ResolvedSettings
 from sinks.postgres.databases import Databases
-from topics.catalog import TOPICS, TopicSpec
 from topics.dlq import DeadLetters
 
 log = logging.getLogger(__name__)
@@ -57,23 +56,12 @@ class Resources:
         self.databases = Databases.from_settings(settings, max_size=8)
         self._closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._closed = False
-        # The services that read with consumers of their own: at shutdown the worker stops them
-        # all at once, while Faust stops its consumer, and before it stops the producer.
+        # The flows, each reading with a consumer of its own: at shutdown the worker stops them
+        # all at once, before Faust stops the producer they publish with.
         self.flows: list[mode.ServiceT] = []
         # Each flow hosted by `flow_service`, by name, from its registration on: /ready waits
         # until every one has joined its consumer group.
         self.flow_states: dict[str, Running[Any]] = {}
-        # Raw bytes in and out: decoding is ours, so bad input can reach the DLQ intact.
-        self.topics = {
-            spec.name: app.topic(
-                spec.name,
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
-            )
-            for spec in TOPICS
-        }
 
     def flow_service(
         self,
@@ -100,9 +88,6 @@ class Resources:
                 )
 
         return Hosted
-
-    def topic(self, spec: TopicSpec) -> Any:
-        return self.topics[spec.name]
 
     def on_close(self, what: str, close: Callable[[], Awaitable[None]]) -> None:
         """Close `what` (a client a flow shares, e.g. its HTTP clients) with the others, after

@@ -22,6 +22,8 @@ from runtime.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
 
+FLOW_FAILED = "the flow failed; stopping the worker"  # logged once, after the flow's name
+
 
 class Runner(Protocol):
     """What the host uses of a runner (`FlowRunner`, `ConcurrentRunner`)."""
@@ -123,7 +125,7 @@ class FlowService(mode.Service):
                 self.groups.add(group, spec.topics, consumer)
             await runner.run()
         except Exception as error:
-            log.exception("%s: the flow failed; stopping the worker", self.label)
+            log.exception("%s: %s", self.label, FLOW_FAILED)
             if self.running.runner is not None:
                 await self.running.runner.stop()
             await self.crash(error)

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents import consumer_group
 from devkit.harness import Record, WorkerProcess, read_until
+from runtime.service import FLOW_FAILED
 from runtime.settings import kafka_bootstrap_servers
 from topics.catalog import TopicSpec
 
@@ -131,13 +132,13 @@ def log_size(worker: WorkerProcess) -> int:
     return worker.log_path.stat().st_size if worker.log_path.exists() else 0
 
 
-def agent_crashes(worker: WorkerProcess, since: int) -> list[str]:
-    """Lines where Faust restarted a crashed agent, in the worker's log after byte `since`: a
-    live process whose agent died and restarted has still dropped what it held."""
+def flow_failures(worker: WorkerProcess, since: int) -> list[str]:
+    """Lines where a flow failed (`runtime.service`: it then stops the worker), in the worker's
+    log after byte `since`: a fault a flow should have ridden out ended it instead."""
     with open(worker.log_path, "rb") as log:
         log.seek(since)
         text = log.read().decode(errors="replace")
-    return [line for line in text.splitlines() if "Restarting dead" in line]
+    return [line for line in text.splitlines() if FLOW_FAILED in line]
 
 
 def metric_total(worker: WorkerProcess, name: str, **labels: str) -> float:

@@ -19,11 +19,11 @@ from tests.faults.conftest import FaultStack
 from tests.faults.corpus import VALID, Case, corpus
 from tests.faults.observe import (
     Outcome,
-    agent_crashes,
     committed_offset,
     dead_letter_counts,
     dead_letters,
     eventually,
+    flow_failures,
     log_size,
     publish_raw,
     usage_totals,
@@ -130,7 +130,7 @@ async def test_corpus_on_every_input_topic(
         assert await cache.get(kept) == b"cached"
 
         assert fault_worker.alive(), fault_worker.log_tail()
-        assert agent_crashes(fault_worker, log_start) == []
+        assert flow_failures(fault_worker, log_start) == []
         metrics_after = dead_letter_counts(fault_worker, kinds)
         for spec, _valid, invalid, letters in outcomes:
             counted = metrics_after.get(spec.name, 0) - metrics_before.get(spec.name, 0)

@@ -21,9 +21,9 @@ from devkit.harness import WorkerProcess
 from tests.faults.conftest import FaultStack
 from tests.faults.observe import (
     Outcome,
-    agent_crashes,
     committed_offset,
     eventually,
+    flow_failures,
     log_size,
     metric_total,
     usage_totals,
@@ -119,7 +119,7 @@ async def _run_fault(
     assert outcome.duplicated == 0
     assert outcome.valid_dead_lettered == 0
     assert worker.alive(), worker.log_tail()
-    assert agent_crashes(worker, log_start) == []
+    assert flow_failures(worker, log_start) == []
     return outcome
 
 

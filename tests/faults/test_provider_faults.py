@@ -18,7 +18,7 @@ from devkit.harness import WorkerProcess
 from schemas.events import ResponseStatus
 from tests.faults.ai_workload import AiLoad, ProviderSimulator
 from tests.faults.conftest import FaultStack
-from tests.faults.observe import agent_crashes, log_size
+from tests.faults.observe import flow_failures, log_size
 
 pytestmark = pytest.mark.faults
 
@@ -128,5 +128,5 @@ async def test_provider_fault_loses_and_doubles_nothing(
         assert answer.status is ResponseStatus.FAILED, answer
         assert (answer.error or "").startswith("no model could serve the request: "), answer
     assert fault_worker.alive(), fault_worker.log_tail()
-    assert agent_crashes(fault_worker, log_start) == []
+    assert flow_failures(fault_worker, log_start) == []
     assert "router: executing" not in _log_since(fault_worker, log_start), "executor failed"
