@@ -1,4 +1,4 @@
-# The worker image: `scribe worker` runs every agent and serves /metrics and /health on
+# The worker image: `scribe worker` runs every flow and serves /metrics and /health on
 # SCRIBE_WEB_PORT. docker-compose.kafka.yml builds it and points it at Kafka, PostgreSQL, Redis.
 FROM python:3.11-slim
 

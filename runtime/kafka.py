@@ -13,8 +13,9 @@ from runtime.settings import ResolvedSettings
 
 # With fast_rebalance (the embedded broker, and the engine tests' kill runs) a member that died
 # is replaced after 6 s (Kafka's least by default, `group.min.session.timeout.ms`) instead of
-# 45 s, and a join does not wait out 5 minutes. The embedded broker holds a new group's first
-# join for half the session timeout: 3 s here, 5 s at 10 s.
+# aiokafka's 10 s, and a rebalance waits at most 5 s for members to rejoin (aiokafka: the
+# session timeout). The embedded broker holds a new group's first join for half the session
+# timeout: 3 s here, 5 s at 10 s.
 FAST_REBALANCE_TIMEOUTS = {
     "rebalance_timeout_ms": 5_000,
     "session_timeout_ms": 6_000,

@@ -49,7 +49,7 @@ def partition_lag(
 
 
 class Assigned(Protocol):
-    """What the sampler needs of a group's consumer (aiokafka's and Faust's both have it)."""
+    """What the sampler needs of a group's consumer (an aiokafka consumer has it)."""
 
     def assignment(self) -> Iterable[Any]: ...
 

@@ -1,4 +1,4 @@
-"""The Faust app: one worker process runs every agent and serves /metrics, /health, /ready and
+"""The Faust app: one worker process hosts every flow and serves /metrics, /health, /ready and
 the live /dashboard. `StoppingWorker` runs it and stops it in order, within deadlines."""
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ def faust_settings(settings: ResolvedSettings) -> dict[str, Any]:
         "topic_replication_factor": base.topic_replication,
         "key_serializer": "raw",
         "value_serializer": "raw",
+        # For a Faust consumer only: the Faust peers in `bench/` (the worker runs none).
         "consumer_auto_offset_reset": "earliest",
-        "autodiscover": False,
         "broker_commit_interval": 1.0,
+        "autodiscover": False,
         # Dead letters carry the original bytes (up to 1 MiB) plus headers.
         "producer_max_request_size": DEAD_LETTER_REQUEST_BYTES,
         # SCRIBE_PRODUCER_LINGER_MS: 0 on Kafka, 5 on the embedded broker, where unbatched

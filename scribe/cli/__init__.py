@@ -61,7 +61,7 @@ def db_migrate() -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--loglevel", default="info", show_default=True)
 def worker(loglevel: str) -> None:
-    """Run every agent in one Faust worker; serves /metrics and /health on SCRIBE_WEB_PORT.
+    """Run every flow in one worker; serves /metrics, /health and /ready on SCRIBE_WEB_PORT.
     SIGTERM stops it within 10 s (30 s when a server is unreachable), losing nothing."""
     import logging
 

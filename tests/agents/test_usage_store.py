@@ -48,5 +48,5 @@ async def test_other_errors_are_not_swallowed() -> None:
         raise AssertionError("the bug was swallowed")
 
 
-def test_the_usage_group_is_apart_from_the_faust_group() -> None:
+def test_the_usage_group_is_named_after_the_app_and_the_flow() -> None:
     assert USAGE.group_of("scribe") == "scribe.usage"

@@ -174,8 +174,8 @@ async def test_every_metric_read_by_alerts_grafana_and_the_dashboard_has_samples
 
 
 async def consumer_groups_of(kafka_url: str, app_id: str) -> set[str]:
-    """The broker's consumer groups of this worker's app: `app_id` (Faust's) and those named
-    `<app_id>-<flow>...` or `<app_id>.<flow>`."""
+    """The broker's consumer groups of this worker's app: `<app_id>.<flow>`, and any named
+    `<app_id>` or `<app_id>-...` (none now: a worker that joined one would show up here)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers(kafka_url))
     await admin.start()
     try:
