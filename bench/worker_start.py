@@ -27,11 +27,11 @@ SETTLE_S = 3.0  # after /ready, before the idle window: the flows' first polls a
 def measure(env: dict[str, str], state_dir: Path, idle_seconds: float) -> dict[str, float]:
     worker = new_worker(env, state_dir)
     spawned = time.monotonic()
-    worker.start()
-    started = time.monotonic() - spawned
-    worker.wait_consuming()
-    ready = time.monotonic() - spawned
     try:
+        worker.start()
+        started = time.monotonic() - spawned
+        worker.wait_consuming()
+        ready = time.monotonic() - spawned
         time.sleep(SETTLE_S)
         cpu_before, window_began = worker.cpu_seconds(), time.monotonic()
         time.sleep(idle_seconds)

@@ -81,8 +81,8 @@ class FlowsOnly(BootStrategy):
     """Faust without its own consumer, conductor and tables: every flow reads with a consumer
     of its own (`runtime.service`), so Faust's group would hold nothing but its leader topic.
     It cost each worker start a group join before the flows could begin theirs (the embedded
-    broker holds a first join for half the session timeout), and a fetch every 20 ms
-    there for as long as the worker ran. What is left: the producer, the web server, timers."""
+    broker holds a first join for half the session timeout), and a fetch every 20 ms there
+    for as long as the worker ran. What is left: the producer, the web server, timers."""
 
     enable_kafka_consumer = False
 

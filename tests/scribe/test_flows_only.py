@@ -13,12 +13,9 @@ from scribe.app import create_app
 
 
 def test_faust_starts_its_producer_and_web_server_but_no_consumer(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("SCRIBE_KAFKA_URL", "kafka://127.0.0.1:9092")
-    monkeypatch.setenv("SCRIBE_DATABASE_URL", "postgresql://u@127.0.0.1:5432/db")
-    monkeypatch.setenv("SCRIBE_REDIS_URL", "redis://127.0.0.1:6379/0")
-    monkeypatch.setenv("SCRIBE_STATE_DIR", str(tmp_path))
+    clean_env.setenv("SCRIBE_STATE_DIR", str(tmp_path))
     app, _ = create_app(Settings.from_env().require())
 
     # By identity: Faust's table and agent managers are mappings, and two empty ones are equal.

@@ -13,15 +13,6 @@ from runtime.settings import Settings, SettingsError
 from scribe.app import NO_TRANSACTIONS_NEEDED, create_app, faust_settings
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    monkeypatch.delenv("SCRIBE_PROCESSING_GUARANTEE", raising=False)
-    monkeypatch.setenv("SCRIBE_KAFKA_URL", "kafka://127.0.0.1:9092")
-    monkeypatch.setenv("SCRIBE_DATABASE_URL", "postgresql://u@127.0.0.1:5432/db")
-    monkeypatch.setenv("SCRIBE_REDIS_URL", "redis://127.0.0.1:6379/0")
-    return monkeypatch
-
-
 def test_at_least_once_by_default(clean_env: pytest.MonkeyPatch) -> None:
     assert Settings.from_env().require().base.processing_guarantee == "at_least_once"
 
