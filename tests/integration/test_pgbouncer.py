@@ -5,8 +5,8 @@ events sent twice once, with `scribe world replay` (also through the pooler) mat
 The pooler hands its few server connections out round-robin, so consecutive transactions of a
 client land on different server connections: anything that relied on session state (named
 prepared statements, session advisory locks, temporary tables kept across transactions) fails
-here. The first test shows the fixture catches exactly that: asyncpg's default statement cache
-fails through it, SCRIBE_DATABASE_STATEMENT_CACHE_SIZE=0 works."""
+here. The first test shows the fixture catches exactly that: a statement asyncpg cached on one
+server connection is missing on the next, and SCRIBE_DATABASE_STATEMENT_CACHE_SIZE=0 works."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ pytestmark = pytest.mark.integration
 TOOLS = Path(__file__).resolve().parents[2] / ".scribe" / "tools"
 EVENTS = 3_000
 BEHIND_PGBOUNCER = {"SCRIBE_DATABASE_STATEMENT_CACHE_SIZE": "0"}
+POOL_SIZE = 3
+QUERY = "SELECT $1::int + $2::int"
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,9 @@ def pooled_url(
     binary = fetch(TOOLS / "pgbouncer", report=print)
     server_port = urlsplit(own_stack["SCRIBE_DATABASE_URL"]).port
     assert server_port is not None
-    pooler = PgBouncer(tmp_path_factory.mktemp("pgbouncer"), binary, server_port)
+    pooler = PgBouncer(
+        tmp_path_factory.mktemp("pgbouncer"), binary, server_port, pool_size=POOL_SIZE
+    )
     port = free_port()
     record = pooler.start(port)
     try:
@@ -113,7 +117,7 @@ async def _queries_through(url: str, statement_cache_size: int) -> None:
     async def client(n: int) -> None:
         for m in range(10):
             async with pool.acquire() as conn:
-                assert await conn.fetchval("SELECT $1::int + $2::int", n, m) == n + m
+                assert await conn.fetchval(QUERY, n, m) == n + m
 
     try:
         await asyncio.gather(*(client(n) for n in range(4)))
@@ -121,12 +125,44 @@ async def _queries_through(url: str, statement_cache_size: int) -> None:
         await pool.close()
 
 
+async def _reuse_on_another_server_connection(url: str, statement_cache_size: int) -> int:
+    """One client runs a query, then runs it again while another client's open transaction holds
+    the server connection the first run used, so the pooler must hand it another one: a
+    statement cached on the first server connection is missing there. Returns the sum of the
+    second run. Deterministic: it does not rely on the pooler's round robin or on how many server
+    connections it happened to have opened yet (on a busy machine it may have only one)."""
+    client = await asyncpg.connect(url, statement_cache_size=statement_cache_size)
+    holders: list[asyncpg.Connection] = []
+    try:
+        async with client.transaction():
+            assert await client.fetchval(QUERY, 1, 2) == 3
+            used = await client.fetchval("SELECT pg_backend_pid()")
+        # Open transactions until one holds `used`; the pool has POOL_SIZE server connections.
+        for _ in range(POOL_SIZE):
+            holder = await asyncpg.connect(url, statement_cache_size=0)
+            holders.append(holder)
+            await holder.execute("BEGIN")
+            if await holder.fetchval("SELECT pg_backend_pid()") == used:
+                break
+        else:
+            pytest.fail(f"no client got server connection {used} in {POOL_SIZE} tries")
+        # The others give theirs back, so the pooler has a free one for the client.
+        for other in holders[:-1]:
+            await other.execute("ROLLBACK")
+        second: int = await client.fetchval(QUERY, 3, 4)
+        return second
+    finally:
+        for conn in [client, *holders]:
+            await conn.close()
+
+
 async def test_the_pooler_breaks_asyncpgs_statement_cache_and_the_setting_avoids_it(
     pooled_url: str,
 ) -> None:
     with pytest.raises(asyncpg.PostgresError, match="prepared statement") as raised:
-        await _queries_through(pooled_url, statement_cache_size=100)
+        await _reuse_on_another_server_connection(pooled_url, statement_cache_size=100)
     print(f"  with asyncpg's statement cache: {raised.value!r}", flush=True)
+    assert await _reuse_on_another_server_connection(pooled_url, statement_cache_size=0) == 7
     await _queries_through(pooled_url, statement_cache_size=0)
 
 
