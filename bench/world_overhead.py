@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -59,6 +60,22 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class _CollectorTime:
+    """The garbage collector's CPU time and collections while in `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.cpu_s = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.collections += 1
+            self.cpu_s += time.process_time() - self._started
 
 
 class _NoDeadLetters:
@@ -125,6 +142,8 @@ async def measure(database_url: str, worlds: int, rounds: int) -> dict[str, Any]
         writes.clear()
         ticks_before = sum(owner.worlds[w].state.tick for w in world_ids)
         round_walls = []
+        collector = _CollectorTime()
+        gc.callbacks.append(collector)
         cpu_started = time.process_time()
         for _ in range(rounds):
             clock.now += 1.0
@@ -132,6 +151,7 @@ async def measure(database_url: str, worlds: int, rounds: int) -> dict[str, Any]
             await owner.tick_due()
             round_walls.append(time.perf_counter() - wall)
         flow_cpu = time.process_time() - cpu_started
+        gc.callbacks.remove(collector)
         ticks = sum(owner.worlds[w].state.tick for w in world_ids) - ticks_before
         invalidations = sent["messages"]
 
@@ -154,6 +174,9 @@ async def measure(database_url: str, worlds: int, rounds: int) -> dict[str, Any]
         "flow_cpu_ms_per_tick": round(1000 * flow_cpu / ticks, 4),
         "pure_step_cpu_ms_per_tick": round(1000 * step_cpu / ticks, 4),
         "flow_cpu_ratio_to_pure_step": round(flow_cpu / step_cpu, 2),
+        # Of the flow's CPU: the garbage collector's (runtime.service.YOUNG_COLLECTION_AFTER).
+        "flow_gc_collections": collector.collections,
+        "flow_gc_cpu_share": round(collector.cpu_s / flow_cpu, 3),
         "round_wall_p50_s": round(round_walls[len(round_walls) // 2], 3),
         "round_wall_max_s": round(round_walls[-1], 3),
         # The PostgreSQL transaction of a round, wall time (the server's CPU is in it).

@@ -39,17 +39,24 @@ R = TypeVar("R", bound=Runner)
 
 # A full collection after this many generation-1 collections (Python's default: 10).
 FULL_COLLECTION_EVERY = 100
+# A young collection once this many more container objects were made than freed (Python's
+# default: 700). A flow's work in flight (a world tick round's new states, a usage batch's
+# events) lives a few hundred ms and is freed by reference counting: at 700, the collector
+# walked all of it again and again while it lived, 10-12 % of a world worker's CPU.
+YOUNG_COLLECTION_AFTER = 200_000
 
 
 def freeze_long_lived() -> None:
     """Every object alive once a flow is built and started lives as long as the process:
     frozen, a full collection no longer walks it, and full collections come ten times rarer
     than Python's default. Unfrozen, a worker's full collections took 64-182 ms, each a stall
-    of every flow (the usage flow's batches in flight made one every ~2 batches)."""
+    of every flow (the usage flow's batches in flight made one every ~2 batches). Young
+    collections come only once work in flight outgrows `YOUNG_COLLECTION_AFTER`; garbage in
+    reference cycles waits for them, at most that many objects."""
     gc.collect()  # what is garbage now is not frozen with the rest
     gc.freeze()
-    gen0, gen1, _ = gc.get_threshold()
-    gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
+    _, gen1, _ = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_AFTER, gen1, FULL_COLLECTION_EVERY)
 
 
 # A batch flow or a per-record flow: the host builds the runner each needs.

@@ -7,7 +7,13 @@ import asyncio
 import gc
 from typing import Any
 
-from runtime.service import FULL_COLLECTION_EVERY, FlowService, Running, freeze_long_lived
+from runtime.service import (
+    FULL_COLLECTION_EVERY,
+    YOUNG_COLLECTION_AFTER,
+    FlowService,
+    Running,
+    freeze_long_lived,
+)
 
 
 async def test_a_flow_waiting_for_its_servers_neither_holds_up_start_nor_stop() -> None:
@@ -32,14 +38,14 @@ async def test_a_flow_waiting_for_its_servers_neither_holds_up_start_nor_stop() 
         await service.stop()
 
 
-def test_what_lives_once_a_flow_started_is_frozen_and_full_collections_come_rarer() -> None:
+def test_what_lives_once_a_flow_started_is_frozen_and_collections_come_rarer() -> None:
     threshold = gc.get_threshold()
     long_lived = [[n] for n in range(10)]  # containers, which the collector tracks
     try:
         gc.unfreeze()
         freeze_long_lived()
         assert gc.get_freeze_count() >= len(long_lived)
-        assert gc.get_threshold() == (*threshold[:2], FULL_COLLECTION_EVERY)
+        assert gc.get_threshold() == (YOUNG_COLLECTION_AFTER, threshold[1], FULL_COLLECTION_EVERY)
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
