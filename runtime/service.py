@@ -42,7 +42,8 @@ FULL_COLLECTION_EVERY = 100
 # A young collection once this many more container objects were made than freed (Python's
 # default: 700). A flow's work in flight (a world tick round's new states, a usage batch's
 # events) lives a few hundred ms and is freed by reference counting: at 700, the collector
-# walked all of it again and again while it lived, 10-12 % of a world worker's CPU.
+# walked all of it again and again while it lived: 9-10 % of the world flow's CPU at 5,000
+# worlds (bench/world_overhead.py).
 YOUNG_COLLECTION_AFTER = 200_000
 
 
@@ -51,8 +52,8 @@ def freeze_long_lived() -> None:
     frozen, a full collection no longer walks it, and full collections come ten times rarer
     than Python's default. Unfrozen, a worker's full collections took 64-182 ms, each a stall
     of every flow (the usage flow's batches in flight made one every ~2 batches). Young
-    collections come only once work in flight outgrows `YOUNG_COLLECTION_AFTER`; garbage in
-    reference cycles waits for them, at most that many objects."""
+    collections come only once work in flight outgrows `YOUNG_COLLECTION_AFTER`, so garbage in
+    reference cycles waits longer for them."""
     gc.collect()  # what is garbage now is not frozen with the rest
     gc.freeze()
     _, gen1, _ = gc.get_threshold()

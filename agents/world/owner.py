@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 MAX_TICK_JUMP = 1440
 # Ticks the timer applies per round across all worlds; the rest stay due for the next round.
 ROUND_BUDGET = 2000
+# A round that applied at least this many ticks is followed at once by the next, which takes
+# what fell due while this one was written; a smaller one ends the timer's call.
+FOLLOW_ROUNDS_OF = 200
 # The timer yields to the event loop after this many ticks, so consumers and heartbeats run.
 YIELD_EVERY = 200
 # Ticks this many intervals overdue after a round mean the worker cannot keep up: warned, at
@@ -414,8 +417,9 @@ class WorldOwner:
         await self.flush()
 
     async def tick_due(self) -> None:
-        """Timer rounds until one is not full: a round that used its whole budget left ticks
-        due, and waiting the timer's interval before the next would only make them later. The
+        """Timer rounds until one applies fewer than `FOLLOW_ROUNDS_OF` ticks: a worker with
+        that many falling due while it writes would only make them later by waiting the
+        timer's interval, and rounds then take what fell due during the write before. The
         next round is applied while the one before it is written (flushes stay in order: each
         takes what is pending under the flush lock). Within one tick interval of wall time, so
         a worker that stays behind still returns to its timer (which checks for a stop between
@@ -430,7 +434,7 @@ class WorldOwner:
                 if writing is not None:
                     await writing
                 writing = asyncio.create_task(self.flush())
-                if applied < ROUND_BUDGET or self.schedule is None:
+                if applied < FOLLOW_ROUNDS_OF or self.schedule is None:
                     break
                 if time.monotonic() - started >= self.schedule.interval:
                     break

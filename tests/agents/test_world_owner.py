@@ -203,6 +203,7 @@ async def test_a_full_round_is_followed_at_once_by_the_next(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("agents.world.owner.ROUND_BUDGET", 2)
+    monkeypatch.setattr("agents.world.owner.FOLLOW_ROUNDS_OF", 2)
     clock = Clock()
     worlds = owner(pool, publisher, kafka_producer, clock)
     ids = [f"w-owner-{uuid.uuid4().hex[:8]}" for _ in range(5)]
@@ -212,6 +213,29 @@ async def test_a_full_round_is_followed_at_once_by_the_next(
     assert [worlds.worlds[w].state.tick for w in ids] == [1] * 5
     for w in ids:
         assert await replays_to_head(pool, worlds, w)
+
+
+@pytest.mark.integration
+async def test_a_round_under_the_follow_size_ends_the_timers_call(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    kafka_producer: AIOKafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lightly loaded worker lets ticks gather for the timer's interval rather than writing
+    every few ticks as they fall due."""
+    monkeypatch.setattr("agents.world.owner.ROUND_BUDGET", 2)
+    monkeypatch.setattr("agents.world.owner.FOLLOW_ROUNDS_OF", 3)
+    clock = Clock()
+    worlds = owner(pool, publisher, kafka_producer, clock)
+    ids = [f"w-owner-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    await worlds.apply_events([received(happening(clock, village_loaded(w))) for w in ids])
+    clock.now += 1.0  # one tick due per world; the first round takes 2, fewer than 3
+    await worlds.tick_due()
+    assert sorted(worlds.worlds[w].state.tick for w in ids) == [0, 0, 0, 1, 1]
+    await worlds.tick_due()
+    await worlds.tick_due()
+    assert [worlds.worlds[w].state.tick for w in ids] == [1] * 5
 
 
 @pytest.mark.integration
