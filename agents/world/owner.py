@@ -417,13 +417,14 @@ class WorldOwner:
         await self.flush()
 
     async def tick_due(self) -> None:
-        """Timer rounds until one applies fewer than `FOLLOW_ROUNDS_OF` ticks: a worker with
-        that many falling due while it writes would only make them later by waiting the
-        timer's interval, and rounds then take what fell due during the write before. The
-        next round is applied while the one before it is written (flushes stay in order: each
-        takes what is pending under the flush lock). Within one tick interval of wall time, so
-        a worker that stays behind still returns to its timer (which checks for a stop between
-        calls); every round is written before this returns."""
+        """Timer rounds, each followed at once by the next while it applied at least
+        `FOLLOW_ROUNDS_OF` ticks: with that many falling due during one write, waiting the
+        timer's interval would only make them later. A smaller round ends the call, so a
+        lightly loaded worker lets ticks gather instead of writing every few. The next round
+        is applied while the one before it is written (flushes stay in order: each takes what
+        is pending under the flush lock). Within one tick interval of wall time, so a worker
+        that stays behind still returns to its timer (which checks for a stop between calls);
+        every round is written before this returns."""
         if self.schedule is None:
             return
         started = time.monotonic()

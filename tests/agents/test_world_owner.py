@@ -128,6 +128,13 @@ def owner(
     )
 
 
+async def load_villages(worlds: WorldOwner, clock: Clock, count: int) -> list[str]:
+    """`count` new village worlds loaded into `worlds`; their ids."""
+    ids = [f"w-owner-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    await worlds.apply_events([received(happening(clock, village_loaded(w))) for w in ids])
+    return ids
+
+
 def received(event: Event, topic: str = "world.events") -> Received[Any]:
     key = str(event.world_id).encode()  # type: ignore[attr-defined]
     return Received(event, Origin(topic, 0, 0, key, encode(event)))
@@ -206,8 +213,7 @@ async def test_a_full_round_is_followed_at_once_by_the_next(
     monkeypatch.setattr("agents.world.owner.FOLLOW_ROUNDS_OF", 2)
     clock = Clock()
     worlds = owner(pool, publisher, kafka_producer, clock)
-    ids = [f"w-owner-{uuid.uuid4().hex[:8]}" for _ in range(5)]
-    await worlds.apply_events([received(happening(clock, village_loaded(w))) for w in ids])
+    ids = await load_villages(worlds, clock, 5)
     clock.now += 1.0  # one tick due per world: rounds of 2, 2 and 1 in one timer call
     await worlds.tick_due()
     assert [worlds.worlds[w].state.tick for w in ids] == [1] * 5
@@ -228,8 +234,7 @@ async def test_a_round_under_the_follow_size_ends_the_timers_call(
     monkeypatch.setattr("agents.world.owner.FOLLOW_ROUNDS_OF", 3)
     clock = Clock()
     worlds = owner(pool, publisher, kafka_producer, clock)
-    ids = [f"w-owner-{uuid.uuid4().hex[:8]}" for _ in range(5)]
-    await worlds.apply_events([received(happening(clock, village_loaded(w))) for w in ids])
+    ids = await load_villages(worlds, clock, 5)
     clock.now += 1.0  # one tick due per world; the first round takes 2, fewer than 3
     await worlds.tick_due()
     assert sorted(worlds.worlds[w].state.tick for w in ids) == [0, 0, 0, 1, 1]
