@@ -49,7 +49,7 @@ from agents.world.step import step
 from bench.brokers import BROKERS, stack_on
 from bench.processes import SERVERS, server_pids, tree_cpu_seconds
 from devkit.harness import WorkerProcess, new_worker, services_for_tests
-from runtime.service import FULL_COLLECTION_EVERY, YOUNG_COLLECTION_AFTER
+from runtime.service import collector_thresholds
 from runtime.settings import kafka_bootstrap_servers
 from schemas.events import WorldEvent
 from topics.publisher import Publisher
@@ -99,7 +99,7 @@ def step_ceiling(worlds: int, seconds: float) -> float:
     # Under the worker's collector thresholds: at Python's defaults the collector took ~10 %
     # of the step's CPU, which the worker no longer pays, and the ratio would flatter it.
     threshold = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_AFTER, threshold[1], FULL_COLLECTION_EVERY)
+    gc.set_threshold(*collector_thresholds())
     try:
         started = time.perf_counter()
         cpu_started = time.process_time()

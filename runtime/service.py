@@ -56,8 +56,13 @@ def freeze_long_lived() -> None:
     reference cycles waits longer for them."""
     gc.collect()  # what is garbage now is not frozen with the rest
     gc.freeze()
+    gc.set_threshold(*collector_thresholds())
+
+
+def collector_thresholds() -> tuple[int, int, int]:
+    """The collector's thresholds in a running worker (the middle one left as it is)."""
     _, gen1, _ = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_AFTER, gen1, FULL_COLLECTION_EVERY)
+    return YOUNG_COLLECTION_AFTER, gen1, FULL_COLLECTION_EVERY
 
 
 # A batch flow or a per-record flow: the host builds the runner each needs.
