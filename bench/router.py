@@ -286,6 +286,12 @@ async def cpu_seconds(worker_url: str) -> float:
     return math.nan
 
 
+async def expressed(worker_url: str) -> float:
+    """Requests the worker ran as soon as decided (agents/router/express.py), so far."""
+    lines = await metric_lines(worker_url, "scribe_router_expressed_total")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
 def cpu_line(name: str, cpu_s: float, requests: int, span_s: float) -> str:
     """The worker's CPU over a phase, per request and as a share of one core: the figure the
     machine's other load changes least."""
@@ -320,6 +326,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
         workers = {"the worker": env["WORKER_URL"]}
     loops = {name: await loop_lateness(url) for name, url in workers.items()}
     cpu = {name: await cpu_seconds(url) for name, url in workers.items()}
+    express_before = await expressed(env["LANES_URL"])
     started = time.monotonic()
     async with (
         Publisher(kafka_bootstrap_servers(kafka), linger_ms=0) as publisher,
@@ -349,6 +356,8 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
     for name, url in workers.items():
         say(lateness_line(name, loops[name], await loop_lateness(url)))
         say(cpu_line(name, cpu[name], len(sent), span_s))
+    ran_at_once = await expressed(env["LANES_URL"]) - express_before
+    say(f"  run as soon as decided (express): {ran_at_once:,.0f} of {len(sent):,} requests")
 
 
 async def bench_rate_api(api_url: str, rate: float, seconds: float, base: float) -> None:

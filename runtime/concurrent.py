@@ -18,7 +18,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -103,6 +103,17 @@ class Holding(Protocol[E]):
         ...
 
 
+class Ownership(Protocol):
+    """Told which partitions the flow's consumer owns, for work started on their records
+    before the flow reads them (`agents.router.express`)."""
+
+    def assigned(self, partitions: frozenset[TopicPartition], counts: Mapping[str, int]) -> None:
+        """`counts`: each of the partitions' topics' partition count."""
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Returns once the partitions' work is finished (or given up): they move next."""
+
+
 @dataclass(frozen=True)
 class RecordFlow(Generic[E]):
     spec: ConsumerSpec
@@ -122,6 +133,7 @@ class RecordFlow(Generic[E]):
     in_flight_changed: Callable[[int], None] = lambda _: None
     # Released once the consumer left its group.
     closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+    ownership: Ownership | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -358,6 +370,9 @@ class ConcurrentRunner(Generic[E]):
         """Commit what finished, then forget what is held or tracked for the partitions going
         away: their new owner reads it again from the committed offset."""
         self.assigned = False
+        if self.flow.ownership is not None:
+            # Before the commit: what it finishes is then committed too.
+            await self.flow.ownership.revoked(partitions)
         await self._commit(only=partitions)
         self.source.forget(partitions)
         if self.flow.holding is not None:
@@ -370,6 +385,11 @@ class ConcurrentRunner(Generic[E]):
         if self._stopping.is_set():
             return  # a join finishing while the worker leaves: it will own nothing
         self.assigned = True
+        if self.flow.ownership is not None:
+            consumer = self.source.consumer
+            topics = {tp.topic for tp in partitions}
+            counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+            self.flow.ownership.assigned(partitions, counts)
         self.log.info(
             "%s: assigned partitions %s",
             self.spec.flow,

@@ -141,6 +141,11 @@ LANE_HELD = Gauge(
 LANE_IN_FLIGHT = Gauge(
     "scribe_router_lane_in_flight_requests", "Requests of a lane being executed now", ["lane"]
 )
+EXPRESSED = Counter(
+    "scribe_router_expressed",
+    "Decided requests executed in the worker that decided them, before their lane read them",
+    ["lane"],
+)
 PROMOTIONS = Counter(
     "scribe_router_promotions",
     "Held requests run ahead of the window and the rate cap because their deadline is near",

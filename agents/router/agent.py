@@ -7,7 +7,7 @@ ai.requests.dlq with the reason."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -29,9 +29,11 @@ from agents.router.decide_flow import (
     declare_settle,
 )
 from agents.router.execute import ExecuteConfig, Executor, Upstream
+from agents.router.express import Express
 from agents.router.images import ImageStore
 from agents.router.keys import KeyPool, Limit, TokenBuckets
 from agents.router.lane_consumer import (
+    STOP_GRACE_S,
     DeferredPlan,
     DoneMarks,
     ExecuteRouted,
@@ -89,7 +91,7 @@ def register(
     # httpx logs every request at INFO: far too much at this volume.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = RouterSettings.from_env()
-    hosted = _Hosted(app, resources, settings)
+    hosted = _Hosted(app, resources, settings, expressing=deciding and executing)
     if deciding:
         hosted.deciding()
     if executing:
@@ -100,11 +102,34 @@ class _Hosted:
     """The router's flows hosted like the worker's others (each group's lag sampled, stopped
     with them, /ready waiting for its join), registered now and built when the worker starts."""
 
-    def __init__(self, app: faust.App, resources: Resources, settings: RouterSettings) -> None:
+    def __init__(
+        self, app: faust.App, resources: Resources, settings: RouterSettings, expressing: bool
+    ) -> None:
         self.app = app
         self.resources = resources
         self.settings = settings
         self.fast = resources.settings.base.fast_rebalance
+        # The execution lanes' handler, once `executing` declared them.
+        self.handler: Callable[[], ExecuteRouted] | None = None
+        # Decide hands urgent and normal requests to the lanes in this worker at once.
+        self.express = (
+            Express(
+                self.execute,
+                {
+                    Lane.URGENT: settings.urgent_concurrency,
+                    Lane.NORMAL: settings.normal_concurrency,
+                },
+                STOP_GRACE_S,
+            )
+            if expressing and settings.express
+            else None
+        )
+
+    async def execute(self, job: Received[RoutedRequest]) -> None:
+        """Run a decided request as its lane would (the express hand-off)."""
+        if self.handler is None:
+            raise RuntimeError("express runs only in a worker that hosts the execution lanes")
+        await self.handler()(job)
 
     def fetch_wait_ms(self, flow: str) -> int:
         # The embedded broker answers a waiting fetch only when its wait runs out (see
@@ -143,7 +168,14 @@ class _Hosted:
 
         async def decide() -> Flow[Any, Any]:
             sends = SendsInFlight(self.enqueue, self.publish)
-            deciding = Deciding(store, budgets, load_catalog(), policy, sends.send)
+            express = self.express
+
+            async def send(emits: list[Emit]) -> None:
+                await sends.send(emits)
+                if express is not None:
+                    express.offer(emits)
+
+            deciding = Deciding(store, budgets, load_catalog(), policy, send)
             writer = dead_letter_writer(resources.dead_letters, DECIDE, into=AI_REQUESTS)
             return declare_decide(deciding, writer, self.fetch_wait_ms("decide"), sends.flush)
 
@@ -208,6 +240,8 @@ class _Hosted:
                 log.info("router: executing with %s", ", ".join(providers) or "no providers")
             return built["execute"]
 
+        self.handler = execute
+
         async def release(job: Received[AIRequest]) -> None:
             with tracing.consuming(
                 "router.release", job.origin.headers, {"scribe.request_id": job.event.request_id}
@@ -250,9 +284,10 @@ class _Hosted:
             return declare_lane(
                 spec,
                 read=lambda value: decode(value, RoutedRequest),
-                handle=execute(),
+                handle=execute() if self.express is None else self.express.or_run(execute()),
                 dead_letter=self.dead_letter,
                 concurrency=concurrency[lane],
+                express=self.express,
             )
 
         for lane, topic in LANE_TOPICS.items():

@@ -22,6 +22,7 @@ from aiokafka import TopicPartition
 
 from agents.router.decide import Emit, count_response
 from agents.router.execute import Executor, Outcome
+from agents.router.express import Express
 from agents.router.keys import TokenBuckets, Wait
 from agents.router.lanes import DeferredQueue, OffPeak
 from runtime import tracing
@@ -253,9 +254,11 @@ def declare_lane(
     concurrency: int,
     holding: HeldRelease[T] | None = None,
     stop_grace_seconds: float = STOP_GRACE_S,
+    express: Express | None = None,
 ) -> RecordFlow[T]:
     """A lane: `spec` (see `lane_spec`), `read` each message, `handle` it, at most
-    `concurrency` at a time; with `holding`, held back until it releases them."""
+    `concurrency` at a time; with `holding`, held back until it releases them; with
+    `express`, told what the lane owns and stopped after it."""
     lane = spec.flow.removeprefix("router-")
     in_flight = LANE_IN_FLIGHT.labels(lane=lane)
     holds: Holding[T] | None = holding
@@ -268,4 +271,6 @@ def declare_lane(
         holding=holds,
         stop_grace_seconds=stop_grace_seconds,
         in_flight_changed=in_flight.set,
+        ownership=express,
+        closers=(express.stop,) if express is not None else (),
     )

@@ -67,6 +67,8 @@ class RouterSettings:
     image_ttl_s: int = 86_400
     image_url_base: str | None = None
     budget_state_topic: str = "budget.state"
+    # Decide hands urgent and normal requests to the lanes in its worker (agents.router.express).
+    express: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterSettings:
@@ -140,6 +142,7 @@ class RouterSettings:
             image_ttl_s=reader.whole("SCRIBE_ROUTER_IMAGE_TTL_S", 86_400),
             image_url_base=env.get("SCRIBE_ROUTER_IMAGE_URL_BASE") or None,
             budget_state_topic=env.get("SCRIBE_BUDGET_STATE_TOPIC", "budget.state"),
+            express=reader.switch("SCRIBE_ROUTER_EXPRESS", True),
         )
 
 
@@ -162,6 +165,14 @@ class _Reader:
         if value < 0:
             raise SettingsError(f"{name}: {raw!r} must not be negative")
         return value
+
+    def switch(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw not in ("on", "off"):
+            raise SettingsError(f"{name}: {raw!r} must be on or off")
+        return raw == "on"
 
     def number(self, name: str, default: float) -> float:
         raw = self._raw(name)

@@ -10,7 +10,6 @@ group commit; an offset is committed only after everything read before it is sto
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from agents.context import Resources
@@ -27,6 +25,7 @@ from agents.world.owner import EVENTS_AGENT, TICKS_AGENT, WorldOwner
 from runtime import tracing
 from runtime.flow import Flow, Rebalance, Timer
 from runtime.metrics import MESSAGES_OUT, PROCESSING_SECONDS
+from runtime.partitioner import partition_of
 from runtime.sink import Sink
 from runtime.source import DeadLetterWriter, Received
 from runtime.spec import Assignor, ConsumerSpec
@@ -44,13 +43,6 @@ WORLD = ConsumerSpec(
     assignor=Assignor.RANGE,
     agent_labels={WORLD_EVENTS.name: EVENTS_AGENT, WORLD_TICKS.name: TICKS_AGENT},
 )
-
-
-@functools.lru_cache(maxsize=65536)
-def partition_of(key: bytes, count: int) -> int:
-    """The partition the default partitioner (murmur2, pure Python) gives `key`; remembered,
-    as a world's key is hashed again every round it changes."""
-    return int((murmur2(key) & 0x7FFFFFFF) % count)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from agents.intake import Received
 from agents.world.apply import Applied, Duplicate, apply_event, recorded_memory
@@ -51,6 +50,7 @@ from runtime.metrics import (
     WORLDS_ACTIVE,
     observe_end_to_end,
 )
+from runtime.partitioner import partition_of
 from schemas.events import CacheInvalidation, WorldEvent, WorldTick
 from sinks.postgres.world import (
     RETRYABLE,
@@ -94,7 +94,7 @@ Publish = Callable[[list[CacheInvalidation]], Awaitable[None]]
 
 def partition_for(world_id: str, partitions: int) -> int:
     """The partition a producer's default (murmur2) partitioner puts this world's key in."""
-    return int((murmur2(world_id.encode()) & 0x7FFFFFFF) % partitions)
+    return partition_of(world_id.encode(), partitions)
 
 
 def _payload_json(payload: dict[str, Any]) -> str:

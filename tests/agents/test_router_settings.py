@@ -56,8 +56,10 @@ def test_router_options_are_read_and_checked() -> None:
         "SCRIBE_ROUTER_OVER_BUDGET": "reject",
         "SCRIBE_ROUTER_DEFAULT_BUDGET_USD": "12.50",
         "SCRIBE_ROUTER_OFFPEAK": "22:00-06:00",
+        "SCRIBE_ROUTER_EXPRESS": "off",
     }
     settings = RouterSettings.from_env(env)
+    assert RouterSettings.from_env({}).express and not settings.express
     assert settings.free_images_per_day == 10 and settings.over_budget == "reject"
     assert settings.default_budget_usd == Decimal("12.50")
     assert settings.offpeak is not None
@@ -71,6 +73,7 @@ def test_router_options_are_read_and_checked() -> None:
         ("SCRIBE_ROUTER_OVER_BUDGET", "shrug"),
         ("SCRIBE_ROUTER_DEFAULT_BUDGET_USD", "lots"),
         ("SCRIBE_ROUTER_DEFERRED_RATE", "fast"),
+        ("SCRIBE_ROUTER_EXPRESS", "yes"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
