@@ -120,13 +120,19 @@ async def test_at_most_the_lanes_limit_runs_here_and_a_resent_request_runs_once(
     assert calls.finished == [request_id(e) for e in emits]
 
 
-async def test_a_partition_moves_only_once_its_calls_finished() -> None:
+async def one_held_call(grace_s: float) -> tuple[Calls, Emit, Express]:
+    """An urgent request running here, its provider call held until released."""
     calls = Calls()
     calls.release.clear()
     emit = lane_emit()
-    express = owning(Express(calls, {Lane.URGENT: 4}, 5.0), partition_for(emit))
+    express = owning(Express(calls, {Lane.URGENT: 4}, grace_s), partition_for(emit))
     express.offer([emit])
     await asyncio.sleep(0)
+    return calls, emit, express
+
+
+async def test_a_partition_moves_only_once_its_calls_finished() -> None:
+    calls, emit, express = await one_held_call(grace_s=5.0)
 
     revoking = asyncio.ensure_future(express.revoked(frozenset({partition_for(emit)})))
     await asyncio.sleep(0.05)
@@ -143,12 +149,7 @@ async def test_a_partition_moves_only_once_its_calls_finished() -> None:
 
 
 async def test_a_stop_cancels_calls_that_outlive_the_grace() -> None:
-    calls = Calls()
-    calls.release.clear()
-    emit = lane_emit()
-    express = owning(Express(calls, {Lane.URGENT: 4}, 0.1), partition_for(emit))
-    express.offer([emit])
-    await asyncio.sleep(0)
+    calls, emit, express = await one_held_call(grace_s=0.1)
 
     await asyncio.wait_for(express.stop(), 2)
     assert calls.started == [request_id(emit)] and calls.finished == []
