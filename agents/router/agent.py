@@ -171,9 +171,10 @@ class _Hosted:
             express = self.express
 
             async def send(emits: list[Emit]) -> None:
-                await sends.send(emits)
+                # Offered before they are sent, so no lane here reads one before it is known.
                 if express is not None:
                     express.offer(emits)
+                await sends.send(emits)
 
             deciding = Deciding(store, budgets, load_catalog(), policy, send)
             writer = dead_letter_writer(resources.dead_letters, DECIDE, into=AI_REQUESTS)

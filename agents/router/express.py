@@ -3,7 +3,7 @@ or normal request is executed as soon as decide has committed it in Redis, witho
 for its lane to read it back from Kafka. That saves a Kafka hop (a fetch, and the produce
 before it) on every such request.
 
-The lane message is still sent first, and it is what a crash falls back on. Express runs a
+The lane message is still sent, and it is what a crash falls back on. Express runs a
 request only when this worker's lane owns the partition that message goes to. When the lane
 reads the message, it finds the call here and waits for it rather than calling again.
 
@@ -92,8 +92,11 @@ class Express:
     # -- decide offers what it sent; the lanes ask ------------------------------------------
 
     def offer(self, emits: list[Emit]) -> None:
-        """Start each of `emits` (already handed to the producer) that goes to a lane
-        partition owned here, while the lane has room."""
+        """Start each of `emits` (decided and committed in Redis, about to be sent) that goes
+        to a lane partition owned here, while the lane has room. Offered before the send, so
+        no lane reads one of them before it is known here; a call that finishes before its
+        message is acknowledged is safe too: a crash re-sends the stored decision, and its
+        lane then finds the done mark."""
         for emit in emits:
             topic = emit.spec.name
             limit = self.limits.get(topic)
@@ -137,7 +140,9 @@ class Express:
 
     async def stop(self) -> None:
         """At a lane's stop, once it left its group: calls still running get the grace, then
-        are cancelled (their lane messages run again after the restart)."""
+        are cancelled (their lane messages run again after the restart). Nothing more runs
+        here: decide may still be deciding."""
+        self._owned.clear()
         running = [c.task for c in self._calls.values() if not c.task.done()]
         if not running:
             return
