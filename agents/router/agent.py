@@ -129,7 +129,7 @@ class _Hosted:
         """Run a decided request as its lane would (the express hand-off)."""
         if self.handler is None:
             raise RuntimeError("express runs only in a worker that hosts the execution lanes")
-        await self.handler()(job)
+        await self.handler().decided_now(job)
 
     def fetch_wait_ms(self, flow: str) -> int:
         # The embedded broker answers a waiting fetch only when its wait runs out (see

@@ -65,6 +65,8 @@ class Emit:
     value: bytes
     # The trace context to send with it; when empty, the current span's is sent (if any).
     headers: tuple[tuple[str, bytes], ...] = ()
+    # A lane message of a decision this batch committed: nothing can have run it yet.
+    decided_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def decide_user(
         spec = LANE_TOPICS[decided.lane]
         raw = encode(routed)
         created[request_id] = Create(request_id, RequestRecord(item.origin, spec.name, raw))
-        outcome.emits.append(Emit(spec, user_key, raw, item.headers))
+        outcome.emits.append(Emit(spec, user_key, raw, item.headers, decided_now=True))
     outcome.commit.ops[:0] = list(created.values())
     if ledger != stored.ledger:
         outcome.commit.ledger = ledger

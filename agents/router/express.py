@@ -92,24 +92,27 @@ class Express:
     # -- decide offers what it sent; the lanes ask ------------------------------------------
 
     def offer(self, emits: list[Emit]) -> None:
-        """Start each of `emits` (decided and committed in Redis, about to be sent) that goes
-        to a lane partition owned here, while the lane has room. Offered before the send, so
-        no lane reads one of them before it is known here; a call that finishes before its
-        message is acknowledged is safe too: a crash re-sends the stored decision, and its
-        lane then finds the done mark."""
+        """Start each of `emits` decided now (committed in Redis just now, so `execute` need
+        not look up a done mark) whose lane partition is owned here, while the lane has room.
+        Offered before the send, so no lane here reads a message before it is known. A call
+        that finishes before its message is acknowledged is safe: a crash re-sends the stored
+        decision, and its lane then finds the done mark."""
         for emit in emits:
             topic = emit.spec.name
             limit = self.limits.get(topic)
             count = self._partitions.get(topic)
-            if limit is None or not count or self._in_flight[topic] >= limit:
+            # Re-sent decisions (a redelivered batch) take the lane's path: they may have run.
+            if not emit.decided_now or limit is None or not count:
                 continue
+            if self._in_flight[topic] >= limit:
+                continue  # the lane's path: the lane bounds its own calls
             partition = TopicPartition(topic, partition_of(emit.key, count))
             if partition not in self._owned:
                 continue
             routed = decode(emit.value, RoutedRequest)
             request_id = routed.request.request_id
             if request_id in self._calls:
-                continue  # sent again by a redelivered batch: the first call answers it
+                continue  # a batch written again after its send failed: the first call answers
             # No offset yet: a dead letter for this call says -1.
             origin = Record(topic, partition.partition, -1, emit.key, emit.value, emit.headers)
             self._in_flight[topic] += 1

@@ -198,18 +198,28 @@ class ExecuteRouted:
         self.marks = marks
 
     async def __call__(self, job: Received[RoutedRequest]) -> None:
+        await self._traced(job, look_up_done=True)
+
+    async def decided_now(self, job: Received[RoutedRequest]) -> None:
+        """Run a request whose decision was committed just now (`agents.router.express`):
+        nothing can have run it before, so its done mark is not looked up."""
+        await self._traced(job, look_up_done=False)
+
+    async def _traced(self, job: Received[RoutedRequest], look_up_done: bool) -> None:
         request_id = job.event.request.request_id
         attributes = {
             "scribe.request_id": request_id,
             "messaging.destination.name": job.origin.topic,
         }
         with tracing.consuming("router.execute", job.origin.headers, attributes):
-            await self._execute(job, request_id)
+            await self._execute(job, request_id, look_up_done)
 
-    async def _execute(self, job: Received[RoutedRequest], request_id: str) -> None:
+    async def _execute(
+        self, job: Received[RoutedRequest], request_id: str, look_up_done: bool
+    ) -> None:
         # While Redis is down the call waits for it (its lane slot held, so the lane slows to
         # a stop), rather than run a request that may have been answered already.
-        if await until_written(
+        if look_up_done and await until_written(
             "redis.router_done", self.marks.done, request_id, retryable=REDIS_DOWN
         ):
             log.info("router: %s already answered; not executed again", request_id)

@@ -1,12 +1,13 @@
 """The express hand-off: decide's urgent and normal requests run at once when this worker's
 lane owns the partition their lane message goes to. The lane then waits for that call rather
-than calling again. Not owned, over the lane's limit, another lane's or sent twice: not run
-here. A partition moves only once its calls finished; a stop cancels what outlives the
-grace and runs nothing more."""
+than calling again. Not run here: what is not owned, over the lane's limit, another lane's,
+sent twice, or a redelivered batch's decision. A partition moves only once its calls
+finished; a stop cancels what outlives the grace and runs nothing more."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from aiokafka import TopicPartition
 
@@ -41,7 +42,9 @@ class Calls:
 
 def lane_emit(lane: Lane = Lane.URGENT) -> Emit:
     routed = example(RoutedRequest)
-    return Emit(LANE_TOPICS[lane], routed.request.user_id.encode(), encode(routed))
+    return Emit(
+        LANE_TOPICS[lane], routed.request.user_id.encode(), encode(routed), decided_now=True
+    )
 
 
 def partition_for(emit: Emit) -> TopicPartition:
@@ -84,22 +87,23 @@ async def test_a_request_whose_lane_partition_is_owned_here_runs_once_and_the_la
     assert lane_calls.started == []
 
 
-async def test_what_is_not_owned_here_or_not_urgent_or_normal_is_left_to_its_lane() -> None:
+async def test_not_owned_not_urgent_or_normal_or_resent_is_left_to_its_lane() -> None:
     calls, lane_calls = Calls(), Calls()
     owned, elsewhere, deferred = lane_emit(), lane_emit(Lane.NORMAL), lane_emit(Lane.DEFERRED)
+    resent = replace(lane_emit(), key=owned.key, decided_now=False)  # a redelivered batch's
     express = owning(
         Express(calls, {Lane.URGENT: 4, Lane.NORMAL: 4}, 1.0),
         partition_for(owned),
         TopicPartition(AI_LANE_DEFERRED.name, partition_for(deferred).partition),
     )
-    express.offer([owned, elsewhere, deferred])
+    express.offer([owned, elsewhere, deferred, resent])
     await asyncio.sleep(0)
     assert calls.started == [request_id(owned)]
 
     handle = express.or_run(lane_calls)
-    for emit in (elsewhere, deferred):
+    for emit in (elsewhere, deferred, resent):
         await handle(as_received(emit))
-    assert lane_calls.started == [request_id(elsewhere), request_id(deferred)]
+    assert lane_calls.started == [request_id(e) for e in (elsewhere, deferred, resent)]
 
 
 async def test_at_most_the_lanes_limit_runs_here_and_a_resent_request_runs_once() -> None:
@@ -142,7 +146,7 @@ async def test_a_partition_moves_only_once_its_calls_finished() -> None:
     assert calls.finished == [request_id(emit)]
 
     # No longer owned: the next request for that partition is its new owner's to run.
-    again = Emit(emit.spec, emit.key, encode(example(RoutedRequest)))
+    again = Emit(emit.spec, emit.key, encode(example(RoutedRequest)), decided_now=True)
     express.offer([again])
     await asyncio.sleep(0)
     assert calls.started == [request_id(emit)]
@@ -154,7 +158,7 @@ async def test_a_stop_cancels_calls_that_outlive_the_grace() -> None:
     await asyncio.wait_for(express.stop(), 2)
     assert calls.started == [request_id(emit)] and calls.finished == []
     # Decide may still be deciding: what it offers now is left to the lane's next owner.
-    express.offer([Emit(emit.spec, emit.key, encode(example(RoutedRequest)))])
+    express.offer([Emit(emit.spec, emit.key, encode(example(RoutedRequest)), decided_now=True)])
     await asyncio.sleep(0)
     assert calls.started == [request_id(emit)]
 
