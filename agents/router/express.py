@@ -11,9 +11,11 @@ reads the message, it finds the call here and waits for it rather than calling a
   skipped by its done mark, or run again if the call had not finished.
 - **Rebalance.** A partition is given up only after its calls here finished (within the
   grace), so its next owner finds their done marks.
-- **Calls in flight.** At most the lane's concurrency per lane run here. A lane that waits
-  for them holds its own slots, so a lane calls at most twice its concurrency at once, and
-  in practice about its concurrency.
+- **Calls in flight.** A request runs here only while the calls in flight for its lane (run
+  here, and made by the lane itself) are fewer than the lane's concurrency. The lane may
+  start calls of its own after that, up to its concurrency less the slots its waits for
+  calls here hold, so a lane's calls exceed its concurrency only by calls here it has not
+  read yet.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class Express:
         self._partitions: dict[str, int] = {}  # a lane topic's partition count
         self._owned: set[TopicPartition] = set()
         self._calls: OrderedDict[str, _Call] = OrderedDict()
+        # Calls in flight by lane topic: run here, and made by the lane itself.
         self._in_flight = dict.fromkeys(self.limits, 0)
+        self._lane_calls = dict.fromkeys(self.limits, 0)
 
     # -- the lanes' consumers tell what they own (`runtime.concurrent.Ownership`) ------------
 
@@ -104,7 +108,7 @@ class Express:
             # Re-sent decisions (a redelivered batch) take the lane's path: they may have run.
             if not emit.decided_now or limit is None or not count:
                 continue
-            if self._in_flight[topic] >= limit:
+            if self._in_flight[topic] + self._lane_calls[topic] >= limit:
                 continue  # the lane's path: the lane bounds its own calls
             partition = TopicPartition(topic, partition_of(emit.key, count))
             if partition not in self._owned:
@@ -136,8 +140,17 @@ class Express:
         """A lane's handler: wait for the call started here, or `execute` the request."""
 
         async def handle(job: Received[RoutedRequest]) -> None:
-            if not await self.taken(job.event.request.request_id):
+            if await self.taken(job.event.request.request_id):
+                return
+            topic = job.origin.topic
+            counted = topic in self._lane_calls
+            if counted:
+                self._lane_calls[topic] += 1
+            try:
                 await execute(job)
+            finally:
+                if counted:
+                    self._lane_calls[topic] -= 1
 
         return handle
 

@@ -123,6 +123,21 @@ async def test_at_most_the_lanes_limit_runs_here_and_a_resent_request_runs_once(
     await asyncio.sleep(0.01)
     assert calls.finished == [request_id(e) for e in emits]
 
+    # The lane's own calls count too: with one of them in flight, one more runs here.
+    lane_calls = Calls()
+    lane_calls.release.clear()
+    others = [lane_emit(Lane.NORMAL) for _ in range(2)]
+    owning(express, *map(partition_for, others))
+    lane_call = asyncio.ensure_future(
+        express.or_run(lane_calls)(as_received(lane_emit(Lane.NORMAL)))
+    )
+    await asyncio.sleep(0)
+    express.offer(others)
+    await asyncio.sleep(0)
+    assert calls.started[-1] == request_id(others[0]) and len(calls.started) == 4
+    lane_calls.release.set()
+    await asyncio.wait_for(lane_call, 1)
+
 
 async def one_held_call(grace_s: float) -> tuple[Calls, Emit, Express]:
     """An urgent request running here, its provider call held until released."""
