@@ -129,11 +129,16 @@ class Express:
     async def taken(self, request_id: str) -> bool:
         """For the lane reading `request_id`'s message: True once a call started here has
         finished (the lane then skips it); False when none was started here."""
-        call = self._calls.pop(request_id, None)
+        call = self._calls.get(request_id)
         if call is None:
             return False
-        # Shielded: a lane stopping cancels its wait, not the call.
-        await asyncio.shield(call.task)
+        try:
+            # Shielded: a lane stopping cancels its wait, not the call.
+            await asyncio.shield(call.task)
+        finally:
+            # Kept until the call ended, so a rebalance meanwhile waits for it too.
+            if self._calls.get(request_id) is call:
+                del self._calls[request_id]
         return True
 
     def or_run(self, execute: Execute) -> Execute:

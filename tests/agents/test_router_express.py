@@ -160,11 +160,27 @@ async def test_a_partition_moves_only_once_its_calls_finished() -> None:
     await asyncio.wait_for(revoking, 1)
     assert calls.finished == [request_id(emit)]
 
+    # Also when the lane here has read the message and waits for the call: the partition
+    # still moves only once the call finished.
+    calls.release.clear()
+    read = lane_emit()
+    owning(express, partition_for(read))
+    express.offer([read])
+    lane_calls = Calls()
+    reading = asyncio.ensure_future(express.or_run(lane_calls)(as_received(read)))
+    await asyncio.sleep(0.01)
+    revoking = asyncio.ensure_future(express.revoked(frozenset({partition_for(read)})))
+    await asyncio.sleep(0.05)
+    assert not revoking.done(), "the call the lane waits for holds the partition"
+    calls.release.set()
+    await asyncio.wait_for(asyncio.gather(revoking, reading), 1)
+    assert lane_calls.started == []
+
     # No longer owned: the next request for that partition is its new owner's to run.
     again = Emit(emit.spec, emit.key, encode(example(RoutedRequest)), decided_now=True)
     express.offer([again])
     await asyncio.sleep(0)
-    assert calls.started == [request_id(emit)]
+    assert calls.started == [request_id(emit), request_id(read)]
 
 
 async def test_a_stop_cancels_calls_that_outlive_the_grace() -> None:
