@@ -65,8 +65,9 @@ class Emit:
     value: bytes
     # The trace context to send with it; when empty, the current span's is sent (if any).
     headers: tuple[tuple[str, bytes], ...] = ()
-    # A lane message of a decision this batch committed: nothing can have run it yet.
-    decided_now: bool = False
+    # On a lane message of a decision this batch committed (nothing can have run it yet): the
+    # decision itself, so it can be run at once without reading `value` back.
+    decided_now: RoutedRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def decide_user(
         spec = LANE_TOPICS[decided.lane]
         raw = encode(routed)
         created[request_id] = Create(request_id, RequestRecord(item.origin, spec.name, raw))
-        outcome.emits.append(Emit(spec, user_key, raw, item.headers, decided_now=True))
+        outcome.emits.append(Emit(spec, user_key, raw, item.headers, decided_now=routed))
     outcome.commit.ops[:0] = list(created.values())
     if ledger != stored.ledger:
         outcome.commit.ledger = ledger

@@ -34,7 +34,6 @@ from agents.router.decide import LANE_TOPICS, Emit
 from runtime.metrics import EXPRESSED
 from runtime.partitioner import partition_of
 from runtime.source import Received, Record
-from schemas import decode
 from schemas.events import Lane, RoutedRequest
 
 log = logging.getLogger(__name__)
@@ -106,14 +105,14 @@ class Express:
             limit = self.limits.get(topic)
             count = self._partitions.get(topic)
             # Re-sent decisions (a redelivered batch) take the lane's path: they may have run.
-            if not emit.decided_now or limit is None or not count:
+            routed = emit.decided_now
+            if routed is None or limit is None or not count:
                 continue
             if self._in_flight[topic] + self._lane_calls[topic] >= limit:
                 continue  # the lane's path: the lane bounds its own calls
             partition = TopicPartition(topic, partition_of(emit.key, count))
             if partition not in self._owned:
                 continue
-            routed = decode(emit.value, RoutedRequest)
             request_id = routed.request.request_id
             if request_id in self._calls:
                 continue  # a batch written again after its send failed: the first call answers

@@ -43,8 +43,14 @@ class Calls:
 def lane_emit(lane: Lane = Lane.URGENT) -> Emit:
     routed = example(RoutedRequest)
     return Emit(
-        LANE_TOPICS[lane], routed.request.user_id.encode(), encode(routed), decided_now=True
+        LANE_TOPICS[lane], routed.request.user_id.encode(), encode(routed), decided_now=routed
     )
+
+
+def decided_lane_emit(like: Emit) -> Emit:
+    """Another request's decision, for the same lane partition as `like`."""
+    routed = example(RoutedRequest)
+    return Emit(like.spec, like.key, encode(routed), decided_now=routed)
 
 
 def partition_for(emit: Emit) -> TopicPartition:
@@ -90,7 +96,7 @@ async def test_a_request_whose_lane_partition_is_owned_here_runs_once_and_the_la
 async def test_not_owned_not_urgent_or_normal_or_resent_is_left_to_its_lane() -> None:
     calls, lane_calls = Calls(), Calls()
     owned, elsewhere, deferred = lane_emit(), lane_emit(Lane.NORMAL), lane_emit(Lane.DEFERRED)
-    resent = replace(lane_emit(), key=owned.key, decided_now=False)  # a redelivered batch's
+    resent = replace(lane_emit(), key=owned.key, decided_now=None)  # a redelivered batch's
     express = owning(
         Express(calls, {Lane.URGENT: 4, Lane.NORMAL: 4}, 1.0),
         partition_for(owned),
@@ -177,7 +183,7 @@ async def test_a_partition_moves_only_once_its_calls_finished() -> None:
     assert lane_calls.started == []
 
     # No longer owned: the next request for that partition is its new owner's to run.
-    again = Emit(emit.spec, emit.key, encode(example(RoutedRequest)), decided_now=True)
+    again = decided_lane_emit(emit)
     express.offer([again])
     await asyncio.sleep(0)
     assert calls.started == [request_id(emit), request_id(read)]
@@ -189,7 +195,7 @@ async def test_a_stop_cancels_calls_that_outlive_the_grace() -> None:
     await asyncio.wait_for(express.stop(), 2)
     assert calls.started == [request_id(emit)] and calls.finished == []
     # Decide may still be deciding: what it offers now is left to the lane's next owner.
-    express.offer([Emit(emit.spec, emit.key, encode(example(RoutedRequest)), decided_now=True)])
+    express.offer([decided_lane_emit(emit)])
     await asyncio.sleep(0)
     assert calls.started == [request_id(emit)]
 
