@@ -17,7 +17,9 @@ window, then reads back from PostgreSQL:
   every 20-100 ms);
 - the CPU that PostgreSQL and the broker spent per tick over the same window, when they run
   on this machine (found by the port they listen on);
-- tick lag: from the second a tick was due until its row was written, p50 / p99 / max;
+- tick lag: from the second a tick was due until its row was written, p50 / p99 / max, and
+  its p50 / max in each five seconds of the window (a backlog left by a stall shows as a run
+  of high slices that drains slowly);
 - player events applied per second, and the worker's own tick-lag histogram (/metrics).
 
 A progress line is printed every five seconds; results go to bench/results/world_ticks-*.json.
@@ -55,6 +57,8 @@ from schemas.events import WorldEvent
 from topics.publisher import Publisher
 
 RESULTS = Path(__file__).parent / "results"
+# The window's tick lag is also reported per slice of this many seconds.
+LAG_SLICE_S = 5
 PLACES = ("square", "tavern", "market", "temple", "farm", "forest", "mine", "harbor")
 
 
@@ -256,6 +260,18 @@ async def measure(
             window_start,
             window_end,
         )
+        slices = await db.fetch(
+            "SELECT floor(extract(epoch FROM recorded_at - $2) / $4)::int AS slice, "
+            "count(*) AS n, percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50, "
+            "max(lag) AS max "
+            "FROM (SELECT recorded_at, extract(epoch FROM recorded_at - occurred_at) AS lag "
+            "      FROM world_events WHERE world_id LIKE $1 AND source = 'tick' "
+            "      AND recorded_at >= $2 AND recorded_at < $3) AS t GROUP BY 1 ORDER BY 1",
+            prefix + "%",
+            window_start,
+            window_end,
+            LAG_SLICE_S,
+        )
         events_applied = await db.fetchval(
             "SELECT count(*) FROM world_events WHERE world_id LIKE $1 AND source = 'event' "
             "AND type <> 'world_loaded' AND recorded_at >= $2 AND recorded_at < $3",
@@ -275,6 +291,15 @@ async def measure(
         "tick_lag_p50_s": round(float(ticks["p50"] or 0), 3),
         "tick_lag_p99_s": round(float(ticks["p99"] or 0), 3),
         "tick_lag_max_s": round(float(ticks["max"] or 0), 3),
+        "tick_lag_by_slice": [
+            {
+                "from_s": LAG_SLICE_S * row["slice"],
+                "ticks": row["n"],
+                "p50_s": round(float(row["p50"]), 3),
+                "max_s": round(float(row["max"]), 3),
+            }
+            for row in slices
+        ],
         "worker_histogram_p99_upper_bound_s": histogram_p99(metrics),
         "worker_mean_write_s": histogram_mean(
             metrics, "scribe_sink_write_seconds", '{sink="postgres.world"}'
@@ -370,6 +395,10 @@ def main() -> int:
         f"above the idle worker's {result['worker_idle_cpu_utilization']:.0%} of a core); "
         f"tick lag p99 {result['tick_lag_p99_s']:.3f} s; "
         f"{result['player_events_applied_per_s']:,.0f} player events/s applied"
+    )
+    print(
+        f"tick lag p50 / max in each {LAG_SLICE_S} s of the window: "
+        + ", ".join(f"{s['p50_s']:.2f}/{s['max_s']:.2f}" for s in result["tick_lag_by_slice"])
     )
     beside = [
         f"{name} {result[f'{name}_cpu_ms_per_tick']:.3f} ms"
