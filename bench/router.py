@@ -96,6 +96,15 @@ LAYOUTS = {
 }
 
 
+def lanes_worker(layout: str) -> int:
+    """Which of the layout's workers hosts the lanes (and with them express and the held
+    lane)."""
+    for index, flows in enumerate(LAYOUTS[layout]):
+        if not flows or {"router", "router-lanes"} & set(flows.split(",")):
+            return index
+    raise ValueError(f"layout {layout!r} hosts no lanes")
+
+
 @contextmanager
 def running_workers(
     root: Path, extra: dict[str, str], broker: str = "tansu", layout: str = "one"
@@ -526,8 +535,9 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="router-bench-") as tmp,
         running_workers(Path(tmp), {}, args.broker, args.layout) as (stack_env, workers),
     ):
-        # Decide's figures come from the first worker, the held lane's from the last.
-        env = {**stack_env, "WORKER_URL": workers[0].url, "LANES_URL": workers[-1].url}
+        # Decide's figures come from the first worker, the lanes' from the one hosting them.
+        lanes = workers[lanes_worker(args.layout)]
+        env = {**stack_env, "WORKER_URL": workers[0].url, "LANES_URL": lanes.url}
         say(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         if args.decide:
             asyncio.run(bench_decide(env, args.decide, workers[0]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.cases.flows import RouterBench, RouterDecideBench
-from bench.router import cpu_line, decide_lines, describe, lateness_line
+from bench.router import LAYOUTS, cpu_line, decide_lines, describe, lanes_worker, lateness_line
 
 LINES = [
     *decide_lines(2000, 0.8, 0.0002),
@@ -63,3 +63,12 @@ def test_the_cpu_line_gives_the_worker_s_cpu_per_request_and_its_share_of_a_core
     assert line == "  the lanes' worker: CPU 2.25 ms per request (45 % of a core)"
     assert "not measured" in cpu_line("the worker", float("nan"), 2000, 10.0)
     assert "not measured" in cpu_line("the worker", 1.0, 0, 10.0)
+
+
+def test_the_lanes_figures_come_from_the_worker_that_hosts_the_lanes() -> None:
+    # router-only puts the router (decide and the lanes) first and the other flows last.
+    assert {layout: lanes_worker(layout) for layout in LAYOUTS} == {
+        "one": 0,
+        "router-only": 0,
+        "decide-apart": 1,
+    }
