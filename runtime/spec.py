@@ -36,8 +36,12 @@ class ConsumerSpec:
     flow: str
     topics: tuple[str, ...]
     max_batch: int = 1000
-    # How long the broker may hold a fetch open waiting for data.
+    # How long the broker may hold a fetch open waiting for data ...
     fetch_wait_ms: int = 500
+    # ... until this much has gathered. 1: answered as soon as any record is there, one fetch
+    # per record at low rates. More: a flow whose latency matters less reads low traffic in
+    # a few fetches a second (each a send and a response to handle) rather than one a record.
+    fetch_min_bytes: int = 1
     # How long one poll waits for records when none are buffered.
     poll_ms: int = 500
     # A batch stays open this long after its first record (a coalescing window); 0: a batch is
@@ -71,6 +75,7 @@ class ConsumerSpec:
         """The options `runtime.kafka.consumer` takes on top of the deployment's."""
         return {
             "fetch_max_wait_ms": self.fetch_wait_ms,
+            "fetch_min_bytes": self.fetch_min_bytes,
             "max_poll_records": self.max_batch,
             "partition_assignment_strategy": (_ASSIGNORS[self.assignor],),
         }

@@ -23,6 +23,7 @@ from agents.router.decide import LANE_TOPICS, Emit
 from agents.router.decide_flow import (
     DECIDE,
     SETTLE,
+    SETTLE_GATHER_MS,
     Deciding,
     Settling,
     declare_decide,
@@ -133,8 +134,11 @@ class _Hosted:
 
     def fetch_wait_ms(self, flow: str) -> int:
         # The embedded broker answers a waiting fetch only when its wait runs out (see
-        # bench/faust_fetch_wait.py); Kafka answers when data arrives.
-        return FETCH_WAIT_MS[flow] if self.fast else 500
+        # bench/faust_fetch_wait.py); Kafka answers when data arrives, or for settle when a
+        # fetch's worth has gathered (`SETTLE.fetch_min_bytes`), at most this long.
+        if self.fast:
+            return FETCH_WAIT_MS[flow]
+        return SETTLE_GATHER_MS if flow == "settle" else 500
 
     async def enqueue(self, emit: Emit) -> Awaitable[Any]:
         """Hand `emit` to the producer; what it returns is its acknowledgement."""

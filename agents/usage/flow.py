@@ -30,7 +30,11 @@ from topics.publisher import RawRecord
 
 # A rollup row that many events of a batch touch is upserted once per batch: at 10,000 events
 # (vs 5,000) PostgreSQL alone stored ~10-15 % more events/s with 1,000 live users.
-USAGE = ConsumerSpec("usage", (USAGE_EVENTS.name,), max_batch=10_000)
+# Kafka may gather a fetch's worth (about 500 events) for up to the fetch wait (500 ms): at
+# low rates a fetch per event cost a send and a response to handle per event. Costs, reports
+# and budget alerts can trail by that half second; the router enforces quotas and budgets
+# from its own ledger in Redis.
+USAGE = ConsumerSpec("usage", (USAGE_EVENTS.name,), max_batch=10_000, fetch_min_bytes=256 * 1024)
 
 
 UsageBatch = list[Received[PricedUsage]]
