@@ -23,7 +23,6 @@ from agents.router.decide import LANE_TOPICS, Emit
 from agents.router.decide_flow import (
     DECIDE,
     SETTLE,
-    SETTLE_GATHER_MS,
     Deciding,
     Settling,
     declare_decide,
@@ -132,13 +131,11 @@ class _Hosted:
             raise RuntimeError("express runs only in a worker that hosts the execution lanes")
         await self.handler().decided_now(job)
 
-    def fetch_wait_ms(self, flow: str) -> int:
+    def fetch_wait_ms(self, flow: str, on_kafka_ms: int = 500) -> int:
         # The embedded broker answers a waiting fetch only when its wait runs out (see
-        # bench/faust_fetch_wait.py); Kafka answers when data arrives, or for settle when a
-        # fetch's worth has gathered (`SETTLE.fetch_min_bytes`), at most this long.
-        if self.fast:
-            return FETCH_WAIT_MS[flow]
-        return SETTLE_GATHER_MS if flow == "settle" else 500
+        # bench/faust_fetch_wait.py); Kafka answers when data arrives (or, for a flow with a
+        # `fetch_min_bytes`, when that much has gathered), so there the flow's own wait holds.
+        return FETCH_WAIT_MS[flow] if self.fast else on_kafka_ms
 
     async def enqueue(self, emit: Emit) -> Awaitable[Any]:
         """Hand `emit` to the producer; what it returns is its acknowledgement."""
@@ -188,7 +185,10 @@ class _Hosted:
             sends = SendsInFlight(self.enqueue, self.publish)
             writer = dead_letter_writer(resources.dead_letters, SETTLE, into=AI_REQUESTS)
             return declare_settle(
-                Settling(store, sends.send), writer, self.fetch_wait_ms("settle"), sends.flush
+                Settling(store, sends.send),
+                writer,
+                self.fetch_wait_ms("settle", SETTLE.fetch_wait_ms),
+                sends.flush,
             )
 
         app.service(resources.flow_service(DECIDE.flow, decide))

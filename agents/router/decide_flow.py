@@ -50,8 +50,6 @@ from topics.catalog import (
     AI_ROUTER_SETTLEMENTS,
 )
 
-# How long Kafka may gather settlements for one fetch (on the embedded broker, its own wait).
-SETTLE_GATHER_MS = 200
 DECIDE = ConsumerSpec(
     "router-decide",
     (AI_REQUESTS.name, AI_REQUESTS_READY.name),
@@ -65,9 +63,10 @@ SETTLE = ConsumerSpec(
     max_batch=2000,
     poll_ms=50,
     # A settlement trues up a reservation that already holds, so Kafka may gather a fetch's
-    # worth (`SETTLE_GATHER_MS` at most): a fetch per settlement cost a send and a response
-    # to handle on every AI request at low rates. Only a duplicate that waits for the first
-    # request's answer waits that much longer.
+    # worth, for 200 ms at most: a fetch per settlement cost a send and a response to handle
+    # on every AI request at low rates. Only a duplicate that waits for the first request's
+    # answer waits that much longer.
+    fetch_wait_ms=200,
     fetch_min_bytes=64 * 1024,
     agent_labels={AI_ROUTER_SETTLEMENTS.name: "router-settle"},
 )
