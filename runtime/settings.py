@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from runtime.event_loop import EVENT_LOOPS
 from runtime.logs import LOG_FORMATS
 from runtime.security import Security, SecuritySettingsError, mask_url
 
@@ -231,6 +232,8 @@ class Settings:
     world_checkpoint_seconds: float = 10.0
     # How the worker and the gateway write their log: `text`, or `json` (one object per line).
     log_format: str = "text"
+    # The event loop the worker and the gateway run on (runtime/event_loop.py).
+    event_loop: str = "uvloop"
     # asyncpg's per-connection cache of named prepared statements (asyncpg's default, 100).
     # 0 behind a pooler in transaction mode (PgBouncer), where the next statement may run on
     # another server connection that never saw the prepared one.
@@ -292,6 +295,7 @@ class Settings:
             world_catch_up_ticks=max(1, _int("SCRIBE_WORLD_CATCH_UP_TICKS", 20)),
             world_checkpoint_seconds=_float("SCRIBE_WORLD_CHECKPOINT_SECONDS", 10.0),
             log_format=_choice("SCRIBE_LOG_FORMAT", LOG_FORMATS, "text"),
+            event_loop=_choice("SCRIBE_EVENT_LOOP", EVENT_LOOPS, "uvloop"),
             database_statement_cache_size=_statement_cache_size(),
             database_read_url=database_read,
             database_read_max_lag_s=_float("SCRIBE_DATABASE_READ_MAX_LAG_S", 5.0),

@@ -17,6 +17,7 @@ from faust.app.base import BootStrategy
 
 from agents.context import Resources
 from runtime import tracing
+from runtime.event_loop import running_loop_name
 from runtime.logs import JsonFormatter, RepeatLimiter, limit_repeats
 from runtime.settings import ResolvedSettings, faust_broker_url
 from sinks.retry import STOPPING
@@ -140,6 +141,10 @@ class StoppingWorker(faust.Worker):
         self._repeat_limiters: list[RepeatLimiter] = []
         # Faust sends this before it flushes and stops the producer the flows publish with.
         app.on_before_shutdown.connect(self._wait_for_flows)
+
+    async def on_startup_finished(self) -> None:
+        log.info("worker: running on the %s event loop", running_loop_name())
+        await super().on_startup_finished()
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         log_format = self.resources.settings.base.log_format

@@ -66,11 +66,16 @@ def worker(loglevel: str) -> None:
     import logging
 
     from runtime import tracing
+    from runtime.event_loop import EventLoopUnavailableError, use_event_loop
     from runtime.logs import log_to_stderr
     from scribe.app import StoppingWorker, create_app, prepare
     from topics.admin import TopicLayoutError
 
     settings = resolved_settings()
+    try:
+        use_event_loop(settings.base.event_loop)
+    except EventLoopUnavailableError as exc:
+        raise click.ClickException(f"cannot start the worker: {exc}") from None
     # Until Faust sets up its own logging, so that what `prepare` reports is in the log's format.
     log_to_stderr(settings.base.log_format)
     tracing.configure("scribe-worker")

@@ -22,6 +22,7 @@ def gateway(port: int | None, host: str | None) -> None:
     from aiohttp import web
 
     from runtime import tracing
+    from runtime.event_loop import EventLoopUnavailableError, running_loop_name, use_event_loop
     from runtime.logs import log_to_stderr
     from scribe.gateway.config import GatewaySettings
     from scribe.gateway.server import AccessLogger, create_app, log
@@ -41,6 +42,10 @@ def gateway(port: int | None, host: str | None) -> None:
             "without one every request gets 401"
         )
     config = replace(config, port=config.port if port is None else port, host=host or config.host)
+    try:
+        use_event_loop(settings.base.event_loop)
+    except EventLoopUnavailableError as exc:
+        raise click.ClickException(f"cannot start the gateway: {exc}") from None
     log_to_stderr(settings.base.log_format)
     tracing.configure("scribe-gateway")
     asyncio.run(ensure_topics(settings))
@@ -63,8 +68,14 @@ def gateway(port: int | None, host: str | None) -> None:
             config.api.rate,
             config.api.burst,
         )
+    app = create_app(config, settings)
+
+    async def log_event_loop(_: web.Application) -> None:
+        log.info("gateway: running on the %s event loop", running_loop_name())
+
+    app.on_startup.append(log_event_loop)
     web.run_app(
-        create_app(config, settings),
+        app,
         host=config.host,
         port=config.port,
         access_log_class=AccessLogger,

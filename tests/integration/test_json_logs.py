@@ -1,5 +1,6 @@
 """SCRIBE_LOG_FORMAT=json: a worker under load, then stopped by SIGTERM, writes nothing but JSON
-lines, Faust's own lines included, from its first line to its last; so does the gateway."""
+lines, Faust's own lines included, from its first line to its last; so does the gateway. Both
+say which event loop they run on: uvloop unless SCRIBE_EVENT_LOOP=asyncio."""
 
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ async def test_a_worker_logs_only_json_lines_from_start_to_stop(
     loggers = {e["logger"] for e in entries}
     assert any(name.startswith(("faust.", "mode.")) for name in loggers), loggers
     assert any(e["message"].endswith("]: Ready") for e in entries), "the worker is ready"
+    assert any(e["message"] == "worker: running on the uvloop event loop" for e in entries)
     assert any("Starting..." in e["message"] for e in entries), "Faust's services starting"
     dead_letters = [e for e in entries if f"{where}dead-lettered (json)" in e["message"]]
     assert dead_letters, "the dead letter's warning"
@@ -119,13 +121,18 @@ async def test_a_worker_logs_only_json_lines_from_start_to_stop(
         assert "trace_id" not in entry, "tracing is off (no OTEL_*): the field is left out"
 
 
-def test_the_gateway_logs_only_json_lines(services: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+def test_the_gateway_logs_only_json_lines(
+    services: dict[str, str], tmp_path: Path, setting: str | None, loop: str
+) -> None:
     token = f"json-{uuid.uuid4().hex}"
     log_path = tmp_path / "gateway.log"
     env = services | {
         "SCRIBE_LOG_FORMAT": "json",
         "SCRIBE_GATEWAY_TOKENS": f"jsonlog:{token}:usage.events",
     }
+    if setting is not None:
+        env["SCRIBE_EVENT_LOOP"] = setting
     with gateway_process(env, log_path) as url:
         events = f"{url}/v1/events/usage.events"
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -140,5 +147,6 @@ def test_the_gateway_logs_only_json_lines(services: dict[str, str], tmp_path: Pa
     entries = parsed(log_path)
     messages = [e["message"] for e in entries if e["logger"] == "scribe.gateway"]
     assert any(m.startswith("gateway on http://127.0.0.1:") for m in messages), messages
+    assert f"gateway: running on the {loop} event loop" in messages, messages
     assert any(m.startswith("POST /v1/events/usage.events 202 client=jsonlog") for m in messages)
     assert token not in log_path.read_text()
