@@ -92,6 +92,12 @@ TICKS_AGENT = "world-ticks"
 Publish = Callable[[list[CacheInvalidation]], Awaitable[None]]
 
 
+def _completed() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
 def partition_for(world_id: str, partitions: int) -> int:
     """The partition a producer's default (murmur2) partitioner puts this world's key in."""
     return partition_of(world_id.encode(), partitions)
@@ -173,6 +179,8 @@ class WorldOwner:
         self._unloaded: set[int] = set()  # assigned partitions whose active worlds to load
         self._pending = _Pending()
         self._flush_lock = asyncio.Lock()
+        # The last write's invalidations being published; each waits for the one before.
+        self._publishing: asyncio.Future[None] | None = None
         # Bumped whenever worlds are forgotten: a load that read PostgreSQL before the bump may
         # hold a world older than one this worker has written since, and must not adopt it.
         self._forgets = 0
@@ -428,13 +436,15 @@ class WorldOwner:
         if self.schedule is None:
             return
         started = time.monotonic()
-        writing: asyncio.Task[None] | None = None
+        writing: asyncio.Task[asyncio.Future[None]] | None = None
+        published: list[asyncio.Future[None]] = []
         try:
             while True:
                 applied = await self._tick_round()
                 if writing is not None:
-                    await writing
-                writing = asyncio.create_task(self.flush())
+                    # Stored; its invalidations may still be on their way to Kafka.
+                    published.append(await writing)
+                writing = asyncio.create_task(self._store_pending())
                 if applied < FOLLOW_ROUNDS_OF or self.schedule is None:
                     break
                 if time.monotonic() - started >= self.schedule.interval:
@@ -442,7 +452,8 @@ class WorldOwner:
                 await asyncio.sleep(0)  # the write takes this round's ticks before the next
         finally:
             if writing is not None:
-                await writing
+                published.append(await writing)
+            await asyncio.gather(*published)
         self._note_overdue()
 
     def _note_overdue(self) -> None:
@@ -587,11 +598,18 @@ class WorldOwner:
         )
 
     async def flush(self) -> None:
-        """Write everything applied so far in one transaction, then publish what changed."""
+        """Write everything applied so far in one transaction, then publish what changed;
+        returns once both are done."""
+        await (await self._store_pending())
+
+    async def _store_pending(self) -> asyncio.Future[None]:
+        """Write everything applied so far in one transaction and queue its invalidations
+        behind those of the writes before it. Returns once written, with what ends once they
+        are published: the next write need not wait for Kafka's acknowledgements."""
         async with self._flush_lock:
             pending, self._pending = self._pending, _Pending()
             if pending.empty():
-                return
+                return self._publishing or _completed()
             captured = {w: self.worlds[w].state for w in pending.dirty if w in self.worlds}
             batch = pending.batch
             now = self.clock()
@@ -643,5 +661,17 @@ class WorldOwner:
                     invalidations_for(owned.stored, state, when, world_id in checkpointed)
                 )
                 owned.stored = state
-            if invalidations:
-                await self.publish(invalidations)
+            self._publishing = asyncio.ensure_future(
+                self._publish_after(self._publishing, invalidations)
+            )
+            return self._publishing
+
+    async def _publish_after(
+        self, previous: asyncio.Future[None] | None, invalidations: list[CacheInvalidation]
+    ) -> None:
+        """Publish after the writes before this one published theirs, so a world's
+        invalidations leave in the order its writes were stored."""
+        if previous is not None:
+            await asyncio.wait([previous])  # how it ended is its own flush's to report
+        if invalidations:
+            await self.publish(invalidations)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from agents.world.history import rebuild_from_log
 from agents.world.model import state_hash
 from agents.world.owner import (
     MAX_TICK_JUMP,
+    Publish,
     WorldOwner,
     _payload_json,
     checkpoint_interval,
@@ -112,14 +114,15 @@ def owner(
     *,
     tick_seconds: float = 1.0,
     idle_seconds: float = 20.0,
+    publish: Publish | None = None,
 ) -> WorldOwner:
-    async def publish(invalidations: list[CacheInvalidation]) -> None:
+    async def publish_all(invalidations: list[CacheInvalidation]) -> None:
         await publisher.publish_many(invalidations)
 
     dead_letters = DeadLetters(SimpleNamespace(producer=_Producer(producer)))
     return WorldOwner(
         WorldStore(pool),
-        publish,
+        publish or publish_all,
         dead_letters,
         tick_seconds=tick_seconds,
         idle_seconds=idle_seconds,
@@ -241,6 +244,88 @@ async def test_a_round_under_the_follow_size_ends_the_timers_call(
     await worlds.tick_due()
     await worlds.tick_due()
     assert [worlds.worlds[w].state.tick for w in ids] == [1] * 5
+
+
+class HeldPublisher:
+    """Records what each write publishes (its worlds' versions); while `held`, a call waits
+    for `released`, as one waiting for Kafka's acknowledgements would."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+        self.held = False
+        self.holding = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def __call__(self, invalidations: list[CacheInvalidation]) -> None:
+        self.calls.append([int(i.reason.rsplit(" ", 1)[1].rstrip(")")) for i in invalidations])
+        if self.held:
+            self.holding.set()
+            await self.released.wait()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "not within the deadline"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.integration
+async def test_a_write_does_not_wait_for_the_invalidations_before_it_which_leave_in_order(
+    pool: asyncpg.Pool, publisher: Publisher, kafka_producer: AIOKafkaProducer
+) -> None:
+    clock = Clock()
+    publish = HeldPublisher()
+    worlds = owner(pool, publisher, kafka_producer, clock, tick_seconds=0, publish=publish)
+    [w] = await load_villages(worlds, clock, 1)
+    publish.held = True
+    first = asyncio.create_task(worlds.apply_events(move(clock, w, "npc-1", "farm")))
+    await asyncio.wait_for(publish.holding.wait(), 10)  # stored; its publish held
+    second = asyncio.create_task(worlds.apply_events(move(clock, w, "npc-2", "mine")))
+    # The second write is stored while the first's invalidations still wait ...
+    await eventually(lambda: _stored_events(pool, w, 3))
+    # ... and its own wait for them: neither batch is done, nothing overtook.
+    assert publish.calls == [[1], [2]]
+    assert not first.done() and not second.done()
+    publish.released.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert publish.calls == [[1], [2], [3]]
+
+
+@pytest.mark.integration
+async def test_the_timers_next_round_is_stored_while_the_last_ones_invalidations_wait(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    kafka_producer: AIOKafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("agents.world.owner.ROUND_BUDGET", 2)
+    monkeypatch.setattr("agents.world.owner.FOLLOW_ROUNDS_OF", 2)
+    clock = Clock()
+    publish = HeldPublisher()
+    worlds = owner(pool, publisher, kafka_producer, clock, publish=publish)
+    ids = await load_villages(worlds, clock, 5)
+    publish.held = True
+    clock.now += 1.0  # rounds of 2, 2 and 1 in one call
+    timer = asyncio.create_task(worlds.tick_due())
+    await eventually(lambda: _ticks_stored(pool, ids, 5))
+    assert publish.calls == [[1] * 5, [2, 2]]  # the load's, then the first round's, held
+    assert not timer.done()  # the call returns once every round's invalidations are out
+    publish.released.set()
+    await asyncio.wait_for(timer, 10)
+    assert publish.calls == [[1] * 5, [2, 2], [2, 2], [2]]
+
+
+async def _stored_events(pool: asyncpg.Pool, world_id: str, count: int) -> bool:
+    return len(await stored_inputs(pool, world_id)) == count
+
+
+async def _ticks_stored(pool: asyncpg.Pool, world_ids: list[str], count: int) -> bool:
+    stored = await pool.fetchval(
+        "SELECT count(*) FROM world_events WHERE world_id = ANY($1) AND source = 'tick'",
+        world_ids,
+    )
+    return bool(stored == count)
 
 
 @pytest.mark.integration
