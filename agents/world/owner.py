@@ -138,6 +138,9 @@ class OwnedWorld:
     partition: int
     stored: WorldState | None  # as of the last write to PostgreSQL; None: never written
     checkpoint_due_at: float = 0.0  # 0: at the next write
+    # As of the last write whose invalidations were built: they trail `stored` while
+    # the writes before them publish.
+    announced: WorldState | None = None
 
 
 @dataclass
@@ -148,6 +151,16 @@ class _Pending:
 
     def empty(self) -> bool:
         return not self.dirty and not self.batch.rows
+
+
+@dataclass
+class _Written:
+    """A stored write, for its metrics and invalidations."""
+
+    stored_at: float
+    batch: WorldBatch
+    tick_lags: list[tuple[str, float]]
+    changed: list[tuple[OwnedWorld, WorldState, bool]] = field(default_factory=list)  # checkpointed
 
 
 class WorldOwner:
@@ -267,7 +280,7 @@ class WorldOwner:
         if forgets != self._forgets:
             return  # read before worlds were forgotten: maybe older than what was written since
         due = self.clock() + checkpoint_interval(stored.world_id, self.checkpoint_seconds)
-        self.worlds[stored.world_id] = OwnedWorld(state, partition, state, due)
+        self.worlds[stored.world_id] = OwnedWorld(state, partition, state, due, state)
         if self.schedule is not None and stored.active:
             now = self.clock()
             self.schedule.resume(
@@ -641,37 +654,39 @@ class WorldOwner:
                     for world_id in lost:
                         self._conflicted_at[world_id] = self._forgets
                     raise
-            stored_at = self.clock()
-            observe_end_to_end(
-                EVENTS_AGENT,
-                "postgres.world",
-                (r.occurred_at for r in batch.rows if r.source == "event"),
-            )
-            lag_of = {s: WORLD_TICK_LAG_SECONDS.labels(source=s) for s in ("timer", "topic")}
-            for source, due_at in pending.tick_lags:
-                lag_of[source].observe(max(0.0, stored_at - due_at))
-            invalidations: list[CacheInvalidation] = []
-            when = datetime.fromtimestamp(stored_at, UTC)
+            written = _Written(self.clock(), batch, pending.tick_lags)
             checkpointed = {h.world_id for h in batch.heads if h.checkpoint is not None}
             for world_id, state in captured.items():
                 owned = self.worlds.get(world_id)
                 if owned is None:
                     continue
-                invalidations.extend(
-                    invalidations_for(owned.stored, state, when, world_id in checkpointed)
-                )
                 owned.stored = state
+                written.changed.append((owned, state, world_id in checkpointed))
             self._publishing = asyncio.ensure_future(
-                self._publish_after(self._publishing, invalidations)
+                self._announce_after(self._publishing, written)
             )
             return self._publishing
 
-    async def _publish_after(
-        self, previous: asyncio.Future[None] | None, invalidations: list[CacheInvalidation]
+    async def _announce_after(
+        self, previous: asyncio.Future[None] | None, written: _Written
     ) -> None:
-        """Publish after the writes before this one published theirs, so a world's
-        invalidations leave in the order its writes were stored."""
+        """Measure a write and publish its invalidations, after the writes before it published
+        theirs: a world's invalidations leave in the order its writes were stored, each built
+        against the state the one before it announced."""
         if previous is not None:
             await asyncio.wait([previous])  # how it ended is its own flush's to report
+        observe_end_to_end(
+            EVENTS_AGENT,
+            "postgres.world",
+            (r.occurred_at for r in written.batch.rows if r.source == "event"),
+        )
+        lag_of = {s: WORLD_TICK_LAG_SECONDS.labels(source=s) for s in ("timer", "topic")}
+        for source, due_at in written.tick_lags:
+            lag_of[source].observe(max(0.0, written.stored_at - due_at))
+        invalidations: list[CacheInvalidation] = []
+        when = datetime.fromtimestamp(written.stored_at, UTC)
+        for owned, state, checkpointed in written.changed:
+            invalidations.extend(invalidations_for(owned.announced, state, when, checkpointed))
+            owned.announced = state
         if invalidations:
             await self.publish(invalidations)
