@@ -205,15 +205,18 @@ async def test_timer_ticks_catch_up_in_bounded_steps_then_idle_then_resume(
     assert await replays_to_head(pool, worlds, w)
 
 
-@pytest.mark.integration
-async def test_a_full_round_is_followed_at_once_by_the_next(
-    pool: asyncpg.Pool,
-    publisher: Publisher,
-    kafka_producer: AIOKafkaProducer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def rounds_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timer rounds of at most two ticks, each full one followed at once by the next."""
     monkeypatch.setattr("agents.world.owner.ROUND_BUDGET", 2)
     monkeypatch.setattr("agents.world.owner.FOLLOW_ROUNDS_OF", 2)
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("rounds_of_two")
+async def test_a_full_round_is_followed_at_once_by_the_next(
+    pool: asyncpg.Pool, publisher: Publisher, kafka_producer: AIOKafkaProducer
+) -> None:
     clock = Clock()
     worlds = owner(pool, publisher, kafka_producer, clock)
     ids = await load_villages(worlds, clock, 5)
@@ -293,14 +296,10 @@ async def test_a_write_does_not_wait_for_the_invalidations_before_it_which_leave
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("rounds_of_two")
 async def test_the_timers_next_round_is_stored_while_the_last_ones_invalidations_wait(
-    pool: asyncpg.Pool,
-    publisher: Publisher,
-    kafka_producer: AIOKafkaProducer,
-    monkeypatch: pytest.MonkeyPatch,
+    pool: asyncpg.Pool, publisher: Publisher, kafka_producer: AIOKafkaProducer
 ) -> None:
-    monkeypatch.setattr("agents.world.owner.ROUND_BUDGET", 2)
-    monkeypatch.setattr("agents.world.owner.FOLLOW_ROUNDS_OF", 2)
     clock = Clock()
     publish = HeldPublisher()
     worlds = owner(pool, publisher, kafka_producer, clock, publish=publish)
