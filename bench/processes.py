@@ -1,9 +1,11 @@
 """The CPU of the servers a benchmark runs beside (PostgreSQL, the broker), found by the
-loopback port each listens on, so a figure per tick or per event can name who spent it."""
+loopback port each listens on, so a figure per tick or per event can name who spent it; and
+how busy the whole machine was, so a phase that had no core to spare says so."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import psutil
@@ -55,3 +57,28 @@ def tree_cpu_seconds(pids: Iterable[int]) -> float:
         except psutil.NoSuchProcess:
             continue
     return total
+
+
+# Linux counts guest time inside user and nice already: summing those too would count it twice.
+_MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+_IDLE_FIELDS = ("idle", "iowait")
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """CPU seconds of the whole machine so far, over all its cores."""
+
+    busy: float
+    total: float
+
+    @classmethod
+    def now(cls) -> MachineCpu:
+        times = psutil.cpu_times()._asdict()
+        total = sum(times.get(name, 0.0) for name in _MACHINE_FIELDS)
+        idle = sum(times.get(name, 0.0) for name in _IDLE_FIELDS)
+        return cls(total - idle, total)
+
+    def busy_share_since(self, before: MachineCpu) -> float:
+        """The share of every core's time that was busy between `before` and this reading."""
+        total = self.total - before.total
+        return (self.busy - before.busy) / total if total > 0 else 0.0

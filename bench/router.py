@@ -48,6 +48,7 @@ from aiokafka import AIOKafkaConsumer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.brokers import BROKERS, stack_on
+from bench.processes import MachineCpu, server_pids, tree_cpu_seconds
 from devkit.harness import ArrivalWatch, WorkerProcess, gateway_process
 from devkit.stack.processes import free_port
 from runtime.http import outbound_client
@@ -312,6 +313,34 @@ def cpu_line(name: str, cpu_s: float, requests: int, span_s: float) -> str:
     )
 
 
+class PhaseLoad:
+    """How busy the whole machine was over a phase, and the cores the broker and this script
+    took beside the worker: a worker short of CPU on a full machine falls behind whatever its
+    code does."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.broker = server_pids(env).get("broker")
+        self.machine = MachineCpu.now()
+        self.broker_cpu = self._broker_cpu()
+        self.own_cpu = time.process_time()
+        self.started = time.monotonic()
+
+    def _broker_cpu(self) -> float:
+        return tree_cpu_seconds([self.broker]) if self.broker is not None else math.nan
+
+    def line(self) -> str:
+        span = max(time.monotonic() - self.started, 1e-9)
+        busy = MachineCpu.now().busy_share_since(self.machine)
+        broker = (self._broker_cpu() - self.broker_cpu) / span
+        own = (time.process_time() - self.own_cpu) / span
+        cores = os.cpu_count() or 1
+        broker_text = "" if math.isnan(broker) else f"the broker {broker:.2f} cores, "
+        return (
+            f"  the machine: {busy * 100:.0f} % of its {cores} cores busy; "
+            f"{broker_text}this script {own:.2f} cores"
+        )
+
+
 def lateness_line(name: str, before: dict[float, float], after: dict[float, float]) -> str:
     """How late the worker's loop ran between two readings: the bucket bound its p99 is under,
     and the wake-ups late by more than 10 ms (the time its flows' work held every other)."""
@@ -336,6 +365,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
     loops = {name: await loop_lateness(url) for name, url in workers.items()}
     cpu = {name: await cpu_seconds(url) for name, url in workers.items()}
     express_before = await expressed(env["LANES_URL"])
+    load = PhaseLoad(env)
     started = time.monotonic()
     async with (
         Publisher(kafka_bootstrap_servers(kafka), linger_ms=0) as publisher,
@@ -356,6 +386,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
             bare = [(await delivered.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
             span_s = time.monotonic() - started
             cpu = {name: await cpu_seconds(url) - cpu[name] for name, url in workers.items()}
+            machine = load.line()
     added = [r - base for r in routed]
     say(
         f"latency at {rate:,.0f}/s through Kafka (achieved {achieved:,.0f}/s): added "
@@ -365,11 +396,14 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
     for name, url in workers.items():
         say(lateness_line(name, loops[name], await loop_lateness(url)))
         say(cpu_line(name, cpu[name], len(sent), span_s))
+    say(machine)
     ran_at_once = await expressed(env["LANES_URL"]) - express_before
     say(f"  run as soon as decided (express): {ran_at_once:,.0f} of {len(sent):,} requests")
 
 
-async def bench_rate_api(api_url: str, rate: float, seconds: float, base: float) -> None:
+async def bench_rate_api(
+    env: dict[str, str], api_url: str, rate: float, seconds: float, base: float
+) -> None:
     added: list[float] = []
     overhead: list[float] = []
     failed: list[str] = []
@@ -394,14 +428,17 @@ async def bench_rate_api(api_url: str, rate: float, seconds: float, base: float)
             added.append((time.monotonic() - started) * 1000 - base)
             overhead.append(float(response.headers["x-scribe-overhead-ms"]))
 
+        load = PhaseLoad(env)
         with timing():
             achieved = await paced(rate, seconds, send)
+        machine = load.line()
     if failed:
         say(f"  {len(failed)} API calls failed, e.g. {failed[0]}")
     say(
         f"latency at {rate:,.0f}/s through the HTTP API (achieved {achieved:,.0f}/s): added "
         f"{describe(added)}; x-scribe-overhead-ms {describe(overhead)}"
     )
+    say(machine)
 
 
 # Unmeasured traffic before the rates: a worker fresh from its start opens its connections to
@@ -439,7 +476,7 @@ async def bench_rates(
     for rate in rates:
         await bench_rate_kafka(env, rate, seconds, base)
         if api_url is not None:
-            await bench_rate_api(api_url, rate, seconds, base)
+            await bench_rate_api(env, api_url, rate, seconds, base)
 
 
 async def bench_backlog(env: dict[str, str], backlog: int, rounds: int = 10) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from bench.processes import listening_pid, server_pids, tree_cpu_seconds
+from bench.processes import MachineCpu, listening_pid, server_pids, tree_cpu_seconds
 
 BURN = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
 
@@ -54,3 +54,20 @@ def test_a_childs_cpu_counts_while_it_runs_and_after_it_exits() -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_the_machines_busy_share_is_what_was_not_idle_between_two_readings() -> None:
+    before = MachineCpu(busy=10.0, total=40.0)
+    assert MachineCpu(busy=25.0, total=60.0).busy_share_since(before) == 0.75
+    assert MachineCpu(busy=10.0, total=40.0).busy_share_since(before) == 0.0  # no time passed
+
+
+def test_a_busy_loop_shows_in_the_machines_busy_share() -> None:
+    before = MachineCpu.now()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    after = MachineCpu.now()
+    assert after.total > before.total
+    # This process alone kept at least one of the machine's cores busy for the interval.
+    assert after.busy_share_since(before) >= 0.9 / (os.cpu_count() or 1)
