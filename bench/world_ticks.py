@@ -16,7 +16,7 @@ window, then reads back from PostgreSQL:
   the embedded broker answers a waiting fetch only when its wait runs out, so there they poll
   every 20-100 ms);
 - the CPU that PostgreSQL and the broker spent per tick over the same window, when they run
-  on this machine (found by the port they listen on);
+  on this machine (found by the port they listen on), and how busy the whole machine was;
 - tick lag: from the second a tick was due until its row was written, p50 / p99 / max, and
   its p50 / max in each five seconds of the window (a backlog left by a stall shows as a run
   of high slices that drains slowly);
@@ -49,7 +49,7 @@ from agents.world.apply import Applied, apply_event
 from agents.world.model import WorldState
 from agents.world.step import step
 from bench.brokers import BROKERS, stack_on
-from bench.processes import SERVERS, server_pids, tree_cpu_seconds
+from bench.processes import SERVERS, MachineCpu, server_pids, tree_cpu_seconds
 from devkit.harness import WorkerProcess, new_worker, services_for_tests
 from runtime.service import collector_thresholds
 from runtime.settings import kafka_bootstrap_servers
@@ -236,6 +236,7 @@ async def measure(
             window_start = await db.fetchval("SELECT clock_timestamp()")
             cpu_before = worker.cpu_seconds()
             servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
+            machine_before = MachineCpu.now()
             sent = await publish_players(
                 publisher, world_ids, args.events_per_second, args.seconds, db
             )
@@ -244,6 +245,7 @@ async def measure(
                 name: tree_cpu_seconds([pid]) - servers_before[name]
                 for name, pid in servers.items()
             }
+            machine_busy = MachineCpu.now().busy_share_since(machine_before)
             window_end = await db.fetchval("SELECT clock_timestamp()")
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{worker.url}/metrics", timeout=10)).text
@@ -300,6 +302,9 @@ async def measure(
             metrics, "scribe_sink_batch_size", '{sink="postgres.world"}'
         ),
         "worker_cpu_utilization": round(cpu_s / window, 3),
+        # Every core's time over the window that was not idle: a run whose machine was full
+        # says so beside its lag.
+        "machine_busy_share": round(machine_busy, 3),
         "worker_cpu_ms_per_tick": round(1000 * cpu_s / max(1, ticks["n"]), 3),
         # What the same worker spent with no world (its flows' consumers polling, timers,
         # metrics), and the CPU per tick above it.
@@ -399,6 +404,10 @@ def main() -> int:
     ]
     if beside:
         print(f"CPU per tick beside the worker's: {', '.join(beside)}")
+    print(
+        f"the machine: {result['machine_busy_share']:.0%} of its {os.cpu_count()} cores busy "
+        "over the window"
+    )
     print(f"results: {out}")
     return 0
 

@@ -304,6 +304,8 @@ class WorldBench(FlowScript):
         Metric("cpu_per_tick_above_idle_ratio_to_pure_step", "x"),
         # PostgreSQL's and the broker's, over the same window (when they run on this machine).
         *SERVERS_CPU,
+        # Every core's time over the window that was not idle: a full machine shows here.
+        Metric("machine_busy_share", "share"),
         PEAK_RSS,
     )
 
