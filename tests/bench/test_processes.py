@@ -64,10 +64,11 @@ def test_the_machines_busy_share_is_what_was_not_idle_between_two_readings() -> 
 
 def test_a_busy_loop_shows_in_the_machines_busy_share() -> None:
     before = MachineCpu.now()
-    end = time.process_time() + 0.3
+    end = time.process_time() + 0.5
     while time.process_time() < end:
         pass
     after = MachineCpu.now()
     assert after.total > before.total
-    # This process alone kept at least one of the machine's cores busy for the interval.
-    assert after.busy_share_since(before) >= 0.9 / (os.cpu_count() or 1)
+    # This process alone kept one of the machine's cores busy for most of the interval (the
+    # counters tick every 10 ms, and it may have waited for a core meanwhile).
+    assert after.busy_share_since(before) >= 0.7 / (os.cpu_count() or 1)
