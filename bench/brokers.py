@@ -11,6 +11,7 @@ from pathlib import Path
 from devkit.stack import BROKERS, LocalStack
 from devkit.stack.apache_kafka.cluster import KafkaCluster
 from devkit.stack.apache_kafka.distribution import fetch
+from devkit.stack.processes import sigterm_as_interrupt
 
 __all__ = ["BROKERS", "KAFKA_JARS", "stack_on"]
 
@@ -22,7 +23,7 @@ def stack_on(
     broker: str, root: Path, report: Callable[[str], None] = lambda _: None
 ) -> Iterator[dict[str, str]]:
     """The embedded stack under `root` with `broker`, as SCRIBE_* variables; an Apache Kafka
-    started here is a fresh one, stopped and deleted afterwards."""
+    started here is a fresh one, stopped and deleted afterwards (also on SIGTERM)."""
     if broker == "tansu":
         with LocalStack(root / "stack").running(report=report) as env:
             yield env
@@ -30,9 +31,10 @@ def stack_on(
     if broker != "apache":
         raise ValueError(f"unknown broker {broker!r}; choose one of {', '.join(BROKERS)}")
     cluster = KafkaCluster(root / "kafka", fetch(KAFKA_JARS, report=report))
-    try:
-        kafka_url = cluster.up_fresh(1, report=report)
-        with LocalStack(root / "stack", broker=None).running(report=report) as env:
-            yield {**env, "SCRIBE_KAFKA_URL": kafka_url, "SCRIBE_TOPIC_REPLICATION": "1"}
-    finally:
-        cluster.down(report=report, purge=True)
+    with sigterm_as_interrupt():
+        try:
+            kafka_url = cluster.up_fresh(1, report=report)
+            with LocalStack(root / "stack", broker=None).running(report=report) as env:
+                yield {**env, "SCRIBE_KAFKA_URL": kafka_url, "SCRIBE_TOPIC_REPLICATION": "1"}
+        finally:
+            cluster.down(report=report, purge=True)

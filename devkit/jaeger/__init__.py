@@ -29,7 +29,12 @@ from typing import Any
 
 import httpx
 
-from devkit.stack.processes import StackError, accepts_connections, free_port
+from devkit.stack.processes import (
+    StackError,
+    accepts_connections,
+    free_port,
+    sigterm_as_interrupt,
+)
 
 MODULE_DIR = Path(__file__).resolve().parent
 PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"
@@ -172,36 +177,41 @@ def running(
     binary: Path, workdir: Path, otlp_port: int | None = None, query_port: int | None = None
 ) -> Iterator[RunningJaeger]:
     """Jaeger on loopback ports (free ones unless given) for the duration of the block, then
-    stopped (SIGTERM, SIGKILL after 10 s), also when the block fails."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    otlp, query, query_grpc = otlp_port or free_port(), query_port or free_port(), free_port()
-    config = workdir / "jaeger.yaml"
-    config.write_text(config_yaml(otlp, query, query_grpc))
-    log_path = workdir / "jaeger.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [str(binary), "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not (accepts_connections(otlp) and accepts_connections(query)):
-            if process.poll() is not None:
-                raise StackError(f"jaeger exited ({process.returncode}):\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                raise StackError(
-                    f"jaeger not listening after {READY_TIMEOUT_S:.0f} s:\n{log_path.read_text()}"
-                )
-            time.sleep(0.2)
-        yield RunningJaeger(f"http://127.0.0.1:{otlp}", f"http://127.0.0.1:{query}", log_path)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+    stopped (SIGTERM, SIGKILL after 10 s), also when the block fails or this process is sent
+    SIGTERM."""
+    with sigterm_as_interrupt():
+        workdir.mkdir(parents=True, exist_ok=True)
+        otlp, query, query_grpc = otlp_port or free_port(), query_port or free_port(), free_port()
+        config = workdir / "jaeger.yaml"
+        config.write_text(config_yaml(otlp, query, query_grpc))
+        log_path = workdir / "jaeger.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [str(binary), "--config", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while not (accepts_connections(otlp) and accepts_connections(query)):
+                if process.poll() is not None:
+                    raise StackError(
+                        f"jaeger exited ({process.returncode}):\n{log_path.read_text()}"
+                    )
+                if time.monotonic() > deadline:
+                    waited = f"{READY_TIMEOUT_S:.0f} s"
+                    raise StackError(
+                        f"jaeger not listening after {waited}:\n{log_path.read_text()}"
+                    )
+                time.sleep(0.2)
+            yield RunningJaeger(f"http://127.0.0.1:{otlp}", f"http://127.0.0.1:{query}", log_path)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)

@@ -15,7 +15,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from devkit.stack.processes import ProcessRecord, StackError, free_port, port_is_free
+from devkit.stack.processes import (
+    ProcessRecord,
+    StackError,
+    free_port,
+    port_is_free,
+    sigterm_as_interrupt,
+)
 from devkit.stack.services import (
     ApacheKafkaBroker,
     CdnSimulator,
@@ -203,12 +209,13 @@ class LocalStack:
 
     @contextmanager
     def running(self, report: Callable[[str], None] = lambda _: None) -> Iterator[dict[str, str]]:
-        """Up for the duration of the block; afterwards, also on error or Ctrl-C, stop what
-        this block started (a stack that was already running is left running)."""
-        try:
-            yield self.up(report)
-        finally:
-            self.down(report, only=self.started)
+        """Up for the duration of the block; afterwards, also on error, Ctrl-C or SIGTERM, stop
+        what this block started (a stack that was already running is left running)."""
+        with sigterm_as_interrupt():
+            try:
+                yield self.up(report)
+            finally:
+                self.down(report, only=self.started)
 
 
 def fill_environment(environ: MutableMapping[str, str], state_dir: Path) -> list[str]:

@@ -10,10 +10,13 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import psutil
 
@@ -95,6 +98,32 @@ def wait_until(
             raise StackError(f"{what} exited during start-up{_log_tail(log_path)}")
         time.sleep(0.1)
     raise StackError(f"{what} did not become ready within {timeout:.0f} s{_log_tail(log_path)}")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM (a CI job's timeout, `timeout`, `kill`) interrupts the
+    main thread as Ctrl-C does, so the `finally` blocks that stop our servers run. By default
+    SIGTERM ends a process at once, and the servers it started, each in a session of its own,
+    would outlive it. A second SIGTERM is ignored, so it cannot cut that clean-up short
+    (SIGKILL still can). Left as it is off the main thread, or where the process already
+    handles SIGTERM (a stack inside another stack, a server of its own)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def terminate(record: ProcessRecord, timeout: float = 10.0) -> None:

@@ -15,7 +15,7 @@ import redis.exceptions
 
 from devkit.harness import WorkerProcess, new_worker
 from devkit.stack import LocalStack
-from devkit.stack.processes import ProcessRecord, free_port
+from devkit.stack.processes import ProcessRecord, free_port, sigterm_as_interrupt
 from devkit.stack.services import LOOPBACK, Postgres, Redis, Service
 
 
@@ -74,15 +74,17 @@ class FaultStack:
     @classmethod
     @contextmanager
     def running(cls, root: Path) -> Iterator[FaultStack]:
-        """Every server started under `root`; all stopped on leaving, also on failure."""
+        """Every server started under `root`; all stopped on leaving, also on failure or
+        SIGTERM."""
         stack = cls(root)
         stack.postgres.root.mkdir(parents=True, exist_ok=True)
-        try:
-            for service in stack.services:
-                stack.start(service)
-            yield stack
-        finally:
-            stack.stop_all()
+        with sigterm_as_interrupt():
+            try:
+                for service in stack.services:
+                    stack.start(service)
+                yield stack
+            finally:
+                stack.stop_all()
 
 
 # How the fault worker is tuned, and why:
