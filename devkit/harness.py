@@ -23,7 +23,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from prometheus_client.parser import text_string_to_metric_families
 
 from devkit.stack import LocalStack
-from devkit.stack.processes import free_port
+from devkit.stack.processes import end_child, free_port
 from runtime.settings import kafka_bootstrap_servers
 
 SERVICE_VARS = ("SCRIBE_KAFKA_URL", "SCRIBE_DATABASE_URL", "SCRIBE_REDIS_URL")
@@ -74,12 +74,7 @@ def gateway_process(env: dict[str, str], log_path: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        end_child(process, signal.SIGINT, 20)
 
 
 def _answers_health(url: str) -> bool:
@@ -181,14 +176,8 @@ class WorkerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process is not None:
+            end_child(self.process, signal.SIGTERM, timeout)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final commit — a crash."""

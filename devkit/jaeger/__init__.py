@@ -32,6 +32,7 @@ import httpx
 from devkit.stack.processes import (
     StackError,
     accepts_connections,
+    end_child,
     free_port,
     sigterm_as_interrupt,
 )
@@ -208,10 +209,4 @@ def running(
                 time.sleep(0.2)
             yield RunningJaeger(f"http://127.0.0.1:{otlp}", f"http://127.0.0.1:{query}", log_path)
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
+            end_child(process, signal.SIGTERM, 10)
