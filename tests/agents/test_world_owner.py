@@ -138,6 +138,21 @@ async def load_villages(worlds: WorldOwner, clock: Clock, count: int) -> list[st
     return ids
 
 
+async def villages_with_a_tick_due(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    producer: AIOKafkaProducer,
+    count: int,
+    publish: Publish | None = None,
+) -> tuple[WorldOwner, list[str]]:
+    """An owner with `count` new villages loaded, one tick interval later: a tick due in each."""
+    clock = Clock()
+    worlds = owner(pool, publisher, producer, clock, publish=publish)
+    ids = await load_villages(worlds, clock, count)
+    clock.now += 1.0
+    return worlds, ids
+
+
 def received(event: Event, topic: str = "world.events") -> Received[Any]:
     key = str(event.world_id).encode()  # type: ignore[attr-defined]
     return Received(event, Origin(topic, 0, 0, key, encode(event)))
@@ -217,10 +232,8 @@ def rounds_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_full_round_is_followed_at_once_by_the_next(
     pool: asyncpg.Pool, publisher: Publisher, kafka_producer: AIOKafkaProducer
 ) -> None:
-    clock = Clock()
-    worlds = owner(pool, publisher, kafka_producer, clock)
-    ids = await load_villages(worlds, clock, 5)
-    clock.now += 1.0  # one tick due per world: rounds of 2, 2 and 1 in one timer call
+    # One tick due per world: rounds of 2, 2 and 1 in one timer call.
+    worlds, ids = await villages_with_a_tick_due(pool, publisher, kafka_producer, 5)
     await worlds.tick_due()
     assert [worlds.worlds[w].state.tick for w in ids] == [1] * 5
     for w in ids:
@@ -238,10 +251,8 @@ async def test_a_round_under_the_follow_size_ends_the_timers_call(
     every few ticks as they fall due."""
     monkeypatch.setattr("agents.world.owner.ROUND_BUDGET", 2)
     monkeypatch.setattr("agents.world.owner.FOLLOW_ROUNDS_OF", 3)
-    clock = Clock()
-    worlds = owner(pool, publisher, kafka_producer, clock)
-    ids = await load_villages(worlds, clock, 5)
-    clock.now += 1.0  # one tick due per world; the first round takes 2, fewer than 3
+    # One tick due per world; the first round takes 2, fewer than 3.
+    worlds, ids = await villages_with_a_tick_due(pool, publisher, kafka_producer, 5)
     await worlds.tick_due()
     assert sorted(worlds.worlds[w].state.tick for w in ids) == [0, 0, 0, 1, 1]
     await worlds.tick_due()
@@ -300,12 +311,12 @@ async def test_a_write_does_not_wait_for_the_invalidations_before_it_which_leave
 async def test_the_timers_next_round_is_stored_while_the_last_ones_invalidations_wait(
     pool: asyncpg.Pool, publisher: Publisher, kafka_producer: AIOKafkaProducer
 ) -> None:
-    clock = Clock()
     publish = HeldPublisher()
-    worlds = owner(pool, publisher, kafka_producer, clock, publish=publish)
-    ids = await load_villages(worlds, clock, 5)
+    # Rounds of 2, 2 and 1 in one call.
+    worlds, ids = await villages_with_a_tick_due(
+        pool, publisher, kafka_producer, 5, publish=publish
+    )
     publish.held = True
-    clock.now += 1.0  # rounds of 2, 2 and 1 in one call
     timer = asyncio.create_task(worlds.tick_due())
     await eventually(lambda: _ticks_stored(pool, ids, 5))
     assert publish.calls == [[1] * 5, [2, 2]]  # the load's, then the first round's, held
