@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -341,6 +342,34 @@ class PhaseLoad:
         )
 
 
+async def redis_counts(url: str) -> dict[str, float]:
+    """Redis's CPU seconds so far, and its calls per command: a phase's difference shows what
+    each request cost Redis and how many scripts it ran."""
+    client = aioredis.from_url(url)
+    try:
+        cpu = await client.info("cpu")
+        commands = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    counts = {name.removeprefix("cmdstat_"): float(s["calls"]) for name, s in commands.items()}
+    return counts | {"cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
+
+
+def redis_line(before: dict[str, float], after: dict[str, float], requests: int) -> str:
+    """Per request over a phase: Redis's CPU, and the scripts run (the key pool's takes go
+    together when calls overlap, so fewer than one per request under load)."""
+
+    def grown(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    per = max(1, requests)
+    return (
+        f"  redis: {grown('cpu_s') / per * 1e6:.0f} us of its CPU per request; per request "
+        f"{grown('evalsha') / per:.2f} scripts, {grown('set') / per:.2f} SETs, "
+        f"{(grown('mget') + grown('exists')) / per:.2f} look-ups"
+    )
+
+
 def lateness_line(name: str, before: dict[float, float], after: dict[float, float]) -> str:
     """How late the worker's loop ran between two readings: the bucket bound its p99 is under,
     and the wake-ups late by more than 10 ms (the time its flows' work held every other)."""
@@ -365,6 +394,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
     loops = {name: await loop_lateness(url) for name, url in workers.items()}
     cpu = {name: await cpu_seconds(url) for name, url in workers.items()}
     express_before = await expressed(env["LANES_URL"])
+    redis_before = await redis_counts(env["SCRIBE_REDIS_URL"])
     load = PhaseLoad(env)
     started = time.monotonic()
     async with (
@@ -387,6 +417,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
             span_s = time.monotonic() - started
             cpu = {name: await cpu_seconds(url) - cpu[name] for name, url in workers.items()}
             machine = load.line()
+    redis_after = await redis_counts(env["SCRIBE_REDIS_URL"])
     added = [r - base for r in routed]
     say(
         f"latency at {rate:,.0f}/s through Kafka (achieved {achieved:,.0f}/s): added "
@@ -397,6 +428,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
         say(lateness_line(name, loops[name], await loop_lateness(url)))
         say(cpu_line(name, cpu[name], len(sent), span_s))
     say(machine)
+    say(redis_line(redis_before, redis_after, len(sent)))
     ran_at_once = await expressed(env["LANES_URL"]) - express_before
     say(f"  run as soon as decided (express): {ran_at_once:,.0f} of {len(sent):,} requests")
 

@@ -1,6 +1,6 @@
 """Provider key pools whose limits hold across every worker: token buckets and cool-downs live in
-Redis and are read and updated by one Lua script per call, so two workers can never both take
-a key's last token.
+Redis and are read and updated by one Lua script per round trip (the takes of concurrent calls
+go together), so two workers can never both take a key's last token.
 
 A key is only ever named by its id (`openrouter:3f9a1c02d4`, a short hash): logs, metrics,
 responses and usage events carry the id, never the key.
@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 
+from runtime.batched_calls import BatchedCalls
 from runtime.metrics import PROVIDER_KEY_QUOTA_USED_RATIO as KEY_QUOTA_USED
 
 MINUTE_MS = 60_000
@@ -21,57 +23,81 @@ DAY_MS = 86_400_000
 
 # KEYS: per candidate, its cool-down key followed by one bucket key per limit.
 # ARGV: the number of limits, the candidate to look at first (ties go to the first seen, so
-# equal keys share the load), then (capacity, window_ms) per limit.
-# Picks the candidate with the most headroom (the smallest share of a bucket left, across its
-# limits) that is not cooling down and has a token in every bucket, and takes the tokens.
-# Returns {index, 0, tokens left per limit (as strings: Redis would truncate a Lua number)}, or
-# {-1, ms until the first candidate could be used}.
+# equal keys share the load), the number of takes, then (capacity, window_ms) per limit.
+# Each take picks the candidate with the most headroom (the smallest share of a bucket left,
+# across its limits) that is not cooling down and has a token in every bucket, and takes the
+# tokens, as that many calls of one take in a row would.
+# Returns per take {index, 0, tokens left per limit (as strings: Redis would truncate a Lua
+# number)}, or {-1, ms until the first candidate could be used, then one '0' per limit}.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limits = tonumber(ARGV[1])
 local first = tonumber(ARGV[2])
+local takes = tonumber(ARGV[3])
 local stride = limits + 1
 local count = #KEYS / stride
-local best, best_room, best_tokens = -1, -1, nil
-local soonest = -1
-for n = 0, count - 1 do
-  local i = (n + first) % count
+local waits, tokens = {}, {}
+for i = 0, count - 1 do
   local base = i * stride
-  local wait = 0
   local cool = tonumber(redis.call('GET', KEYS[base + 1]) or '0')
-  if cool > now then wait = cool - now end
-  local room = 1.0
-  local tokens = {}
+  waits[i] = 0
+  if cool > now then waits[i] = cool - now end
+  tokens[i] = {}
   for j = 1, limits do
-    local capacity = tonumber(ARGV[2 * j + 1])
-    local window = tonumber(ARGV[2 * j + 2])
+    local capacity = tonumber(ARGV[2 * j + 2])
+    local window = tonumber(ARGV[2 * j + 3])
     local bucket = redis.call('HMGET', KEYS[base + 1 + j], 'tokens', 'at')
     local have = tonumber(bucket[1]) or capacity
     local at = tonumber(bucket[2]) or now
     if now > at then have = math.min(capacity, have + (now - at) * capacity / window) end
-    tokens[j] = have
-    if have < 1 then
-      local need = math.ceil((1 - have) * window / capacity)
-      if need > wait then wait = need end
+    tokens[i][j] = have
+  end
+end
+local taken, out = {}, {}
+for k = 0, takes - 1 do
+  local best, best_room, soonest = -1, -1, -1
+  for n = 0, count - 1 do
+    local i = (n + first + k) % count
+    local wait = waits[i]
+    local room = 1.0
+    for j = 1, limits do
+      local capacity = tonumber(ARGV[2 * j + 2])
+      local have = tokens[i][j]
+      if have < 1 then
+        local need = math.ceil((1 - have) * tonumber(ARGV[2 * j + 3]) / capacity)
+        if need > wait then wait = need end
+      end
+      if have / capacity < room then room = have / capacity end
     end
-    if have / capacity < room then room = have / capacity end
+    if wait == 0 then
+      if room > best_room then best, best_room = i, room end
+    elseif soonest < 0 or wait < soonest then
+      soonest = wait
+    end
   end
-  if wait == 0 then
-    if room > best_room then best, best_room, best_tokens = i, room, tokens end
-  elseif soonest < 0 or wait < soonest then
-    soonest = wait
+  if best < 0 then
+    out[#out + 1] = -1
+    out[#out + 1] = soonest
+    for j = 1, limits do out[#out + 1] = '0' end
+  else
+    taken[best] = true
+    out[#out + 1] = best
+    out[#out + 1] = 0
+    for j = 1, limits do
+      tokens[best][j] = tokens[best][j] - 1
+      out[#out + 1] = tostring(tokens[best][j])
+    end
   end
 end
-if best < 0 then return {-1, soonest} end
-local taken = {best, 0}
-for j = 1, limits do
-  local key = KEYS[best * stride + 1 + j]
-  redis.call('HSET', key, 'tokens', tostring(best_tokens[j] - 1), 'at', now)
-  redis.call('PEXPIRE', key, tonumber(ARGV[2 * j + 2]) * 2)
-  taken[j + 2] = tostring(best_tokens[j] - 1)
+for i, _ in pairs(taken) do
+  for j = 1, limits do
+    local key = KEYS[i * stride + 1 + j]
+    redis.call('HSET', key, 'tokens', tostring(tokens[i][j]), 'at', now)
+    redis.call('PEXPIRE', key, tonumber(ARGV[2 * j + 3]) * 2)
+  end
 end
-return taken
+return out
 """
 
 # KEYS[1]: the cool-down key. ARGV[1]: milliseconds. Only ever extends a cool-down.
@@ -148,6 +174,7 @@ class TokenBuckets:
         for lim in self.limits:
             self._limit_args.extend((lim.capacity, lim.window_ms))
         self._acquire = client.register_script(ACQUIRE)
+        self._takes: BatchedCalls[None, Taken | Wait] = BatchedCalls(self._take_many)
         self._cool = client.register_script(COOL)
 
     async def acquire(self) -> str | Wait:
@@ -155,11 +182,20 @@ class TokenBuckets:
         return taken if isinstance(taken, Wait) else taken.name
 
     async def take(self) -> Taken | Wait:
-        """A token of every limit from the candidate with the most headroom, and what is left."""
+        """A token of every limit from the candidate with the most headroom, and what is left.
+        Takes asked for while another round trip is on its way go together in one script."""
+        return await self._takes(None)
+
+    async def _take_many(self, asks: list[None]) -> list[Taken | Wait]:
         first = random.randrange(len(self.names))
-        index, wait_ms, *left = await self._acquire(
-            keys=self._keys, args=[len(self.limits), first, *self._limit_args]
+        flat = await self._acquire(
+            keys=self._keys, args=[len(self.limits), first, len(asks), *self._limit_args]
         )
+        width = 2 + len(self.limits)
+        return [self._read_take(flat[at : at + width]) for at in range(0, len(flat), width)]
+
+    def _read_take(self, answer: list[Any]) -> Taken | Wait:
+        index, wait_ms, *left = answer
         if int(index) < 0:
             return Wait(int(wait_ms) / 1000)
         used = {

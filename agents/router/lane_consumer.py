@@ -26,6 +26,7 @@ from agents.router.express import Express
 from agents.router.keys import TokenBuckets, Wait
 from agents.router.lanes import DeferredQueue, OffPeak
 from runtime import tracing
+from runtime.batched_calls import BatchedCalls
 from runtime.concurrent import Holding, RecordFlow
 from runtime.metrics import LANE_HELD, LANE_IN_FLIGHT, PROMOTIONS
 from runtime.source import DeadLetterWriter, Received, Record, Rejected
@@ -135,17 +136,31 @@ class HeldRelease(Generic[T]):
 
 class DoneMarks:
     """Request ids whose outcome was published, for the window: a lane message read again after
-    a crash or a rebalance is not executed twice."""
+    a crash or a rebalance is not executed twice. The look-ups, and the marks, of concurrent
+    calls go to Redis together, one pipeline per round trip."""
 
     def __init__(self, client: aioredis.Redis, window_s: int) -> None:
         self.client = client
         self.window_s = max(1, window_s)
+        self._look_ups: BatchedCalls[str, bool] = BatchedCalls(self._done_many)
+        self._marks: BatchedCalls[str, None] = BatchedCalls(self._mark_many)
 
     async def done(self, request_id: str) -> bool:
-        return bool(await self.client.exists(f"router:done:{request_id}"))
+        return await self._look_ups(request_id)
 
     async def mark(self, request_id: str) -> None:
-        await self.client.set(f"router:done:{request_id}", b"1", ex=self.window_s)
+        await self._marks(request_id)
+
+    async def _done_many(self, request_ids: list[str]) -> list[bool]:
+        found = await self.client.mget([f"router:done:{r}" for r in request_ids])
+        return [value is not None for value in found]
+
+    async def _mark_many(self, request_ids: list[str]) -> list[None]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for request_id in request_ids:
+                pipe.set(f"router:done:{request_id}", b"1", ex=self.window_s)
+            await pipe.execute()
+        return [None] * len(request_ids)
 
 
 def outcome_messages(outcome: Outcome) -> list[Emit]:

@@ -100,3 +100,20 @@ async def test_each_use_shows_the_share_of_the_keys_limits_used(
     # Refill runs on the clock between calls: a few thousandths of a token at most.
     assert used("minute") == pytest.approx(0.3, abs=0.01)
     assert used("day") == pytest.approx(0.003, abs=0.0001)
+
+
+async def test_takes_asked_together_spread_and_count_as_one_by_one(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Concurrent takes go to Redis in one script; each still picks the key with the most
+    headroom after the takes before it, and never takes a token that is not there."""
+    pool = KeyPool(redis_client, "gemini", secrets(3), 4, 1000)
+    before = (await redis_client.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+    taken = await asyncio.gather(*(pool.acquire() for _ in range(14)))
+    after = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    granted = [t.id for t in taken if isinstance(t, ProviderKey)]
+    assert Counter(granted[:3]) == {k: 1 for k in pool.keys}, "the first three spread"
+    assert Counter(granted) == {k: 4 for k in pool.keys}, "3 keys x 4 per minute"
+    assert all(isinstance(t, Wait) for t in taken[12:])
+    # Other tests share the server, so the count is a bound: far fewer than one per take.
+    assert after - before < 14
