@@ -356,18 +356,12 @@ async def redis_counts(url: str) -> dict[str, float]:
 
 
 def redis_line(before: dict[str, float], after: dict[str, float], requests: int) -> str:
-    """Per request over a phase: Redis's CPU, and the scripts run (the key pool's takes go
-    together when calls overlap, so fewer than one per request under load)."""
-
-    def grown(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
+    """Per request over a phase: Redis's CPU, and the scripts it ran (decide's two per batch,
+    and the key pool's takes, which go together when calls overlap)."""
     per = max(1, requests)
-    return (
-        f"  redis: {grown('cpu_s') / per * 1e6:.0f} us of its CPU per request; per request "
-        f"{grown('evalsha') / per:.2f} scripts, {grown('set') / per:.2f} SETs, "
-        f"{(grown('mget') + grown('exists')) / per:.2f} look-ups"
-    )
+    cpu_us = (after["cpu_s"] - before["cpu_s"]) / per * 1e6
+    scripts = (after.get("evalsha", 0.0) - before.get("evalsha", 0.0)) / per
+    return f"  redis: {cpu_us:.0f} us of its CPU and {scripts:.2f} scripts per request"
 
 
 def lateness_line(name: str, before: dict[float, float], after: dict[float, float]) -> str:
