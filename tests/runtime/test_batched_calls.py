@@ -118,3 +118,26 @@ async def test_a_send_that_answers_the_wrong_number_of_items_is_an_error() -> No
 def test_max_batch_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_batch must be at least 1"):
         BatchedCalls(Recorder(), max_batch=0)
+
+
+async def test_a_batch_unanswered_in_time_fails_its_calls_and_the_next_batch_goes() -> None:
+    send = Recorder()
+    calls = BatchedCalls(send, timeout_s=0.05)
+    send.gate.clear()
+    with pytest.raises(TimeoutError, match=r"2 calls unanswered after 0\.05 s"):
+        await asyncio.gather(calls(1), calls(2))
+    send.gate.set()
+    assert await asyncio.wait_for(calls(3), 1) == 30
+
+
+async def test_a_sender_cancelled_before_it_ran_does_not_hold_later_calls() -> None:
+    send = Recorder()
+    calls = BatchedCalls(send)
+    first = asyncio.ensure_future(calls(1))
+    await asyncio.sleep(0)  # the call is waiting and its sender is made, not yet run
+    sender = calls._sender
+    assert sender is not None
+    sender.cancel()
+    first.cancel()
+    await asyncio.gather(first, sender, return_exceptions=True)
+    assert await asyncio.wait_for(calls(2), 1) == 20
