@@ -56,11 +56,13 @@ bench: $(INSTALLED)
 test: $(INSTALLED) lint
 	$(PY) -m pytest
 
-## A fresh 3-broker Apache Kafka cluster (jars from Maven Central, cached in .scribe/kafka), the
-## engine tests on it (PostgreSQL and Redis embedded), then the cluster is stopped and deleted,
-## also when the tests fail. The integration suite runs once, in make test (see the README to run
-## it on Apache Kafka too).
+## Jaeger built from the Go module proxy (once: cached in .scribe/tools; minutes on cold Go
+## caches, so outside any test's time limit), then a fresh 3-broker Apache Kafka cluster (jars
+## from Maven Central, cached in .scribe/kafka), the engine tests on it (PostgreSQL and Redis
+## embedded), then the cluster is stopped and deleted, also when the tests fail. The integration
+## suite runs once, in make test (see the README to run it on Apache Kafka too).
 test-engine: $(INSTALLED)
+	$(PY) -m devkit.jaeger --build-only
 	SCRIBE_TOPIC_REPLICATION=3 SCRIBE_TOPIC_PARTITIONS=6 scripts/kafka.sh run \
 		--brokers 3 --dir .scribe/kafka-engine -- \
 		$(PY) -m pytest -m engine --basetemp=.scribe/engine-tmp

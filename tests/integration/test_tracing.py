@@ -1,8 +1,9 @@
 """One AI request through the gateway, traced into a real Jaeger: the gateway, every router
 stage, the provider call and the usage write are one trace, found through Jaeger's query API.
 
-Marked `engine` as well: the first build of Jaeger from the Go module proxy takes minutes
-(`make test-engine` runs it; later builds reuse Go's caches and take seconds). The pipeline
+Marked `engine` as well: the first build of Jaeger from the Go module proxy takes minutes on
+cold Go caches, so `make test-engine` builds it before the tests start (`python -m devkit.jaeger
+--build-only`) and this test's set-up finds it built. The pipeline
 runs on a stack of its own, so its new consumer groups read only this test's request."""
 
 from __future__ import annotations
