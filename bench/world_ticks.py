@@ -17,6 +17,8 @@ window, then reads back from PostgreSQL:
   every 20-100 ms);
 - the CPU that PostgreSQL and the broker spent per tick over the same window, when they run
   on this machine (found by the port they listen on), and how busy the whole machine was;
+- what the window's writes did to `world_state`: its updates, the share that were HOT (no
+  index entries), its dead rows, the vacuums and its size before and after;
 - tick lag: from the second a tick was due until its row was written, p50 / p99 / max, and
   its p50 / max in each five seconds of the window (a backlog left by a stall shows as a run
   of high slices that drains slowly);
@@ -153,6 +155,18 @@ async def retire_earlier_runs(database_url: str) -> None:
         await db.close()
 
 
+async def table_activity(db: asyncpg.Connection, table: str) -> dict[str, int]:
+    """PostgreSQL's running counts for `table`: its row updates, those that were HOT (the new
+    version on the same page, no index entries), its dead rows, the autovacuums so far and its
+    size with indexes and TOAST. A backend reports its counts within about a second."""
+    row = await db.fetchrow(
+        "SELECT n_tup_upd, n_tup_hot_upd, n_dead_tup, autovacuum_count + vacuum_count AS vacuums,"
+        " pg_total_relation_size(relid) AS bytes FROM pg_stat_user_tables WHERE relname = $1",
+        table,
+    )
+    return dict(row) if row is not None else {}
+
+
 async def wait_until_warmed(worker: WorkerProcess, worlds: int) -> None:
     """Cache warming (its own flow in the worker) reads and caches each loaded world once;
     that is load-time work, not a tick's, so the window opens after it."""
@@ -234,6 +248,7 @@ async def measure(
             await asyncio.sleep(3)  # let the start-up burst settle
             say(f"measuring for {args.seconds:.0f} s with {args.events_per_second}/s events ...")
             window_start = await db.fetchval("SELECT clock_timestamp()")
+            heads_before = await table_activity(db, "world_state")
             cpu_before = worker.cpu_seconds()
             servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
             machine_before = MachineCpu.now()
@@ -247,6 +262,8 @@ async def measure(
             }
             machine_busy = MachineCpu.now().busy_share_since(machine_before)
             window_end = await db.fetchval("SELECT clock_timestamp()")
+            await asyncio.sleep(1.5)  # the backends' counts of the window's last writes
+            heads_after = await table_activity(db, "world_state")
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{worker.url}/metrics", timeout=10)).text
         cpu_s = cpu_after - cpu_before
@@ -302,6 +319,10 @@ async def measure(
             metrics, "scribe_sink_batch_size", '{sink="postgres.world"}'
         ),
         "worker_cpu_utilization": round(cpu_s / window, 3),
+        # `world_state` gets one update per world per write: when the new row version cannot
+        # stay on its page (not HOT), every index gets an entry and the table and its indexes
+        # grow until vacuumed.
+        **world_state_activity(heads_before, heads_after),
         # Every core's time over the window that was not idle: a run whose machine was full
         # says so beside its lag.
         "machine_busy_share": round(machine_busy, 3),
@@ -317,6 +338,21 @@ async def measure(
         # invalidations the ticks caused included); absent for a server on another machine.
         f"{name}_cpu_ms_per_tick": round(1000 * seconds / max(1, ticks["n"]), 3)
         for name, seconds in servers_cpu.items()
+    }
+
+
+def world_state_activity(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    if not before or not after:
+        return {}
+    updates = after["n_tup_upd"] - before["n_tup_upd"]
+    hot = after["n_tup_hot_upd"] - before["n_tup_hot_upd"]
+    return {
+        "world_state_updates": updates,
+        "world_state_hot_update_share": round(hot / updates, 3) if updates else None,
+        "world_state_dead_rows_after": after["n_dead_tup"],
+        "world_state_vacuums_in_window": after["vacuums"] - before["vacuums"],
+        "world_state_mb_before": round(before["bytes"] / 2**20, 1),
+        "world_state_mb_after": round(after["bytes"] / 2**20, 1),
     }
 
 
@@ -408,6 +444,14 @@ def main() -> int:
         f"the machine: {result['machine_busy_share']:.0%} of its {os.cpu_count()} cores busy "
         "over the window"
     )
+    if result.get("world_state_updates"):
+        print(
+            f"world_state: {result['world_state_updates']:,} updates, "
+            f"{result['world_state_hot_update_share']:.0%} HOT; "
+            f"{result['world_state_mb_before']} -> {result['world_state_mb_after']} MB; "
+            f"{result['world_state_dead_rows_after']:,} dead rows after, "
+            f"{result['world_state_vacuums_in_window']} vacuum(s) in the window"
+        )
     print(f"results: {out}")
     return 0
 

@@ -1,0 +1,26 @@
+"""The world bench's account of `world_state` over its window, from PostgreSQL's counts before
+and after it."""
+
+from __future__ import annotations
+
+from bench.world_ticks import world_state_activity
+
+BEFORE = {"n_tup_upd": 1000, "n_tup_hot_upd": 400, "n_dead_tup": 50, "vacuums": 2, "bytes": 2**20}
+
+
+def test_the_window_s_updates_their_hot_share_and_the_table_s_growth() -> None:
+    after = {"n_tup_upd": 11000, "n_tup_hot_upd": 2400, "n_dead_tup": 7000, "vacuums": 3}
+    activity = world_state_activity(BEFORE, after | {"bytes": 3 * 2**20})
+    assert activity == {
+        "world_state_updates": 10000,
+        "world_state_hot_update_share": 0.2,
+        "world_state_dead_rows_after": 7000,
+        "world_state_vacuums_in_window": 1,
+        "world_state_mb_before": 1.0,
+        "world_state_mb_after": 3.0,
+    }
+
+
+def test_no_updates_gives_no_share_and_a_missing_table_gives_nothing() -> None:
+    assert world_state_activity(BEFORE, BEFORE)["world_state_hot_update_share"] is None
+    assert world_state_activity({}, BEFORE) == {}
