@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
@@ -24,6 +27,25 @@ WORKER_TEST_SETTINGS = {
     "SCRIBE_WORLD_IDLE_SECONDS": "3",
     "SCRIBE_CDN_RETRY_DEADLINE_S": str(CDN_RETRY_DEADLINE_S),
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name_where_http_sessions_are_made()
+
+
+def name_where_http_sessions_are_made() -> None:
+    """An aiohttp session collected while open is reported ("Unclosed client session", at
+    times after the summary) with where it was made only on a loop in debug mode, which would
+    slow every test. Each session made in the tests records that itself (a few frames, once per
+    session), so the report names the code that left it open."""
+    made = aiohttp.ClientSession.__init__
+
+    def init(session: aiohttp.ClientSession, *args: object, **kwargs: object) -> None:
+        made(session, *args, **kwargs)  # type: ignore[arg-type]
+        if session._source_traceback is None:
+            session._source_traceback = traceback.extract_stack(sys._getframe(1), limit=12)
+
+    aiohttp.ClientSession.__init__ = init  # type: ignore[method-assign, assignment]
 
 
 @pytest.fixture(scope="session")
