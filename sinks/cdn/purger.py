@@ -115,7 +115,16 @@ class CdnPurger:
         )
 
     async def _send_all(self, sends: Iterable[tuple[_Lane, PurgeCall]]) -> list[PurgeFailure]:
-        results = await asyncio.gather(*(self._send(lane, call) for lane, call in sends))
+        calls = [asyncio.ensure_future(self._send(lane, call)) for lane, call in sends]
+        try:
+            results = await asyncio.gather(*calls)
+        except BaseException:
+            # A stop (or a bug) ends the purge: the calls still waiting for a slot or a turn
+            # must not go on without it, posting after the sink was closed.
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            raise
         return [failure for failure in results if failure is not None]
 
     async def _send(self, lane: _Lane, call: PurgeCall) -> PurgeFailure | None:

@@ -215,7 +215,8 @@ async def test_simulator_timed_faults_answer_in_order_until_they_run_out(simulat
 
 async def test_a_stop_ends_a_purge_waiting_for_its_turn(simulator: str) -> None:
     """Twenty URLs at Fastly (one a call) at two calls a second: a stop after the first ones
-    ends the purge at once, not when the last call's turn comes ten seconds later."""
+    ends the purge at once, not when the last call's turn comes ten seconds later, and none of
+    its calls goes on without it (they would post after the sink was closed)."""
     purger = CdnPurger(settings(simulator, Provider.FASTLY, rate=2, burst=1))
     urls = [f"https://cdn.example/w/{i}" for i in range(20)]
     purging = asyncio.create_task(purger.purge(urls, []))
@@ -228,4 +229,12 @@ async def test_a_stop_ends_a_purge_waiting_for_its_turn(simulator: str) -> None:
         assert time.monotonic() - started < 1.0
     finally:
         STOPPING.clear()
+    try:
+        left = [
+            task
+            for task in asyncio.all_tasks()
+            if not task.done() and getattr(task.get_coro(), "__qualname__", "") == "CdnPurger._send"
+        ]
+        assert left == [], "calls of the stopped purge still wait for their turn"
+    finally:
         await purger.aclose()
