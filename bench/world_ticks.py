@@ -217,6 +217,21 @@ def histogram_mean(metrics: str, name: str, labels: str = "") -> float | None:
     return values["sum"] / values["count"] if values["count"] else None
 
 
+TIMER_PHASES = ("apply", "wait_write", "drain")
+
+
+async def timer_seconds(worker: WorkerProcess) -> dict[str, float]:
+    """The world timer's wall time so far by phase (`scribe_world_timer_seconds_total`)."""
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{worker.url}/metrics", timeout=10)).text
+    found = dict(
+        re.findall(
+            r'^scribe_world_timer_seconds_total\{phase="([a-z_]+)"\} ([0-9.e+]+)$', metrics, re.M
+        )
+    )
+    return {phase: float(found.get(phase, 0.0)) for phase in TIMER_PHASES}
+
+
 def histogram_p99(metrics: str) -> float | None:
     """p99 upper bound from the worker's `scribe_world_tick_lag_seconds` buckets (timer)."""
     buckets = []
@@ -252,10 +267,12 @@ async def measure(
             cpu_before = worker.cpu_seconds()
             servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
             machine_before = MachineCpu.now()
+            timer_before = await timer_seconds(worker)
             sent = await publish_players(
                 publisher, world_ids, args.events_per_second, args.seconds, db
             )
             cpu_after = worker.cpu_seconds()
+            timer_after = await timer_seconds(worker)
             servers_cpu = {
                 name: tree_cpu_seconds([pid]) - servers_before[name]
                 for name, pid in servers.items()
@@ -319,6 +336,12 @@ async def measure(
             metrics, "scribe_sink_batch_size", '{sink="postgres.world"}'
         ),
         "worker_cpu_utilization": round(cpu_s / window, 3),
+        # The share of the window the world timer spent in each phase of its calls; the rest
+        # it spent between calls.
+        "timer_share_of_window": {
+            phase: round((timer_after[phase] - timer_before[phase]) / window, 3)
+            for phase in TIMER_PHASES
+        },
         # `world_state` gets one update per world per write: when the new row version cannot
         # stay on its page (not HOT), every index gets an entry and the table and its indexes
         # grow until vacuumed.
@@ -428,6 +451,12 @@ def main() -> int:
         f"above the idle worker's {result['worker_idle_cpu_utilization']:.0%} of a core); "
         f"tick lag p99 {result['tick_lag_p99_s']:.3f} s; "
         f"{result['player_events_applied_per_s']:,.0f} player events/s applied"
+    )
+    shares = result["timer_share_of_window"]
+    print(
+        f"the world timer over the window: applying {shares['apply']:.0%}, waiting for the "
+        f"write before the next round {shares['wait_write']:.0%}, draining a call's last "
+        f"write {shares['drain']:.0%}, between calls {1 - sum(shares.values()):.0%}"
     )
     print(
         f"tick lag p50 / max in each {LAG_SLICE_S} s of the window: "

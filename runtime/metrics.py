@@ -256,6 +256,14 @@ WORLD_TICK_OVERDUE_SECONDS = Gauge(
     "How long the most overdue world tick on this worker has been due, after each tick round: "
     "near 0 while the worker keeps up, growing while it cannot",
 )
+WORLD_TIMER_SECONDS = Counter(
+    "scribe_world_timer_seconds",
+    "Wall time of the world tick timer's calls, by phase: apply (its rounds on the event loop, "
+    "with what the loop ran between their steps), wait_write (waiting for the write before "
+    "the next round), drain (the last write and the invalidations before a call returns). "
+    "What a worker's wall time leaves over is between calls",
+    ["phase"],
+)
 WORLD_EVENTS = Counter(
     "scribe_world_events",
     "World events by outcome: applied, duplicate (ignored) or rejected (dead-lettered)",

@@ -47,6 +47,7 @@ from runtime.metrics import (
     WORLD_TICK_LAG_SECONDS,
     WORLD_TICK_OVERDUE_SECONDS,
     WORLD_TICKS,
+    WORLD_TIMER_SECONDS,
     WORLDS_ACTIVE,
     observe_end_to_end,
 )
@@ -451,12 +452,17 @@ class WorldOwner:
         started = time.monotonic()
         writing: asyncio.Task[asyncio.Future[None]] | None = None
         published: list[asyncio.Future[None]] = []
+        applying = waiting = 0.0
         try:
             while True:
+                round_started = time.monotonic()
                 applied = await self._tick_round()
+                round_ended = time.monotonic()
+                applying += round_ended - round_started
                 if writing is not None:
                     # Stored; its invalidations may still be on their way to Kafka.
                     published.append(await writing)
+                    waiting += time.monotonic() - round_ended
                 writing = asyncio.create_task(self._store_pending())
                 if applied < FOLLOW_ROUNDS_OF or self.schedule is None:
                     break
@@ -464,9 +470,14 @@ class WorldOwner:
                     break
                 await asyncio.sleep(0)  # the write takes this round's ticks before the next
         finally:
+            draining = time.monotonic()
             if writing is not None:
                 published.append(await writing)
             await asyncio.gather(*published)
+        # Where a busy worker's time goes: applying, or waiting for PostgreSQL and Kafka.
+        WORLD_TIMER_SECONDS.labels(phase="apply").inc(applying)
+        WORLD_TIMER_SECONDS.labels(phase="wait_write").inc(waiting)
+        WORLD_TIMER_SECONDS.labels(phase="drain").inc(time.monotonic() - draining)
         self._note_overdue()
 
     def _note_overdue(self) -> None:

@@ -240,6 +240,28 @@ async def test_a_full_round_is_followed_at_once_by_the_next(
         assert await replays_to_head(pool, worlds, w)
 
 
+def _timer_seconds(phase: str) -> float:
+    return REGISTRY.get_sample_value("scribe_world_timer_seconds_total", {"phase": phase}) or 0.0
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("rounds_of_two")
+async def test_the_timer_counts_its_time_applying_waiting_for_writes_and_draining(
+    pool: asyncpg.Pool, publisher: Publisher, kafka_producer: AIOKafkaProducer
+) -> None:
+    phases = ("apply", "wait_write", "drain")
+    # Rounds of 2, 2 and 1 in one call: the second and third wait for the write before them
+    # (a round of two never yields, so that write cannot have finished meanwhile).
+    worlds, _ = await villages_with_a_tick_due(pool, publisher, kafka_producer, 5)
+    before = {phase: _timer_seconds(phase) for phase in phases}
+    started = time.monotonic()
+    await worlds.tick_due()
+    wall = time.monotonic() - started
+    spent = {phase: _timer_seconds(phase) - before[phase] for phase in phases}
+    assert all(seconds > 0 for seconds in spent.values()), spent
+    assert sum(spent.values()) <= wall
+
+
 @pytest.mark.integration
 async def test_a_round_under_the_follow_size_ends_the_timers_call(
     pool: asyncpg.Pool,
