@@ -444,7 +444,9 @@ class WorldOwner:
         timer's interval would only make them later. A smaller round ends the call, so a
         lightly loaded worker lets ticks gather instead of writing every few. The next round
         is applied while the one before it is written (flushes stay in order: each takes what
-        is pending under the flush lock). Within one tick interval of wall time, so a worker
+        is pending under the flush lock); a round that ends with that write still in flight
+        does not wait for it but goes in one write with the next, so the timer waits for
+        PostgreSQL at most every other round. Within one tick interval of wall time, so a worker
         that stays behind still returns to its timer (which checks for a stop between calls);
         every round is written before this returns."""
         if self.schedule is None:
@@ -453,20 +455,31 @@ class WorldOwner:
         writing: asyncio.Task[asyncio.Future[None]] | None = None
         published: list[asyncio.Future[None]] = []
         applying = waiting = 0.0
+        grouped = False
         try:
             while True:
                 round_started = time.monotonic()
                 applied = await self._tick_round()
                 round_ended = time.monotonic()
                 applying += round_ended - round_started
+                last = (
+                    applied < FOLLOW_ROUNDS_OF
+                    or self.schedule is None
+                    or round_ended - started >= self.schedule.interval
+                )
                 if writing is not None:
+                    if not writing.done() and not last and not grouped:
+                        # The write before is still in flight: rather than wait for it, apply
+                        # the next round, and this one goes in the same write as that one.
+                        grouped = True
+                        await asyncio.sleep(0)
+                        continue
                     # Stored; its invalidations may still be on their way to Kafka.
                     published.append(await writing)
                     waiting += time.monotonic() - round_ended
+                grouped = False
                 writing = asyncio.create_task(self._store_pending())
-                if applied < FOLLOW_ROUNDS_OF or self.schedule is None:
-                    break
-                if time.monotonic() - started >= self.schedule.interval:
+                if last:
                     break
                 await asyncio.sleep(0)  # the write takes this round's ticks before the next
         finally:
