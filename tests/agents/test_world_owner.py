@@ -250,8 +250,8 @@ async def test_the_timer_counts_its_time_applying_waiting_for_writes_and_drainin
     pool: asyncpg.Pool, publisher: Publisher, kafka_producer: AIOKafkaProducer
 ) -> None:
     phases = ("apply", "wait_write", "drain")
-    # Rounds of 2, 2 and 1 in one call: the second and third wait for the write before them
-    # (a round of two never yields, so that write cannot have finished meanwhile).
+    # Rounds of 2, 2 and 1 in one call: the second ends with the first's write in flight (a
+    # round of two never yields) and goes in one write with the third, which waits for it.
     worlds, _ = await villages_with_a_tick_due(pool, publisher, kafka_producer, 5)
     before = {phase: _timer_seconds(phase) for phase in phases}
     started = time.monotonic()
