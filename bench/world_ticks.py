@@ -220,16 +220,12 @@ def histogram_mean(metrics: str, name: str, labels: str = "") -> float | None:
 TIMER_PHASES = ("apply", "wait_write", "drain")
 
 
-async def timer_seconds(worker: WorkerProcess) -> dict[str, float]:
+def timer_seconds(worker: WorkerProcess) -> dict[str, float]:
     """The world timer's wall time so far by phase (`scribe_world_timer_seconds_total`)."""
-    async with httpx.AsyncClient() as client:
-        metrics = (await client.get(f"{worker.url}/metrics", timeout=10)).text
-    found = dict(
-        re.findall(
-            r'^scribe_world_timer_seconds_total\{phase="([a-z_]+)"\} ([0-9.e+]+)$', metrics, re.M
-        )
-    )
-    return {phase: float(found.get(phase, 0.0)) for phase in TIMER_PHASES}
+    return {
+        phase: worker.metric("scribe_world_timer_seconds_total", phase=phase)
+        for phase in TIMER_PHASES
+    }
 
 
 def histogram_p99(metrics: str) -> float | None:
@@ -267,12 +263,12 @@ async def measure(
             cpu_before = worker.cpu_seconds()
             servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
             machine_before = MachineCpu.now()
-            timer_before = await timer_seconds(worker)
+            timer_before = timer_seconds(worker)
             sent = await publish_players(
                 publisher, world_ids, args.events_per_second, args.seconds, db
             )
             cpu_after = worker.cpu_seconds()
-            timer_after = await timer_seconds(worker)
+            timer_after = timer_seconds(worker)
             servers_cpu = {
                 name: tree_cpu_seconds([pid]) - servers_before[name]
                 for name, pid in servers.items()
