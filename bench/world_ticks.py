@@ -167,9 +167,19 @@ async def table_activity(db: asyncpg.Connection, table: str) -> dict[str, int]:
     return dict(row) if row is not None else {}
 
 
+def hosts_cache_warming() -> bool:
+    """Whether the worker runs cache warming, part of the invalidation flow: not when
+    SCRIBE_WORKER_FLOWS (which it inherits) names other flows only."""
+    named = {part.strip() for part in os.environ.get("SCRIBE_WORKER_FLOWS", "").split(",")}
+    return named <= {""} or "invalidation" in named
+
+
 async def wait_until_warmed(worker: WorkerProcess, worlds: int) -> None:
     """Cache warming (its own flow in the worker) reads and caches each loaded world once;
     that is load-time work, not a tick's, so the window opens after it."""
+    if not hosts_cache_warming():
+        say("  no cache warming to wait for: SCRIBE_WORKER_FLOWS leaves out the invalidation flow")
+        return
     pattern = re.compile(r'^scribe_cache_warming_total\{outcome="[a-z_]+"\} ([0-9.e+]+)$', re.M)
     deadline = time.monotonic() + 120
     async with httpx.AsyncClient() as client:

@@ -1,9 +1,11 @@
 """The world bench's account of `world_state` over its window, from PostgreSQL's counts before
-and after it."""
+and after it, and what it waits for before the window."""
 
 from __future__ import annotations
 
-from bench.world_ticks import world_state_activity
+import pytest
+
+from bench.world_ticks import hosts_cache_warming, world_state_activity
 
 BEFORE = {"n_tup_upd": 1000, "n_tup_hot_upd": 400, "n_dead_tup": 50, "vacuums": 2, "bytes": 2**20}
 
@@ -24,3 +26,20 @@ def test_the_window_s_updates_their_hot_share_and_the_table_s_growth() -> None:
 def test_no_updates_gives_no_share_and_a_missing_table_gives_nothing() -> None:
     assert world_state_activity(BEFORE, BEFORE)["world_state_hot_update_share"] is None
     assert world_state_activity({}, BEFORE) == {}
+
+
+def test_the_bench_waits_for_cache_warming_only_where_the_worker_runs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for flows, warms in [
+        (None, True),  # every flow
+        ("", True),
+        ("world, invalidation", True),
+        ("world", False),
+        ("router,usage,world", False),
+    ]:
+        if flows is None:
+            monkeypatch.delenv("SCRIBE_WORKER_FLOWS", raising=False)
+        else:
+            monkeypatch.setenv("SCRIBE_WORKER_FLOWS", flows)
+        assert hosts_cache_warming() is warms, flows
