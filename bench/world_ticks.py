@@ -238,6 +238,32 @@ def timer_seconds(worker: WorkerProcess) -> dict[str, float]:
     }
 
 
+def wait_totals(worker: WorkerProcess) -> dict[str, float]:
+    """Running totals of the world writes' wall time and of the event loop's lateness: their
+    differences over the window give each one's mean in it."""
+    return {
+        "write_s": worker.metric("scribe_sink_write_seconds_sum", sink="postgres.world"),
+        "writes": worker.metric("scribe_sink_write_seconds_count", sink="postgres.world"),
+        "loop_lag_s": worker.metric("scribe_event_loop_lag_seconds_sum"),
+        "loop_probes": worker.metric("scribe_event_loop_lag_seconds_count"),
+    }
+
+
+def window_means(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """A world write's mean wall time and the event loop's mean lateness over the window, in
+    ms (None: none in it)."""
+
+    def mean_ms(total: str, count: str) -> float | None:
+        n = after[count] - before[count]
+        return round((after[total] - before[total]) / n * 1000, 1) if n else None
+
+    return {
+        "world_write_mean_ms": mean_ms("write_s", "writes"),
+        "world_writes_in_window": after["writes"] - before["writes"],
+        "event_loop_lag_mean_ms": mean_ms("loop_lag_s", "loop_probes"),
+    }
+
+
 def histogram_p99(metrics: str) -> float | None:
     """p99 upper bound from the worker's `scribe_world_tick_lag_seconds` buckets (timer)."""
     buckets = []
@@ -274,11 +300,13 @@ async def measure(
             servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
             machine_before = MachineCpu.now()
             timer_before = timer_seconds(worker)
+            waits_before = wait_totals(worker)
             sent = await publish_players(
                 publisher, world_ids, args.events_per_second, args.seconds, db
             )
             cpu_after = worker.cpu_seconds()
             timer_after = timer_seconds(worker)
+            waits_after = wait_totals(worker)
             servers_cpu = {
                 name: tree_cpu_seconds([pid]) - servers_before[name]
                 for name, pid in servers.items()
@@ -348,6 +376,9 @@ async def measure(
             phase: round((timer_after[phase] - timer_before[phase]) / window, 3)
             for phase in TIMER_PHASES
         },
+        # A write's wall time beside PostgreSQL's CPU for it: each of its round trips also
+        # waits for the worker's event loop to read the answer.
+        **window_means(waits_before, waits_after),
         # `world_state` gets one update per world per write: when the new row version cannot
         # stay on its page (not HOT), every index gets an entry and the table and its indexes
         # grow until vacuumed.
@@ -463,6 +494,11 @@ def main() -> int:
         f"the world timer over the window: applying {shares['apply']:.0%}, waiting for the "
         f"write before the next round {shares['wait_write']:.0%}, draining a call's last "
         f"write {shares['drain']:.0%}, between calls {1 - sum(shares.values()):.0%}"
+    )
+    print(
+        f"a world write took {result['world_write_mean_ms']} ms on average "
+        f"({result['world_writes_in_window']:,.0f} writes); the event loop woke its probe "
+        f"{result['event_loop_lag_mean_ms']} ms late on average"
     )
     print(
         f"tick lag p50 / max in each {LAG_SLICE_S} s of the window: "

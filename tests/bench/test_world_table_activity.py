@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.world_ticks import hosts_cache_warming, world_state_activity
+from bench.world_ticks import hosts_cache_warming, window_means, world_state_activity
 
 BEFORE = {"n_tup_upd": 1000, "n_tup_hot_upd": 400, "n_dead_tup": 50, "vacuums": 2, "bytes": 2**20}
 
@@ -43,3 +43,14 @@ def test_the_bench_waits_for_cache_warming_only_where_the_worker_runs_it(
         else:
             monkeypatch.setenv("SCRIBE_WORKER_FLOWS", flows)
         assert hosts_cache_warming() is warms, flows
+
+
+def test_a_writes_mean_time_and_the_loops_mean_lateness_over_the_window() -> None:
+    before = {"write_s": 10.0, "writes": 100.0, "loop_lag_s": 1.0, "loop_probes": 50.0}
+    after = {"write_s": 13.0, "writes": 120.0, "loop_lag_s": 1.5, "loop_probes": 150.0}
+    assert window_means(before, after) == {
+        "world_write_mean_ms": 150.0,
+        "world_writes_in_window": 20.0,
+        "event_loop_lag_mean_ms": 5.0,
+    }
+    assert window_means(before, before)["world_write_mean_ms"] is None  # no write in it
