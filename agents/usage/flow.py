@@ -24,6 +24,7 @@ from runtime.source import DeadLetterWriter, Received, Record, Rejected
 from runtime.spec import ConsumerSpec
 from schemas.model_catalog import ModelCatalog, load_catalog
 from schemas.usage_wire import DecodeError, Usage, decode_usage
+from sinks.postgres.databases import keep_session
 from sinks.postgres.usage import RETRYABLE, PricedUsage
 from topics.catalog import USAGE_EVENTS
 from topics.publisher import RawRecord
@@ -92,6 +93,7 @@ async def build(resources: Resources) -> Flow[PricedUsage, UsageBatch]:
         settings.database_url,
         min_size=1,
         max_size=3,
+        reset=keep_session,
         **settings.database_options,
     )
     dead_letter = dead_letter_writer(resources.dead_letters, USAGE)

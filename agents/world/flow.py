@@ -32,6 +32,7 @@ from runtime.spec import Assignor, ConsumerSpec
 from runtime.tracing import Header
 from schemas import encode
 from schemas.events import CacheInvalidation, Event, WorldEvent, WorldTick
+from sinks.postgres.databases import keep_session
 from sinks.postgres.world import RETRYABLE, WorldStore
 from sinks.retry import KEEP_TRYING, until_written
 from topics.catalog import CACHE_INVALIDATIONS, WORLD_EVENTS, WORLD_TICKS
@@ -164,7 +165,11 @@ async def build(resources: Resources) -> Flow[Event, WorldInputs]:
         MESSAGES_OUT.labels(topic=CACHE_INVALIDATIONS.name, agent="world").inc(len(invalidations))
 
     pool = await asyncpg.create_pool(
-        settings.database_url, min_size=1, max_size=4, **settings.database_options
+        settings.database_url,
+        min_size=1,
+        max_size=4,
+        reset=keep_session,
+        **settings.database_options,
     )
     owner = WorldOwner(
         WorldStore(pool),

@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """Every pool's `reset`: nothing beyond asyncpg's own rollback of a transaction left open,
+    which runs before it. asyncpg's default also sends `pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL` as each connection goes back to its pool: one more round trip for
+    every write, undoing session state nothing here leaves behind (no LISTEN, session-level
+    advisory lock, cursor outside a transaction or SET)."""
+
+
 # The replica's lag in seconds. Replaying everything it has received while still streaming
 # means it is current, however old its last replayed transaction is: an idle primary writes
 # nothing, and `now() - pg_last_xact_replay_timestamp()` alone would then grow without bound.
@@ -140,6 +149,7 @@ class Databases:
                     self.primary_url,
                     min_size=self.min_size,
                     max_size=self.max_size,
+                    reset=keep_session,
                     **self._options,
                 )
             return self._primary
@@ -216,6 +226,7 @@ class Databases:
                             self.read_url,
                             min_size=self.min_size,
                             max_size=self.max_size,
+                            reset=keep_session,
                             **self._options,
                             server_settings={"application_name": READ_APPLICATION_NAME},
                         ),
