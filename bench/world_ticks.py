@@ -46,13 +46,14 @@ from typing import Any
 
 import asyncpg
 import httpx
+from prometheus_client.samples import Sample
 
 from agents.world.apply import Applied, apply_event
 from agents.world.model import WorldState
 from agents.world.step import step
 from bench.brokers import BROKERS, stack_on
 from bench.processes import SERVERS, MachineCpu, server_pids, tree_cpu_seconds
-from devkit.harness import WorkerProcess, new_worker, services_for_tests
+from devkit.harness import WorkerProcess, metric_sum, new_worker, services_for_tests
 from runtime.service import collector_thresholds
 from runtime.settings import kafka_bootstrap_servers
 from schemas.events import WorldEvent
@@ -230,22 +231,22 @@ def histogram_mean(metrics: str, name: str, labels: str = "") -> float | None:
 TIMER_PHASES = ("apply", "wait_write", "drain")
 
 
-def timer_seconds(worker: WorkerProcess) -> dict[str, float]:
+def timer_seconds(samples: list[Sample]) -> dict[str, float]:
     """The world timer's wall time so far by phase (`scribe_world_timer_seconds_total`)."""
     return {
-        phase: worker.metric("scribe_world_timer_seconds_total", phase=phase)
+        phase: metric_sum(samples, "scribe_world_timer_seconds_total", phase=phase)
         for phase in TIMER_PHASES
     }
 
 
-def wait_totals(worker: WorkerProcess) -> dict[str, float]:
+def wait_totals(samples: list[Sample]) -> dict[str, float]:
     """Running totals of the world writes' wall time and of the event loop's lateness: their
     differences over the window give each one's mean in it."""
     return {
-        "write_s": worker.metric("scribe_sink_write_seconds_sum", sink="postgres.world"),
-        "writes": worker.metric("scribe_sink_write_seconds_count", sink="postgres.world"),
-        "loop_lag_s": worker.metric("scribe_event_loop_lag_seconds_sum"),
-        "loop_probes": worker.metric("scribe_event_loop_lag_seconds_count"),
+        "write_s": metric_sum(samples, "scribe_sink_write_seconds_sum", sink="postgres.world"),
+        "writes": metric_sum(samples, "scribe_sink_write_seconds_count", sink="postgres.world"),
+        "loop_lag_s": metric_sum(samples, "scribe_event_loop_lag_seconds_sum"),
+        "loop_probes": metric_sum(samples, "scribe_event_loop_lag_seconds_count"),
     }
 
 
@@ -299,14 +300,14 @@ async def measure(
             cpu_before = worker.cpu_seconds()
             servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
             machine_before = MachineCpu.now()
-            timer_before = timer_seconds(worker)
-            waits_before = wait_totals(worker)
+            samples_before = worker.samples()  # one read of /metrics for both
+            timer_before, waits_before = timer_seconds(samples_before), wait_totals(samples_before)
             sent = await publish_players(
                 publisher, world_ids, args.events_per_second, args.seconds, db
             )
             cpu_after = worker.cpu_seconds()
-            timer_after = timer_seconds(worker)
-            waits_after = wait_totals(worker)
+            samples_after = worker.samples()  # one read of /metrics for both
+            timer_after, waits_after = timer_seconds(samples_after), wait_totals(samples_after)
             servers_cpu = {
                 name: tree_cpu_seconds([pid]) - servers_before[name]
                 for name, pid in servers.items()

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from devkit.stack import LocalStack
 from devkit.stack.processes import end_child, free_port
@@ -187,13 +188,23 @@ class WorkerProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of the worker's /metrics samples called `name` that carry `labels`."""
+        return metric_sum(self.samples(), name, **labels)
+
+    def samples(self) -> list[Sample]:
+        """Every sample of the worker's /metrics, read at once (one request for many sums)."""
         body = httpx.get(f"{self.url}/metrics", timeout=5).text
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(body)
-            for sample in family.samples
-            if sample.name == name and labels.items() <= sample.labels.items()
-        )
+        return [
+            sample for family in text_string_to_metric_families(body) for sample in family.samples
+        ]
+
+
+def metric_sum(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of the samples called `name` that carry `labels`."""
+    return sum(
+        sample.value
+        for sample in samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 @asynccontextmanager
