@@ -81,8 +81,8 @@ ROUND_BUDGET = 2000
 FOLLOW_ROUNDS_OF = 200
 # The timer yields to the event loop after this many ticks (5-9 ms of stepping), so consumers,
 # heartbeats and the answers of PostgreSQL and Kafka are read: each of a write's round trips
-# waits for the loop. At 200 ticks a 5,000-world worker's loop woke 31 ms late on average and
-# a write took 166 ms; at 50, 14 ms and 128 ms (bench/README.md).
+# waits for the loop. At 200 ticks a 5,000-world worker's loop woke 30-31 ms late on average
+# and a write took 166-178 ms; at 50, 14-22 ms and 128-130 ms (bench/README.md).
 YIELD_EVERY = 50
 # Ticks this many intervals overdue after a round mean the worker cannot keep up: warned, at
 # most once per `BEHIND_WARNING_EVERY_S`.
