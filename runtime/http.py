@@ -166,11 +166,15 @@ class JsonPoster:
         parts = urllib.parse.urlsplit(self.base_url)
         self._proxy = _proxy_for(parts.scheme, parts.hostname or "")
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     async def post(
         self, path: str, payload: Any, headers: Mapping[str, str], timeout_s: float
     ) -> Answer:
-        """POST `payload` as JSON (None: no body) to the server's `path`."""
+        """POST `payload` as JSON (None: no body) to the server's `path`. After `aclose`, raises
+        `RuntimeError`: a session opened then would be left for nobody to close."""
+        if self._closed:
+            raise RuntimeError(f"JsonPoster for {self.base_url} is closed")
         if self._session is None:  # an aiohttp session belongs to the loop it was made in
             self._session = _session(self.max_connections, decompress=True)
         body = None if payload is None else orjson.dumps(payload)
@@ -190,6 +194,7 @@ class JsonPoster:
                 return Answer(answer.status, answer.reason or "", answer.headers, content)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

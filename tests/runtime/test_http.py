@@ -184,3 +184,14 @@ async def test_json_poster_calls_beyond_the_pool_wait_for_a_connection(
         await poster.aclose()
     assert [a.status for a in answers] == [200] * 40
     assert handlers.open_most == 4
+
+
+async def test_json_poster_refuses_to_post_after_aclose(server: tuple[str, Server]) -> None:
+    """A post after `aclose` would open a new session that nobody closes again."""
+    url, _ = server
+    poster = JsonPoster(url)
+    assert (await poster.post("/echo", {}, {}, 5)).status == 200
+    await poster.aclose()
+    with pytest.raises(RuntimeError, match=f"JsonPoster for {url} is closed"):
+        await poster.post("/echo", {}, {}, 5)
+    assert poster._session is None, "no session was opened"
