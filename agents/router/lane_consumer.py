@@ -10,6 +10,7 @@ go at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -110,22 +111,29 @@ class HeldRelease(Generic[T]):
         plan, now = self.plan, datetime.now(UTC)
         due = self.queue.promoted(now, plan.promote_before)
         PROMOTIONS.inc(len(due))
-        if plan.offpeak is None or plan.offpeak.contains(now):
-            while len(self.queue) and room > 0:
-                try:
-                    gate = await plan.rate_gate.acquire()
-                except REDIS_DOWN as error:
-                    log.warning(
-                        "router: %s lane holds its queue while Redis is down: %s", self.lane, error
-                    )
-                    break
-                if isinstance(gate, Wait):
-                    break
-                taken = self.queue.in_order(1)
-                due.extend(taken)
-                room -= len(taken)
+        # A token granted and not used is lost: never ask for more than the queue holds.
+        asks = min(room, len(self.queue))
+        if asks > 0 and (plan.offpeak is None or plan.offpeak.contains(now)):
+            due.extend(self.queue.in_order(await self._tokens(asks)))
         self._gauge.set(len(self.queue))
         return due
+
+    async def _tokens(self, asks: int) -> int:
+        """How many of `asks` rate-gate tokens were granted (a `Wait` grants none). The asks
+        go concurrently, so the gate sends them to Redis in one script, not one round trip
+        each. A token granted before Redis failed is counted: it is gone from the bucket."""
+        gates = await asyncio.gather(
+            *(self.plan.rate_gate.acquire() for _ in range(asks)), return_exceptions=True
+        )
+        errors = [gate for gate in gates if isinstance(gate, BaseException)]
+        for error in errors:
+            if not isinstance(error, REDIS_DOWN):
+                raise error
+        if errors:
+            log.warning(
+                "router: %s lane holds its queue while Redis is down: %s", self.lane, errors[0]
+            )
+        return sum(1 for gate in gates if not isinstance(gate, Wait | BaseException))
 
     def drop(self, partitions: frozenset[TopicPartition]) -> None:
         self.queue.drop(
