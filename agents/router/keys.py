@@ -36,6 +36,11 @@ local limits = tonumber(ARGV[1])
 local first = tonumber(ARGV[2])
 local takes = tonumber(ARGV[3])
 local stride = limits + 1
+local capacity, window = {}, {}
+for j = 1, limits do
+  capacity[j] = tonumber(ARGV[2 * j + 2])
+  window[j] = tonumber(ARGV[2 * j + 3])
+end
 local count = #KEYS / stride
 local waits, tokens = {}, {}
 for i = 0, count - 1 do
@@ -45,12 +50,10 @@ for i = 0, count - 1 do
   if cool > now then waits[i] = cool - now end
   tokens[i] = {}
   for j = 1, limits do
-    local capacity = tonumber(ARGV[2 * j + 2])
-    local window = tonumber(ARGV[2 * j + 3])
     local bucket = redis.call('HMGET', KEYS[base + 1 + j], 'tokens', 'at')
-    local have = tonumber(bucket[1]) or capacity
+    local have = tonumber(bucket[1]) or capacity[j]
     local at = tonumber(bucket[2]) or now
-    if now > at then have = math.min(capacity, have + (now - at) * capacity / window) end
+    if now > at then have = math.min(capacity[j], have + (now - at) * capacity[j] / window[j]) end
     tokens[i][j] = have
   end
 end
@@ -62,13 +65,12 @@ for k = 0, takes - 1 do
     local wait = waits[i]
     local room = 1.0
     for j = 1, limits do
-      local capacity = tonumber(ARGV[2 * j + 2])
       local have = tokens[i][j]
       if have < 1 then
-        local need = math.ceil((1 - have) * tonumber(ARGV[2 * j + 3]) / capacity)
+        local need = math.ceil((1 - have) * window[j] / capacity[j])
         if need > wait then wait = need end
       end
-      if have / capacity < room then room = have / capacity end
+      if have / capacity[j] < room then room = have / capacity[j] end
     end
     if wait == 0 then
       if room > best_room then best, best_room = i, room end
@@ -94,7 +96,7 @@ for i, _ in pairs(taken) do
   for j = 1, limits do
     local key = KEYS[i * stride + 1 + j]
     redis.call('HSET', key, 'tokens', tostring(tokens[i][j]), 'at', now)
-    redis.call('PEXPIRE', key, tonumber(ARGV[2 * j + 3]) * 2)
+    redis.call('PEXPIRE', key, window[j] * 2)
   end
 end
 return out
