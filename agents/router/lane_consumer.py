@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,9 @@ T = TypeVar("T")
 # to run again after the restart. A held provider call (a timeout, a long Retry-After) must not
 # hold the worker's stop past its 10 s.
 STOP_GRACE_S = 3.0
+# While Redis is down the held lane fails to get tokens on every poll: warned at most once per
+# this long, and once more when Redis answers again.
+REDIS_DOWN_WARNING_EVERY_S = 60.0
 
 Publish = Callable[[list[Emit]], Awaitable[None]]
 
@@ -88,13 +92,21 @@ class HeldRelease(Generic[T]):
     (behind the cap) is down, the queue is held, not lost."""
 
     def __init__(
-        self, lane: str, plan: DeferredPlan, deadline_of: Callable[[T], datetime | None]
+        self,
+        lane: str,
+        plan: DeferredPlan,
+        deadline_of: Callable[[T], datetime | None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lane = lane
         self.plan = plan
         self.deadline_of = deadline_of
+        self.clock = clock
         self.queue: DeferredQueue[Received[T]] = DeferredQueue()
         self._gauge = LANE_HELD.labels(lane=lane)
+        self._warned_redis_down_at = -REDIS_DOWN_WARNING_EVERY_S  # clock time
+        # From a warning that Redis is down until the line saying it answers again.
+        self._outage_warned = False
 
     def __len__(self) -> int:
         return len(self.queue)
@@ -130,10 +142,19 @@ class HeldRelease(Generic[T]):
             if not isinstance(error, REDIS_DOWN):
                 raise error
         if errors:
-            log.warning(
-                "router: %s lane holds its queue while Redis is down: %s", self.lane, errors[0]
-            )
+            self._note_redis_down(errors[0])
+        elif self._outage_warned:
+            self._outage_warned = False
+            # At the warning's level: whoever sees that the queue is held sees it released.
+            log.warning("router: %s lane releases its queue again: Redis answers", self.lane)
         return sum(1 for gate in gates if not isinstance(gate, Wait | BaseException))
+
+    def _note_redis_down(self, error: BaseException) -> None:
+        now = self.clock()
+        if now - self._warned_redis_down_at >= REDIS_DOWN_WARNING_EVERY_S:
+            self._warned_redis_down_at = now
+            self._outage_warned = True
+            log.warning("router: %s lane holds its queue while Redis is down: %s", self.lane, error)
 
     def drop(self, partitions: frozenset[TopicPartition]) -> None:
         self.queue.drop(
