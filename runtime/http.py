@@ -87,11 +87,14 @@ def _proxy_for(scheme: str, host: str) -> str | None:
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport that sends through one aiohttp session, at most `max_connections`
     connections per host. Responses are read whole (no caller streams) and left compressed
-    for httpx to decode, as its own transport does. aiohttp's errors become httpx's."""
+    for httpx to decode, as its own transport does. aiohttp's errors become httpx's. After
+    `aclose`, a request raises `RuntimeError`, as httpx's client does once closed: a session
+    opened then would be left for nobody to close."""
 
     def __init__(self, max_connections: int = 100) -> None:
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _running_session(self) -> aiohttp.ClientSession:
         # Built on first use: an aiohttp session belongs to the event loop it was made in.
@@ -100,6 +103,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise RuntimeError("AiohttpTransport is closed")
         # httpx built them all (Host, Content-Length, Accept-Encoding ...); aiohttp adds
         # only what is missing, and `skip_auto_headers` keeps it from adding defaults of its own.
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
@@ -127,6 +132,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 )
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

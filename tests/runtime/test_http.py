@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from devkit.stack.processes import free_port
-from runtime.http import JsonPoster, outbound_client
+from runtime.http import AiohttpTransport, JsonPoster, outbound_client
 
 
 class Server:
@@ -195,3 +195,15 @@ async def test_json_poster_refuses_to_post_after_aclose(server: tuple[str, Serve
     with pytest.raises(RuntimeError, match=f"JsonPoster for {url} is closed"):
         await poster.post("/echo", {}, {}, 5)
     assert poster._session is None, "no session was opened"
+
+
+async def test_the_transport_refuses_a_request_after_aclose(server: tuple[str, Server]) -> None:
+    """As httpx's client refuses one once closed: a request to the transport after `aclose`
+    would open a new session that nobody closes again."""
+    url, _ = server
+    transport = AiohttpTransport()
+    assert (await transport.handle_async_request(httpx.Request("GET", f"{url}/echo"))).is_success
+    await transport.aclose()
+    with pytest.raises(RuntimeError, match="AiohttpTransport is closed"):
+        await transport.handle_async_request(httpx.Request("GET", f"{url}/echo"))
+    assert transport._session is None, "no session was opened"
