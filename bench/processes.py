@@ -1,6 +1,7 @@
 """The CPU of the servers a benchmark runs beside (PostgreSQL, the broker), found by the
-loopback port each listens on, so a figure per tick or per event can name who spent it; and
-how busy the whole machine was, so a phase that had no core to spare says so."""
+loopback port each listens on, so a figure per tick or per event can name who spent it; how
+busy the whole machine was, so a phase that had no core to spare says so; and how a worker's
+event-loop thread spent a phase: on a core, waiting for one, or idle."""
 
 from __future__ import annotations
 
@@ -82,3 +83,40 @@ class MachineCpu:
         """The share of every core's time that was busy between `before` and this reading."""
         total = self.total - before.total
         return (self.busy - before.busy) / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ThreadTime:
+    """How long one thread has been on a core and how long it was runnable but waiting for one
+    (Linux's /proc/PID/task/TID/schedstat), in seconds. Its CPU share alone cannot tell a
+    thread that waited for I/O from one that waited for a core on a full machine."""
+
+    running: float
+    waiting: float
+
+    @classmethod
+    def of(cls, pid: int, tid: int | None = None) -> ThreadTime | None:
+        """The thread's times so far; by default the process's main thread, where a worker
+        runs its event loop. None where the kernel does not keep them (not Linux, or
+        schedstats off) or the process is gone."""
+        path = f"/proc/{pid}/task/{tid or pid}/schedstat"
+        try:
+            with open(path) as stats:
+                running_ns, waiting_ns, _ = stats.read().split()
+        except (OSError, ValueError):
+            return None
+        return cls(int(running_ns) / 1e9, int(waiting_ns) / 1e9)
+
+    def shares_since(self, before: ThreadTime, wall_s: float) -> tuple[float, float, float]:
+        """Of `wall_s` seconds since `before`: the shares on a core, waiting for one, and
+        neither (waiting for I/O or a timer)."""
+        if wall_s <= 0:
+            return (0.0, 0.0, 0.0)
+        running = (self.running - before.running) / wall_s
+        waiting = (self.waiting - before.waiting) / wall_s
+        return (running, waiting, max(0.0, 1.0 - running - waiting))
+
+
+def thread_time_text(shares: tuple[float, float, float]) -> str:
+    running, waiting, idle = shares
+    return f"on a core {running:.0%}, waiting for a core {waiting:.0%}, idle {idle:.0%}"

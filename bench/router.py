@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import redis.asyncio as aioredis
@@ -49,7 +50,14 @@ from aiokafka import AIOKafkaConsumer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.brokers import BROKERS, stack_on
-from bench.processes import MachineCpu, server_pids, tree_cpu_seconds
+from bench.processes import (
+    MachineCpu,
+    ThreadTime,
+    listening_pid,
+    server_pids,
+    thread_time_text,
+    tree_cpu_seconds,
+)
 from devkit.harness import ArrivalWatch, WorkerProcess, gateway_process
 from devkit.stack.processes import free_port
 from runtime.http import outbound_client
@@ -314,6 +322,29 @@ def cpu_line(name: str, cpu_s: float, requests: int, span_s: float) -> str:
     )
 
 
+class WorkerLoopThread:
+    """How a worker's event-loop thread spent a phase: on a core, waiting for one (the machine
+    full), or idle. Its CPU share alone cannot tell the last two apart."""
+
+    def __init__(self, worker_url: str) -> None:
+        self.pid = listening_pid(urlsplit(worker_url).port or 0)
+        self.before = ThreadTime.of(self.pid) if self.pid is not None else None
+        self.started = time.monotonic()
+
+    def shares(self) -> tuple[float, float, float] | None:
+        """Since this was made: on a core, waiting for one, idle; None where not read."""
+        after = ThreadTime.of(self.pid) if self.pid is not None else None
+        if self.before is None or after is None:
+            return None
+        return after.shares_since(self.before, time.monotonic() - self.started)
+
+
+def loop_thread_line(name: str, shares: tuple[float, float, float] | None) -> str:
+    if shares is None:
+        return f"  {name}: its event-loop thread's times not read (no schedstat here)"
+    return f"  {name}'s event-loop thread: {thread_time_text(shares)}"
+
+
 class PhaseLoad:
     """How busy the whole machine was over a phase, and the cores the broker and this script
     took beside the worker: a worker short of CPU on a full machine falls behind whatever its
@@ -387,6 +418,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
         workers = {"the worker": env["WORKER_URL"]}
     loops = {name: await loop_lateness(url) for name, url in workers.items()}
     cpu = {name: await cpu_seconds(url) for name, url in workers.items()}
+    threads = {name: WorkerLoopThread(url) for name, url in workers.items()}
     express_before = await expressed(env["LANES_URL"])
     redis_before = await redis_counts(env["SCRIBE_REDIS_URL"])
     load = PhaseLoad(env)
@@ -410,6 +442,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
             bare = [(await delivered.arrival(rid, 120) - at) * 1000 for rid, at in sent.items()]
             span_s = time.monotonic() - started
             cpu = {name: await cpu_seconds(url) - cpu[name] for name, url in workers.items()}
+            loop_shares = {name: thread.shares() for name, thread in threads.items()}
             machine = load.line()
     redis_after = await redis_counts(env["SCRIBE_REDIS_URL"])
     added = [r - base for r in routed]
@@ -421,6 +454,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
     for name, url in workers.items():
         say(lateness_line(name, loops[name], await loop_lateness(url)))
         say(cpu_line(name, cpu[name], len(sent), span_s))
+        say(loop_thread_line(name, loop_shares[name]))
     say(machine)
     say(redis_line(redis_before, redis_after, len(sent)))
     ran_at_once = await expressed(env["LANES_URL"]) - express_before

@@ -52,7 +52,14 @@ from agents.world.apply import Applied, apply_event
 from agents.world.model import WorldState
 from agents.world.step import step
 from bench.brokers import BROKERS, stack_on
-from bench.processes import SERVERS, MachineCpu, server_pids, tree_cpu_seconds
+from bench.processes import (
+    SERVERS,
+    MachineCpu,
+    ThreadTime,
+    server_pids,
+    thread_time_text,
+    tree_cpu_seconds,
+)
 from devkit.harness import WorkerProcess, metric_sum, new_worker, services_for_tests
 from runtime.service import collector_thresholds
 from runtime.settings import kafka_bootstrap_servers
@@ -300,6 +307,7 @@ async def measure(
             cpu_before = worker.cpu_seconds()
             servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
             machine_before = MachineCpu.now()
+            loop_before, loop_started = worker_loop_thread(worker), time.monotonic()
             samples_before = worker.samples()  # one read of /metrics for both
             timer_before, waits_before = timer_seconds(samples_before), wait_totals(samples_before)
             sent = await publish_players(
@@ -313,6 +321,7 @@ async def measure(
                 for name, pid in servers.items()
             }
             machine_busy = MachineCpu.now().busy_share_since(machine_before)
+            loop_after, loop_span = worker_loop_thread(worker), time.monotonic() - loop_started
             window_end = await db.fetchval("SELECT clock_timestamp()")
             await asyncio.sleep(1.5)  # the backends' counts of the window's last writes
             heads_after = await table_activity(db, "world_state")
@@ -387,6 +396,9 @@ async def measure(
         # Every core's time over the window that was not idle: a run whose machine was full
         # says so beside its lag.
         "machine_busy_share": round(machine_busy, 3),
+        # The worker's event-loop thread: on a core, runnable but waiting for one, or idle
+        # (waiting for I/O or a timer). Its CPU share alone reads a thread short of a core as idle.
+        **loop_thread_shares(loop_before, loop_after, loop_span),
         "worker_cpu_ms_per_tick": round(1000 * cpu_s / max(1, ticks["n"]), 3),
         # What the same worker spent with no world (its flows' consumers polling, timers,
         # metrics), and the CPU per tick above it.
@@ -423,6 +435,25 @@ async def idle_cpu_utilization(worker: WorkerProcess, seconds: float = 10.0) -> 
     cpu_before, started = worker.cpu_seconds(), time.monotonic()
     await asyncio.sleep(seconds)
     return (worker.cpu_seconds() - cpu_before) / (time.monotonic() - started)
+
+
+def worker_loop_thread(worker: WorkerProcess) -> ThreadTime | None:
+    return ThreadTime.of(worker.process.pid) if worker.process is not None else None
+
+
+def loop_thread_shares(
+    before: ThreadTime | None, after: ThreadTime | None, wall_s: float
+) -> dict[str, float]:
+    """The window's shares of the worker's event-loop thread; none where the kernel keeps no
+    schedstat."""
+    if before is None or after is None:
+        return {}
+    running, waiting, idle = after.shares_since(before, wall_s)
+    return {
+        "worker_loop_thread_running_share": round(running, 3),
+        "worker_loop_thread_waiting_share": round(waiting, 3),
+        "worker_loop_thread_idle_share": round(idle, 3),
+    }
 
 
 def main() -> int:
@@ -516,6 +547,11 @@ def main() -> int:
         f"the machine: {result['machine_busy_share']:.0%} of its {os.cpu_count()} cores busy "
         "over the window"
     )
+    if "worker_loop_thread_running_share" in result:
+        shares = tuple(
+            result[f"worker_loop_thread_{part}_share"] for part in ("running", "waiting", "idle")
+        )
+        print(f"the worker's event-loop thread over the window: {thread_time_text(shares)}")
     if result.get("world_state_updates"):
         print(
             f"world_state: {result['world_state_updates']:,} updates, "

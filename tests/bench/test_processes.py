@@ -8,7 +8,14 @@ import subprocess
 import sys
 import time
 
-from bench.processes import MachineCpu, listening_pid, server_pids, tree_cpu_seconds
+from bench.processes import (
+    MachineCpu,
+    ThreadTime,
+    listening_pid,
+    server_pids,
+    thread_time_text,
+    tree_cpu_seconds,
+)
 
 BURN = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
 
@@ -72,3 +79,36 @@ def test_a_busy_loop_shows_in_the_machines_busy_share() -> None:
     # This process alone kept one of the machine's cores busy for most of the interval (the
     # counters tick every 10 ms, and it may have waited for a core meanwhile).
     assert after.busy_share_since(before) >= 0.7 / (os.cpu_count() or 1)
+
+
+def test_a_threads_time_on_a_core_and_waiting_for_one_add_up_to_its_wall_time_when_busy() -> None:
+    before, started = ThreadTime.of(os.getpid()), time.monotonic()
+    assert before is not None, "Linux keeps schedstat for every thread"
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    after = ThreadTime.of(os.getpid())
+    assert after is not None
+    running, waiting, idle = after.shares_since(before, time.monotonic() - started)
+    # Busy the whole time: on a core or waiting for one, never idle (a little slack for the
+    # readings themselves and the clock's granularity).
+    assert running >= 0.3 / (time.monotonic() - started) * 0.9
+    assert running + waiting >= 0.9
+    assert idle <= 0.1
+
+
+def test_a_sleeping_thread_is_idle() -> None:
+    before, started = ThreadTime.of(os.getpid()), time.monotonic()
+    assert before is not None
+    time.sleep(0.3)
+    after = ThreadTime.of(os.getpid())
+    assert after is not None
+    running, waiting, idle = after.shares_since(before, time.monotonic() - started)
+    assert idle >= 0.8
+    assert thread_time_text((running, waiting, idle)).endswith(f"idle {idle:.0%}")
+
+
+def test_a_thread_that_is_gone_has_no_times() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert ThreadTime.of(child.pid) is None

@@ -3,10 +3,22 @@ one the script writes (`bench/router.py`'s `describe` format)."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 from bench.cases.flows import RouterBench, RouterDecideBench
-from bench.router import LAYOUTS, cpu_line, decide_lines, describe, lanes_worker, lateness_line
+from bench.router import (
+    LAYOUTS,
+    WorkerLoopThread,
+    cpu_line,
+    decide_lines,
+    describe,
+    lanes_worker,
+    lateness_line,
+    loop_thread_line,
+)
 
 LINES = [
     *decide_lines(2000, 0.8, 0.0002),
@@ -72,3 +84,21 @@ def test_the_lanes_figures_come_from_the_worker_that_hosts_the_lanes() -> None:
         "router-only": 0,
         "decide-apart": 1,
     }
+
+
+def test_a_workers_event_loop_thread_is_found_by_its_port_and_its_phase_read() -> None:
+    with socket.socket() as listener:  # this process stands in for the worker
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        thread = WorkerLoopThread(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        end = time.process_time() + 0.2
+        while time.process_time() < end:
+            pass
+        shares = thread.shares()
+    assert shares is not None
+    running, waiting, _ = shares
+    assert running + waiting >= 0.8  # busy throughout: on a core or waiting for one
+    assert loop_thread_line("the worker", (0.62, 0.2, 0.18)) == (
+        "  the worker's event-loop thread: on a core 62%, waiting for a core 20%, idle 18%"
+    )
+    assert "not read" in loop_thread_line("the worker", None)

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from bench.world_ticks import hosts_cache_warming, window_means, world_state_activity
+from bench.processes import ThreadTime
+from bench.world_ticks import (
+    hosts_cache_warming,
+    loop_thread_shares,
+    window_means,
+    world_state_activity,
+)
 
 BEFORE = {"n_tup_upd": 1000, "n_tup_hot_upd": 400, "n_dead_tup": 50, "vacuums": 2, "bytes": 2**20}
 
@@ -54,3 +60,13 @@ def test_a_writes_mean_time_and_the_loops_mean_lateness_over_the_window() -> Non
         "event_loop_lag_mean_ms": 5.0,
     }
     assert window_means(before, before)["world_write_mean_ms"] is None  # no write in it
+
+
+def test_the_loop_threads_window_on_a_core_waiting_for_one_and_idle() -> None:
+    before, after = ThreadTime(running=10.0, waiting=1.0), ThreadTime(running=27.4, waiting=2.2)
+    assert loop_thread_shares(before, after, 20.0) == {
+        "worker_loop_thread_running_share": 0.87,
+        "worker_loop_thread_waiting_share": 0.06,
+        "worker_loop_thread_idle_share": 0.07,
+    }
+    assert loop_thread_shares(None, after, 20.0) == {}  # no schedstat: nothing claimed
