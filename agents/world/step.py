@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agents.world.dice import Dice
+from agents.world.dice import Dice, TickSeeds
 from agents.world.model import (
     BASE_PRICES,
     FOODS,
@@ -87,14 +87,15 @@ def step(state: WorldState, tick: int) -> tuple[WorldState, list[DerivedEvent]]:
     world.tick = tick
     world.version += 1
     turn = _Turn(world, Clock(tick))
+    seeds = TickSeeds(world.world_id, tick)
     if tick % TICKS_PER_HOUR == 0:
-        turn.turn_weather(Dice(world.world_id, tick, "weather"))
+        turn.turn_weather(seeds.dice("weather"))
         turn.regrow()
         turn.run_market()
     if tick % TICKS_PER_DAY == 0:
         turn.collect_taxes()
     for npc_id in sorted(world.npcs):
-        turn.live(world.npcs[npc_id], Dice(world.world_id, tick, npc_id))
+        turn.live(world.npcs[npc_id], seeds.dice(npc_id))
     return world, turn.events
 
 

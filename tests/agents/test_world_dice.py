@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 import pytest
 
-from agents.world.dice import Dice
+from agents.world.dice import Dice, TickSeeds
 
 
 def test_same_seed_rolls_the_same_sequence() -> None:
@@ -39,3 +40,13 @@ def test_weighted_follows_the_weights_roughly() -> None:
     seen = Counter(dice.weighted([("a", 900), ("b", 100), ("never", 0)]) for _ in range(5000))
     assert seen["never"] == 0
     assert 4200 < seen["a"] < 4800
+
+
+@pytest.mark.parametrize("stream", ["", "weather", "npc-1", "nǐ-hǎo", "x" * 200])
+def test_a_ticks_seeds_roll_what_a_die_seeded_whole_rolls(stream: str) -> None:
+    # step seeds each NPC's dice from one hashed prefix per tick: the rolls, and so every
+    # stored world's replay, must be those of hashing the whole seed.
+    whole, from_prefix = Dice("w-1", 7, stream), TickSeeds("w-1", 7).dice(stream)
+    assert [whole.roll64() for _ in range(20)] == [from_prefix.roll64() for _ in range(20)]
+    expected = hashlib.sha256(f"w-1\x007\x00{stream}".encode()).digest()
+    assert TickSeeds("w-1", 7).dice(stream)._state == int.from_bytes(expected[:8], "big")
