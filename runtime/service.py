@@ -41,10 +41,12 @@ R = TypeVar("R", bound=Runner)
 FULL_COLLECTION_EVERY = 100
 # A young collection once this many more container objects were made than freed (Python's
 # default: 700). A flow's work in flight (a world tick round's new states, a usage batch's
-# events) lives a few hundred ms and is freed by reference counting: at 700, the collector
-# walked all of it again and again while it lived: 9-10 % of the world flow's CPU at 5,000
-# worlds (bench/world_overhead.py).
-YOUNG_COLLECTION_AFTER = 200_000
+# events) lives a few hundred ms and is freed by reference counting, and a young collection
+# walks every object made since the one before that is still alive: at 5,000 worlds, every
+# world's current state. At 700 the collector took 9-10 % of the world flow's CPU; at 200,000
+# a worker's work in flight still crossed it about twice a second, each collection a
+# 100-200 ms stall of every flow that found nothing to free (bench/README.md).
+YOUNG_COLLECTION_AFTER = 2_000_000
 
 
 def freeze_long_lived() -> None:
