@@ -55,6 +55,13 @@ EVENT_LOOP_LAG_SECONDS = Histogram(
     "the loop, delaying every flow it hosts",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+GC_PAUSE_SECONDS = Histogram(
+    "scribe_gc_pause_seconds",
+    "Duration of one garbage collection, by the generation collected (0, 1, 2): a collection "
+    "holds every flow on the process's event loop until it is done",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 CONSUMER_LAG = Gauge(
     "scribe_consumer_lag_messages",
     "Messages in a partition this worker owns in a consumer group that the group has not "

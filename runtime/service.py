@@ -10,14 +10,17 @@ import contextlib
 import gc
 import logging
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any, Generic, Protocol, TypeVar
 
 import mode
+from prometheus_client import Histogram
 
 from runtime import kafka
 from runtime.concurrent import ConcurrentRunner, RecordFlow
 from runtime.flow import Flow, FlowRunner
 from runtime.lag import ConsumerGroups
+from runtime.metrics import GC_PAUSE_SECONDS
 from runtime.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,9 @@ def freeze_long_lived() -> None:
     than Python's default. Unfrozen, a worker's full collections took 64-182 ms, each a stall
     of every flow (the usage flow's batches in flight made one every ~2 batches). Young
     collections come only once work in flight outgrows `YOUNG_COLLECTION_AFTER`, so garbage in
-    reference cycles waits longer for them."""
+    reference cycles waits longer for them. Every collection from here on is timed
+    (`time_collections`)."""
+    time_collections()
     gc.collect()  # what is garbage now is not frozen with the rest
     gc.freeze()
     gc.set_threshold(*collector_thresholds())
@@ -65,6 +70,41 @@ def collector_thresholds() -> tuple[int, int, int]:
     """The collector's thresholds in a running worker (the middle one left as it is)."""
     _, gen1, _ = gc.get_threshold()
     return YOUNG_COLLECTION_AFTER, gen1, FULL_COLLECTION_EVERY
+
+
+class _CollectionTimer:
+    """The collector's callback: times each collection into the pause histogram's child of its
+    generation. The children are looked up once, at install: this runs inside every collection."""
+
+    __slots__ = ("pauses", "started")
+
+    def __init__(self) -> None:
+        self.pauses: tuple[Histogram, ...] = ()
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        # Collections never overlap, so one start time serves them all. Observing takes the
+        # child's value locks inside a collection: safe, since under those locks runs only float
+        # arithmetic, which allocates nothing the collector tracks, and Python 3.11 starts a
+        # collection only on such an allocation, so none starts while a lock is held
+        # (prometheus_client's multiprocess mode, whose lock does allocate, would deadlock here).
+        if phase == "start":
+            self.started = perf_counter()
+        else:
+            self.pauses[info["generation"]].observe(perf_counter() - self.started)
+
+
+_COLLECTION_TIMER = _CollectionTimer()
+
+
+def time_collections() -> None:
+    """Time every garbage collection of this process into `scribe_gc_pause_seconds` by the
+    generation collected: while one runs, no flow on the event loop moves. Installed once per
+    process, however often called."""
+    if _COLLECTION_TIMER in gc.callbacks:
+        return
+    _COLLECTION_TIMER.pauses = tuple(GC_PAUSE_SECONDS.labels(generation=str(g)) for g in range(3))
+    gc.callbacks.append(_COLLECTION_TIMER)
 
 
 # A batch flow or a per-record flow: the host builds the runner each needs.
