@@ -22,7 +22,9 @@ window, then reads back from PostgreSQL:
 - tick lag: from the second a tick was due until its row was written, p50 / p99 / max, and
   its p50 / max in each five seconds of the window (a backlog left by a stall shows as a run
   of high slices that drains slowly);
-- player events applied per second, and the worker's own tick-lag histogram (/metrics).
+- player events applied per second, and the worker's own tick-lag histogram (/metrics);
+- the garbage collections that paused the worker over the window, and for how long in all
+  (`scribe_gc_pause_seconds`): each held every flow on its event loop.
 
 A progress line is printed every five seconds; results go to bench/results/world_ticks-*.json.
 """
@@ -247,13 +249,16 @@ def timer_seconds(samples: list[Sample]) -> dict[str, float]:
 
 
 def wait_totals(samples: list[Sample]) -> dict[str, float]:
-    """Running totals of the world writes' wall time and of the event loop's lateness: their
-    differences over the window give each one's mean in it."""
+    """Running totals of the world writes' wall time, of the event loop's lateness and of the
+    collector's pauses (all generations): their differences over the window give each one's
+    mean, or its total, in it."""
     return {
         "write_s": metric_sum(samples, "scribe_sink_write_seconds_sum", sink="postgres.world"),
         "writes": metric_sum(samples, "scribe_sink_write_seconds_count", sink="postgres.world"),
         "loop_lag_s": metric_sum(samples, "scribe_event_loop_lag_seconds_sum"),
         "loop_probes": metric_sum(samples, "scribe_event_loop_lag_seconds_count"),
+        "gc_pause_s": metric_sum(samples, "scribe_gc_pause_seconds_sum"),
+        "gc_collections": metric_sum(samples, "scribe_gc_pause_seconds_count"),
     }
 
 
@@ -269,6 +274,15 @@ def window_means(before: dict[str, float], after: dict[str, float]) -> dict[str,
         "world_write_mean_ms": mean_ms("write_s", "writes"),
         "world_writes_in_window": after["writes"] - before["writes"],
         "event_loop_lag_mean_ms": mean_ms("loop_lag_s", "loop_probes"),
+    }
+
+
+def collector_pauses(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """How long garbage collections paused the worker over the window, in seconds, and how
+    many there were, all generations together: each held every flow on its event loop."""
+    return {
+        "gc_pause_seconds_in_window": round(after["gc_pause_s"] - before["gc_pause_s"], 3),
+        "gc_collections_in_window": after["gc_collections"] - before["gc_collections"],
     }
 
 
@@ -389,6 +403,7 @@ async def measure(
         # A write's wall time beside PostgreSQL's CPU for it: each of its round trips also
         # waits for the worker's event loop to read the answer.
         **window_means(waits_before, waits_after),
+        **collector_pauses(waits_before, waits_after),
         # `world_state` gets one update per world per write: when the new row version cannot
         # stay on its page (not HOT), every index gets an entry and the table and its indexes
         # grow until vacuumed.
@@ -531,6 +546,10 @@ def main() -> int:
         f"a world write took {result['world_write_mean_ms']} ms on average "
         f"({result['world_writes_in_window']:,.0f} writes); the event loop woke its probe "
         f"{result['event_loop_lag_mean_ms']} ms late on average"
+    )
+    print(
+        f"the collector paused the worker {result['gc_collections_in_window']:,.0f} times over "
+        f"the window, {1000 * result['gc_pause_seconds_in_window']:,.0f} ms in all"
     )
     print(
         f"tick lag p50 / max in each {LAG_SLICE_S} s of the window: "

@@ -4,11 +4,14 @@ and after it, and what it waits for before the window."""
 from __future__ import annotations
 
 import pytest
+from prometheus_client.samples import Sample
 
 from bench.processes import ThreadTime
 from bench.world_ticks import (
+    collector_pauses,
     hosts_cache_warming,
     loop_thread_shares,
+    wait_totals,
     window_means,
     world_state_activity,
 )
@@ -60,6 +63,26 @@ def test_a_writes_mean_time_and_the_loops_mean_lateness_over_the_window() -> Non
         "event_loop_lag_mean_ms": 5.0,
     }
     assert window_means(before, before)["world_write_mean_ms"] is None  # no write in it
+
+
+def test_the_collectors_pauses_over_the_window_in_all_generations() -> None:
+    before = {"gc_pause_s": 2.5, "gc_collections": 40.0}
+    after = wait_totals(
+        [
+            Sample("scribe_gc_pause_seconds_sum", {"generation": "0"}, 4.0),
+            Sample("scribe_gc_pause_seconds_count", {"generation": "0"}, 50.0),
+            Sample("scribe_gc_pause_seconds_sum", {"generation": "2"}, 0.3404),
+            Sample("scribe_gc_pause_seconds_count", {"generation": "2"}, 2.0),
+        ]
+    )
+    assert collector_pauses(before, after) == {
+        "gc_pause_seconds_in_window": 1.84,
+        "gc_collections_in_window": 12.0,
+    }
+    assert collector_pauses(after, after) == {  # none in the window
+        "gc_pause_seconds_in_window": 0.0,
+        "gc_collections_in_window": 0.0,
+    }
 
 
 def test_the_loop_threads_window_on_a_core_waiting_for_one_and_idle() -> None:
