@@ -5,6 +5,7 @@ event-loop thread spent a phase: on a core, waiting for one, or idle."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -115,6 +116,23 @@ class ThreadTime:
         running = (self.running - before.running) / wall_s
         waiting = (self.waiting - before.waiting) / wall_s
         return (running, waiting, max(0.0, 1.0 - running - waiting))
+
+
+class ThreadWindow:
+    """How one thread (by default a process's main thread, where a worker runs its event loop)
+    spends the time from this reading on: `shares()` at the window's end."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.before = ThreadTime.of(pid) if pid is not None else None
+        self.started = time.monotonic()
+
+    def shares(self) -> tuple[float, float, float] | None:
+        """On a core, waiting for one, idle, since this was made; None where not read."""
+        after = ThreadTime.of(self.pid) if self.pid is not None else None
+        if self.before is None or after is None:
+            return None
+        return after.shares_since(self.before, time.monotonic() - self.started)
 
 
 def thread_time_text(shares: tuple[float, float, float]) -> str:

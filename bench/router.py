@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.brokers import BROKERS, stack_on
 from bench.processes import (
     MachineCpu,
-    ThreadTime,
+    ThreadWindow,
     listening_pid,
     server_pids,
     thread_time_text,
@@ -322,21 +322,9 @@ def cpu_line(name: str, cpu_s: float, requests: int, span_s: float) -> str:
     )
 
 
-class WorkerLoopThread:
-    """How a worker's event-loop thread spent a phase: on a core, waiting for one (the machine
-    full), or idle. Its CPU share alone cannot tell the last two apart."""
-
-    def __init__(self, worker_url: str) -> None:
-        self.pid = listening_pid(urlsplit(worker_url).port or 0)
-        self.before = ThreadTime.of(self.pid) if self.pid is not None else None
-        self.started = time.monotonic()
-
-    def shares(self) -> tuple[float, float, float] | None:
-        """Since this was made: on a core, waiting for one, idle; None where not read."""
-        after = ThreadTime.of(self.pid) if self.pid is not None else None
-        if self.before is None or after is None:
-            return None
-        return after.shares_since(self.before, time.monotonic() - self.started)
+def worker_pid(worker_url: str) -> int | None:
+    """The worker serving `worker_url` on this machine: the process listening on its port."""
+    return listening_pid(urlsplit(worker_url).port or 0)
 
 
 def loop_thread_line(name: str, shares: tuple[float, float, float] | None) -> str:
@@ -418,7 +406,7 @@ async def bench_rate_kafka(env: dict[str, str], rate: float, seconds: float, bas
         workers = {"the worker": env["WORKER_URL"]}
     loops = {name: await loop_lateness(url) for name, url in workers.items()}
     cpu = {name: await cpu_seconds(url) for name, url in workers.items()}
-    threads = {name: WorkerLoopThread(url) for name, url in workers.items()}
+    threads = {name: ThreadWindow(worker_pid(url)) for name, url in workers.items()}
     express_before = await expressed(env["LANES_URL"])
     redis_before = await redis_counts(env["SCRIBE_REDIS_URL"])
     load = PhaseLoad(env)

@@ -57,7 +57,7 @@ from bench.brokers import BROKERS, stack_on
 from bench.processes import (
     SERVERS,
     MachineCpu,
-    ThreadTime,
+    ThreadWindow,
     server_pids,
     thread_time_text,
     tree_cpu_seconds,
@@ -321,7 +321,7 @@ async def measure(
             cpu_before = worker.cpu_seconds()
             servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
             machine_before = MachineCpu.now()
-            loop_before, loop_started = worker_loop_thread(worker), time.monotonic()
+            loop_thread = ThreadWindow(worker.process.pid if worker.process else None)
             samples_before = worker.samples()  # one read of /metrics for both
             timer_before, waits_before = timer_seconds(samples_before), wait_totals(samples_before)
             sent = await publish_players(
@@ -335,7 +335,7 @@ async def measure(
                 for name, pid in servers.items()
             }
             machine_busy = MachineCpu.now().busy_share_since(machine_before)
-            loop_after, loop_span = worker_loop_thread(worker), time.monotonic() - loop_started
+            loop_shares = loop_thread.shares()
             window_end = await db.fetchval("SELECT clock_timestamp()")
             await asyncio.sleep(1.5)  # the backends' counts of the window's last writes
             heads_after = await table_activity(db, "world_state")
@@ -413,7 +413,7 @@ async def measure(
         "machine_busy_share": round(machine_busy, 3),
         # The worker's event-loop thread: on a core, runnable but waiting for one, or idle
         # (waiting for I/O or a timer). Its CPU share alone reads a thread short of a core as idle.
-        **loop_thread_shares(loop_before, loop_after, loop_span),
+        **loop_thread_shares(loop_shares),
         "worker_cpu_ms_per_tick": round(1000 * cpu_s / max(1, ticks["n"]), 3),
         # What the same worker spent with no world (its flows' consumers polling, timers,
         # metrics), and the CPU per tick above it.
@@ -452,18 +452,12 @@ async def idle_cpu_utilization(worker: WorkerProcess, seconds: float = 10.0) -> 
     return (worker.cpu_seconds() - cpu_before) / (time.monotonic() - started)
 
 
-def worker_loop_thread(worker: WorkerProcess) -> ThreadTime | None:
-    return ThreadTime.of(worker.process.pid) if worker.process is not None else None
-
-
-def loop_thread_shares(
-    before: ThreadTime | None, after: ThreadTime | None, wall_s: float
-) -> dict[str, float]:
+def loop_thread_shares(shares: tuple[float, float, float] | None) -> dict[str, float]:
     """The window's shares of the worker's event-loop thread; none where the kernel keeps no
     schedstat."""
-    if before is None or after is None:
+    if shares is None:
         return {}
-    running, waiting, idle = after.shares_since(before, wall_s)
+    running, waiting, idle = shares
     return {
         "worker_loop_thread_running_share": round(running, 3),
         "worker_loop_thread_waiting_share": round(waiting, 3),

@@ -49,18 +49,20 @@ END_TO_END_SECONDS = Histogram(
     ["agent", "sink"],
     buckets=END_TO_END_BUCKETS,
 )
+# For stalls of a whole event loop: a late probe, a garbage collection.
+STALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 EVENT_LOOP_LAG_SECONDS = Histogram(
     "scribe_event_loop_lag_seconds",
     "How late the process's event loop woke a probe due every 100 ms: how long other work held "
     "the loop, delaying every flow it hosts",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    buckets=STALL_BUCKETS,
 )
 GC_PAUSE_SECONDS = Histogram(
     "scribe_gc_pause_seconds",
     "Duration of one garbage collection, by the generation collected (0, 1, 2): a collection "
     "holds every flow on the process's event loop until it is done",
     ["generation"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    buckets=STALL_BUCKETS,
 )
 CONSUMER_LAG = Gauge(
     "scribe_consumer_lag_messages",

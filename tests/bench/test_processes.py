@@ -11,6 +11,7 @@ import time
 from bench.processes import (
     MachineCpu,
     ThreadTime,
+    ThreadWindow,
     listening_pid,
     server_pids,
     thread_time_text,
@@ -112,3 +113,11 @@ def test_a_thread_that_is_gone_has_no_times() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert ThreadTime.of(child.pid) is None
+
+
+def test_a_window_over_a_thread_that_cannot_be_read_claims_nothing() -> None:
+    assert ThreadWindow(None).shares() is None
+    window = ThreadWindow(os.getpid())
+    time.sleep(0.1)
+    shares = window.shares()
+    assert shares is not None and shares[2] >= 0.5  # asleep: idle

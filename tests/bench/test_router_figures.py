@@ -9,15 +9,16 @@ import time
 import pytest
 
 from bench.cases.flows import RouterBench, RouterDecideBench
+from bench.processes import ThreadWindow
 from bench.router import (
     LAYOUTS,
-    WorkerLoopThread,
     cpu_line,
     decide_lines,
     describe,
     lanes_worker,
     lateness_line,
     loop_thread_line,
+    worker_pid,
 )
 
 LINES = [
@@ -90,7 +91,7 @@ def test_a_workers_event_loop_thread_is_found_by_its_port_and_its_phase_read() -
     with socket.socket() as listener:  # this process stands in for the worker
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        thread = WorkerLoopThread(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        thread = ThreadWindow(worker_pid(f"http://127.0.0.1:{listener.getsockname()[1]}"))
         end = time.process_time() + 0.2
         while time.process_time() < end:
             pass
