@@ -24,7 +24,9 @@ window, then reads back from PostgreSQL:
   of high slices that drains slowly);
 - player events applied per second, and the worker's own tick-lag histogram (/metrics);
 - the garbage collections that paused the worker over the window, and for how long in all
-  (`scribe_gc_pause_seconds`): each held every flow on its event loop.
+  (`scribe_gc_pause_seconds`): each held every flow on its event loop;
+- the invalidations the world flow sent over the window, how many of them the worker's
+  invalidation flow read, and how far behind it was at the end (its CPU is in the worker's).
 
 A progress line is printed every five seconds; results go to bench/results/world_ticks-*.json.
 """
@@ -177,8 +179,8 @@ async def table_activity(db: asyncpg.Connection, table: str) -> dict[str, int]:
     return dict(row) if row is not None else {}
 
 
-def hosts_cache_warming() -> bool:
-    """Whether the worker runs cache warming, part of the invalidation flow: not when
+def runs_the_invalidation_flow() -> bool:
+    """Whether the worker runs the invalidation flow (cache warming is part of it): not when
     SCRIBE_WORKER_FLOWS (which it inherits) names other flows only."""
     named = {part.strip() for part in os.environ.get("SCRIBE_WORKER_FLOWS", "").split(",")}
     return named <= {""} or "invalidation" in named
@@ -187,7 +189,7 @@ def hosts_cache_warming() -> bool:
 async def wait_until_warmed(worker: WorkerProcess, worlds: int) -> None:
     """Cache warming (its own flow in the worker) reads and caches each loaded world once;
     that is load-time work, not a tick's, so the window opens after it."""
-    if not hosts_cache_warming():
+    if not runs_the_invalidation_flow():
         say("  no cache warming to wait for: SCRIBE_WORKER_FLOWS leaves out the invalidation flow")
         return
     pattern = re.compile(r'^scribe_cache_warming_total\{outcome="[a-z_]+"\} ([0-9.e+]+)$', re.M)
@@ -259,6 +261,15 @@ def wait_totals(samples: list[Sample]) -> dict[str, float]:
         "loop_probes": metric_sum(samples, "scribe_event_loop_lag_seconds_count"),
         "gc_pause_s": metric_sum(samples, "scribe_gc_pause_seconds_sum"),
         "gc_collections": metric_sum(samples, "scribe_gc_pause_seconds_count"),
+        "invalidations_sent": metric_sum(
+            samples, "scribe_messages_out_total", topic="cache.invalidations", agent="world"
+        ),
+        "invalidations_read": metric_sum(
+            samples, "scribe_messages_in_total", topic="cache.invalidations", agent="invalidation"
+        ),
+        "invalidations_behind": metric_sum(
+            samples, "scribe_consumer_lag_messages", topic="cache.invalidations"
+        ),
     }
 
 
@@ -283,6 +294,17 @@ def collector_pauses(before: dict[str, float], after: dict[str, float]) -> dict[
     return {
         "gc_pause_seconds_in_window": round(after["gc_pause_s"] - before["gc_pause_s"], 3),
         "gc_collections_in_window": after["gc_collections"] - before["gc_collections"],
+    }
+
+
+def invalidation_progress(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the world flow sent to cache.invalidations over the window, what the invalidation
+    flow (in the same worker) read of it, and how far behind that flow was at the window's end:
+    a worker that ticks its worlds but leaves their invalidations unread does not keep up."""
+    return {
+        "invalidations_sent_in_window": after["invalidations_sent"] - before["invalidations_sent"],
+        "invalidations_read_in_window": after["invalidations_read"] - before["invalidations_read"],
+        "invalidations_behind_at_end": after["invalidations_behind"],
     }
 
 
@@ -404,6 +426,7 @@ async def measure(
         # waits for the worker's event loop to read the answer.
         **window_means(waits_before, waits_after),
         **collector_pauses(waits_before, waits_after),
+        **invalidation_progress(waits_before, waits_after),
         # `world_state` gets one update per world per write: when the new row version cannot
         # stay on its page (not HOT), every index gets an entry and the table and its indexes
         # grow until vacuumed.
@@ -545,6 +568,12 @@ def main() -> int:
         f"the collector paused the worker {result['gc_collections_in_window']:,.0f} times over "
         f"the window, {1000 * result['gc_pause_seconds_in_window']:,.0f} ms in all"
     )
+    if runs_the_invalidation_flow():
+        print(
+            f"the invalidation flow read {result['invalidations_read_in_window']:,.0f} of the "
+            f"{result['invalidations_sent_in_window']:,.0f} invalidations the world flow sent "
+            f"over the window; {result['invalidations_behind_at_end']:,.0f} behind at its end"
+        )
     print(
         f"tick lag p50 / max in each {LAG_SLICE_S} s of the window: "
         + ", ".join(f"{s['p50_s']:.2f}/{s['max_s']:.2f}" for s in result["tick_lag_by_slice"])

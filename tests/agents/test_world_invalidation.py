@@ -20,7 +20,7 @@ def test_a_new_world_invalidates_everything_it_shows() -> None:
     assert f"{BASE}/world.png" in inv.urls and f"{BASE}/npcs/npc-8.png" in inv.urls
 
 
-def test_moving_an_npc_invalidates_its_card_and_image_only() -> None:
+def test_moving_an_npc_invalidates_its_card_and_purges_no_image() -> None:
     world = village("w-inv")
     moved = applied(world, world_event("w-inv", "npc_moved", npc_id="npc-2", location_id="mine"))
     [inv] = invalidations_for(world, moved, NOW)
@@ -28,7 +28,7 @@ def test_moving_an_npc_invalidates_its_card_and_image_only() -> None:
     assert inv.tags == []  # world_state's row was not rewritten
     [checkpointed] = invalidations_for(world, moved, NOW, checkpointed=True)
     assert checkpointed.tags == ["world:w-inv"]
-    assert inv.urls == [f"{BASE}/npcs/npc-2.png"]
+    assert inv.urls == []  # the NPC's image does not show where it is
 
 
 def test_a_tick_invalidates_the_world_even_when_no_card_changed() -> None:
@@ -39,6 +39,43 @@ def test_a_tick_invalidates_the_world_even_when_no_card_changed() -> None:
     changed = {k.rsplit(":", 1)[1] for k in inv.keys[1:]}
     assert changed == {n for n in world.npcs if not world.npcs[n].same_card(later.npcs[n])}
     assert changed  # a tick moves someone or changes what they do
+
+
+def test_a_day_of_ticks_purges_no_image_at_the_cdn() -> None:
+    """A tick moves NPCs, changes what they do, a place's stock and the weather; none of it is
+    in an image, so none is purged (a purge costs a CDN call, a tick happens every second)."""
+    before = village("w-inv")
+    cards_changed = 0
+    for tick in range(1, 289):
+        after, _ = step(before, tick)
+        [inv] = invalidations_for(before, after, NOW)
+        assert inv.urls == [] and inv.tags == [], tick
+        cards_changed += len(inv.keys) - 1
+        before = after
+    assert cards_changed > 288  # the cards still go from Redis
+
+
+def test_an_image_set_replaced_or_removed_is_purged() -> None:
+    world = village("w-inv")
+    changed = world.clone()
+    changed.version += 1
+    changed.npcs["npc-1"].image_url = f"{BASE}/npcs/npc-1-v2.png"
+    changed.npcs["x-new"] = Npc("x-new", "New", image_url=f"{BASE}/npcs/x-new.png")
+    gone = next(iter(sorted(changed.locations)))
+    del changed.locations[gone]
+    changed.image_url = f"{BASE}/world-v2.png"
+    [inv] = invalidations_for(world, changed, NOW)
+    assert inv.urls == sorted(
+        [
+            f"{BASE}/npcs/npc-1.png",
+            f"{BASE}/npcs/npc-1-v2.png",
+            f"{BASE}/npcs/x-new.png",
+            f"{BASE}/locations/{gone}.png",
+            f"{BASE}/world.png",
+            f"{BASE}/world-v2.png",
+        ]
+    )
+    assert "world:w-inv:npc:npc-1" in inv.keys and "world:w-inv:npc:x-new" in inv.keys
 
 
 def test_no_new_version_no_invalidation() -> None:

@@ -8,8 +8,9 @@ from prometheus_client.samples import Sample
 
 from bench.world_ticks import (
     collector_pauses,
-    hosts_cache_warming,
+    invalidation_progress,
     loop_thread_shares,
+    runs_the_invalidation_flow,
     wait_totals,
     window_means,
     world_state_activity,
@@ -50,7 +51,7 @@ def test_the_bench_waits_for_cache_warming_only_where_the_worker_runs_it(
             monkeypatch.delenv("SCRIBE_WORKER_FLOWS", raising=False)
         else:
             monkeypatch.setenv("SCRIBE_WORKER_FLOWS", flows)
-        assert hosts_cache_warming() is warms, flows
+        assert runs_the_invalidation_flow() is warms, flows
 
 
 def test_a_writes_mean_time_and_the_loops_mean_lateness_over_the_window() -> None:
@@ -81,6 +82,47 @@ def test_the_collectors_pauses_over_the_window_in_all_generations() -> None:
     assert collector_pauses(after, after) == {  # none in the window
         "gc_pause_seconds_in_window": 0.0,
         "gc_collections_in_window": 0.0,
+    }
+
+
+def test_what_the_world_sent_the_invalidation_flow_read_and_left_behind() -> None:
+    def totals(sent: float, read: float, lags: tuple[float, float]) -> dict[str, float]:
+        return wait_totals(
+            [
+                Sample(
+                    "scribe_messages_out_total",
+                    {"agent": "world", "topic": "cache.invalidations"},
+                    sent,
+                ),
+                # Another flow's messages out, and the world's in, count for nothing here.
+                Sample("scribe_messages_out_total", {"agent": "usage", "topic": "x"}, 7.0),
+                Sample(
+                    "scribe_messages_in_total",
+                    {"agent": "invalidation", "topic": "cache.invalidations"},
+                    read,
+                ),
+                Sample("scribe_messages_in_total", {"agent": "world-events", "topic": "x"}, 9.0),
+                *(
+                    Sample(
+                        "scribe_consumer_lag_messages",
+                        {"group": "a.invalidation", "topic": "cache.invalidations", "partition": p},
+                        lag,
+                    )
+                    for p, lag in zip("01", lags, strict=True)
+                ),
+                Sample(
+                    "scribe_consumer_lag_messages",
+                    {"group": "a.world", "topic": "world.events", "partition": "0"},
+                    5.0,
+                ),
+            ]
+        )
+
+    before, after = totals(1000.0, 900.0, (50.0, 50.0)), totals(6000.0, 2900.0, (1500.0, 1600.0))
+    assert invalidation_progress(before, after) == {
+        "invalidations_sent_in_window": 5000.0,
+        "invalidations_read_in_window": 2000.0,
+        "invalidations_behind_at_end": 3100.0,
     }
 
 
