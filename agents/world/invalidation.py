@@ -1,5 +1,5 @@
 """What a change to a world makes stale in the caches: the world's summary key, the cards of
-NPCs whose visible state changed, the CDN images whose URL was set, replaced or removed and,
+NPCs whose visible state changed, the CDN images whose URL was replaced or removed and,
 when its world_state row was rewritten, everything cached under the world's tag (the cache
 client warms sections of that row).
 
@@ -100,10 +100,10 @@ def _image(shown: Npc | Location | WorldState | None) -> str | None:
 
 
 def _replaced(old_url: str | None, new_url: str | None, urls: set[str]) -> None:
-    """An image set, replaced or removed purges both of its URLs: a CDN may have cached the
-    new one before the image was there (a miss), and the old one is no longer shown."""
-    if old_url != new_url:
-        if old_url:
-            urls.add(old_url)
+    """An image replaced or removed purges its old URL and the new one (a CDN may have cached
+    a miss for it). An image first set purges nothing: a world, NPC or place that did not
+    show one had no URL for a CDN to have cached, so loading worlds costs no CDN call."""
+    if old_url and old_url != new_url:
+        urls.add(old_url)
         if new_url:
             urls.add(new_url)
