@@ -90,6 +90,9 @@ class FixedWindow:
         return opened_at + self.seconds - now
 
 
+StartAt = Callable[[frozenset[TopicPartition]], Awaitable[Mapping[TopicPartition, int]]]
+
+
 class Rebalance(Protocol):
     """What a flow that keeps state per partition does when the group moves them. `revoked` is
     called once the batch in flight is written, before another member may take the partitions,
@@ -125,6 +128,10 @@ class Flow(Generic[E, T]):
     commit_behind: bool = False
     # Released after the sinks (a pool the sinks share, a cache client).
     closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+    # Where newly assigned partitions start, for those it names; the others start at the
+    # group's committed offset (or the log's start). For a group added beside another on the
+    # same topic, to start where that one is rather than read the whole retention again.
+    starts: StartAt | None = None
 
 
 async def bounded_step(
@@ -495,8 +502,27 @@ class FlowRunner(Generic[E, T]):
             self.spec.flow,
             ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(partitions)) or "none",
         )
+        if self.flow.starts is not None:
+            await self._start(self.flow.starts, partitions)
         if self.flow.rebalance is not None:
             self.flow.rebalance.assigned(partitions, self.source.partition_counts())
+
+    async def _start(self, starts: StartAt, partitions: frozenset[TopicPartition]) -> None:
+        """Seek the partitions `starts` names; if it fails, they start where they would."""
+        try:
+            offsets = await starts(partitions)
+        except (KafkaError, OSError) as error:
+            self.log.warning(
+                "%s: start offsets not read (%r); the partitions start at the group's",
+                self.spec.flow,
+                error,
+            )
+            return
+        for tp, offset in sorted(offsets.items()):
+            self.log.info(
+                "%s: %s/%d starts at offset %d", self.spec.flow, tp.topic, tp.partition, offset
+            )
+            self.source.consumer.seek(tp, offset)
 
     # -- timers ------------------------------------------------------------------------------
 

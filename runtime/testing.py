@@ -107,6 +107,9 @@ class ListConsumer:
         wanted = set(partitions)
         self.queues = {tp: self.queues.get(tp, []) for tp in wanted}
 
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.queues[partition] = [m for m in self.logs.get(partition, []) if m.offset >= offset]
+
     async def seek_to_beginning(self) -> None:
         for tp in self.queues:
             self.queues[tp] = list(self.logs.get(tp, []))

@@ -1,16 +1,21 @@
-"""The invalidation flow's two sinks, written in this order for each coalesced window: Redis
-and the L1 broadcast (until Redis answers), then the CDN (until it answers or the retry
-deadline passes; what is given up is dead-lettered with the reason). Either one pushes back
-while it waits, so the flow's partitions stay paused and nothing is committed past them."""
+"""The invalidation flows' sinks. The Redis flow: Redis and the L1 broadcast (until Redis
+answers). The CDN flow: the wait for the Redis flow to have committed past a window
+(`AfterRedis`), then the CDN (until it answers or the retry deadline passes; what is given up
+is dead-lettered with the reason). Each pushes back while it waits, so its flow's partitions
+stay paused and nothing is committed past them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from agents.invalidation.coalesce import Target, TargetKind, Window
 from cache.layout import Broadcast
@@ -68,6 +73,60 @@ class RedisSink:
 
     async def close(self) -> None:
         await self.redis.close()
+
+
+RedisCommitted = Callable[[list[TopicPartition]], Awaitable[Mapping[TopicPartition, int]]]
+AFTER_REDIS_POLL_S = 0.05
+AFTER_REDIS_WAIT_S = 2.0  # then push back (and say so) until the Redis flow is past the window
+
+
+class AfterRedis:
+    """The CDN flow's first sink: a window with something to purge waits until the Redis
+    flow's consumer group has committed past every message in it (`redis_committed` reads that
+    group's offsets). Purged first, a CDN could refetch from an origin that still reads the
+    removed value from Redis and cache it again. Polls for up to `AFTER_REDIS_WAIT_S`, then
+    pushes back (the Redis flow is down or far behind) until it is past."""
+
+    def __init__(
+        self,
+        redis_committed: RedisCommitted,
+        poll_s: float = AFTER_REDIS_POLL_S,
+        wait_s: float = AFTER_REDIS_WAIT_S,
+    ) -> None:
+        self.redis_committed = redis_committed
+        self.poll_s = poll_s
+        self.wait_s = wait_s
+        self.waiting = False  # pushing back: /health says so
+        self._delay = FIRST_RETRY_S
+
+    async def write(self, window: Window) -> None:
+        if not (window.urls or window.tags):
+            return  # nothing for the CDN: nothing to wait for
+        needed = {TopicPartition(topic, p): offset for (topic, p), offset in window.offsets.items()}
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                committed = await self.redis_committed(list(needed))
+            except KafkaError as error:
+                self._push_back(f"the Redis flow's offsets cannot be read ({error!r})")
+            behind = [tp for tp, offset in needed.items() if committed.get(tp, 0) < offset]
+            if not behind:
+                self.waiting, self._delay = False, FIRST_RETRY_S
+                return
+            if time.monotonic() >= deadline:
+                self._push_back(
+                    f"waiting for the Redis flow to remove what {len(behind)} partition(s) of "
+                    "this window ask for before purging it at the CDN"
+                )
+            await asyncio.sleep(self.poll_s)
+
+    def _push_back(self, reason: str) -> NoReturn:
+        self.waiting = True
+        delay, self._delay = self._delay, min(self._delay * 2, MAX_RETRY_S)
+        raise SinkBackpressure(delay, reason)
+
+    async def close(self) -> None:
+        pass
 
 
 class CdnSink:

@@ -1,25 +1,36 @@
-"""cache.invalidations -> coalesced windows -> Redis + the L1 broadcast -> the CDN. Identical
-targets read within one window (which stays open while the window before it is delivered, so
-a burst merges more) become one removal and one purge. A light flow delivers at once; the
-window is held open only under load (`AdaptiveWindow`). Offsets are committed after both
-sinks, so a commit never passes an undelivered message; a removal or a purge done twice
-changes nothing, so while the flow is light the next window is delivered while the one before
-is being committed (`commit_behind`: on Apache Kafka a commit took about twice as long as the
-Redis work); under load the commit stays in line and the next window keeps filling."""
+"""cache.invalidations -> coalesced windows -> Redis + the L1 broadcast; and, in a consumer group
+of its own, -> the CDN. Identical targets read within one window (which stays open while the
+window before it is delivered, so a burst merges more) become one removal and one purge. A
+light flow delivers at once; the window is held open only under load (`AdaptiveWindow`).
+
+The CDN has a flow of its own because it is slow and rate-limited (Fastly takes 50 URL purges a
+second by default) and its outages are ridden out for up to 15 minutes: in one flow with Redis,
+every Redis removal waited behind the purges before it. Order is kept per message: the CDN flow
+purges a window only once the Redis flow's group has committed past it (`AfterRedis`), so a
+purged CDN never refetches from an origin whose Redis still holds what the message removed.
+
+Each flow commits its offsets after its own sinks, so a commit never passes an undelivered
+message; a removal or a purge done twice changes nothing, so while a flow is light the next
+window is delivered while the one before is being committed (`commit_behind`: on Apache Kafka a
+commit took about twice as long as the Redis work); under load the commit stays in line and
+the next window keeps filling."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from aiokafka import TopicPartition
+
 from agents.context import Resources
 from agents.intake import dead_letter_writer, decoder
 from agents.invalidation.coalesce import AdaptiveWindow, Window
 from agents.invalidation.config import InvalidationSettings
-from agents.invalidation.delivery import CdnSink, RedisSink
-from runtime.flow import Flow
+from agents.invalidation.delivery import AfterRedis, CdnSink, RedisSink
+from runtime.flow import Flow, StartAt
+from runtime.lag import OffsetReader
 from runtime.metrics import COALESCED_TARGETS
 from runtime.sink import Sink
-from runtime.source import DeadLetterWriter, Received
+from runtime.source import DeadLetterWriter, Received, Record
 from runtime.spec import ConsumerSpec
 from schemas.events import CacheInvalidation
 from sinks.cdn import CdnPurger, CdnSettings
@@ -28,9 +39,9 @@ from sinks.retry import until_written
 from topics.catalog import CACHE_INVALIDATIONS
 
 
-def spec(config: InvalidationSettings) -> ConsumerSpec:
+def spec(config: InvalidationSettings, flow: str = "invalidation") -> ConsumerSpec:
     return ConsumerSpec(
-        "invalidation",
+        flow,
         (CACHE_INVALIDATIONS.name,),
         max_batch=config.poll_records,
         fetch_wait_ms=20,
@@ -42,6 +53,7 @@ def spec(config: InvalidationSettings) -> ConsumerSpec:
 
 
 INVALIDATION = spec(InvalidationSettings())
+CDN_INVALIDATION = spec(InvalidationSettings(), "invalidation-cdn")
 
 
 def coalesce(batch: list[Received[CacheInvalidation]]) -> Window:
@@ -58,7 +70,8 @@ async def build(
     config: InvalidationSettings,
     closers: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> Flow[CacheInvalidation, Window]:
-    """Waits for Redis (the worker is up meanwhile; /health says it is starting)."""
+    """The Redis flow. Waits for Redis (the worker is up meanwhile; /health says it is
+    starting)."""
     settings = resources.settings
     redis = await until_written(
         "redis",
@@ -67,11 +80,35 @@ async def build(
         settings.base.security.redis.redis_kwargs(settings.redis_url),
         retryable=RETRYABLE,
     )
-    cdn_settings = CdnSettings.from_env(settings.base.cdn_url, settings.base.cdn_providers)
     dead_letter = dead_letter_writer(resources.dead_letters, spec(config))
-    to_redis = RedisSink(redis)
-    to_cdn = CdnSink(CdnPurger(cdn_settings) if cdn_settings else None, dead_letter)
-    return declare(config, [to_redis, to_cdn], dead_letter, closers)
+    return declare(config, [RedisSink(redis)], dead_letter, closers)
+
+
+async def build_cdn(
+    resources: Resources, config: InvalidationSettings
+) -> Flow[CacheInvalidation, Window]:
+    settings = resources.settings
+    cdn_settings = CdnSettings.from_env(settings.base.cdn_url, settings.base.cdn_providers)
+    cdn_spec = spec(config, CDN_INVALIDATION.flow)
+    offsets = OffsetReader(settings)
+    redis_group, cdn_group = spec(config).group(settings), cdn_spec.group(settings)
+
+    async def redis_committed(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return await offsets.committed(redis_group, partitions)
+
+    async def where_redis_is(partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        """A partition this group never committed starts where the Redis flow's group is: up
+        to there the one flow of earlier versions purged it too (and a new deployment's
+        groups both start at the log's start)."""
+        own = await offsets.committed(cdn_group, sorted(partitions))
+        return await redis_committed([tp for tp in sorted(partitions) if tp not in own])
+
+    to_cdn = CdnSink(
+        CdnPurger(cdn_settings) if cdn_settings else None,
+        dead_letter_writer(resources.dead_letters, cdn_spec),
+    )
+    sinks: list[Sink[Window]] = [AfterRedis(redis_committed), to_cdn]
+    return declare_cdn(config, sinks, where_redis_is, [offsets.close])
 
 
 def declare(
@@ -80,7 +117,7 @@ def declare(
     dead_letter: DeadLetterWriter,
     closers: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> Flow[CacheInvalidation, Window]:
-    """`sinks`: Redis, then the CDN."""
+    """The Redis flow: `sinks` are Redis and the L1 broadcast."""
     return Flow(
         spec=spec(config),
         decode=decoder(CacheInvalidation, CACHE_INVALIDATIONS),
@@ -91,3 +128,29 @@ def declare(
         commit_behind=True,
         closers=closers,
     )
+
+
+def declare_cdn(
+    config: InvalidationSettings,
+    sinks: Sequence[Sink[Window]],
+    starts: StartAt | None = None,
+    closers: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> Flow[CacheInvalidation, Window]:
+    """The CDN flow: `sinks` are the wait for the Redis flow (`AfterRedis`), then the CDN. A
+    message that does not decode is the Redis flow's to dead-letter (once, not once per flow);
+    a purge given up is dead-lettered by the CDN sink."""
+    return Flow(
+        spec=spec(config, CDN_INVALIDATION.flow),
+        decode=decoder(CacheInvalidation, CACHE_INVALIDATIONS),
+        dead_letter=_left_to_the_redis_flow,
+        handle=coalesce,
+        sinks=sinks,
+        window=AdaptiveWindow(config.window_seconds, config.busy_per_second),
+        commit_behind=True,
+        closers=closers,
+        starts=starts,
+    )
+
+
+async def _left_to_the_redis_flow(record: Record, kind: str, reason: str) -> None:
+    """The Redis flow reads the same record and dead-letters it with this reason."""

@@ -1,6 +1,7 @@
-"""The invalidation flow run in-process (runtime.testing): repeated targets coalesce into one
-window, bad input is dead-lettered, Redis comes before the CDN, and a Redis that pushes back
-holds the partitions and the commit until it takes the window."""
+"""The invalidation flows run in-process (runtime.testing): repeated targets coalesce into one
+window, bad input is dead-lettered once (by the Redis flow), a Redis that pushes back holds the
+partitions and the commit until it takes the window, and the CDN flow purges a window only once
+the Redis flow's group has committed past it."""
 
 from __future__ import annotations
 
@@ -9,18 +10,22 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from agents.invalidation.coalesce import Window
 from agents.invalidation.config import InvalidationSettings
-from agents.invalidation.flow import declare
+from agents.invalidation.delivery import AfterRedis
+from agents.invalidation.flow import declare, declare_cdn
 from runtime.settings import SettingsError
 from runtime.sink import SinkBackpressure
 from runtime.testing import DeadLetterList, ListConsumer, ListSink, records, run_flow
 from schemas import encode
 from schemas.events import CacheInvalidation
 from topics.catalog import CACHE_INVALIDATIONS
+from topics.dlq import Origin
 
 CONFIG = InvalidationSettings(window_seconds=0.05)
+ORIGIN = Origin(CACHE_INVALIDATIONS.name, 0, 7, b"a", b"")
 
 
 def invalidation(id_: str, **targets: list[str]) -> bytes:
@@ -29,33 +34,97 @@ def invalidation(id_: str, **targets: list[str]) -> bytes:
     )
 
 
+VALUES = [
+    invalidation("a", keys=["k1", "k2"], tags=["t"]),
+    invalidation("b", keys=["k1"], urls=["https://cdn.example/1"]),
+    b"not json",
+    invalidation("c", keys=["k2"], tags=["t"], urls=["https://cdn.example/1"]),
+]
+PARTITION = TopicPartition(CACHE_INVALIDATIONS.name, 0)
+
+
 async def test_repeated_targets_become_one_removal_and_bad_input_a_dead_letter() -> None:
-    values = [
-        invalidation("a", keys=["k1", "k2"], tags=["t"]),
-        invalidation("b", keys=["k1"], urls=["https://cdn.example/1"]),
-        b"not json",
-        invalidation("c", keys=["k2"], tags=["t"], urls=["https://cdn.example/1"]),
-    ]
     redis: ListSink[Window] = ListSink()
-    cdn: ListSink[Window] = ListSink()
     dead = DeadLetterList()
-    consumer = ListConsumer(records(CACHE_INVALIDATIONS.name, values))
+    consumer = ListConsumer(records(CACHE_INVALIDATIONS.name, VALUES))
 
-    await run_flow(declare(CONFIG, [redis, cdn], dead), consumer)
+    await run_flow(declare(CONFIG, [redis], dead), consumer)
 
-    assert len(redis.batches) == 1
     (window,) = redis.batches
-    assert cdn.batches == [window]
     assert window.keys == ["k1", "k2"]
     assert window.tags == ["t"]
     assert window.urls == ["https://cdn.example/1"]
     assert (window.targets_in, window.targets_out) == (8, 4)
     assert [o.offset for o in window.targets[next(iter(window.targets))]] == [0, 1]
     assert [(d.record.offset, d.kind) for d in dead.letters] == [(2, "json")]
-    assert consumer.committed == {TopicPartition(CACHE_INVALIDATIONS.name, 0): 4}
+    assert consumer.committed == {PARTITION: 4}
 
 
-async def test_a_redis_that_pushes_back_holds_the_cdn_and_the_commit() -> None:
+async def test_the_cdn_flow_purges_once_the_redis_flow_committed_past_the_window() -> None:
+    """Its first sink asks for the Redis flow's offsets until they pass the window's; the CDN
+    sink comes after. The bad message is the Redis flow's to dead-letter, not a second time."""
+    order: list[str] = []
+    answers = [{}, {PARTITION: 3}, {PARTITION: 4}]
+
+    async def redis_committed(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        assert partitions == [PARTITION]
+        answer = answers.pop(0)
+        order.append(f"redis at {answer.get(PARTITION)}")
+        return answer
+
+    class Cdn(ListSink[Window]):
+        async def write(self, batch: Window) -> None:
+            order.append(f"cdn {batch.urls} {batch.tags}")
+
+    consumer = ListConsumer(records(CACHE_INVALIDATIONS.name, VALUES))
+    gate = AfterRedis(redis_committed, poll_s=0.001)
+    await run_flow(declare_cdn(CONFIG, [gate, Cdn()]), consumer)
+
+    assert order == [
+        "redis at None",
+        "redis at 3",
+        "redis at 4",
+        "cdn ['https://cdn.example/1'] ['t']",
+    ]
+    assert consumer.committed == {PARTITION: 4}
+    assert not gate.waiting
+
+
+async def test_a_window_with_nothing_for_the_cdn_waits_for_nothing() -> None:
+    async def redis_committed(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        raise AssertionError("asked for the Redis flow's offsets")
+
+    window = Window()
+    window.add(CacheInvalidation.model_validate_json(invalidation("a", keys=["k"])), ORIGIN)
+    await AfterRedis(redis_committed).write(window)
+
+
+async def test_a_redis_flow_that_stays_behind_is_pushed_back_on_until_it_passes() -> None:
+    """After `wait_s` the gate pushes back (the runtime pauses the CDN flow and says why);
+    offsets that cannot be read push back at once."""
+    behind: dict[TopicPartition, int] = {PARTITION: 0}
+
+    async def redis_committed(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return behind
+
+    window = Window()
+    window.add(CacheInvalidation.model_validate_json(invalidation("a", tags=["t"])), ORIGIN)
+    gate = AfterRedis(redis_committed, poll_s=0.001, wait_s=0.01)
+    with pytest.raises(SinkBackpressure, match="waiting for the Redis flow"):
+        await gate.write(window)
+    assert gate.waiting
+    behind[PARTITION] = ORIGIN.offset + 1
+    await gate.write(window)
+    assert not gate.waiting
+
+    async def unreadable(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        raise KafkaConnectionError("no broker")
+
+    with pytest.raises(SinkBackpressure, match="offsets cannot be read"):
+        await AfterRedis(unreadable).write(window)
+
+
+async def test_a_redis_that_pushes_back_holds_the_commit() -> None:
     order: list[str] = []
     refusals = 2
     consumer = ListConsumer(records(CACHE_INVALIDATIONS.name, [invalidation("a", keys=["k"])]))
@@ -67,21 +136,16 @@ async def test_a_redis_that_pushes_back_holds_the_cdn_and_the_commit() -> None:
                 refusals -= 1
                 order.append(f"redis down, paused={bool(consumer.paused())}")
                 raise SinkBackpressure(0.01, "Redis is down")
-            order.append("redis")
+            order.append(f"redis, committed={consumer.committed}")
 
-    class Cdn(ListSink[Window]):
-        async def write(self, batch: Window) -> None:
-            order.append(f"cdn, committed={consumer.committed}")
-
-    await run_flow(declare(CONFIG, [Redis(), Cdn()], DeadLetterList()), consumer)
+    await run_flow(declare(CONFIG, [Redis()], DeadLetterList()), consumer)
 
     assert order == [
         "redis down, paused=False",
         "redis down, paused=True",
-        "redis",
-        "cdn, committed={}",
+        "redis, committed={}",
     ]
-    assert consumer.committed == {TopicPartition(CACHE_INVALIDATIONS.name, 0): 1}
+    assert consumer.committed == {PARTITION: 1}
     assert not consumer.paused()
 
 
@@ -93,7 +157,7 @@ async def test_a_lone_invalidation_is_delivered_without_waiting_for_the_window()
         consumer = ListConsumer(records(CACHE_INVALIDATIONS.name, [invalidation("a", keys=["k"])]))
         config = InvalidationSettings(window_seconds=2.0, busy_per_second=busy_per_second)
         started = asyncio.get_running_loop().time()
-        await run_flow(declare(config, [redis, ListSink()], DeadLetterList()), consumer)
+        await run_flow(declare(config, [redis], DeadLetterList()), consumer)
         took = asyncio.get_running_loop().time() - started
         assert [w.keys for w in redis.batches] == [["k"]]
         assert took < delivered_within

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from runtime.checkpoint import Checkpoint, Flush
 from runtime.flow import FixedWindow, Flow, FlowRunner, Timer
@@ -633,3 +634,34 @@ async def test_a_runner_is_assigned_from_its_group_s_assignment_until_a_rebalanc
     await consumer.listener.on_partitions_assigned(set())
     assert runner.assigned, "a member given no partition has joined all the same"
     await runner.stop()
+
+
+async def test_assigned_partitions_start_where_the_flow_says() -> None:
+    sink: ListSink[list[int]] = ListSink()
+    consumer = ListConsumer(records(TOPIC, [b"1", b"2", b"3", b"4"]))
+    asked: list[frozenset[TopicPartition]] = []
+
+    async def starts(partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        asked.append(partitions)
+        return {TopicPartition(TOPIC, 0): 2}
+
+    await run_flow(flow([sink], starts=starts), consumer)
+
+    assert asked == [frozenset({TopicPartition(TOPIC, 0)})]
+    assert [v for batch in sink.batches for v in batch] == [3, 4]
+    assert consumer.committed == {TopicPartition(TOPIC, 0): 4}
+
+
+async def test_start_offsets_that_cannot_be_read_leave_the_partitions_where_they_were(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink: ListSink[list[int]] = ListSink()
+    consumer = ListConsumer(records(TOPIC, [b"1", b"2", b"3"]))
+
+    async def starts(partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        raise KafkaConnectionError("no broker")
+
+    await run_flow(flow([sink], starts=starts), consumer)
+
+    assert [v for batch in sink.batches for v in batch] == [1, 2, 3]  # none skipped
+    assert "start offsets not read" in caplog.text

@@ -1,6 +1,6 @@
 """One invalidation through the running worker: Redis (keys, patterns, tags), every L1, both
-CDN APIs; and a CDN that stays down: a dead letter only after the retry deadline, which
-`scribe dlq replay` brings back."""
+CDN APIs; and a CDN that stays down: Redis removals go on, and a dead letter comes only after
+the retry deadline, which `scribe dlq replay` brings back."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import TopicPartition
 
+from agents.invalidation.flow import CDN_INVALIDATION
 from cache import CacheClient
 from cache.layout import tag_set_key
 from devkit.harness import read_until
@@ -116,6 +117,7 @@ async def test_a_cdn_that_stays_down_dead_letters_the_message_only_after_the_dea
     the purge is retried with backoff, /health says degraded naming the CDN, the dead letter
     comes only once the deadline has passed, and `scribe dlq replay` brings it back."""
     kafka_url, worker, cdn = pipeline.kafka_url, pipeline.worker, pipeline.cdn
+    cdn_group = CDN_INVALIDATION.group_of(worker.app_id)
     marker = uuid.uuid4().hex[:10]
     key, url = f"{marker}:k", f"https://cdn.example/{marker}"
     await redis_client.set(key, "stale")
@@ -130,6 +132,11 @@ async def test_a_cdn_that_stays_down_dead_letters_the_message_only_after_the_dea
         return status == "degraded" and "CDN purges failing" in reason
 
     assert await eventually(degraded_by_the_cdn, timeout=30), worker.log_tail()
+    # The CDN flow has a consumer group of its own: the Redis removal is not held behind the
+    # purges it retries, and the Redis flow's offset moved on.
+    assert await redis_client.exists(key) == 0
+    assert await committed_through(kafka_url, pipeline.group, last, timeout=5)
+    assert not await committed_through(kafka_url, cdn_group, last, timeout=1)
     dead = await read_until(
         kafka_url,
         CACHE_INVALIDATIONS.dlq_name,
@@ -148,10 +155,8 @@ async def test_a_cdn_that_stays_down_dead_letters_the_message_only_after_the_dea
     assert "cdn cloudflare" in reason
     assert "503" in reason
     assert f"past the retry deadline (SCRIBE_CDN_RETRY_DEADLINE_S={CDN_RETRY_DEADLINE_S})" in reason
-    # Redis was not held back by the CDN, and the offset moved on once the message was
-    # dead-lettered.
-    assert await redis_client.exists(key) == 0
-    assert await committed_through(kafka_url, pipeline.group, last, timeout=30)
+    # The CDN flow's offset moved on once the message was dead-lettered.
+    assert await committed_through(kafka_url, cdn_group, last, timeout=30)
     calls = (await cdn.get("/_sim/requests", params={"contains": marker})).json()["calls"]
     for provider in ("fastly", "cloudflare"):
         # Backoff from 0.2 s: several attempts within the deadline, none of them a success.
