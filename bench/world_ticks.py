@@ -267,10 +267,21 @@ def wait_totals(samples: list[Sample]) -> dict[str, float]:
         "invalidations_read": metric_sum(
             samples, "scribe_messages_in_total", topic="cache.invalidations", agent="invalidation"
         ),
-        "invalidations_behind": metric_sum(
-            samples, "scribe_consumer_lag_messages", topic="cache.invalidations"
-        ),
+        "invalidations_behind": group_lag(samples, ".invalidation"),
+        "invalidations_behind_cdn": group_lag(samples, ".invalidation-cdn"),
     }
+
+
+def group_lag(samples: list[Sample], group_suffix: str) -> float:
+    """cache.invalidations' lag in the group whose name ends with `group_suffix` (the Redis
+    flow's or the CDN flow's)."""
+    return sum(
+        s.value
+        for s in samples
+        if s.name == "scribe_consumer_lag_messages"
+        and s.labels.get("topic") == "cache.invalidations"
+        and s.labels.get("group", "").endswith(group_suffix)
+    )
 
 
 def window_means(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
@@ -298,13 +309,15 @@ def collector_pauses(before: dict[str, float], after: dict[str, float]) -> dict[
 
 
 def invalidation_progress(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """What the world flow sent to cache.invalidations over the window, what the invalidation
-    flow (in the same worker) read of it, and how far behind that flow was at the window's end:
-    a worker that ticks its worlds but leaves their invalidations unread does not keep up."""
+    """What the world flow sent to cache.invalidations over the window, what the Redis
+    invalidation flow (in the same worker) read of it, and how far behind it and the CDN flow
+    were at the window's end: a worker that ticks its worlds but leaves their invalidations
+    unread does not keep up."""
     return {
         "invalidations_sent_in_window": after["invalidations_sent"] - before["invalidations_sent"],
         "invalidations_read_in_window": after["invalidations_read"] - before["invalidations_read"],
         "invalidations_behind_at_end": after["invalidations_behind"],
+        "cdn_invalidations_behind_at_end": after["invalidations_behind_cdn"],
     }
 
 
@@ -572,7 +585,8 @@ def main() -> int:
         print(
             f"the invalidation flow read {result['invalidations_read_in_window']:,.0f} of the "
             f"{result['invalidations_sent_in_window']:,.0f} invalidations the world flow sent "
-            f"over the window; {result['invalidations_behind_at_end']:,.0f} behind at its end"
+            f"over the window; {result['invalidations_behind_at_end']:,.0f} behind at its end "
+            f"({result['cdn_invalidations_behind_at_end']:,.0f} in the CDN flow)"
         )
     print(
         f"tick lag p50 / max in each {LAG_SLICE_S} s of the window: "

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from schemas.events import CacheInvalidation
 from topics.dlq import Origin
@@ -28,19 +29,16 @@ class TargetKind(StrEnum):
     URL = "url"
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     kind: TargetKind
     value: str
 
 
-def targets_of(event: CacheInvalidation) -> list[Target]:
-    return [
-        *(Target(TargetKind.KEY, v) for v in event.keys),
-        *(Target(TargetKind.PATTERN, v) for v in event.patterns),
-        *(Target(TargetKind.TAG, v) for v in event.tags),
-        *(Target(TargetKind.URL, v) for v in event.urls),
-    ]
+# What each flow coalesces: the Redis flow removes keys, patterns and tags; the CDN flow purges
+# URLs and tags (surrogate keys).
+FOR_REDIS = frozenset({TargetKind.KEY, TargetKind.PATTERN, TargetKind.TAG})
+FOR_THE_CDN = frozenset({TargetKind.TAG, TargetKind.URL})
+ALL_KINDS = frozenset(TargetKind)
 
 
 @dataclass
@@ -91,13 +89,24 @@ class Window:
         tp = (origin.topic, origin.partition)
         self.offsets[tp] = max(self.offsets.get(tp, 0), origin.offset + 1)
 
-    def add(self, event: CacheInvalidation, origin: Origin) -> None:
+    def add(
+        self, event: CacheInvalidation, origin: Origin, kinds: frozenset[TargetKind] = ALL_KINDS
+    ) -> None:
+        """Take `event`'s targets of `kinds` (its other targets are another flow's)."""
         self.record(origin)
         self.ids.append(event.id)
         self.occurred_at.append(event.occurred_at)
-        for target in targets_of(event):
-            self.targets_in += 1
-            self.targets.setdefault(target, []).append(origin)
+        targets = self.targets
+        for kind, values in (
+            (TargetKind.KEY, event.keys),
+            (TargetKind.PATTERN, event.patterns),
+            (TargetKind.TAG, event.tags),
+            (TargetKind.URL, event.urls),
+        ):
+            if values and kind in kinds:
+                self.targets_in += len(values)
+                for value in values:
+                    targets.setdefault(Target(kind, value), []).append(origin)
 
 
 def merge(windows: Iterable[Window]) -> Window:

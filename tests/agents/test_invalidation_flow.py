@@ -15,9 +15,10 @@ from aiokafka.errors import KafkaConnectionError
 from agents.invalidation.coalesce import Window
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import AfterRedis
-from agents.invalidation.flow import declare, declare_cdn
+from agents.invalidation.flow import NOTHING_TO_PURGE, declare, declare_cdn, decode_for_the_cdn
 from runtime.settings import SettingsError
 from runtime.sink import SinkBackpressure
+from runtime.source import Rejected
 from runtime.testing import DeadLetterList, ListConsumer, ListSink, records, run_flow
 from schemas import encode
 from schemas.events import CacheInvalidation
@@ -53,8 +54,8 @@ async def test_repeated_targets_become_one_removal_and_bad_input_a_dead_letter()
     (window,) = redis.batches
     assert window.keys == ["k1", "k2"]
     assert window.tags == ["t"]
-    assert window.urls == ["https://cdn.example/1"]
-    assert (window.targets_in, window.targets_out) == (8, 4)
+    assert window.urls == []  # the CDN flow's
+    assert (window.targets_in, window.targets_out) == (6, 3)
     assert [o.offset for o in window.targets[next(iter(window.targets))]] == [0, 1]
     assert [(d.record.offset, d.kind) for d in dead.letters] == [(2, "json")]
     assert consumer.committed == {PARTITION: 4}
@@ -88,6 +89,20 @@ async def test_the_cdn_flow_purges_once_the_redis_flow_committed_past_the_window
     ]
     assert consumer.committed == {PARTITION: 4}
     assert not gate.waiting
+
+
+def test_the_cdn_flow_validates_only_what_has_a_url_or_a_tag() -> None:
+    def read(value: bytes) -> CacheInvalidation | Rejected:
+        return decode_for_the_cdn(records(CACHE_INVALIDATIONS.name, [value])[0])
+
+    assert read(invalidation("a", keys=["k"])) is NOTHING_TO_PURGE
+    assert isinstance(
+        read(invalidation("b", keys=["k"], urls=["https://cdn.example/1"])), CacheInvalidation
+    )
+    assert isinstance(read(invalidation("c", tags=["t"])), CacheInvalidation)
+    # Bad input is passed over here; the Redis flow dead-letters it.
+    assert isinstance(read(b"not json"), Rejected)
+    assert isinstance(read(b'{"id": "x", "urls": ["not a url"]}'), Rejected)
 
 
 async def test_a_window_with_nothing_for_the_cdn_waits_for_nothing() -> None:

@@ -112,6 +112,15 @@ def test_what_the_world_sent_the_invalidation_flow_read_and_left_behind() -> Non
                 ),
                 Sample(
                     "scribe_consumer_lag_messages",
+                    {
+                        "group": "a.invalidation-cdn",
+                        "topic": "cache.invalidations",
+                        "partition": "0",
+                    },
+                    lags[0] + 1,
+                ),
+                Sample(
+                    "scribe_consumer_lag_messages",
                     {"group": "a.world", "topic": "world.events", "partition": "0"},
                     5.0,
                 ),
@@ -123,6 +132,7 @@ def test_what_the_world_sent_the_invalidation_flow_read_and_left_behind() -> Non
         "invalidations_sent_in_window": 5000.0,
         "invalidations_read_in_window": 2000.0,
         "invalidations_behind_at_end": 3100.0,
+        "cdn_invalidations_behind_at_end": 1501.0,
     }
 
 

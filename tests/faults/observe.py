@@ -84,11 +84,14 @@ async def dead_letters_of_valid(
     return found
 
 
-async def committed_offset(kafka_url: str, app_id: str, topic: str, partition: int) -> int | None:
-    """What the workers of `app_id` committed on a partition, in the group that reads `topic`."""
+async def committed_offset(
+    kafka_url: str, app_id: str, topic: str, partition: int, group: str | None = None
+) -> int | None:
+    """What the workers of `app_id` committed on a partition, in the group that reads `topic`
+    (or in `group`, where another flow reads it too)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka_bootstrap_servers(kafka_url),
-        group_id=consumer_group(app_id, topic),
+        group_id=group or consumer_group(app_id, topic),
         enable_auto_commit=False,
     )
     await consumer.start()

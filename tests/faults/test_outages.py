@@ -17,7 +17,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka.structs import RecordMetadata
 
+from agents.invalidation.flow import CDN_INVALIDATION
 from devkit.harness import WorkerProcess
+from runtime.spec import ConsumerSpec
 from tests.faults.conftest import FaultStack
 from tests.faults.observe import (
     Outcome,
@@ -42,12 +44,19 @@ CDN_RETRY_AFTER = "2"
 
 
 async def _no_commit_past(
-    kafka_url: str, group: str, spec: TopicSpec, sent_during_outage: list[RecordMetadata]
+    kafka_url: str,
+    app_id: str,
+    spec: TopicSpec,
+    sent_during_outage: list[RecordMetadata],
+    flow: ConsumerSpec | None,
 ) -> None:
     """While the sink is down, no partition's committed offset passes a record that cannot
-    have been written yet: the first one published after the server stopped."""
+    have been written yet: the first one published after the server stopped. `flow`: the
+    flow whose sink is down, when it is not the one `consumer_group` names for the topic."""
     for partition, offset in first_offsets(sent_during_outage, spec.name).items():
-        committed = await committed_offset(kafka_url, group, spec.name, partition)
+        committed = await committed_offset(
+            kafka_url, app_id, spec.name, partition, flow.group_of(app_id) if flow else None
+        )
         assert committed is None or committed <= offset, (
             f"{spec.name}[{partition}] committed {committed} past unwritten offset {offset}"
         )
@@ -63,6 +72,7 @@ async def _run_fault(
     end: Callable[[], object],
     guarded: TopicSpec | None,
     metric_survives: bool,
+    guarded_flow: ConsumerSpec | None = None,
     seconds: float = OUTAGE_SECONDS,
     cdn: CdnSimulator | None = None,
 ) -> Outcome:
@@ -97,7 +107,7 @@ async def _run_fault(
         print(f"  round {number}/{len(during)} published during the fault")
         await asyncio.sleep(seconds * 0.6 / len(during))
     if guarded is not None:
-        await _no_commit_past(load.kafka_url, worker.app_id, guarded, sent_during)
+        await _no_commit_past(load.kafka_url, worker.app_id, guarded, sent_during, guarded_flow)
     await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
     await asyncio.to_thread(end)
     print(f"{fault}: recovered after {time.monotonic() - started:.1f} s")
@@ -192,8 +202,8 @@ async def test_cdn_answering_500_then_429_for_a_minute(
     fault_stack: FaultStack, fault_worker: WorkerProcess
 ) -> None:
     """The purge API fails for a minute: 500 for 30 s, then 429 with Retry-After for 30 s.
-    Redis goes on; the CDN stage retries (well within its default 15-minute retry deadline)
-    and commits nothing past what is unpurged."""
+    Redis goes on; the CDN flow retries (well within its default 15-minute retry deadline)
+    and its group commits nothing past what is unpurged."""
     env = fault_stack.env()
     cdn = CdnSimulator(env["SCRIBE_CDN_URL"], env["SCRIBE_CDN_PROVIDERS"].split(","))
 
@@ -223,6 +233,7 @@ async def test_cdn_answering_500_then_429_for_a_minute(
         end=end,
         guarded=CACHE_INVALIDATIONS,
         metric_survives=True,
+        guarded_flow=CDN_INVALIDATION,  # the Redis flow's group goes on
         seconds=CDN_ERROR_SECONDS + CDN_RATE_LIMITED_SECONDS,
         cdn=cdn,
     )
