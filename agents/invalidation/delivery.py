@@ -75,7 +75,8 @@ class RedisSink:
         await self.redis.close()
 
 
-RedisCommitted = Callable[[list[TopicPartition]], Awaitable[Mapping[TopicPartition, int]]]
+# A consumer group's committed offsets of the partitions asked for (those with none left out).
+Committed = Callable[[list[TopicPartition]], Awaitable[Mapping[TopicPartition, int]]]
 AFTER_REDIS_POLL_S = 0.05
 AFTER_REDIS_WAIT_S = 2.0  # then push back (and say so) until the Redis flow is past the window
 
@@ -89,7 +90,7 @@ class AfterRedis:
 
     def __init__(
         self,
-        redis_committed: RedisCommitted,
+        redis_committed: Committed,
         poll_s: float = AFTER_REDIS_POLL_S,
         wait_s: float = AFTER_REDIS_WAIT_S,
     ) -> None:

@@ -17,7 +17,7 @@ the next window keeps filling."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import orjson
 from aiokafka import TopicPartition
@@ -26,7 +26,7 @@ from agents.context import Resources
 from agents.intake import dead_letter_writer, decoder
 from agents.invalidation.coalesce import FOR_REDIS, FOR_THE_CDN, AdaptiveWindow, Window
 from agents.invalidation.config import InvalidationSettings
-from agents.invalidation.delivery import AfterRedis, CdnSink, RedisSink
+from agents.invalidation.delivery import AfterRedis, CdnSink, Committed, RedisSink
 from runtime.flow import Flow, StartAt
 from runtime.lag import OffsetReader
 from runtime.metrics import COALESCED_TARGETS
@@ -125,19 +125,28 @@ async def build_cdn(
     async def redis_committed(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         return await offsets.committed(redis_group, partitions)
 
-    async def where_redis_is(partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
-        """A partition this group never committed starts where the Redis flow's group is: up
-        to there the one flow of earlier versions purged it too (and a new deployment's
-        groups both start at the log's start)."""
-        own = await offsets.committed(cdn_group, sorted(partitions))
-        return await redis_committed([tp for tp in sorted(partitions) if tp not in own])
+    async def own_committed(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return await offsets.committed(cdn_group, partitions)
 
     to_cdn = CdnSink(
         CdnPurger(cdn_settings) if cdn_settings else None,
         dead_letter_writer(resources.dead_letters, cdn_spec),
     )
     sinks: list[Sink[Window]] = [AfterRedis(redis_committed), to_cdn]
-    return declare_cdn(config, sinks, where_redis_is, [offsets.close])
+    starts = where_the_redis_flow_is(own_committed, redis_committed)
+    return declare_cdn(config, sinks, starts, [offsets.close])
+
+
+def where_the_redis_flow_is(own: Committed, redis: Committed) -> StartAt:
+    """The CDN flow's start: a partition its group never committed (`own`) starts where the
+    Redis flow's group is (`redis`): up to there the one flow of earlier versions purged it
+    too, and a new deployment's groups both start at the log's start."""
+
+    async def starts(partitions: frozenset[TopicPartition]) -> Mapping[TopicPartition, int]:
+        committed = await own(sorted(partitions))
+        return await redis([tp for tp in sorted(partitions) if tp not in committed])
+
+    return starts
 
 
 def declare(

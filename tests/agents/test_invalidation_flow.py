@@ -15,7 +15,13 @@ from aiokafka.errors import KafkaConnectionError
 from agents.invalidation.coalesce import Window
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import AfterRedis
-from agents.invalidation.flow import NOTHING_TO_PURGE, declare, declare_cdn, decode_for_the_cdn
+from agents.invalidation.flow import (
+    NOTHING_TO_PURGE,
+    declare,
+    declare_cdn,
+    decode_for_the_cdn,
+    where_the_redis_flow_is,
+)
 from runtime.settings import SettingsError
 from runtime.sink import SinkBackpressure
 from runtime.source import Rejected
@@ -103,6 +109,22 @@ def test_the_cdn_flow_validates_only_what_has_a_url_or_a_tag() -> None:
     # Bad input is passed over here; the Redis flow dead-letters it.
     assert isinstance(read(b"not json"), Rejected)
     assert isinstance(read(b'{"id": "x", "urls": ["not a url"]}'), Rejected)
+
+
+async def test_a_partition_the_cdn_group_never_committed_starts_where_the_redis_group_is() -> None:
+    first, second, third = (TopicPartition(CACHE_INVALIDATIONS.name, p) for p in range(3))
+    asked: list[list[TopicPartition]] = []
+
+    async def own(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {first: 5}
+
+    async def redis(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        asked.append(partitions)
+        return {second: 9}  # `third`: the Redis group has no commit either
+
+    starts = where_the_redis_flow_is(own, redis)
+    assert await starts(frozenset({first, second, third})) == {second: 9}
+    assert asked == [[second, third]]  # `first` goes on from its own commit
 
 
 async def test_a_window_with_nothing_for_the_cdn_waits_for_nothing() -> None:
