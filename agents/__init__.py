@@ -32,7 +32,8 @@ def register_all(app: faust.App, resources: Resources) -> None:
 
 def consumer_group(app_id: str, topic: str) -> str:
     """The consumer group that reads `topic` in the workers of `app_id`: its flow's,
-    `<app_id>.<flow>` (for `world.events`, the world flow's, not cache warming's)."""
+    `<app_id>.<flow>` (for `world.events`, the world flow's, not cache warming's; for
+    `cache.invalidations`, the Redis flow's, not the CDN flow's)."""
     from agents.invalidation.flow import INVALIDATION
     from agents.router.decide import LANE_TOPICS
     from agents.router.decide_flow import DECIDE, SETTLE
