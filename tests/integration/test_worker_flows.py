@@ -37,11 +37,10 @@ def test_a_worker_hosts_only_the_flows_it_names(services: dict[str, str], state_
     env = services | {"SCRIBE_WORKER_FLOWS": "usage, invalidation"}
     worker = new_worker(env, state_dir / "flow-workers").start()
     try:
-        # Cache warming is the invalidation flow's; the router's and the world's groups are not
-        # joined at all.
-        expected = {
-            f"{worker.app_id}.{flow}" for flow in ("usage", "invalidation", "cache-warming")
-        }
+        # The CDN flow and cache warming are the invalidation flow's; the router's and the
+        # world's groups are not joined at all.
+        flows = ("usage", "invalidation", "invalidation-cdn", "cache-warming")
+        expected = {f"{worker.app_id}.{flow}" for flow in flows}
         assert joined(worker.url, expected)
     finally:
         worker.stop()

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from agents.invalidation.flow import CDN_INVALIDATION
 from cache.layout import tag_set_key
 from schemas.events import CacheInvalidation
 from tests.integration.invalidation.conftest import Pipeline
@@ -78,6 +79,9 @@ async def test_a_burst_with_tenfold_repeats_needs_at_most_1100_purges_per_sink(
     last = await publisher.publish_burst(events, CACHE_INVALIDATIONS)
     published_in = time.monotonic() - started
     assert await committed_through(kafka_url, group, last, timeout=120), worker.log_tail()
+    # The CDN purges in a group of its own, behind the Redis flow's.
+    cdn_group = CDN_INVALIDATION.group_of(worker.app_id)
+    assert await committed_through(kafka_url, cdn_group, last, timeout=120), worker.log_tail()
     redis_purges = (
         await metric(worker.url, "scribe_invalidations_total", sink="redis", kind="tag")
         - before_redis
