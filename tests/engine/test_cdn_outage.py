@@ -24,7 +24,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from agents.invalidation.flow import INVALIDATION
+from agents.invalidation.flow import CDN_INVALIDATION, INVALIDATION
 from devkit.harness import WorkerProcess, new_worker, read_until
 from runtime.settings import kafka_bootstrap_servers
 from schemas import encode
@@ -133,9 +133,10 @@ async def test_a_three_minute_cdn_outage_costs_no_purge_and_no_dead_letter(
         _each_purged_once(purges, expected)
         before_after_outage = _before_after(purges, outage_until)
 
-        assert await committed_through(
-            kafka_url, INVALIDATION.group_of(worker.app_id), last, timeout=60
-        ), worker.log_tail()
+        for flow in (INVALIDATION, CDN_INVALIDATION):
+            assert await committed_through(
+                kafka_url, flow.group_of(worker.app_id), last, timeout=60
+            ), worker.log_tail()
         assert await _dead_letters(kafka_url, marker) == []
         assert await eventually(flow_healthy, timeout=30)
         assert worker.alive()
@@ -161,7 +162,9 @@ def _degraded_throughout(health_seen: list[dict[str, Any]]) -> list[float]:
         assert "CDN purges failing" in seen["reason"], seen
         assert "left until the retry deadline" in seen["reason"], seen
         assert "503" in seen["reason"], seen
-        assert seen["details"]["paused"] is True, seen
+        # The CDN flow's partitions are paused; the Redis flow's (a group of its own) are not.
+        assert seen["details"]["cdn_paused"] is True, seen
+        assert seen["details"]["paused"] is False, seen
         assert 0 < seen["details"]["cdn_seconds_until_deadline"] <= DEFAULT_DEADLINE_S
     left: list[float] = [s["details"]["cdn_seconds_until_deadline"] for s in health_seen]
     assert left == sorted(left, reverse=True), left
