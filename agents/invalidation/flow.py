@@ -24,7 +24,13 @@ from aiokafka import TopicPartition
 
 from agents.context import Resources
 from agents.intake import dead_letter_writer, decoder
-from agents.invalidation.coalesce import FOR_REDIS, FOR_THE_CDN, AdaptiveWindow, Window
+from agents.invalidation.coalesce import (
+    FOR_REDIS,
+    FOR_THE_CDN,
+    AdaptiveWindow,
+    TargetKind,
+    Window,
+)
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import AfterRedis, CdnSink, Committed, RedisSink
 from runtime.flow import Flow, StartAt
@@ -58,10 +64,8 @@ CDN_INVALIDATION = spec(InvalidationSettings(), "invalidation-cdn")
 
 
 def coalesce(batch: list[Received[CacheInvalidation]]) -> Window:
-    """The Redis flow's window: keys, patterns and tags."""
-    window = Window()
-    for item in batch:
-        window.add(item.event, item.origin, FOR_REDIS)
+    """The Redis flow's window: keys, patterns and tags (what the coalescing metric counts)."""
+    window = _window(batch, FOR_REDIS)
     COALESCED_TARGETS.labels(stage="received").inc(window.targets_in)
     COALESCED_TARGETS.labels(stage="emitted").inc(window.targets_out)
     return window
@@ -69,9 +73,13 @@ def coalesce(batch: list[Received[CacheInvalidation]]) -> Window:
 
 def coalesce_for_the_cdn(batch: list[Received[CacheInvalidation]]) -> Window:
     """The CDN flow's window: URLs and tags."""
+    return _window(batch, FOR_THE_CDN)
+
+
+def _window(batch: list[Received[CacheInvalidation]], kinds: frozenset[TargetKind]) -> Window:
     window = Window()
     for item in batch:
-        window.add(item.event, item.origin, FOR_THE_CDN)
+        window.add(item.event, item.origin, kinds)
     return window
 
 

@@ -60,7 +60,8 @@ def invalidations_for(
     old_places = before.locations if before is not None else {}
     new_places = after.locations
     if old_places is not new_places:
-        for location_id in old_places.keys() | new_places.keys():
+        same_places = old_places.keys() == new_places.keys()
+        for location_id in new_places if same_places else old_places.keys() | new_places:
             old_place, new_place = old_places.get(location_id), new_places.get(location_id)
             if old_place is not new_place:  # shared by a tick that did not change it
                 _replaced(_image(old_place), _image(new_place), urls)
