@@ -584,8 +584,8 @@ def main() -> int:
     if runs_the_invalidation_flow():
         print(
             f"the invalidation flow read {result['invalidations_read_in_window']:,.0f} of the "
-            f"{result['invalidations_sent_in_window']:,.0f} invalidations the world flow sent "
-            f"over the window; {result['invalidations_behind_at_end']:,.0f} behind at its end "
+            f"{result['invalidations_sent_in_window']:,.0f} invalidation messages the world flow "
+            f"sent over the window; {result['invalidations_behind_at_end']:,.0f} behind at its end "
             f"({result['cdn_invalidations_behind_at_end']:,.0f} in the CDN flow)"
         )
     print(

@@ -21,6 +21,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from agents.context import Resources
 from agents.intake import dead_letter_writer, decoder
+from agents.world.invalidation import one_per_partition
 from agents.world.owner import EVENTS_AGENT, TICKS_AGENT, WorldOwner
 from runtime import tracing
 from runtime.flow import Flow, Rebalance, Timer
@@ -114,16 +115,19 @@ def declare(
 
 async def send_invalidations(
     producer: AIOKafkaProducer, invalidations: list[CacheInvalidation], headers: list[Header]
-) -> None:
-    """Send a round's invalidations as one produce batch per partition (one future each, not
-    one per world), keyed and partitioned as `producer.send` would, and wait for the
-    acknowledgements."""
+) -> int:
+    """Send a round's invalidations merged into one message per partition (`one_per_partition`)
+    and one produce batch per partition (one future each, not one per world), keyed and
+    partitioned as `producer.send` would, and wait for the acknowledgements. Returns how many
+    messages were sent."""
     topic = CACHE_INVALIDATIONS.name
     partitions = len(await producer.partitions_for(topic))
+    merged = one_per_partition(
+        invalidations, lambda i: partition_of(CACHE_INVALIDATIONS.key_of(i), partitions)
+    )
     batches: dict[int, list[BatchBuilder]] = {}
-    for invalidation in invalidations:
+    for partition, invalidation in merged:
         key, value = CACHE_INVALIDATIONS.key_of(invalidation), encode(invalidation)
-        partition = partition_of(key, partitions)
         open_batches = batches.get(partition)
         if open_batches is None:
             open_batches = batches[partition] = [producer.create_batch()]
@@ -139,6 +143,7 @@ async def send_invalidations(
     ]
     for future in sent:
         await future
+    return len(merged)
 
 
 async def build(resources: Resources) -> Flow[Event, WorldInputs]:
@@ -150,19 +155,19 @@ async def build(resources: Resources) -> Flow[Event, WorldInputs]:
         faust_producer: Any = resources.app.producer
         producer: AIOKafkaProducer = faust_producer._ensure_producer()
 
-        async def send_all() -> None:
+        async def send_all() -> int:
             # The batch's span (or tick round's, none) goes on: the invalidation batch links to it.
-            await send_invalidations(producer, invalidations, tracing.inject())
+            return await send_invalidations(producer, invalidations, tracing.inject())
 
         # The worlds are stored by now: invalidations not sent here would never be sent, so a
         # stop does not cut this short (the runner's stop deadline does, if Kafka is down).
-        await until_written(
+        sent = await until_written(
             "kafka.cache_invalidations",
             send_all,
             retryable=(KafkaError, OSError),
             stopping=KEEP_TRYING,
         )
-        MESSAGES_OUT.labels(topic=CACHE_INVALIDATIONS.name, agent="world").inc(len(invalidations))
+        MESSAGES_OUT.labels(topic=CACHE_INVALIDATIONS.name, agent="world").inc(sent)
 
     pool = await asyncpg.create_pool(
         settings.database_url,

@@ -7,16 +7,26 @@ An image is an AI-generated file behind its URL; it does not show a tick's state
 is, what it does, a place's stock), so a tick purges no image. Purging them on each card change
 cost about two CDN calls per world per tick, where Fastly takes one URL a call at 50 calls/s:
 past a few dozen ticking worlds the invalidation flow fell behind without bound, holding the
-Redis removals behind the CDN."""
+Redis removals behind the CDN.
+
+A write's invalidations leave as one message per partition of `cache.invalidations`
+(`one_per_partition`), not one per world."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from agents.world.model import Location, Npc, WorldState
 from schemas.events import CacheInvalidation
 
 MAX_TARGETS = 1000  # CacheInvalidation's bound on keys and on urls
+MAX_TAGS = 100  # and on patterns and tags
+# The targets a round's message for one partition gathers from its worlds (about three each):
+# enough that its fixed costs (building, sending, fetching, validating) are shared by dozens of
+# worlds, few enough that a window of the invalidation flow's records stays as it was sized.
+# Within every bound of the contract (keys, urls, patterns, tags), so a merge never passes one.
+MERGED_TARGETS = 100
 _SCHEMA_VERSION = CacheInvalidation.model_fields["schema_version"].default
 
 
@@ -108,3 +118,56 @@ def _replaced(old_url: str | None, new_url: str | None, urls: set[str]) -> None:
         urls.add(old_url)
         if new_url:
             urls.add(new_url)
+
+
+def one_per_partition(
+    invalidations: Sequence[CacheInvalidation], partition_of: Callable[[CacheInvalidation], int]
+) -> list[tuple[int, CacheInvalidation]]:
+    """A round's invalidations merged into one message per partition of `cache.invalidations`
+    (more when one would pass `MERGED_TARGETS`), each world's in the order given: a message per
+    world per tick made its fixed costs the larger part of the invalidations' share of a
+    ticking worker. A merged message takes its first world's key, so it lands in the
+    partition of every world in it (where each world's own messages go) and a replay of it
+    keyed as it was lands there too."""
+    groups: dict[int, list[list[CacheInvalidation]]] = {}
+    sizes: dict[int, int] = {}
+    for invalidation in invalidations:
+        partition = partition_of(invalidation)
+        size = _targets(invalidation)
+        open_groups = groups.setdefault(partition, [])
+        if open_groups and sizes[partition] + size <= MERGED_TARGETS:
+            open_groups[-1].append(invalidation)
+            sizes[partition] += size
+        else:
+            open_groups.append([invalidation])
+            sizes[partition] = size
+    return [
+        (partition, _merged(group))
+        for partition, partition_groups in groups.items()
+        for group in partition_groups
+    ]
+
+
+def _targets(invalidation: CacheInvalidation) -> int:
+    return (
+        len(invalidation.keys)
+        + len(invalidation.patterns)
+        + len(invalidation.tags)
+        + len(invalidation.urls)
+    )
+
+
+def _merged(group: list[CacheInvalidation]) -> CacheInvalidation:
+    first = group[0]
+    if len(group) == 1:
+        return first
+    return CacheInvalidation.model_construct(
+        id=first.id,
+        keys=[key for i in group for key in i.keys],
+        patterns=[pattern for i in group for pattern in i.patterns],
+        tags=[tag for i in group for tag in i.tags],
+        urls=[url for i in group for url in i.urls],
+        reason=f"{len(group)} worlds changed in one write, the first: {first.reason}",
+        occurred_at=max(i.occurred_at for i in group),
+        schema_version=_SCHEMA_VERSION,
+    )

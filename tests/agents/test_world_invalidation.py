@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.world.invalidation import invalidations_for
+from agents.world.invalidation import MERGED_TARGETS, invalidations_for, one_per_partition
 from agents.world.model import Npc
 from agents.world.step import step
+from schemas.events import CacheInvalidation
 from tests.agents.world_fixtures import applied, village, world_event
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -100,3 +101,60 @@ def test_many_changed_npcs_become_a_pattern_and_urls_are_chunked() -> None:
     assert invs[0].keys == ["world:w-big"]
     assert sum(len(i.urls) for i in invs) == 3000
     assert all(len(i.urls) <= 1000 for i in invs)
+
+
+def _ticked(world_ids: list[str], checkpointed: bool = False) -> list[CacheInvalidation]:
+    invalidations = []
+    for world_id in world_ids:
+        world = village(world_id)
+        later, _ = step(world, 1)
+        invalidations.extend(invalidations_for(world, later, NOW, checkpointed))
+    return invalidations
+
+
+def _partition_by_last_digit(invalidation: CacheInvalidation) -> int:
+    return int(invalidation.id[-1]) % 2
+
+
+def test_a_writes_invalidations_merge_into_one_valid_message_per_partition() -> None:
+    sent = _ticked([f"w-{n}" for n in range(6)], checkpointed=True)
+    merged = one_per_partition(sent, _partition_by_last_digit)
+    assert [(p, m.id) for p, m in merged] == [(0, "world:w-0"), (1, "world:w-1")]
+    for partition, message in merged:
+        own = [i for i in sent if _partition_by_last_digit(i) == partition]
+        # Every world's targets, in the order given; the contract's validation accepts it.
+        assert message.keys == [k for i in own for k in i.keys]
+        assert message.tags == [t for i in own for t in i.tags] == [i.id for i in own]
+        assert message.reason.startswith("3 worlds changed in one write, the first: world w-")
+        assert CacheInvalidation.model_validate_json(message.model_dump_json()) == message
+
+
+def test_a_world_alone_in_its_partition_keeps_its_own_message() -> None:
+    [only] = _ticked(["w-3"])
+    assert one_per_partition([only], _partition_by_last_digit) == [(1, only)]
+
+
+def test_a_partitions_message_is_split_before_it_passes_the_merged_bound() -> None:
+    sent = _ticked([f"w-{n}" for n in range(0, 200, 2)])  # all in partition 0
+    merged = one_per_partition(sent, _partition_by_last_digit)
+    assert len(merged) > 1
+    assert {p for p, _ in merged} == {0}
+    targets = [len(m.keys) + len(m.tags) + len(m.patterns) + len(m.urls) for _, m in merged]
+    assert max(targets) <= MERGED_TARGETS
+    # Nothing lost or reordered across the split.
+    assert [k for _, m in merged for k in m.keys] == [k for i in sent for k in i.keys]
+
+
+def test_a_world_with_more_targets_than_the_bound_goes_alone_and_whole() -> None:
+    world = village("w-big")
+    for number in range(300):
+        world.npcs[f"x-{number}"] = Npc(f"x-{number}", "X")
+    crowd = world.clone()
+    for number in range(300):
+        crowd.npcs[f"x-{number}"].name = "Y"
+    crowd.version += 1
+    [big] = invalidations_for(world, crowd, NOW)
+    small = _ticked(["w-0", "w-2"])
+    merged = one_per_partition([small[0], big, small[1]], lambda _: 0)
+    assert [m.id for _, m in merged] == ["world:w-0", "world:w-big", "world:w-2"]
+    assert merged[1][1] is big

@@ -566,3 +566,40 @@ async def test_a_rounds_invalidations_go_out_in_batches_keyed_and_partitioned_as
         assert record.partition == partitioner(record.key, list(range(count)), [])
         assert record.headers["traceparent"] == traceparent[1]
     assert len({r.partition for r in records}) > 1
+
+
+@pytest.mark.integration
+async def test_a_rounds_small_invalidations_go_out_as_one_message_per_partition(
+    kafka_producer: AIOKafkaProducer, kafka_url: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    sent = [
+        CacheInvalidation(
+            id=f"world:w-merge-{run}-{n}",
+            keys=[f"world:w-merge-{run}-{n}", f"world:w-merge-{run}-{n}:npc:npc-1"],
+            reason=f"world w-merge-{run}-{n} changed",
+            occurred_at=datetime.now(UTC),
+        )
+        for n in range(40)
+    ]
+    count = len(await kafka_producer.partitions_for("cache.invalidations"))
+    messages = await send_invalidations(kafka_producer, sent, [])
+    assert messages == count  # 80 keys fit one message per partition
+
+    records = await read_until(
+        kafka_url,
+        "cache.invalidations",
+        done=lambda kept: len(kept) >= messages,
+        match=lambda r: (r.key or b"").startswith(f"world:w-merge-{run}-".encode()),
+    )
+    assert len(records) == messages
+    partitioner = DefaultPartitioner()
+    read_keys = set()
+    for record in records:
+        message = CacheInvalidation.model_validate_json(record.value or b"")
+        assert record.partition == partitioner(record.key, list(range(count)), [])
+        # Each world in a message is one its key's partition holds.
+        for world in message.keys[::2]:
+            assert partitioner(world.encode(), list(range(count)), []) == record.partition
+        read_keys.update(message.keys)
+    assert read_keys == {k for i in sent for k in i.keys}
