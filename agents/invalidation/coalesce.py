@@ -109,22 +109,6 @@ class Window:
                     targets.setdefault(Target(kind, value), []).append(origin)
 
 
-def merge(windows: Iterable[Window]) -> Window:
-    """One window for several, in order: what the CDN stage does with windows that queued up
-    while it was purging."""
-    merged = Window()
-    for window in windows:
-        for target, origins in window.targets.items():
-            merged.targets.setdefault(target, []).extend(origins)
-        merged.ids.extend(window.ids)
-        merged.occurred_at.extend(window.occurred_at)
-        for tp, offset in window.offsets.items():
-            merged.offsets[tp] = max(merged.offsets.get(tp, 0), offset)
-        merged.messages += window.messages
-        merged.targets_in += window.targets_in
-    return merged
-
-
 class AdaptiveWindow:
     """When the invalidation flow's batch (its coalescing window) is due.
 

@@ -10,7 +10,6 @@ from agents.invalidation.coalesce import (
     Target,
     TargetKind,
     Window,
-    merge,
 )
 from schemas.events import CacheInvalidation
 from schemas.examples import example
@@ -60,22 +59,6 @@ def test_origins_of_a_target_are_the_messages_that_asked_for_it() -> None:
     assert [o.offset for o in window.origins_of([b])] == [1, 2]
     assert [o.offset for o in window.origins_of([a, b])] == [1, 2]
     assert window.origins_of([Target(TargetKind.URL, "https://cdn/none")]) == []
-
-
-def test_merge_keeps_order_targets_and_the_highest_offsets() -> None:
-    first, second = Window(), Window()
-    first.add(*_message(1, keys=["a"], urls=["https://cdn/u"]))
-    second.add(*_message(5, keys=["b"], urls=["https://cdn/u"]))
-    second.add(*_message(2, partition=1, keys=["a"]))
-    merged = merge([first, second])
-    assert merged.keys == ["a", "b"]
-    assert merged.urls == ["https://cdn/u"]
-    assert [o.offset for o in merged.origins_of([Target(TargetKind.URL, "https://cdn/u")])] == [
-        1,
-        5,
-    ]
-    assert merged.offsets == {("cache.invalidations", 0): 6, ("cache.invalidations", 1): 3}
-    assert (merged.messages, merged.targets_in, merged.targets_out) == (3, 5, 3)
 
 
 def test_a_burst_with_repeats_coalesces_to_its_distinct_targets() -> None:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from agents.invalidation.agent import health
 from agents.invalidation.coalesce import Window
 from agents.invalidation.config import InvalidationSettings
 from agents.invalidation.delivery import AfterRedis
@@ -22,6 +25,7 @@ from agents.invalidation.flow import (
     decode_for_the_cdn,
     where_the_redis_flow_is,
 )
+from runtime.health import Status
 from runtime.settings import SettingsError
 from runtime.sink import SinkBackpressure
 from runtime.source import Rejected
@@ -159,6 +163,33 @@ async def test_a_redis_flow_that_stays_behind_is_pushed_back_on_until_it_passes(
 
     with pytest.raises(SinkBackpressure, match="offsets cannot be read"):
         await AfterRedis(unreadable).write(window)
+
+
+def _running(*sinks: object, paused: bool = False) -> Any:
+    return SimpleNamespace(in_hand=1, paused=paused, flow=SimpleNamespace(sinks=sinks))
+
+
+async def test_health_says_when_the_cdn_purges_wait_for_the_redis_flow() -> None:
+    behind: dict[TopicPartition, int] = {PARTITION: 0}
+
+    async def redis_committed(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return behind
+
+    window = Window()
+    window.add(CacheInvalidation.model_validate_json(invalidation("a", tags=["t"])), ORIGIN)
+    gate = AfterRedis(redis_committed, poll_s=0.001, wait_s=0.01)
+    redis, cdn = _running(), _running(gate, paused=True)
+    assert health(None, None).reason == "starting: waiting for Redis"
+    with pytest.raises(SinkBackpressure):
+        await gate.write(window)
+    waiting = health(redis, cdn)
+    assert waiting.status is Status.DEGRADED
+    assert waiting.reason == "CDN purges wait for the Redis flow to commit past them"
+    assert waiting.details["cdn_paused"] is True and waiting.details["paused"] is False
+    behind[PARTITION] = ORIGIN.offset + 1
+    await gate.write(window)
+    cdn.paused = False
+    assert health(redis, cdn).status is Status.HEALTHY
 
 
 async def test_a_redis_that_pushes_back_holds_the_commit() -> None:
