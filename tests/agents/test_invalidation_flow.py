@@ -140,36 +140,14 @@ async def test_a_window_with_nothing_for_the_cdn_waits_for_nothing() -> None:
     await AfterRedis(redis_committed).write(window)
 
 
-async def test_a_redis_flow_that_stays_behind_is_pushed_back_on_until_it_passes() -> None:
-    """After `wait_s` the gate pushes back (the runtime pauses the CDN flow and says why);
-    offsets that cannot be read push back at once."""
-    behind: dict[TopicPartition, int] = {PARTITION: 0}
-
-    async def redis_committed(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return behind
-
-    window = Window()
-    window.add(CacheInvalidation.model_validate_json(invalidation("a", tags=["t"])), ORIGIN)
-    gate = AfterRedis(redis_committed, poll_s=0.001, wait_s=0.01)
-    with pytest.raises(SinkBackpressure, match="waiting for the Redis flow"):
-        await gate.write(window)
-    assert gate.waiting
-    behind[PARTITION] = ORIGIN.offset + 1
-    await gate.write(window)
-    assert not gate.waiting
-
-    async def unreadable(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        raise KafkaConnectionError("no broker")
-
-    with pytest.raises(SinkBackpressure, match="offsets cannot be read"):
-        await AfterRedis(unreadable).write(window)
-
-
 def _running(*sinks: object, paused: bool = False) -> Any:
+    """A flow runner as /health reads it."""
     return SimpleNamespace(in_hand=1, paused=paused, flow=SimpleNamespace(sinks=sinks))
 
 
-async def test_health_says_when_the_cdn_purges_wait_for_the_redis_flow() -> None:
+async def test_a_redis_flow_that_stays_behind_is_pushed_back_on_until_it_passes() -> None:
+    """After `wait_s` the gate pushes back (the runtime pauses the CDN flow and /health says
+    why); offsets that cannot be read push back at once."""
     behind: dict[TopicPartition, int] = {PARTITION: 0}
 
     async def redis_committed(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -179,17 +157,25 @@ async def test_health_says_when_the_cdn_purges_wait_for_the_redis_flow() -> None
     window.add(CacheInvalidation.model_validate_json(invalidation("a", tags=["t"])), ORIGIN)
     gate = AfterRedis(redis_committed, poll_s=0.001, wait_s=0.01)
     redis, cdn = _running(), _running(gate, paused=True)
-    assert health(None, None).reason == "starting: waiting for Redis"
-    with pytest.raises(SinkBackpressure):
+    with pytest.raises(SinkBackpressure, match="waiting for the Redis flow"):
         await gate.write(window)
+    assert gate.waiting
     waiting = health(redis, cdn)
     assert waiting.status is Status.DEGRADED
     assert waiting.reason == "CDN purges wait for the Redis flow to commit past them"
     assert waiting.details["cdn_paused"] is True and waiting.details["paused"] is False
     behind[PARTITION] = ORIGIN.offset + 1
     await gate.write(window)
+    assert not gate.waiting
     cdn.paused = False
     assert health(redis, cdn).status is Status.HEALTHY
+    assert health(None, None).reason == "starting: waiting for Redis"
+
+    async def unreadable(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        raise KafkaConnectionError("no broker")
+
+    with pytest.raises(SinkBackpressure, match="offsets cannot be read"):
+        await AfterRedis(unreadable).write(window)
 
 
 async def test_a_redis_that_pushes_back_holds_the_commit() -> None:
