@@ -245,6 +245,14 @@ class Settings:
     database_read_max_lag_s: float = 5.0
     database_read_check_s: float = 1.0
 
+    def fetch_wait_ms(self, on_embedded_ms: int, on_kafka_ms: int = 500) -> int:
+        """How long a consumer's fetch may wait for records. The embedded broker (run with
+        `fast_rebalance`) answers a waiting fetch only when its wait runs out, so a flow that
+        must answer soon waits briefly there, and each of its idle consumers fetches that
+        often. Kafka answers as soon as records arrive, so there a long wait costs no latency
+        and spares the idle fetches."""
+        return on_embedded_ms if self.fast_rebalance else on_kafka_ms
+
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ

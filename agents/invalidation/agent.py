@@ -3,6 +3,7 @@ flow on world.events, each as a service of the worker."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -18,7 +19,10 @@ from runtime.service import Running
 
 
 def register(app: faust.App, resources: Resources) -> None:
-    config = InvalidationSettings.from_env()
+    config = replace(
+        InvalidationSettings.from_env(),
+        fetch_wait_ms=resources.settings.base.fetch_wait_ms(InvalidationSettings.fetch_wait_ms),
+    )
     to_redis: Running[FlowRunner[Any, Any]] = Running()
     to_cdn: Running[FlowRunner[Any, Any]] = Running()
 

@@ -16,6 +16,9 @@ class InvalidationSettings:
     busy_per_second: float = 10_000
     # The most records one window holds (while full, reading waits for the sinks).
     poll_records: int = 5_000
+    # How long a fetch waits for records: short on the embedded broker, which answers only when
+    # the wait runs out; on Kafka, which answers as records arrive, `Settings.fetch_wait_ms`.
+    fetch_wait_ms: int = 20
     # How long a stopping worker keeps delivering what it already read.
     shutdown_seconds: float = 10.0
     # TTL of the values cache warming writes.

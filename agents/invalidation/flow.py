@@ -51,7 +51,7 @@ def spec(config: InvalidationSettings, flow: str = "invalidation") -> ConsumerSp
         flow,
         (CACHE_INVALIDATIONS.name,),
         max_batch=config.poll_records,
-        fetch_wait_ms=20,
+        fetch_wait_ms=config.fetch_wait_ms,
         poll_ms=100,
         # The longest window; `AdaptiveWindow` (in `declare`) decides when a batch is due.
         window_seconds=config.window_seconds,

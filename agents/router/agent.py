@@ -108,7 +108,7 @@ class _Hosted:
         self.app = app
         self.resources = resources
         self.settings = settings
-        self.fast = resources.settings.base.fast_rebalance
+        self.base = resources.settings.base
         # The execution lanes' handler, once `executing` declared them.
         self.handler: Callable[[], ExecuteRouted] | None = None
         # Decide hands urgent and normal requests to the lanes in this worker at once.
@@ -132,10 +132,9 @@ class _Hosted:
         await self.handler().decided_now(job)
 
     def fetch_wait_ms(self, flow: str, on_kafka_ms: int = 500) -> int:
-        # The embedded broker answers a waiting fetch only when its wait runs out (see
-        # bench/faust_fetch_wait.py); Kafka answers when data arrives (or, for a flow with a
-        # `fetch_min_bytes`, when that much has gathered), so there the flow's own wait holds.
-        return FETCH_WAIT_MS[flow] if self.fast else on_kafka_ms
+        # On Kafka a flow with a `fetch_min_bytes` is answered once that much has gathered or
+        # its own wait (`on_kafka_ms`) ran out (bench/faust_fetch_wait.py: the embedded broker).
+        return self.base.fetch_wait_ms(FETCH_WAIT_MS[flow], on_kafka_ms)
 
     async def enqueue(self, emit: Emit) -> Awaitable[Any]:
         """Hand `emit` to the producer; what it returns is its acknowledgement."""

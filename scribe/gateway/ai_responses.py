@@ -107,9 +107,8 @@ class ResponseWaiter:
             await asyncio.sleep(RETRY_START_S)
 
     async def _read(self) -> None:
-        fast = self.settings.base.fast_rebalance
-        # The embedded broker answers a fetch only when its wait runs out; Kafka on data.
-        consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=20 if fast else 500)
+        wait_ms = self.settings.base.fetch_wait_ms(20)
+        consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=wait_ms)
         self._consumer = consumer
         await consumer.start()
         partitions = await existing_partitions(self.settings, [AI_RESPONSES.name])
