@@ -309,7 +309,8 @@ class WorldTick(Event):
 
 
 class CacheInvalidation(Event):
-    """Targets to drop from every cache layer, keyed by id (the entity that changed)."""
+    """Targets to drop from every cache layer, keyed by id: the entity that changed, or for a
+    world write's invalidations merged per partition, the first of its worlds."""
 
     id: Identifier
     keys: Annotated[list[CacheKey], Field(max_length=1000)] = Field(default_factory=list)
