@@ -356,5 +356,6 @@ class BudgetState(Event):
     thresholds_reached: Annotated[
         list[Annotated[int, Field(strict=True, ge=1, le=1000)]], Field(max_length=32)
     ]
-    version: Annotated[StrictInt, Field(ge=1)]
+    # From a PostgreSQL bigint sequence; unbounded, a version past 64 bits could not be encoded.
+    version: Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
     updated_at: UtcDatetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -13,6 +14,7 @@ from schemas import DecodeError, decode, encode
 from schemas.events import (
     AIRequest,
     AIResponse,
+    BudgetState,
     CacheInvalidation,
     Event,
     RefusalKind,
@@ -157,6 +159,16 @@ def test_world_event_type_is_a_snake_case_word() -> None:
 def test_world_tick_is_not_negative() -> None:
     with pytest.raises(ValueError, match="tick"):
         example(WorldTick, tick=-1)
+
+
+def test_a_budget_state_version_is_what_its_bigint_sequence_can_give() -> None:
+    """A version past 64 bits decoded, then could not be encoded again (found by the fuzz)."""
+    highest = example(BudgetState, version=2**63 - 1)
+    assert decode(encode(highest), BudgetState) == highest
+    fields = orjson.loads(encode(highest))
+    fields["version"] = 2**64
+    with pytest.raises(DecodeError, match="version"):
+        decode(json.dumps(fields).encode(), BudgetState)
 
 
 def test_invalidation_needs_a_target() -> None:
