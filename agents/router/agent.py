@@ -132,8 +132,9 @@ class _Hosted:
         await self.handler().decided_now(job)
 
     def fetch_wait_ms(self, flow: str, on_kafka_ms: int = 500) -> int:
+        # The rule is `Settings.fetch_wait_ms` (the embedded broker: bench/faust_fetch_wait.py).
         # On Kafka a flow with a `fetch_min_bytes` is answered once that much has gathered or
-        # its own wait (`on_kafka_ms`) ran out (bench/faust_fetch_wait.py: the embedded broker).
+        # `on_kafka_ms` ran out.
         return self.base.fetch_wait_ms(FETCH_WAIT_MS[flow], on_kafka_ms)
 
     async def enqueue(self, emit: Emit) -> Awaitable[Any]:

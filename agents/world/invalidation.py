@@ -21,11 +21,11 @@ from agents.world.model import Location, Npc, WorldState
 from schemas.events import CacheInvalidation
 
 MAX_TARGETS = 1000  # CacheInvalidation's bound on keys and on urls
-MAX_TAGS = 100  # and on patterns and tags
 # The targets a round's message for one partition gathers from its worlds (about three each):
 # enough that its fixed costs (building, sending, fetching, validating) are shared by dozens of
 # worlds, few enough that a window of the invalidation flow's records stays as it was sized.
-# Within every bound of the contract (keys, urls, patterns, tags), so a merge never passes one.
+# Within every bound of the contract (1,000 keys or urls, 100 patterns or tags), so a merge
+# never passes one.
 MERGED_TARGETS = 100
 _SCHEMA_VERSION = CacheInvalidation.model_fields["schema_version"].default
 
