@@ -25,8 +25,13 @@ window, then reads back from PostgreSQL:
 - player events applied per second, and the worker's own tick-lag histogram (/metrics);
 - the garbage collections that paused the worker over the window, and for how long in all
   (`scribe_gc_pause_seconds`): each held every flow on its event loop;
-- the invalidations the world flow sent over the window, how many of them the worker's
-  invalidation flow read, and how far behind it was at the end (its CPU is in the worker's).
+- the invalidations the world flow sent over the window, how many of them the invalidation
+  flow read, and how far behind it was at the end (its CPU is in the worker's).
+
+`--apart` runs the flows as docs/capacity.md deploys them at scale: the measured worker hosts
+the world flow alone (`SCRIBE_WORKER_FLOWS=world`) and a second worker hosts the others (the
+invalidation flows, cache warming, the router and usage). The second worker's CPU per tick is
+reported beside the world worker's, like PostgreSQL's and the broker's.
 
 A progress line is printed every five seconds; results go to bench/results/world_ticks-*.json.
 """
@@ -66,13 +71,15 @@ from bench.processes import (
 )
 from devkit.harness import WorkerProcess, metric_sum, new_worker, services_for_tests
 from runtime.service import collector_thresholds
-from runtime.settings import kafka_bootstrap_servers
+from runtime.settings import WORKER_FLOWS, kafka_bootstrap_servers
 from schemas.events import WorldEvent
 from topics.publisher import Publisher
 
 RESULTS = Path(__file__).parent / "results"
 # The window's tick lag is also reported per slice of this many seconds.
 LAG_SLICE_S = 5
+# `--apart`: the flows the second worker hosts (the world worker hosts `world` alone).
+OTHER_FLOWS = tuple(flow for flow in WORKER_FLOWS if flow != "world")
 PLACES = ("square", "tavern", "market", "temple", "farm", "forest", "mine", "harbor")
 
 
@@ -186,10 +193,18 @@ def runs_the_invalidation_flow() -> bool:
     return named <= {""} or "invalidation" in named
 
 
-async def wait_until_warmed(worker: WorkerProcess, worlds: int) -> None:
-    """Cache warming (its own flow in the worker) reads and caches each loaded world once;
-    that is load-time work, not a tick's, so the window opens after it."""
-    if not runs_the_invalidation_flow():
+def invalidation_worker(worker: WorkerProcess, other: WorkerProcess | None) -> WorkerProcess | None:
+    """The worker that hosts the invalidation flow: the second one under `--apart`; else the
+    world worker, unless SCRIBE_WORKER_FLOWS leaves the flow out (then none)."""
+    if other is not None:
+        return other
+    return worker if runs_the_invalidation_flow() else None
+
+
+async def wait_until_warmed(worker: WorkerProcess | None, worlds: int) -> None:
+    """Cache warming (its own flow in the invalidation worker) reads and caches each loaded
+    world once; that is load-time work, not a tick's, so the window opens after it."""
+    if worker is None:
         say("  no cache warming to wait for: SCRIBE_WORKER_FLOWS leaves out the invalidation flow")
         return
     pattern = re.compile(r'^scribe_cache_warming_total\{outcome="[a-z_]+"\} ([0-9.e+]+)$', re.M)
@@ -250,10 +265,12 @@ def timer_seconds(samples: list[Sample]) -> dict[str, float]:
     }
 
 
-def wait_totals(samples: list[Sample]) -> dict[str, float]:
+def wait_totals(samples: list[Sample], others: list[Sample]) -> dict[str, float]:
     """Running totals of the world writes' wall time, of the event loop's lateness and of the
-    collector's pauses (all generations): their differences over the window give each one's
-    mean, or its total, in it."""
+    collector's pauses (all generations) in the world worker (`samples`): their differences
+    over the window give each one's mean, or its total, in it. The invalidation flow's counts
+    are read from both workers' samples (`others`: the second worker's under `--apart`)."""
+    both = samples + others
     return {
         "write_s": metric_sum(samples, "scribe_sink_write_seconds_sum", sink="postgres.world"),
         "writes": metric_sum(samples, "scribe_sink_write_seconds_count", sink="postgres.world"),
@@ -265,10 +282,10 @@ def wait_totals(samples: list[Sample]) -> dict[str, float]:
             samples, "scribe_messages_out_total", topic="cache.invalidations", agent="world"
         ),
         "invalidations_read": metric_sum(
-            samples, "scribe_messages_in_total", topic="cache.invalidations", agent="invalidation"
+            both, "scribe_messages_in_total", topic="cache.invalidations", agent="invalidation"
         ),
-        "invalidations_behind": group_lag(samples, ".invalidation"),
-        "invalidations_behind_cdn": group_lag(samples, ".invalidation-cdn"),
+        "invalidations_behind": group_lag(both, ".invalidation"),
+        "invalidations_behind_cdn": group_lag(both, ".invalidation-cdn"),
     }
 
 
@@ -310,7 +327,7 @@ def collector_pauses(before: dict[str, float], after: dict[str, float]) -> dict[
 
 def invalidation_progress(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """What the world flow sent to cache.invalidations over the window, what the Redis
-    invalidation flow (in the same worker) read of it, and how far behind it and the CDN flow
+    invalidation flow read of it, and how far behind it and the CDN flow
     were at the window's end: a worker that ticks its worlds but leaves their invalidations
     unread does not keep up."""
     return {
@@ -334,8 +351,12 @@ def histogram_p99(metrics: str) -> float | None:
 
 
 async def measure(
-    args: argparse.Namespace, env: dict[str, str], worker: WorkerProcess
+    args: argparse.Namespace,
+    env: dict[str, str],
+    worker: WorkerProcess,
+    other: WorkerProcess | None,
 ) -> dict[str, Any]:
+    """`other`: the second worker under `--apart` (None: the world worker hosts every flow)."""
     run = uuid.uuid4().hex[:6]
     prefix = f"bench-{run}-"
     world_ids = [f"{prefix}{n:04d}" for n in range(args.worlds)]
@@ -348,23 +369,29 @@ async def measure(
             say(f"loading {args.worlds} worlds ...")
             await load_worlds(publisher, world_ids, spread_s=2.0)
             await wait_until_ticking(db, prefix, args.worlds)
-            await wait_until_warmed(worker, args.worlds)
+            await wait_until_warmed(invalidation_worker(worker, other), args.worlds)
             await asyncio.sleep(3)  # let the start-up burst settle
             say(f"measuring for {args.seconds:.0f} s with {args.events_per_second}/s events ...")
             window_start = await db.fetchval("SELECT clock_timestamp()")
             heads_before = await table_activity(db, "world_state")
             cpu_before = worker.cpu_seconds()
+            other_cpu_before = other.cpu_seconds() if other is not None else 0.0
             servers_before = {name: tree_cpu_seconds([pid]) for name, pid in servers.items()}
             machine_before = MachineCpu.now()
             loop_thread = ThreadWindow(worker.process.pid if worker.process else None)
             samples_before = worker.samples()  # one read of /metrics for both
-            timer_before, waits_before = timer_seconds(samples_before), wait_totals(samples_before)
+            others_before = other.samples() if other is not None else []
+            timer_before = timer_seconds(samples_before)
+            waits_before = wait_totals(samples_before, others_before)
             sent = await publish_players(
                 publisher, world_ids, args.events_per_second, args.seconds, db
             )
             cpu_after = worker.cpu_seconds()
+            other_cpu_s = other.cpu_seconds() - other_cpu_before if other is not None else None
             samples_after = worker.samples()  # one read of /metrics for both
-            timer_after, waits_after = timer_seconds(samples_after), wait_totals(samples_after)
+            others_after = other.samples() if other is not None else []
+            timer_after = timer_seconds(samples_after)
+            waits_after = wait_totals(samples_after, others_after)
             servers_cpu = {
                 name: tree_cpu_seconds([pid]) - servers_before[name]
                 for name, pid in servers.items()
@@ -403,66 +430,80 @@ async def measure(
         )
     finally:
         await db.close()
-    return {
-        "worlds": args.worlds,
-        "window_s": round(window, 2),
-        "player_events_sent": sent,
-        "player_events_applied_per_s": round(events_applied / window, 1),
-        "ticks_per_s": round(ticks["n"] / window, 1),
-        "tick_lag_p50_s": round(float(ticks["p50"] or 0), 3),
-        "tick_lag_p99_s": round(float(ticks["p99"] or 0), 3),
-        "tick_lag_max_s": round(float(ticks["max"] or 0), 3),
-        "tick_lag_by_slice": [
-            {
-                "from_s": LAG_SLICE_S * row["slice"],
-                "ticks": row["n"],
-                "p50_s": round(float(row["p50"]), 3),
-                "max_s": round(float(row["max"]), 3),
+    return (
+        {
+            "worlds": args.worlds,
+            "window_s": round(window, 2),
+            "player_events_sent": sent,
+            "player_events_applied_per_s": round(events_applied / window, 1),
+            "ticks_per_s": round(ticks["n"] / window, 1),
+            "tick_lag_p50_s": round(float(ticks["p50"] or 0), 3),
+            "tick_lag_p99_s": round(float(ticks["p99"] or 0), 3),
+            "tick_lag_max_s": round(float(ticks["max"] or 0), 3),
+            "tick_lag_by_slice": [
+                {
+                    "from_s": LAG_SLICE_S * row["slice"],
+                    "ticks": row["n"],
+                    "p50_s": round(float(row["p50"]), 3),
+                    "max_s": round(float(row["max"]), 3),
+                }
+                for row in slices
+            ],
+            "worker_histogram_p99_upper_bound_s": histogram_p99(metrics),
+            "worker_mean_write_s": histogram_mean(
+                metrics, "scribe_sink_write_seconds", '{sink="postgres.world"}'
+            ),
+            "worker_mean_rows_per_write": histogram_mean(
+                metrics, "scribe_sink_batch_size", '{sink="postgres.world"}'
+            ),
+            "worker_cpu_utilization": round(cpu_s / window, 3),
+            # The share of the window the world timer spent in each phase of its calls; the rest
+            # it spent between calls.
+            "timer_share_of_window": {
+                phase: round((timer_after[phase] - timer_before[phase]) / window, 3)
+                for phase in TIMER_PHASES
+            },
+            # A write's wall time beside PostgreSQL's CPU for it: each of its round trips also
+            # waits for the worker's event loop to read the answer.
+            **window_means(waits_before, waits_after),
+            **collector_pauses(waits_before, waits_after),
+            **invalidation_progress(waits_before, waits_after),
+            # `world_state` gets one update per world per write: when the new row version cannot
+            # stay on its page (not HOT), every index gets an entry and the table and its indexes
+            # grow until vacuumed.
+            **world_state_activity(heads_before, heads_after),
+            # Every core's time over the window that was not idle: a run whose machine was full
+            # says so beside its lag.
+            "machine_busy_share": round(machine_busy, 3),
+            # The worker's event-loop thread: on a core, runnable but waiting for one, or idle
+            # (waiting for I/O or a timer). Its CPU share alone reads a thread short of a core
+            # as idle.
+            **loop_thread_shares(loop_shares),
+            "worker_cpu_ms_per_tick": round(1000 * cpu_s / max(1, ticks["n"]), 3),
+            # What the same worker spent with no world (its flows' consumers polling, timers,
+            # metrics), and the CPU per tick above it.
+            "worker_idle_cpu_utilization": round(idle, 3),
+            "worker_cpu_ms_per_tick_above_idle": round(
+                1000 * max(0.0, cpu_s - idle * window) / max(1, ticks["n"]), 3
+            ),
+        }
+        | (
+            # Under `--apart`, the second worker (the invalidations' delivery, cache warming, the
+            # idle router and usage flows) over the same window, per tick.
+            {}
+            if other_cpu_s is None
+            else {
+                "other_worker_cpu_utilization": round(other_cpu_s / window, 3),
+                "other_worker_cpu_ms_per_tick": round(1000 * other_cpu_s / max(1, ticks["n"]), 3),
             }
-            for row in slices
-        ],
-        "worker_histogram_p99_upper_bound_s": histogram_p99(metrics),
-        "worker_mean_write_s": histogram_mean(
-            metrics, "scribe_sink_write_seconds", '{sink="postgres.world"}'
-        ),
-        "worker_mean_rows_per_write": histogram_mean(
-            metrics, "scribe_sink_batch_size", '{sink="postgres.world"}'
-        ),
-        "worker_cpu_utilization": round(cpu_s / window, 3),
-        # The share of the window the world timer spent in each phase of its calls; the rest
-        # it spent between calls.
-        "timer_share_of_window": {
-            phase: round((timer_after[phase] - timer_before[phase]) / window, 3)
-            for phase in TIMER_PHASES
-        },
-        # A write's wall time beside PostgreSQL's CPU for it: each of its round trips also
-        # waits for the worker's event loop to read the answer.
-        **window_means(waits_before, waits_after),
-        **collector_pauses(waits_before, waits_after),
-        **invalidation_progress(waits_before, waits_after),
-        # `world_state` gets one update per world per write: when the new row version cannot
-        # stay on its page (not HOT), every index gets an entry and the table and its indexes
-        # grow until vacuumed.
-        **world_state_activity(heads_before, heads_after),
-        # Every core's time over the window that was not idle: a run whose machine was full
-        # says so beside its lag.
-        "machine_busy_share": round(machine_busy, 3),
-        # The worker's event-loop thread: on a core, runnable but waiting for one, or idle
-        # (waiting for I/O or a timer). Its CPU share alone reads a thread short of a core as idle.
-        **loop_thread_shares(loop_shares),
-        "worker_cpu_ms_per_tick": round(1000 * cpu_s / max(1, ticks["n"]), 3),
-        # What the same worker spent with no world (its flows' consumers polling, timers,
-        # metrics), and the CPU per tick above it.
-        "worker_idle_cpu_utilization": round(idle, 3),
-        "worker_cpu_ms_per_tick_above_idle": round(
-            1000 * max(0.0, cpu_s - idle * window) / max(1, ticks["n"]), 3
-        ),
-    } | {
-        # The servers beside it over the same window, per tick (player events and the
-        # invalidations the ticks caused included); absent for a server on another machine.
-        f"{name}_cpu_ms_per_tick": round(1000 * seconds / max(1, ticks["n"]), 3)
-        for name, seconds in servers_cpu.items()
-    }
+        )
+        | {
+            # The servers beside it over the same window, per tick (player events and the
+            # invalidations the ticks caused included); absent for a server on another machine.
+            f"{name}_cpu_ms_per_tick": round(1000 * seconds / max(1, ticks["n"]), 3)
+            for name, seconds in servers_cpu.items()
+        }
+    )
 
 
 def world_state_activity(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
@@ -512,6 +553,11 @@ def main() -> int:
         choices=BROKERS,
         help="start this broker here (default: SCRIBE_*_URL when set, else tansu)",
     )
+    parser.add_argument(
+        "--apart",
+        action="store_true",
+        help="the world flow alone in the measured worker, every other flow in a second worker",
+    )
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -526,14 +572,29 @@ def main() -> int:
             say(f"starting the stack with {args.broker} ...")
             env = stack.enter_context(stack_on(args.broker, args.state_dir.resolve(), say))
         worker_env = env | {"SCRIBE_WORLD_TICK_SECONDS": "1", "SCRIBE_WORLD_IDLE_SECONDS": "3600"}
-        worker = new_worker(worker_env, args.state_dir.resolve() / "workers", "scribe-bench-world")
+        workers_dir = args.state_dir.resolve() / "workers"
+        other = None
+        if args.apart:
+            # One app id: the two workers join the same groups' names, each only its flows'.
+            other = new_worker(
+                worker_env | {"SCRIBE_WORKER_FLOWS": ",".join(OTHER_FLOWS)},
+                workers_dir,
+                "scribe-bench-world",
+            )
+            worker_env |= {"SCRIBE_WORKER_FLOWS": "world"}
+        worker = new_worker(worker_env, workers_dir, "scribe-bench-world")
         stack.callback(worker.stop)
         asyncio.run(retire_earlier_runs(env["SCRIBE_DATABASE_URL"]))
-        say("starting the worker ...")
+        if other is not None:
+            stack.callback(other.stop)
+            say(f"starting the second worker ({', '.join(OTHER_FLOWS)}) ...")
+            other.start()
+        say("starting the worker ..." if other is None else "starting the world worker ...")
         worker.start()
-        result = asyncio.run(measure(args, env, worker))
+        result = asyncio.run(measure(args, env, worker, other))
     required = float(args.worlds)
     result |= {
+        "flows": "world | " + ",".join(OTHER_FLOWS) if args.apart else "all in one worker",
         "broker": args.broker or ("given" if os.environ.get("SCRIBE_KAFKA_URL") else "tansu"),
         "cpu_cores": os.cpu_count(),
         "load_average_before": round(load_before, 2),
@@ -555,6 +616,13 @@ def main() -> int:
     out = RESULTS / f"world_ticks-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    print_summary(result, ceiling, apart=args.apart)
+    print(f"results: {out}")
+    return 0
+
+
+def print_summary(result: dict[str, Any], ceiling: float, apart: bool) -> None:
+    required = result["required_ticks_per_s"]
     print(
         f"\n{result['ticks_per_s']:,.0f} world ticks/s on one worker "
         f"({result['ratio_to_required']:.2f}x the required {required:,.0f}/s), "
@@ -566,6 +634,12 @@ def main() -> int:
         f"tick lag p99 {result['tick_lag_p99_s']:.3f} s; "
         f"{result['player_events_applied_per_s']:,.0f} player events/s applied"
     )
+    if apart:
+        print(
+            f"the world flow alone in that worker; the second worker ({', '.join(OTHER_FLOWS)}) "
+            f"used {result['other_worker_cpu_utilization']:.0%} of a core, "
+            f"{result['other_worker_cpu_ms_per_tick']:.3f} ms per tick"
+        )
     shares = result["timer_share_of_window"]
     print(
         f"the world timer over the window: applying {shares['apply']:.0%}, waiting for the "
@@ -581,7 +655,7 @@ def main() -> int:
         f"the collector paused the worker {result['gc_collections_in_window']:,.0f} times over "
         f"the window, {1000 * result['gc_pause_seconds_in_window']:,.0f} ms in all"
     )
-    if runs_the_invalidation_flow():
+    if apart or runs_the_invalidation_flow():
         print(
             f"the invalidation flow read {result['invalidations_read_in_window']:,.0f} of the "
             f"{result['invalidations_sent_in_window']:,.0f} invalidation messages the world flow "
@@ -593,8 +667,8 @@ def main() -> int:
         + ", ".join(f"{s['p50_s']:.2f}/{s['max_s']:.2f}" for s in result["tick_lag_by_slice"])
     )
     beside = [
-        f"{name} {result[f'{name}_cpu_ms_per_tick']:.3f} ms"
-        for name in SERVERS
+        f"{name.replace('_', ' ')} {result[f'{name}_cpu_ms_per_tick']:.3f} ms"
+        for name in ("other_worker", *SERVERS)
         if f"{name}_cpu_ms_per_tick" in result
     ]
     if beside:
@@ -616,8 +690,6 @@ def main() -> int:
             f"{result['world_state_dead_rows_after']:,} dead rows after, "
             f"{result['world_state_vacuums_in_window']} vacuum(s) in the window"
         )
-    print(f"results: {out}")
-    return 0
 
 
 if __name__ == "__main__":
