@@ -21,7 +21,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from agents.context import Resources
 from agents.intake import dead_letter_writer, decoder
-from agents.world.invalidation import one_per_partition
+from agents.world.invalidation import WorldInvalidation, one_per_partition
 from agents.world.owner import EVENTS_AGENT, TICKS_AGENT, WorldOwner
 from runtime import tracing
 from runtime.flow import Flow, Rebalance, Timer
@@ -32,7 +32,7 @@ from runtime.source import DeadLetterWriter, Received
 from runtime.spec import Assignor, ConsumerSpec
 from runtime.tracing import Header
 from schemas import encode
-from schemas.events import CacheInvalidation, Event, WorldEvent, WorldTick
+from schemas.events import Event, WorldEvent, WorldTick
 from sinks.postgres.databases import keep_session
 from sinks.postgres.world import RETRYABLE, WorldStore
 from sinks.retry import KEEP_TRYING, until_written
@@ -114,7 +114,7 @@ def declare(
 
 
 async def send_invalidations(
-    producer: AIOKafkaProducer, invalidations: list[CacheInvalidation], headers: list[Header]
+    producer: AIOKafkaProducer, invalidations: list[WorldInvalidation], headers: list[Header]
 ) -> int:
     """Send a round's invalidations merged into one message per partition (`one_per_partition`)
     and one produce batch per partition (one future each, not one per world), keyed and
@@ -122,9 +122,8 @@ async def send_invalidations(
     messages were sent."""
     topic = CACHE_INVALIDATIONS.name
     partitions = len(await producer.partitions_for(topic))
-    merged = one_per_partition(
-        invalidations, lambda i: partition_of(CACHE_INVALIDATIONS.key_of(i), partitions)
-    )
+    # Keyed by `id`, as the message it joins is (`CACHE_INVALIDATIONS.key_of`).
+    merged = one_per_partition(invalidations, lambda i: partition_of(i.id.encode(), partitions))
     batches: dict[int, list[BatchBuilder]] = {}
     for partition, invalidation in merged:
         key, value = CACHE_INVALIDATIONS.key_of(invalidation), encode(invalidation)
@@ -150,7 +149,7 @@ async def build(resources: Resources) -> Flow[Event, WorldInputs]:
     settings = resources.settings
     base = settings.base
 
-    async def publish(invalidations: list[CacheInvalidation]) -> None:
+    async def publish(invalidations: list[WorldInvalidation]) -> None:
         # The aiokafka producer Faust runs (Faust's `send` takes one message at a time).
         faust_producer: Any = resources.app.producer
         producer: AIOKafkaProducer = faust_producer._ensure_producer()

@@ -10,11 +10,14 @@ past a few dozen ticking worlds the invalidation flow fell behind without bound,
 Redis removals behind the CDN.
 
 A write's invalidations leave as one message per partition of `cache.invalidations`
-(`one_per_partition`), not one per world."""
+(`one_per_partition`), not one per world. Until then each world's is a plain record
+(`WorldInvalidation`): a worker makes one per changed world per write, and a validated model
+each cost as much as the comparison that found what changed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from agents.world.model import Location, Npc, WorldState
@@ -43,12 +46,52 @@ def npc_key(world_id: str, npc_id: str) -> str:
     return f"world:{world_id}:npc:{npc_id}"
 
 
+@dataclass(slots=True)
+class WorldInvalidation:
+    """What one world's change made stale, keyed by the world: its fields are
+    `CacheInvalidation`'s, made within the contract's bounds (`message`)."""
+
+    world_id: str
+    keys: list[str]
+    patterns: list[str]
+    tags: list[str]
+    urls: list[str]
+    tick: int
+    version: int
+    occurred_at: datetime
+
+    @property
+    def id(self) -> str:
+        return world_key(self.world_id)
+
+    @property
+    def reason(self) -> str:
+        return f"world {self.world_id} changed (tick {self.tick}, version {self.version})"
+
+    def targets(self) -> int:
+        return len(self.keys) + len(self.patterns) + len(self.tags) + len(self.urls)
+
+    def message(self) -> CacheInvalidation:
+        # Built without validation: every field is made here within the contract's bounds,
+        # and the invalidation flow validates what it reads.
+        return CacheInvalidation.model_construct(
+            id=self.id,
+            keys=self.keys,
+            patterns=self.patterns,
+            tags=self.tags,
+            urls=self.urls,
+            reason=self.reason,
+            occurred_at=self.occurred_at,
+            schema_version=_SCHEMA_VERSION,  # given, so no default is resolved per message
+        )
+
+
 def invalidations_for(
     before: WorldState | None,
     after: WorldState,
     occurred_at: datetime,
     checkpointed: bool = False,
-) -> list[CacheInvalidation]:
+) -> list[WorldInvalidation]:
     """The invalidations for a world that went from `before` (None: never stored) to `after`,
     keyed by the world; none when its version did not move. `checkpointed`: its world_state
     row now holds `after`."""
@@ -61,26 +104,32 @@ def invalidations_for(
     old_npcs = before.npcs if before is not None else {}
     new_npcs = after.npcs
     npc_ids = new_npcs.keys() if old_npcs.keys() == new_npcs.keys() else old_npcs.keys() | new_npcs
-    for npc_id in sorted(npc_ids):
+    for npc_id in npc_ids:
         old, new = old_npcs.get(npc_id), new_npcs.get(npc_id)
         if old is not None and new is not None and old.same_card(new):
             continue
         changed_npcs.append(npc_id)
         _replaced(_image(old), _image(new), urls)
+    changed_npcs.sort()  # the few that changed, not every NPC
     old_places = before.locations if before is not None else {}
     new_places = after.locations
-    if old_places is not new_places:
-        same_places = old_places.keys() == new_places.keys()
-        for location_id in new_places if same_places else old_places.keys() | new_places:
-            old_place, new_place = old_places.get(location_id), new_places.get(location_id)
-            if old_place is not new_place:  # shared by a tick that did not change it
-                _replaced(_image(old_place), _image(new_place), urls)
+    if old_places.keys() == new_places.keys():
+        for location_id, new_place in new_places.items():
+            old_place = old_places[location_id]
+            # Most are shared by a tick that did not change them: no image to compare.
+            if old_place is not new_place and old_place.image_url != new_place.image_url:
+                _replaced(old_place.image_url, new_place.image_url, urls)
+    else:
+        for location_id in old_places.keys() | new_places:
+            was, now = old_places.get(location_id), new_places.get(location_id)
+            _replaced(_image(was), _image(now), urls)
     _replaced(_image(before), after.image_url, urls)
 
     keys = [world_key(world_id)]
     patterns: list[str] = []
     if len(changed_npcs) < MAX_TARGETS:
-        keys.extend(npc_key(world_id, npc_id) for npc_id in changed_npcs)
+        card_prefix = npc_key(world_id, "")
+        keys += [card_prefix + npc_id for npc_id in changed_npcs]
     else:
         patterns.append(npc_key(world_id, "*"))
     ordered_urls = sorted(urls)
@@ -88,19 +137,16 @@ def invalidations_for(
         ordered_urls[start : start + MAX_TARGETS]
         for start in range(0, len(ordered_urls), MAX_TARGETS)
     ] or [[]]
-    reason = f"world {world_id} changed (tick {after.tick}, version {after.version})"
-    # Built without validation (one per changed world per round): every field is made here
-    # within the contract's bounds, and the invalidation flow validates what it reads.
     return [
-        CacheInvalidation.model_construct(
-            id=world_key(world_id),
-            keys=keys if index == 0 else [],
-            patterns=patterns if index == 0 else [],
-            tags=[world_tag(world_id)] if index == 0 and checkpointed else [],
-            urls=chunk,
-            reason=reason,
-            occurred_at=occurred_at,
-            schema_version=_SCHEMA_VERSION,  # given, so no default is resolved per message
+        WorldInvalidation(
+            world_id,
+            keys if index == 0 else [],
+            patterns if index == 0 else [],
+            [world_tag(world_id)] if index == 0 and checkpointed else [],
+            chunk,
+            after.tick,
+            after.version,
+            occurred_at,
         )
         for index, chunk in enumerate(url_chunks)
     ]
@@ -121,7 +167,7 @@ def _replaced(old_url: str | None, new_url: str | None, urls: set[str]) -> None:
 
 
 def one_per_partition(
-    invalidations: Sequence[CacheInvalidation], partition_of: Callable[[CacheInvalidation], int]
+    invalidations: Sequence[WorldInvalidation], partition_of: Callable[[WorldInvalidation], int]
 ) -> list[tuple[int, CacheInvalidation]]:
     """A round's invalidations merged into one message per partition of `cache.invalidations`
     (more when one would pass `MERGED_TARGETS`), each world's in the order given: a message per
@@ -129,11 +175,11 @@ def one_per_partition(
     ticking worker. A merged message takes its first world's key, so it lands in the
     partition of every world in it (where each world's own messages go) and a replay of it
     keyed as it was lands there too."""
-    groups: dict[int, list[list[CacheInvalidation]]] = {}
+    groups: dict[int, list[list[WorldInvalidation]]] = {}
     sizes: dict[int, int] = {}
     for invalidation in invalidations:
         partition = partition_of(invalidation)
-        size = _targets(invalidation)
+        size = invalidation.targets()
         open_groups = groups.setdefault(partition, [])
         if open_groups and sizes[partition] + size <= MERGED_TARGETS:
             open_groups[-1].append(invalidation)
@@ -148,19 +194,10 @@ def one_per_partition(
     ]
 
 
-def _targets(invalidation: CacheInvalidation) -> int:
-    return (
-        len(invalidation.keys)
-        + len(invalidation.patterns)
-        + len(invalidation.tags)
-        + len(invalidation.urls)
-    )
-
-
-def _merged(group: list[CacheInvalidation]) -> CacheInvalidation:
+def _merged(group: list[WorldInvalidation]) -> CacheInvalidation:
     first = group[0]
     if len(group) == 1:
-        return first
+        return first.message()
     return CacheInvalidation.model_construct(
         id=first.id,
         keys=[key for i in group for key in i.keys],

@@ -35,7 +35,7 @@ import orjson
 from agents.intake import Received
 from agents.world.apply import Applied, Duplicate, apply_event, recorded_memory
 from agents.world.history import rebuild_from_log
-from agents.world.invalidation import invalidations_for
+from agents.world.invalidation import WorldInvalidation, invalidations_for
 from agents.world.model import DerivedEvent, WorldState, canonical_json, state_hash
 from agents.world.replay import ReplayError
 from agents.world.schedule import TickSchedule
@@ -52,7 +52,7 @@ from runtime.metrics import (
     observe_end_to_end,
 )
 from runtime.partitioner import partition_of
-from schemas.events import CacheInvalidation, WorldEvent, WorldTick
+from schemas.events import WorldEvent, WorldTick
 from sinks.postgres.world import (
     RETRYABLE,
     Checkpoint,
@@ -93,7 +93,7 @@ BEHIND_WARNING_EVERY_S = 60.0
 EVENTS_AGENT = "world-events"
 TICKS_AGENT = "world-ticks"
 
-Publish = Callable[[list[CacheInvalidation]], Awaitable[None]]
+Publish = Callable[[list[WorldInvalidation]], Awaitable[None]]
 
 
 def _completed() -> asyncio.Future[None]:
@@ -710,7 +710,7 @@ class WorldOwner:
         lag_of = {s: WORLD_TICK_LAG_SECONDS.labels(source=s) for s in ("timer", "topic")}
         for source, due_at in written.tick_lags:
             lag_of[source].observe(max(0.0, written.stored_at - due_at))
-        invalidations: list[CacheInvalidation] = []
+        invalidations: list[WorldInvalidation] = []
         when = datetime.fromtimestamp(written.stored_at, UTC)
         for owned, state, checkpointed in written.changed:
             invalidations.extend(invalidations_for(owned.announced, state, when, checkpointed))

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.world.invalidation import MERGED_TARGETS, invalidations_for, one_per_partition
+from agents.world.invalidation import (
+    MERGED_TARGETS,
+    WorldInvalidation,
+    invalidations_for,
+    one_per_partition,
+)
 from agents.world.model import Npc
 from agents.world.step import step
 from schemas.events import CacheInvalidation
@@ -103,7 +108,7 @@ def test_many_changed_npcs_become_a_pattern_and_urls_are_chunked() -> None:
     assert all(len(i.urls) <= 1000 for i in invs)
 
 
-def _ticked(world_ids: list[str], checkpointed: bool = False) -> list[CacheInvalidation]:
+def _ticked(world_ids: list[str], checkpointed: bool = False) -> list[WorldInvalidation]:
     invalidations = []
     for world_id in world_ids:
         world = village(world_id)
@@ -112,7 +117,7 @@ def _ticked(world_ids: list[str], checkpointed: bool = False) -> list[CacheInval
     return invalidations
 
 
-def _partition_by_last_digit(invalidation: CacheInvalidation) -> int:
+def _partition_by_last_digit(invalidation: WorldInvalidation) -> int:
     return int(invalidation.id[-1]) % 2
 
 
@@ -131,7 +136,10 @@ def test_a_writes_invalidations_merge_into_one_valid_message_per_partition() -> 
 
 def test_a_world_alone_in_its_partition_keeps_its_own_message() -> None:
     [only] = _ticked(["w-3"])
-    assert one_per_partition([only], _partition_by_last_digit) == [(1, only)]
+    [(partition, message)] = one_per_partition([only], _partition_by_last_digit)
+    assert (partition, message) == (1, only.message())
+    assert message.reason == "world w-3 changed (tick 1, version 2)"
+    assert CacheInvalidation.model_validate_json(message.model_dump_json()) == message
 
 
 def test_a_partitions_message_is_split_before_it_passes_the_merged_bound() -> None:
@@ -157,4 +165,4 @@ def test_a_world_with_more_targets_than_the_bound_goes_alone_and_whole() -> None
     small = _ticked(["w-0", "w-2"])
     merged = one_per_partition([small[0], big, small[1]], lambda _: 0)
     assert [m.id for _, m in merged] == ["world:w-0", "world:w-big", "world:w-2"]
-    assert merged[1][1] is big
+    assert merged[1][1] == big.message()

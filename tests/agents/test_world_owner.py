@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from agents.intake import Received
 from agents.world.flow import send_invalidations
 from agents.world.history import rebuild_from_log
+from agents.world.invalidation import WorldInvalidation
 from agents.world.model import state_hash
 from agents.world.owner import (
     MAX_TICK_JUMP,
@@ -116,8 +117,8 @@ def owner(
     idle_seconds: float = 20.0,
     publish: Publish | None = None,
 ) -> WorldOwner:
-    async def publish_all(invalidations: list[CacheInvalidation]) -> None:
-        await publisher.publish_many(invalidations)
+    async def publish_all(invalidations: list[WorldInvalidation]) -> None:
+        await publisher.publish_many([i.message() for i in invalidations])
 
     dead_letters = DeadLetters(SimpleNamespace(producer=_Producer(producer)))
     return WorldOwner(
@@ -292,7 +293,7 @@ class HeldPublisher:
         self.holding = asyncio.Event()
         self.released = asyncio.Event()
 
-    async def __call__(self, invalidations: list[CacheInvalidation]) -> None:
+    async def __call__(self, invalidations: list[WorldInvalidation]) -> None:
         self.calls.append([int(i.reason.rsplit(" ", 1)[1].rstrip(")")) for i in invalidations])
         if self.held:
             self.holding.set()
@@ -520,27 +521,28 @@ async def test_a_write_cancelled_at_shutdown_leaves_no_stored_head_ahead_of_its_
     assert successor.worlds[w].state.npcs["npc-1"].location_id == "farm"
 
 
-def round_of_invalidations(run: str) -> list[CacheInvalidation]:
+def round_of_invalidations(run: str) -> list[WorldInvalidation]:
     """A round's invalidations of 120 worlds, ~4 KB each: more than one produce batch per
     partition. Keys only: they stay on the session's cache.invalidations, where every later
     worker (a fresh group) reads them from the start, and a key costs it one Redis UNLINK
     where a URL costs a CDN call (Fastly purges one URL a call, 50 calls a second). With 50
     URLs each, those workers spent two minutes purging them and overran their stop deadline."""
     return [
-        CacheInvalidation(
-            id=f"world:w-send-{run}-{n}",
-            keys=[f"world:w-send-{run}-{n}:npc:npc-{k}" for k in range(100)],
-            reason=f"world w-send-{run}-{n} changed",
-            occurred_at=datetime.now(UTC),
+        world_invalidation(
+            f"w-send-{run}-{n}", [f"world:w-send-{run}-{n}:npc:npc-{k}" for k in range(100)]
         )
         for n in range(120)
     ]
 
 
+def world_invalidation(world_id: str, keys: list[str]) -> WorldInvalidation:
+    return WorldInvalidation(world_id, keys, [], [], [], 1, 2, datetime.now(UTC))
+
+
 def test_the_batch_test_leaves_later_workers_nothing_to_purge_at_the_cdn() -> None:
     sent = round_of_invalidations("0123abcd")
     assert not any(i.urls or i.tags or i.patterns for i in sent)
-    assert min(len(encode(i)) for i in sent) > 3_500
+    assert min(len(encode(i.message())) for i in sent) > 3_500
 
 
 @pytest.mark.integration
@@ -558,7 +560,7 @@ async def test_a_rounds_invalidations_go_out_in_batches_keyed_and_partitioned_as
         done=lambda kept: len(kept) >= len(sent),
         match=lambda r: (r.key or b"").startswith(f"world:w-send-{run}-".encode()),
     )
-    assert sorted(r.value or b"" for r in records) == sorted(encode(i) for i in sent)
+    assert sorted(r.value or b"" for r in records) == sorted(encode(i.message()) for i in sent)
     count = len(await kafka_producer.partitions_for("cache.invalidations"))
     assert count > 1
     partitioner = DefaultPartitioner()
@@ -574,11 +576,9 @@ async def test_a_rounds_small_invalidations_go_out_as_one_message_per_partition(
 ) -> None:
     run = uuid.uuid4().hex[:8]
     sent = [
-        CacheInvalidation(
-            id=f"world:w-merge-{run}-{n}",
-            keys=[f"world:w-merge-{run}-{n}", f"world:w-merge-{run}-{n}:npc:npc-1"],
-            reason=f"world w-merge-{run}-{n} changed",
-            occurred_at=datetime.now(UTC),
+        world_invalidation(
+            f"w-merge-{run}-{n}",
+            [f"world:w-merge-{run}-{n}", f"world:w-merge-{run}-{n}:npc:npc-1"],
         )
         for n in range(40)
     ]
