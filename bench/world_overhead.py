@@ -36,18 +36,22 @@ from typing import Any
 import asyncpg
 
 from agents.intake import Received
+from agents.world.invalidation import WorldInvalidation, one_per_partition
 from agents.world.owner import WorldOwner
 from agents.world.step import step
 from devkit.stack import LocalStack
+from runtime.partitioner import partition_of
 from runtime.service import freeze_long_lived
 from schemas import encode
-from schemas.events import CacheInvalidation, WorldEvent
+from schemas.events import WorldEvent
 from sinks.postgres.migrate import migrate
 from sinks.postgres.world import WorldStore
 from topics.dlq import DeadLetters, Origin
 
 RESULTS = Path(__file__).parent / "results"
 START = 1_800_000_000.0
+# cache.invalidations' partitions at the default SCRIBE_TOPIC_PARTITIONS.
+INVALIDATION_PARTITIONS = 4
 
 
 def say(line: str) -> None:
@@ -88,11 +92,15 @@ async def measure(database_url: str, worlds: int, rounds: int) -> dict[str, Any]
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     sent = {"messages": 0, "bytes": 0}
 
-    async def publish(invalidations: list[CacheInvalidation]) -> None:
-        # What the worker does before handing each message to the producer.
-        for invalidation in invalidations:
-            sent["bytes"] += len(encode(invalidation))
-        sent["messages"] += len(invalidations)
+    async def publish(invalidations: list[WorldInvalidation]) -> None:
+        # What the worker does before handing the messages to the producer: merged into one
+        # per partition (`send_invalidations`), each encoded.
+        merged = one_per_partition(
+            invalidations, lambda i: partition_of(i.id.encode(), INVALIDATION_PARTITIONS)
+        )
+        for _, message in merged:
+            sent["bytes"] += len(encode(message))
+        sent["messages"] += len(merged)
 
     clock = _Clock()
     owner = WorldOwner(

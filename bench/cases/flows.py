@@ -293,7 +293,7 @@ class WorldBench(FlowScript):
     issue = "issue 6, world"
     results_prefix = "world_ticks"
     args: tuple[str, ...] = ("--worlds", "200", "--seconds", "10", "--events-per-second", "50")
-    metrics = (
+    metrics: tuple[Metric, ...] = (
         Metric("ticks_per_s", "ticks/s"),
         Metric("tick_lag_p99_s", "s"),
         Metric("worker_cpu_ms_per_tick", "ms"),
@@ -336,6 +336,19 @@ class WorldAtScaleApacheBench(OnApacheKafka, WorldAtScaleBench):
 
     name = "ours.world_5000.apache"
     args = (*WorldAtScaleBench.args, "--broker", "apache")
+
+
+class WorldAtScaleApartBench(WorldAtScaleApacheBench):
+    """The same with the world flow alone in the measured worker and the other flows (the
+    invalidations' delivery among them) in a second one, as docs/capacity.md deploys them;
+    the second worker's CPU per tick beside."""
+
+    name = "ours.world_5000.apache.apart"
+    args = (*WorldAtScaleApacheBench.args, "--apart")
+    metrics: tuple[Metric, ...] = (
+        *WorldAtScaleApacheBench.metrics,
+        Metric("other_worker_cpu_ms_per_tick", "ms"),
+    )
 
 
 class WorldOverhead(FlowScript):
@@ -463,6 +476,7 @@ def flow_cases() -> list[Case]:
         WorldBench(),
         WorldAtScaleBench(),
         WorldAtScaleApacheBench(),
+        WorldAtScaleApartBench(),
         WorldOverhead(),
         InvalidationBench(),
         InvalidationApacheBench(),
