@@ -26,7 +26,8 @@ window, then reads back from PostgreSQL:
 - the garbage collections that paused the worker over the window, and for how long in all
   (`scribe_gc_pause_seconds`): each held every flow on its event loop;
 - the invalidations the world flow sent over the window, how many of them the invalidation
-  flow read, and how far behind it was at the end (its CPU is in the worker's).
+  flow read, and how far behind it was at the end (its CPU is in the worker's, or under
+  `--apart` in the second worker's).
 
 `--apart` runs the flows as docs/capacity.md deploys them at scale: the measured worker hosts
 the world flow alone (`SCRIBE_WORKER_FLOWS=world`) and a second worker hosts the others (the
@@ -327,9 +328,9 @@ def collector_pauses(before: dict[str, float], after: dict[str, float]) -> dict[
 
 def invalidation_progress(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """What the world flow sent to cache.invalidations over the window, what the Redis
-    invalidation flow read of it, and how far behind it and the CDN flow
-    were at the window's end: a worker that ticks its worlds but leaves their invalidations
-    unread does not keep up."""
+    invalidation flow read of it, and how far behind it and the CDN flow were at the window's
+    end: a worker that ticks its worlds but leaves their invalidations unread does not keep
+    up."""
     return {
         "invalidations_sent_in_window": after["invalidations_sent"] - before["invalidations_sent"],
         "invalidations_read_in_window": after["invalidations_read"] - before["invalidations_read"],

@@ -11,8 +11,8 @@ Redis removals behind the CDN.
 
 A write's invalidations leave as one message per partition of `cache.invalidations`
 (`one_per_partition`), not one per world. Until then each world's is a plain record
-(`WorldInvalidation`): a worker makes one per changed world per write, and a validated model
-each cost as much as the comparison that found what changed."""
+(`WorldInvalidation`): a worker makes one per changed world per write, and a pydantic model
+for each was about a quarter of their cost."""
 
 from __future__ import annotations
 
