@@ -71,7 +71,8 @@ class WorldInvalidation:
     def targets(self) -> int:
         return len(self.keys) + len(self.patterns) + len(self.tags) + len(self.urls)
 
-    def message(self) -> CacheInvalidation:
+    def message(self, reason: str | None = None) -> CacheInvalidation:
+        """`reason`: a merged message's own (default: this world's)."""
         # Built without validation: every field is made here within the contract's bounds,
         # and the invalidation flow validates what it reads.
         return CacheInvalidation.model_construct(
@@ -80,7 +81,7 @@ class WorldInvalidation:
             patterns=self.patterns,
             tags=self.tags,
             urls=self.urls,
-            reason=self.reason,
+            reason=reason or self.reason,
             occurred_at=self.occurred_at,
             schema_version=_SCHEMA_VERSION,  # given, so no default is resolved per message
         )
@@ -198,13 +199,14 @@ def _merged(group: list[WorldInvalidation]) -> CacheInvalidation:
     first = group[0]
     if len(group) == 1:
         return first.message()
-    return CacheInvalidation.model_construct(
-        id=first.id,
-        keys=[key for i in group for key in i.keys],
-        patterns=[pattern for i in group for pattern in i.patterns],
-        tags=[tag for i in group for tag in i.tags],
-        urls=[url for i in group for url in i.urls],
-        reason=f"{len(group)} worlds changed in one write, the first: {first.reason}",
-        occurred_at=max(i.occurred_at for i in group),
-        schema_version=_SCHEMA_VERSION,
+    merged = WorldInvalidation(
+        first.world_id,
+        [key for i in group for key in i.keys],
+        [pattern for i in group for pattern in i.patterns],
+        [tag for i in group for tag in i.tags],
+        [url for i in group for url in i.urls],
+        first.tick,
+        first.version,
+        max(i.occurred_at for i in group),
     )
+    return merged.message(f"{len(group)} worlds changed in one write, the first: {first.reason}")
