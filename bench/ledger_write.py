@@ -1,0 +1,204 @@
+"""Benchmark: the usage ledger's write alone, PostgreSQL's side of the usage flow.
+
+    .venv/bin/python -m bench.ledger_write --events 100000 --runs 3 --explain
+
+Writes `--events` live-like usage events (1,000 users, the last hour; the same generator as the
+usage bench) through `UsageLedger.write` in batches of `--batch`, into emptied ledger tables, as
+the usage flow does, with no Kafka and no worker. Each run prints the write's wall time per event,
+the CPU the PostgreSQL backend spent per event (read from /proc when the server is local), and
+how many rollup updates were HOT (the new row version on the old one's page: no index entry).
+`--explain` prints `EXPLAIN (ANALYZE)` of the ledger statement for one batch past the first half,
+where the rollups hold most of their keys. `--rollup-fillfactor N` sets the rollup tables' fill
+factor before each run (migration 0500 gives 50; 100 is PostgreSQL's default), to compare.
+
+The embedded PostgreSQL (`fsync=off`), or `--database-url`: a database of your own whose usage
+tables it empties (TRUNCATE) before each run, so never one whose ledger you keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from agents.usage.pricing import Priced, UsageLimits, price_usage
+from agents.usage.synthetic import synthetic_usage
+from devkit.stack import LocalStack
+from schemas.model_catalog import load_catalog
+from schemas.usage_wire import decode_usage
+from sinks.postgres import usage
+from sinks.postgres.migrate import migrate
+from sinks.postgres.usage import PricedUsage, UsageLedger
+
+ROLLUPS = ("usage_daily", "usage_monthly", "usage_hourly_by_model")
+LEDGER_TABLES = ("usage_event_ids", "usage_events", *ROLLUPS, "budget_alerts", "budget_state")
+THRESHOLDS = (50, 80, 100)
+
+
+def say(line: str) -> None:
+    print(f"[ledger {datetime.now():%H:%M:%S}] {line}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def database(given: str | None) -> Iterator[str]:
+    if given:
+        yield given
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="scribe-ledger-") as tmp,
+        LocalStack(Path(tmp), broker=None).running() as env,
+    ):
+        yield env["SCRIBE_DATABASE_URL"]
+
+
+def priced_events(count: int) -> list[PricedUsage]:
+    catalog, limits, now = load_catalog(), UsageLimits(), datetime.now(UTC)
+    made = synthetic_usage(
+        f"ledger-{uuid.uuid4().hex[:6]}", count, users=1000, within=timedelta(hours=1)
+    )
+    rows = []
+    for item in made:
+        event = decode_usage(item.value)
+        outcome = price_usage(event, catalog, limits, now)
+        if isinstance(outcome, Priced):
+            rows.append(PricedUsage(event, outcome.cost_usd, outcome.catalog_version))
+    return rows
+
+
+def backend_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a local PostgreSQL backend; None when /proc does not show it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def rollup_updates(conn: usage.Connection) -> tuple[int, int]:
+    """(updates, HOT updates) of the rollup tables so far, this backend's pending counts
+    included."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await asyncio.sleep(0.05)  # the backend flushes once idle
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    updates, hot = await conn.fetchrow(
+        "SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_hot_upd), 0) "
+        "FROM pg_stat_user_tables WHERE relname = ANY($1)",
+        list(ROLLUPS),
+    ) or (0, 0)
+    return int(updates), int(hot)
+
+
+async def empty_tables(conn: usage.Connection, fillfactor: int | None) -> None:
+    await conn.execute(f"TRUNCATE {', '.join(LEDGER_TABLES)}")
+    if fillfactor is not None:
+        for table in ROLLUPS:
+            await conn.execute(f"ALTER TABLE {table} SET (fillfactor = {fillfactor})")
+            await conn.execute(f"VACUUM FULL {table}")  # empty: applies to every page
+    await conn.execute("CHECKPOINT")
+
+
+async def one_run(
+    pool: asyncpg.Pool, rows: list[PricedUsage], args: argparse.Namespace
+) -> dict[str, float]:
+    async with pool.acquire() as conn:
+        await empty_tables(conn, args.rollup_fillfactor)
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        updates_before, hot_before = await rollup_updates(conn)
+    ledger = UsageLedger(pool, THRESHOLDS)
+    batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
+    explain_at = len(batches) // 2 if args.explain else -1
+    wall: list[float] = []
+    cpu: list[float] = []
+    for index, batch in enumerate(batches):
+        if index == explain_at:
+            await explain(pool, batch)
+            continue
+        cpu_before = backend_cpu_seconds(backend)
+        started = time.perf_counter()
+        await ledger.write(batch)
+        wall.append(time.perf_counter() - started)
+        cpu_after = backend_cpu_seconds(backend)
+        if cpu_before is not None and cpu_after is not None:
+            cpu.append(cpu_after - cpu_before)
+    async with pool.acquire() as conn:
+        updates_after, hot_after = await rollup_updates(conn)
+    written = sum(len(b) for i, b in enumerate(batches) if i != explain_at)
+    updates = updates_after - updates_before
+    result = {
+        "events": written,
+        "wall_us_per_event": 1e6 * sum(wall) / written,
+        "batch_ms_median": 1e3 * statistics.median(wall),
+        "rollup_updates": updates,
+        "rollup_hot_share": (hot_after - hot_before) / updates if updates else 0.0,
+    }
+    if len(cpu) == len(wall):
+        result["backend_cpu_us_per_event"] = 1e6 * sum(cpu) / written
+    return result
+
+
+async def explain(pool: asyncpg.Pool, batch: list[PricedUsage]) -> None:
+    """The ledger statement of one batch under EXPLAIN ANALYZE (its writes are kept)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(usage._CREATE_STAGE)
+        await conn.copy_records_to_table(
+            "usage_stage",
+            records=[usage._stage_record(r) for r in batch],
+            columns=usage._STAGE_COLUMNS,
+        )
+        plan = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + usage._WRITE_FROM_STAGE)
+    print("\n".join(line[0] for line in plan), flush=True)
+
+
+async def measure(url: str, args: argparse.Namespace) -> None:
+    await migrate(url)
+    say(f"pricing {args.events:,} events ...")
+    rows = priced_events(args.events)
+    # One connection: the backend whose CPU is read is the one that writes.
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    try:
+        for run in range(1, args.runs + 1):
+            result = await one_run(pool, rows, args)
+            cpu = result.get("backend_cpu_us_per_event")
+            print(
+                f"run {run}/{args.runs}: {result['wall_us_per_event']:.1f} us per event "
+                f"written (batch median {result['batch_ms_median']:.0f} ms), PostgreSQL backend "
+                + (f"{cpu:.1f} us of CPU per event" if cpu is not None else "CPU not readable")
+                + f"; rollup updates {result['rollup_updates']:,.0f}, "
+                f"{100 * result['rollup_hot_share']:.0f} % HOT",
+                flush=True,
+            )
+    finally:
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--explain", action="store_true")
+    parser.add_argument("--database-url", help="a database whose usage tables may be emptied")
+    parser.add_argument("--rollup-fillfactor", type=int, choices=range(10, 101), metavar="10-100")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.batch < 1 or args.runs < 1:
+        parser.error("--events, --batch and --runs must be positive")
+    if args.explain and args.events <= args.batch:
+        parser.error("--explain needs two batches or more: one of them is explained")
+    with database(args.database_url) as url:
+        asyncio.run(measure(url, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
