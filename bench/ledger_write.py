@@ -8,8 +8,8 @@ the usage flow does, with no Kafka and no worker. Each run prints the write's wa
 the CPU the PostgreSQL backend spent per event (read from /proc when the server is local), and
 how many rollup updates were HOT (the new row version on the old one's page: no index entry).
 `--explain` prints `EXPLAIN (ANALYZE)` of the ledger statement for one batch past the first half,
-where the rollups hold most of their keys. `--rollup-fillfactor N` sets the rollup tables' fill
-factor before each run (migration 0500 gives 50; 100 is PostgreSQL's default), to compare.
+where the rollups hold most of their keys. `--before-0500` gives the rollup tables PostgreSQL's
+default fill factor (100) again, as before migration 0500 (which gives 50), to compare.
 
 The embedded PostgreSQL (`fsync=off`), or `--database-url`: a database of your own whose usage
 tables it empties (TRUNCATE) before each run, so never one whose ledger you keep.
@@ -34,6 +34,7 @@ import asyncpg
 
 from agents.usage.pricing import Priced, UsageLimits, price_usage
 from agents.usage.synthetic import synthetic_usage
+from bench.cases.usage import empty_ledger
 from devkit.stack import LocalStack
 from schemas.model_catalog import load_catalog
 from schemas.usage_wire import decode_usage
@@ -42,7 +43,13 @@ from sinks.postgres.migrate import migrate
 from sinks.postgres.usage import PricedUsage, UsageLedger
 
 ROLLUPS = ("usage_daily", "usage_monthly", "usage_hourly_by_model")
-LEDGER_TABLES = ("usage_event_ids", "usage_events", *ROLLUPS, "budget_alerts", "budget_state")
+# Migration 0500 undone; on the embedded server only. The tables are empty when it runs, so every
+# page written afterwards is filled as before.
+BEFORE_0500 = (
+    "ALTER TABLE usage_daily RESET (fillfactor); "
+    "ALTER TABLE usage_monthly RESET (fillfactor); "
+    "ALTER TABLE usage_hourly_by_model RESET (fillfactor)"
+)
 THRESHOLDS = (50, 80, 100)
 
 
@@ -99,20 +106,14 @@ async def rollup_updates(conn: usage.Connection) -> tuple[int, int]:
     return int(updates), int(hot)
 
 
-async def empty_tables(conn: usage.Connection, fillfactor: int | None) -> None:
-    await conn.execute(f"TRUNCATE {', '.join(LEDGER_TABLES)}")
-    if fillfactor is not None:
-        for table in ROLLUPS:
-            await conn.execute(f"ALTER TABLE {table} SET (fillfactor = {fillfactor})")
-            await conn.execute(f"VACUUM FULL {table}")  # empty: applies to every page
-    await conn.execute("CHECKPOINT")
-
-
 async def one_run(
     pool: asyncpg.Pool, rows: list[PricedUsage], args: argparse.Namespace
 ) -> dict[str, float]:
     async with pool.acquire() as conn:
-        await empty_tables(conn, args.rollup_fillfactor)
+        await empty_ledger(conn)
+        if args.before_0500:
+            await conn.execute(BEFORE_0500)
+        await conn.execute("CHECKPOINT")
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         updates_before, hot_before = await rollup_updates(conn)
     ledger = UsageLedger(pool, THRESHOLDS)
@@ -189,10 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--explain", action="store_true")
     parser.add_argument("--database-url", help="a database whose usage tables may be emptied")
-    parser.add_argument("--rollup-fillfactor", type=int, choices=range(10, 101), metavar="10-100")
+    parser.add_argument(
+        "--before-0500",
+        action="store_true",
+        help="the rollup tables at PostgreSQL's default fill factor (embedded server only)",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.batch < 1 or args.runs < 1:
         parser.error("--events, --batch and --runs must be positive")
+    if args.before_0500 and args.database_url:
+        parser.error("--before-0500 alters the tables: only on the embedded PostgreSQL")
     if args.explain and args.events <= args.batch:
         parser.error("--explain needs two batches or more: one of them is explained")
     with database(args.database_url) as url:

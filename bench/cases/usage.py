@@ -32,6 +32,7 @@ from bench.cases import DEDUPE_SIZE, EVENTS_PER_S, PEAK_RSS, Case, Context
 from devkit.harness import new_worker
 from runtime.settings import Settings, kafka_bootstrap_servers
 from scribe.app import prepare
+from sinks.postgres.usage import Connection
 from topics.catalog import USAGE_EVENTS
 
 CASES_DIR = Path(__file__).parent
@@ -187,7 +188,7 @@ class UsageToPostgres(Case):
     def measure(self, ctx: Context) -> dict[str, float]:
         events(ctx)
         database = ctx.env["SCRIBE_DATABASE_URL"]
-        asyncio.run(_empty_ledger(database))
+        asyncio.run(_emptied(database))
         worker = new_worker(ctx.env, ctx.state_dir / "workers")
         try:
             worker.start()
@@ -217,10 +218,15 @@ async def _guard_megabytes(database_url: str) -> float:
         await conn.close()
 
 
-async def _empty_ledger(database_url: str) -> None:
+async def empty_ledger(conn: Connection) -> None:
+    """Every row of the ledger, its guard, rollups and budget outbox gone."""
+    await conn.execute(f"TRUNCATE {', '.join(LEDGER_TABLES)}")
+
+
+async def _emptied(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(f"TRUNCATE {', '.join(LEDGER_TABLES)}")
+        await empty_ledger(conn)
     finally:
         await conn.close()
 
