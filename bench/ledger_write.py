@@ -5,7 +5,7 @@
 Writes `--events` live-like usage events (1,000 users, the last hour; the same generator as the
 usage bench) through `UsageLedger.write` in batches of `--batch`, into emptied ledger tables, as
 the usage flow does, with no Kafka and no worker. Each run prints the write's wall time per event,
-the CPU the PostgreSQL backend spent per event (read from /proc when the server is local), and
+the CPU the PostgreSQL backend spent per event (on the embedded server), and
 how many rollup updates were HOT (the new row version on the old one's page: no index entry).
 `--explain` prints `EXPLAIN (ANALYZE)` of the ledger statement for one batch past the first half,
 where the rollups hold most of their keys. `--before-0500` gives the rollup tables PostgreSQL's
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -27,20 +26,23 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
-from agents.usage.pricing import Priced, UsageLimits, price_usage
+from agents.usage.flow import priced
+from agents.usage.pricing import UsageLimits
 from agents.usage.synthetic import synthetic_usage
 from bench.cases.usage import empty_ledger
+from bench.processes import tree_cpu_seconds
 from devkit.stack import LocalStack
+from runtime.source import Record
 from schemas.model_catalog import load_catalog
-from schemas.usage_wire import decode_usage
 from sinks.postgres import usage
 from sinks.postgres.migrate import migrate
 from sinks.postgres.usage import PricedUsage, UsageLedger
+from topics.catalog import USAGE_EVENTS
 
 ROLLUPS = ("usage_daily", "usage_monthly", "usage_hourly_by_model")
 # Migration 0500 undone; on the embedded server only. The tables are empty when it runs, so every
@@ -70,26 +72,18 @@ def database(given: str | None) -> Iterator[str]:
 
 
 def priced_events(count: int) -> list[PricedUsage]:
-    catalog, limits, now = load_catalog(), UsageLimits(), datetime.now(UTC)
+    """The events decoded and priced as the usage flow does (the generator makes none it
+    refuses)."""
+    decode_and_price = priced(load_catalog(), UsageLimits())
     made = synthetic_usage(
         f"ledger-{uuid.uuid4().hex[:6]}", count, users=1000, within=timedelta(hours=1)
     )
     rows = []
-    for item in made:
-        event = decode_usage(item.value)
-        outcome = price_usage(event, catalog, limits, now)
-        if isinstance(outcome, Priced):
-            rows.append(PricedUsage(event, outcome.cost_usd, outcome.catalog_version))
+    for offset, item in enumerate(made):
+        outcome = decode_and_price(Record(USAGE_EVENTS.name, 0, offset, item.key, item.value))
+        if isinstance(outcome, PricedUsage):
+            rows.append(outcome)
     return rows
-
-
-def backend_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a local PostgreSQL backend; None when /proc does not show it."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def rollup_updates(conn: usage.Connection) -> tuple[int, int]:
@@ -120,18 +114,16 @@ async def one_run(
     batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
     explain_at = len(batches) // 2 if args.explain else -1
     wall: list[float] = []
-    cpu: list[float] = []
+    cpu = 0.0
     for index, batch in enumerate(batches):
         if index == explain_at:
             await explain(pool, batch)
             continue
-        cpu_before = backend_cpu_seconds(backend)
+        cpu_before = tree_cpu_seconds([backend])
         started = time.perf_counter()
         await ledger.write(batch)
         wall.append(time.perf_counter() - started)
-        cpu_after = backend_cpu_seconds(backend)
-        if cpu_before is not None and cpu_after is not None:
-            cpu.append(cpu_after - cpu_before)
+        cpu += tree_cpu_seconds([backend]) - cpu_before
     async with pool.acquire() as conn:
         updates_after, hot_after = await rollup_updates(conn)
     written = sum(len(b) for i, b in enumerate(batches) if i != explain_at)
@@ -143,20 +135,15 @@ async def one_run(
         "rollup_updates": updates,
         "rollup_hot_share": (hot_after - hot_before) / updates if updates else 0.0,
     }
-    if len(cpu) == len(wall):
-        result["backend_cpu_us_per_event"] = 1e6 * sum(cpu) / written
+    if args.database_url is None:  # the backend is a process of this machine
+        result["backend_cpu_us_per_event"] = 1e6 * cpu / written
     return result
 
 
 async def explain(pool: asyncpg.Pool, batch: list[PricedUsage]) -> None:
     """The ledger statement of one batch under EXPLAIN ANALYZE (its writes are kept)."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(usage._CREATE_STAGE)
-        await conn.copy_records_to_table(
-            "usage_stage",
-            records=[usage._stage_record(r) for r in batch],
-            columns=usage._STAGE_COLUMNS,
-        )
+        await usage.stage(conn, batch)
         plan = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + usage._WRITE_FROM_STAGE)
     print("\n".join(line[0] for line in plan), flush=True)
 

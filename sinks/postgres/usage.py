@@ -232,6 +232,14 @@ def _stage_record(row: PricedUsage) -> tuple[object, ...]:
     )
 
 
+async def stage(conn: Connection, rows: Sequence[PricedUsage]) -> None:
+    """The rows in this transaction's staging table, which the ledger statement reads."""
+    await conn.execute(_CREATE_STAGE)
+    await conn.copy_records_to_table(
+        "usage_stage", records=[_stage_record(r) for r in rows], columns=_STAGE_COLUMNS
+    )
+
+
 class UsageLedger:
     def __init__(self, pool: asyncpg.Pool, alert_thresholds_pct: Sequence[int]) -> None:
         self.pool = pool
@@ -275,11 +283,8 @@ class UsageLedger:
     async def _write(
         self, conn: Connection, rows: Sequence[PricedUsage], users: list[str]
     ) -> LedgerWrite:
-        await conn.execute(_CREATE_STAGE)
         budgeted = set(await lock_budgets(conn, users))
-        await conn.copy_records_to_table(
-            "usage_stage", records=[_stage_record(r) for r in rows], columns=_STAGE_COLUMNS
-        )
+        await stage(conn, rows)
         changed = await conn.fetch(_WRITE_FROM_STAGE)
         alerts, states = await refresh_budgets(
             conn,
