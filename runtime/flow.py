@@ -5,7 +5,9 @@ nearly) and where that goes (`sinks`). `FlowRunner` is the one loop under every 
     poll -> decode (dead letters) -> batch -> handle -> sinks write -> producer flush -> commit
 
 Batches are written strictly in order; the next one is read and decoded while the one before
-is written, and keeps filling (up to `max_batch`) until that write is done. Otherwise a batch
+is written, and keeps filling (up to `max_batch`) until that write is done. A sink that can
+(`PreparingSink`) is handed a batch that fills up meanwhile at once, to prepare it (stage its
+rows) while the one before is written. Otherwise a batch
 is due when the flow's `window` says (by default `spec.window_seconds` after its first record).
 A flow with `commit_behind` hands the next batch to its sinks once the one before is written,
 while that one's commit is still in flight (commits stay in order, one after another), as
@@ -31,7 +33,7 @@ from aiokafka.errors import KafkaError
 
 from runtime import tracing
 from runtime.checkpoint import Checkpoint, Flush, nothing_to_flush
-from runtime.sink import Sink, SinkBackpressure, SinkStopping
+from runtime.sink import PreparingSink, Sink, SinkBackpressure, SinkStopping
 from runtime.source import (
     Batch,
     BatchSource,
@@ -109,6 +111,8 @@ class Flow(Generic[E, T]):
     spec: ConsumerSpec
     decode: Callable[[Record], E | Rejected]
     dead_letter: DeadLetterWriter
+    # With a `PreparingSink`, a full batch is handled while the batch before it is written,
+    # so `handle` must not depend on that write.
     handle: Callable[[list[Received[E]]], T]
     sinks: Sequence[Sink[T]]
     # Errors under which a batch is written again after a pause (a server down), rather than
@@ -132,6 +136,14 @@ class Flow(Generic[E, T]):
     # group's committed offset (or the log's start). For a group added beside another on the
     # same topic, to start where that one is rather than read the whole retention again.
     starts: StartAt | None = None
+
+
+@dataclass(frozen=True)
+class Prepared(Generic[T]):
+    """A batch's items, handed to the preparing sinks while the batch before it was written."""
+
+    items: T
+    task: asyncio.Task[None]
 
 
 async def bounded_step(
@@ -163,6 +175,8 @@ class FlowRunner(Generic[E, T]):
             flow.spec, consumer, flow.decode, flow.dead_letter
         )
         self.window = flow.window or FixedWindow(flow.spec.window_seconds)
+        self._preparing_sinks = [s for s in flow.sinks if isinstance(s, PreparingSink)]
+        self._preparing: asyncio.Task[None] | None = None
         self._writing_lock = asyncio.Lock()  # held while a batch is written and committed
         self._stopping = asyncio.Event()
         self._filling: Batch[E] = Batch()
@@ -320,6 +334,8 @@ class FlowRunner(Generic[E, T]):
         finally:
             if self._writing is not None and not self._writing.done():
                 await self._cancel([self._writing])  # abandoned: its offsets stay uncommitted
+            if self._preparing is not None and not self._preparing.done():
+                await self._cancel([self._preparing])
 
     def _poll_ms(self) -> int:
         """A poll ends early for an open batch's window; a write's end ends it too."""
@@ -361,22 +377,44 @@ class FlowRunner(Generic[E, T]):
                 raise
 
     async def _hand_over(self) -> None:
+        prepared = self._prepare_ahead(self._filling)
         await self._written()
         batch, self._filling = self._filling, Batch()
         self._writing_records = batch.records
-        self._writing = asyncio.create_task(self._write(batch), name=f"{self.spec.flow}.write")
+        self._writing = asyncio.create_task(
+            self._write(batch, prepared), name=f"{self.spec.flow}.write"
+        )
 
-    async def _write(self, batch: Batch[E]) -> None:
+    def _prepare_ahead(self, batch: Batch[E]) -> Prepared[T] | None:
+        """While a write is in flight, hand the batch due after it to the sinks that prepare."""
+        if not self._preparing_sinks or self._writing is None or self._writing.done():
+            return None
+        items = self.flow.handle(batch.received)
+        self._preparing = asyncio.create_task(
+            self._prepare(items), name=f"{self.spec.flow}.prepare"
+        )
+        return Prepared(items, self._preparing)
+
+    async def _prepare(self, items: T) -> None:
+        for sink in self._preparing_sinks:
+            try:
+                await sink.prepare(items)
+            except Exception:  # the contract says it does not raise; its write does the work
+                self.log.exception("%s: %s.prepare failed", self.spec.flow, type(sink).__name__)
+
+    async def _write(self, batch: Batch[E], prepared: Prepared[T] | None = None) -> None:
         """Write `batch` through the checkpoint, again after a pause while a sink pushes back
         or a server is down; stopping abandons it uncommitted."""
+        if prepared is not None:
+            await asyncio.wait([prepared.task])
         with tracing.consuming_batch(
             f"{self.spec.flow} batch",
             (r.origin.headers for r in batch.received),
             {"messaging.batch.message_count": batch.records, "scribe.flow": self.spec.flow},
         ):
-            await self._write_traced(batch)
+            await self._write_traced(batch, prepared)
 
-    async def _write_traced(self, batch: Batch[E]) -> None:
+    async def _write_traced(self, batch: Batch[E], prepared: Prepared[T] | None) -> None:
         pause = FIRST_PAUSE_S
         checkpoint: Checkpoint[T] | None = None
         try:
@@ -386,9 +424,15 @@ class FlowRunner(Generic[E, T]):
                     if not owned.offsets:
                         return  # every partition went to another member: theirs to write
                     if owned is not batch or checkpoint is None:
-                        batch = owned
+                        # The prepared items, unless a rebalance took some of the batch since.
+                        items = (
+                            prepared.items
+                            if prepared is not None and owned is batch
+                            else self.flow.handle(owned.received)
+                        )
+                        prepared, batch = None, owned
                         checkpoint = Checkpoint(
-                            self.flow.handle(batch.received),
+                            items,
                             batch.offsets,
                             self.flow.sinks,
                             self.flow.flush,

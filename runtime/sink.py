@@ -3,7 +3,7 @@ closed by the runtime once nothing can write to it any more."""
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 T_contra = TypeVar("T_contra", contravariant=True)
 
@@ -33,3 +33,16 @@ class Sink(Protocol[T_contra]):
     async def write(self, batch: T_contra) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PreparingSink(Sink[T_contra], Protocol[T_contra]):
+    """A sink that can start on a batch while the batch before it is still being written.
+    Under load the runner hands a full batch to `prepare` as soon as it is full, then to
+    `write` once the batch before it is written, the same object both times. `prepare` does
+    only what needs nothing of the write before it and shows nothing to anyone else (staging
+    rows in a transaction not yet committed, say). It never raises: what it could not do,
+    `write` does. A prepared batch that is never written (it lost partitions to a rebalance,
+    the flow stopped) is released by the next `prepare` or by `close`."""
+
+    async def prepare(self, batch: T_contra) -> None: ...

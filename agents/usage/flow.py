@@ -92,7 +92,7 @@ async def build(resources: Resources) -> Flow[PricedUsage, UsageBatch]:
     pool = await asyncpg.create_pool(
         settings.database_url,
         min_size=1,
-        max_size=3,
+        max_size=4,
         reset=keep_session,
         **settings.database_options,
     )

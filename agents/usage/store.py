@@ -1,7 +1,9 @@
 """The usage flow's sink: a batch of priced events into the ledger, rollups and budgets in
 one PostgreSQL transaction (one ledger row per event id, so a batch written twice counts once),
-then the budget outbox to Kafka. It owns its pool, which the runtime closes after the flow's
-loop and timers have ended."""
+then the budget outbox to Kafka. Under load it stages the next batch (its own transaction, not
+yet committed) while the one before is written, so PostgreSQL's ledger statements follow each
+other without the staging between them. It owns its pool, which the runtime closes after the
+flow's loop and timers have ended."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from sinks.postgres.usage import (
     RETRYABLE,
     LedgerWrite,
     PricedUsage,
+    StagedBatch,
     UsageLedger,
     months_ahead,
     retention_cutoff,
@@ -87,6 +90,35 @@ class LedgerSink:
         self.thresholds_pct = thresholds_pct
         self.send_all = send_all
         self.dead_letter = dead_letter
+        # The batch `prepare` staged, until its write takes it.
+        self._staged: tuple[list[PricedEvent], StagedBatch] | None = None
+
+    async def prepare(self, batch: list[PricedEvent]) -> None:
+        """Stage `batch` while the batch before it is written; its write finishes it."""
+        await self._release_staged()
+        try:
+            staged = await self.ledger.stage([p.event for p in batch])
+        except Exception as error:  # the write stages the batch again and meets the error there
+            log.debug("usage: batch not staged ahead (%r)", error)
+            return
+        if staged is not None:
+            self._staged = (batch, staged)
+
+    async def _take_staged(self, batch: Sequence[PricedEvent]) -> StagedBatch | None:
+        """What `prepare` staged for this very batch; staged for another (a batch a rebalance
+        cut down since), it is released, so no transaction stays open."""
+        held, self._staged = self._staged, None
+        if held is None:
+            return None
+        if held[0] is batch:
+            return held[1]
+        await held[1].release()
+        return None
+
+    async def _release_staged(self) -> None:
+        if self._staged is not None:
+            staged, self._staged = self._staged[1], None
+            await staged.release()
 
     async def write(self, batch: list[PricedEvent]) -> None:
         """Write the batch in one transaction, then publish what it made due."""
@@ -104,6 +136,7 @@ class LedgerSink:
                 await self.publish_outbox()
 
     async def close(self) -> None:
+        await self._release_staged()
         await self.pool.close()
 
     async def _write(self, items: Sequence[PricedEvent]) -> LedgerWrite:
@@ -117,8 +150,16 @@ class LedgerSink:
                 "scribe.events": len(items),
             },
         ) as span:
+            staged = await self._take_staged(items)
+
+            async def write(events: list[PricedUsage]) -> LedgerWrite:
+                # A retry stages the batch again: the failed attempt released what was staged.
+                nonlocal staged
+                first, staged = staged, None
+                return await self.ledger.write(events, first)
+
             written = await until_written(
-                SINK, self.ledger.write, [p.event for p in items], retryable=RETRYABLE
+                SINK, write, [p.event for p in items], retryable=RETRYABLE
             )
             span.set_attribute("scribe.events_inserted", written.inserted)
             return written

@@ -1,6 +1,7 @@
 """The usage ledger and its rollups, written exactly once per event_id.
 
-One transaction per batch: the batch is COPied into a temporary staging table; one statement
+One transaction per batch: the batch is COPied into a temporary staging table (`StagedBatch`,
+which a worker under load makes while the batch before is still written); one statement
 inserts the ids new to `usage_event_ids` (ON CONFLICT DO NOTHING RETURNING), puts only those
 rows into the month-partitioned ledger (ON CONFLICT DO NOTHING: an event of a detached month,
 whose guard row is gone, is refused by the ledger's key) and adds only the rows the ledger
@@ -125,6 +126,8 @@ _COLUMNS = ", ".join(_STAGE_COLUMNS)
 # Rollup rows are upserted in key order, so two overlapping batches lock them in one order.
 # The guard holds the ids of the retained months (migration 0300); the ledger's own key refuses
 # a copy of an event whose guard row went with its detached month.
+# A row's `ingested_at` is when this statement ran, not when its transaction began: a batch
+# staged ahead began its transaction while the batch before it was still written.
 # Every period is the UTC one: date_trunc without a zone cuts at the session zone's hours (in a
 # zone with a half-hour offset, 10:45 UTC would be filed under the hour from 10:30 UTC).
 _WRITE_FROM_STAGE = f"""
@@ -135,8 +138,8 @@ WITH new_ids AS (
     ON CONFLICT DO NOTHING
     RETURNING event_id
 ), inserted AS (
-    INSERT INTO usage_events ({_COLUMNS})
-    SELECT {", ".join(f"s.{c}" for c in _STAGE_COLUMNS)}
+    INSERT INTO usage_events ({_COLUMNS}, ingested_at)
+    SELECT {", ".join(f"s.{c}" for c in _STAGE_COLUMNS)}, statement_timestamp()
     FROM usage_stage s JOIN new_ids USING (event_id)
     ON CONFLICT DO NOTHING
     RETURNING user_id, service, model, input_tokens, output_tokens, images, free_tier,
@@ -240,6 +243,48 @@ async def stage(conn: Connection, rows: Sequence[PricedUsage]) -> None:
     )
 
 
+class StagedBatch:
+    """A batch's rows in the staging table of a transaction not yet committed: the ledger
+    statement's input, made before the write that needs it (`UsageLedger.stage`). It locks
+    nothing and changes nothing another transaction sees, so a worker can stage one batch
+    while the batch before it is still written. Leaving the block rolls back what was not
+    committed and returns the connection to its pool."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        conn: PoolConnectionProxy,
+        rows: list[PricedUsage],
+        months: set[date],
+    ) -> None:
+        self.pool = pool
+        self.conn = conn
+        self.rows = rows
+        self.months = months
+        self.users = sorted({r.event.user_id for r in rows})
+        self.transaction = conn.transaction()
+        self._released = False
+
+    async def __aenter__(self) -> StagedBatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+    async def release(self) -> None:
+        """Roll back what was not committed and give the connection back (once)."""
+        if self._released:
+            return
+        self._released = True
+        try:
+            if self.conn.is_in_transaction():
+                await self.transaction.rollback()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            pass  # a connection that cannot roll back is closed by the pool, not reused
+        finally:
+            await self.pool.release(self.conn)
+
+
 class UsageLedger:
     def __init__(self, pool: asyncpg.Pool, alert_thresholds_pct: Sequence[int]) -> None:
         self.pool = pool
@@ -262,29 +307,44 @@ class UsageLedger:
         self._months_ready = {m for m in self._months_ready if m >= cutoff}
         return [row["name"] for row in rows]
 
-    async def write(self, priced: Sequence[PricedUsage]) -> LedgerWrite:
-        """Write a batch; only events new to the ledger change the rollups and budgets."""
+    async def stage(self, priced: Sequence[PricedUsage]) -> StagedBatch | None:
+        """Open the batch's transaction and stage its rows (None: nothing to write)."""
         rows = first_of_each_id(priced)
         if not rows:
-            return LedgerWrite(0, 0, 0)
+            return None
         months = {month_of(r.event.occurred_at.date()) for r in rows}
         await self.ensure_months(months)
-        users = sorted({r.event.user_id for r in rows})
-        async with self.pool.acquire() as conn:
+        staged = StagedBatch(self.pool, await self.pool.acquire(), rows, months)
+        try:
+            await staged.transaction.start()
+            await stage(staged.conn, rows)
+        except BaseException:
+            await staged.release()
+            raise
+        return staged
+
+    async def write(
+        self, priced: Sequence[PricedUsage], staged: StagedBatch | None = None
+    ) -> LedgerWrite:
+        """Write a batch; only events new to the ledger change the rollups and budgets.
+        `staged`: these same events, staged ahead of time (it is released either way)."""
+        if staged is None:
+            staged = await self.stage(priced)
+            if staged is None:
+                return LedgerWrite(0, 0, 0)
+        async with staged:
             try:
-                async with conn.transaction():
-                    return await self._write(conn, rows, users)
+                written = await self._write_staged(staged.conn, staged.users)
+                await staged.transaction.commit()
+                return written
             except asyncpg.CheckViolationError as exc:
                 if "no partition" not in str(exc):
                     raise
-                self._months_ready -= months
+                self._months_ready -= staged.months
                 raise PartitionMissingError(str(exc)) from exc
 
-    async def _write(
-        self, conn: Connection, rows: Sequence[PricedUsage], users: list[str]
-    ) -> LedgerWrite:
+    async def _write_staged(self, conn: Connection, users: list[str]) -> LedgerWrite:
         budgeted = set(await lock_budgets(conn, users))
-        await stage(conn, rows)
         changed = await conn.fetch(_WRITE_FROM_STAGE)
         alerts, states = await refresh_budgets(
             conn,

@@ -665,3 +665,96 @@ async def test_start_offsets_that_cannot_be_read_leave_the_partitions_where_they
 
     assert [v for batch in sink.batches for v in batch] == [1, 2, 3]  # none skipped
     assert "start offsets not read" in caplog.text
+
+
+class Preparing(ListSink[list[int]]):
+    """A `PreparingSink` whose writes wait for `gate`; it notes what it was handed, in order."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+        self.order: list[str] = []
+        self.prepared: list[list[int]] = []
+
+    async def prepare(self, batch: list[int]) -> None:
+        self.order.append(f"prepare {batch}")
+        self.prepared.append(batch)
+
+    async def write(self, batch: list[int]) -> None:
+        self.order.append(f"write {batch}")
+        await self.gate.wait()
+        await super().write(batch)
+
+
+async def test_a_preparing_sink_gets_the_next_full_batch_while_the_one_before_is_written() -> None:
+    gate = asyncio.Event()
+    sink = Preparing(gate)
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(6)]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([sink], max_batch=2), consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    async with asyncio.timeout(5):
+        while len(sink.order) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    assert sink.order == ["write [0, 1]", "prepare [2, 3]"], "prepared while [0, 1] is written"
+    gate.set()
+    async with asyncio.timeout(5):
+        while not (consumer.drained and runner.idle):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    await runner.stop()
+    await running
+
+    assert sink.batches == [[0, 1], [2, 3], [4, 5]]
+    # The first batch had no write before it; each later one is written as the object prepared.
+    assert [id(b) for b in sink.prepared] == [id(b) for b in sink.batches[1:]]
+    assert consumer.committed == {TopicPartition(TOPIC, 0): 6}
+
+
+async def test_a_batch_a_rebalance_cuts_down_after_it_was_prepared_is_handled_again() -> None:
+    gate = asyncio.Event()
+    sink = Preparing(gate)
+    a, b = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    consumer = ListConsumer([*records(TOPIC, [b"1", b"2", b"3"], 0), *records(TOPIC, [b"10"], 1)])
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([sink], max_batch=2), consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    async with asyncio.timeout(5):
+        while not sink.prepared:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    revoking = asyncio.create_task(consumer.revoke([b]))  # waits for the write in flight
+    await asyncio.sleep(0.05)
+    gate.set()
+    await revoking
+    async with asyncio.timeout(5):
+        while not (consumer.drained and runner.idle):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    await runner.stop()
+    await running
+
+    assert sink.prepared == [[3, 10]]
+    assert sink.batches == [[1, 2], [3]]  # partition 1's record is its next owner's to write
+    assert consumer.committed == {a: 3}
+
+
+async def test_a_prepare_that_fails_is_logged_and_the_batch_still_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = asyncio.Event()
+    gate.set()
+
+    class Failing(Preparing):
+        async def prepare(self, batch: list[int]) -> None:
+            raise RuntimeError("staging refused")
+
+    class Slow(Failing):
+        async def write(self, batch: list[int]) -> None:
+            await asyncio.sleep(0.02)  # long enough for the next batch to fill meanwhile
+            await super().write(batch)
+
+    sink = Slow(gate)
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(6)]))
+    await run_flow(flow([sink], max_batch=2), consumer)
+
+    assert sink.batches == [[0, 1], [2, 3], [4, 5]]
+    assert "Slow.prepare failed" in caplog.text
+    assert consumer.committed == {TopicPartition(TOPIC, 0): 6}
