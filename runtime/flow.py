@@ -384,6 +384,10 @@ class FlowRunner(Generic[E, T]):
         self._writing = asyncio.create_task(
             self._write(batch, prepared), name=f"{self.spec.flow}.write"
         )
+        if prepared is not None:
+            # The prepared write goes out before the next poll, whose records are unpacked
+            # (tens of ms for a full batch) without a turn of the event loop.
+            await asyncio.sleep(0)
 
     def _prepare_ahead(self, batch: Batch[E]) -> Prepared[T] | None:
         """While a write is in flight, hand the batch due after it to the sinks that prepare."""
@@ -405,7 +409,7 @@ class FlowRunner(Generic[E, T]):
     async def _write(self, batch: Batch[E], prepared: Prepared[T] | None = None) -> None:
         """Write `batch` through the checkpoint, again after a pause while a sink pushes back
         or a server is down; stopping abandons it uncommitted."""
-        if prepared is not None:
+        if prepared is not None and not prepared.task.done():
             await asyncio.wait([prepared.task])
         with tracing.consuming_batch(
             f"{self.spec.flow} batch",

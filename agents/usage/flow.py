@@ -76,6 +76,7 @@ def declare(
         sinks=[ledger],
         retryable=(KafkaError, *RETRYABLE),
         timers=timers,
+        commit_behind=True,
     )
 
 
