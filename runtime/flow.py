@@ -393,6 +393,8 @@ class FlowRunner(Generic[E, T]):
         """While a write is in flight, hand the batch due after it to the sinks that prepare."""
         if not self._preparing_sinks or self._writing is None or self._writing.done():
             return None
+        if self._preparing is not None and not self._preparing.done():
+            return None  # one batch prepared at a time
         items = self.flow.handle(batch.received)
         self._preparing = asyncio.create_task(
             self._prepare(items), name=f"{self.spec.flow}.prepare"
@@ -406,17 +408,29 @@ class FlowRunner(Generic[E, T]):
             except Exception:  # the contract says it does not raise; its write does the work
                 self.log.exception("%s: %s.prepare failed", self.spec.flow, type(sink).__name__)
 
+    async def _discard(self, items: T) -> None:
+        """Prepared items the sinks did not write (a rebalance, an abandoned write) released."""
+        for sink in self._preparing_sinks:
+            try:
+                await sink.discard(items)
+            except Exception:
+                self.log.exception("%s: %s.discard failed", self.spec.flow, type(sink).__name__)
+
     async def _write(self, batch: Batch[E], prepared: Prepared[T] | None = None) -> None:
         """Write `batch` through the checkpoint, again after a pause while a sink pushes back
         or a server is down; stopping abandons it uncommitted."""
-        if prepared is not None and not prepared.task.done():
-            await asyncio.wait([prepared.task])
-        with tracing.consuming_batch(
-            f"{self.spec.flow} batch",
-            (r.origin.headers for r in batch.received),
-            {"messaging.batch.message_count": batch.records, "scribe.flow": self.spec.flow},
-        ):
-            await self._write_traced(batch, prepared)
+        try:
+            if prepared is not None and not prepared.task.done():
+                await asyncio.wait([prepared.task])
+            with tracing.consuming_batch(
+                f"{self.spec.flow} batch",
+                (r.origin.headers for r in batch.received),
+                {"messaging.batch.message_count": batch.records, "scribe.flow": self.spec.flow},
+            ):
+                await self._write_traced(batch, prepared)
+        finally:
+            if prepared is not None:
+                await self._discard(prepared.items)  # nothing left once written
 
     async def _write_traced(self, batch: Batch[E], prepared: Prepared[T] | None) -> None:
         pause = FIRST_PAUSE_S

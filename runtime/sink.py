@@ -42,7 +42,12 @@ class PreparingSink(Sink[T_contra], Protocol[T_contra]):
     `write` once the batch before it is written, the same object both times. `prepare` does
     only what needs nothing of the write before it and shows nothing to anyone else (staging
     rows in a transaction not yet committed, say). It never raises: what it could not do,
-    `write` does. A prepared batch that is never written (it lost partitions to a rebalance,
-    the flow stopped) is released by the next `prepare` or by `close`."""
+    `write` does. A prepared batch that is not written after all (a rebalance took some or all
+    of its partitions, the write was abandoned) goes to `discard`; `close` releases whatever is
+    still prepared."""
 
     async def prepare(self, batch: T_contra) -> None: ...
+
+    async def discard(self, batch: T_contra) -> None:
+        """Release what `prepare` holds for `batch`, if anything (its write took it already)."""
+        ...

@@ -90,35 +90,32 @@ class LedgerSink:
         self.thresholds_pct = thresholds_pct
         self.send_all = send_all
         self.dead_letter = dead_letter
-        # The batch `prepare` staged, until its write takes it.
-        self._staged: tuple[list[PricedEvent], StagedBatch] | None = None
+        # What `prepare` staged, by batch, until that batch's write or `discard` takes it.
+        self._staged: list[tuple[list[PricedEvent], StagedBatch]] = []
 
     async def prepare(self, batch: list[PricedEvent]) -> None:
         """Stage `batch` while the batch before it is written; its write finishes it."""
-        await self._release_staged()
         try:
             staged = await self.ledger.stage([p.event for p in batch])
         except Exception as error:  # the write stages the batch again and meets the error there
             log.debug("usage: batch not staged ahead (%r)", error)
             return
         if staged is not None:
-            self._staged = (batch, staged)
+            self._staged.append((batch, staged))
 
-    async def _take_staged(self, batch: Sequence[PricedEvent]) -> StagedBatch | None:
-        """What `prepare` staged for this very batch; staged for another (a batch a rebalance
-        cut down since), it is released, so no transaction stays open."""
-        held, self._staged = self._staged, None
-        if held is None:
-            return None
-        if held[0] is batch:
-            return held[1]
-        await held[1].release()
-        return None
-
-    async def _release_staged(self) -> None:
-        if self._staged is not None:
-            staged, self._staged = self._staged[1], None
+    async def discard(self, batch: list[PricedEvent]) -> None:
+        """`batch` is not written after all: its transaction is rolled back, its locks freed."""
+        staged = self._take_staged(batch)
+        if staged is not None:
             await staged.release()
+
+    def _take_staged(self, batch: Sequence[PricedEvent]) -> StagedBatch | None:
+        """What `prepare` staged for this very batch (None for a part of it, or another)."""
+        for index, (staged_for, staged) in enumerate(self._staged):
+            if staged_for is batch:
+                del self._staged[index]
+                return staged
+        return None
 
     async def write(self, batch: list[PricedEvent]) -> None:
         """Write the batch in one transaction, then publish what it made due."""
@@ -136,7 +133,8 @@ class LedgerSink:
                 await self.publish_outbox()
 
     async def close(self) -> None:
-        await self._release_staged()
+        while self._staged:
+            await self._staged.pop()[1].release()
         await self.pool.close()
 
     async def _write(self, items: Sequence[PricedEvent]) -> LedgerWrite:
@@ -150,7 +148,7 @@ class LedgerSink:
                 "scribe.events": len(items),
             },
         ) as span:
-            staged = await self._take_staged(items)
+            staged = self._take_staged(items)
 
             async def write(events: list[PricedUsage]) -> LedgerWrite:
                 # A retry stages the batch again: the failed attempt released what was staged.

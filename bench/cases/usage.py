@@ -180,7 +180,7 @@ async def _consume_rate(kafka_url: str, count: int) -> float:
 class UsageToPostgres(Case):
     """`scribe worker` (the usage batch consumer: decode, price, ledger + rollups + budgets in
     one transaction per batch, offsets committed after), one worker, into an emptied ledger.
-    The rate is from the ledger's own clock (each batch's transaction start)."""
+    The rate is from the ledger's own clock (when each batch's ledger statement ran)."""
 
     name = "ours.usage_to_postgres"
     metrics = (EVENTS_PER_S, PEAK_RSS, DEDUPE_SIZE)
@@ -234,8 +234,8 @@ async def _emptied(database_url: str) -> None:
 async def _ledger_rate(
     database_url: str, count: int, timeout: float, alive: Callable[[], bool], log: Path
 ) -> float:
-    """Events after the first batch over the span from the first to the last batch's
-    transaction start."""
+    """Events after the first batch over the span from the first to the last batch's ledger
+    statement (`ingested_at`)."""
     conn = await asyncpg.connect(database_url)
     try:
         deadline = time.monotonic() + timeout

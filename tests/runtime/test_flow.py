@@ -675,10 +675,15 @@ class Preparing(ListSink[list[int]]):
         self.gate = gate
         self.order: list[str] = []
         self.prepared: list[list[int]] = []
+        self.discarded: list[list[int]] = []
 
     async def prepare(self, batch: list[int]) -> None:
         self.order.append(f"prepare {batch}")
         self.prepared.append(batch)
+
+    async def discard(self, batch: list[int]) -> None:
+        if not any(written is batch for written in self.batches):
+            self.discarded.append(batch)
 
     async def write(self, batch: list[int]) -> None:
         self.order.append(f"write {batch}")
@@ -707,6 +712,7 @@ async def test_a_preparing_sink_gets_the_next_full_batch_while_the_one_before_is
     assert sink.batches == [[0, 1], [2, 3], [4, 5]]
     # The batch prepared is written as that very object (the sink may keep what it staged).
     assert sink.prepared[0] is sink.batches[1]
+    assert sink.discarded == []
     assert consumer.committed == {TopicPartition(TOPIC, 0): 6}
 
 
@@ -733,6 +739,7 @@ async def test_a_batch_a_rebalance_cuts_down_after_it_was_prepared_is_handled_ag
 
     assert sink.prepared == [[3, 10]]
     assert sink.batches == [[1, 2], [3]]  # partition 1's record is its next owner's to write
+    assert sink.discarded == [[3, 10]]  # what the sink held for it is released
     assert consumer.committed == {a: 3}
 
 
