@@ -245,11 +245,10 @@ async def stage(conn: Connection, rows: Sequence[PricedUsage]) -> None:
 
 class StagedBatch:
     """A batch's rows in the staging table of a transaction not yet committed: the ledger
-    statement's input, made before the write that needs it (`UsageLedger.stage`). It changes
-    nothing another transaction sees, so a worker can stage one batch while the batch before
-    it is still written. It also locks its users' budget rows (waiting, for a user in both, until
-    the batch before commits), so the write that finishes it is the one statement. Leaving
-    the block rolls back what was not committed and returns the connection to its pool."""
+    statement's input, made before the write that needs it (`UsageLedger.stage`). It locks
+    nothing and changes nothing another transaction sees, so a worker can stage one batch
+    while the batch before it is still written. Leaving the block rolls back what was not
+    committed and returns the connection to its pool."""
 
     def __init__(
         self,
@@ -263,7 +262,6 @@ class StagedBatch:
         self.rows = rows
         self.months = months
         self.users = sorted({r.event.user_id for r in rows})
-        self.budgeted: set[str] = set()  # the users with a budget, their rows locked
         self.transaction = conn.transaction()
         self._released = False
 
@@ -320,8 +318,6 @@ class UsageLedger:
         try:
             await staged.transaction.start()
             await stage(staged.conn, rows)
-            # Waits for a batch before it that holds these rows to commit.
-            staged.budgeted = set(await lock_budgets(staged.conn, staged.users))
         except BaseException:
             await staged.release()
             raise
@@ -338,7 +334,7 @@ class UsageLedger:
                 return LedgerWrite(0, 0, 0)
         async with staged:
             try:
-                written = await self._write_staged(staged.conn, staged.budgeted)
+                written = await self._write_staged(staged.conn, staged.users)
                 await staged.transaction.commit()
                 return written
             except asyncpg.CheckViolationError as exc:
@@ -347,7 +343,10 @@ class UsageLedger:
                 self._months_ready -= staged.months
                 raise PartitionMissingError(str(exc)) from exc
 
-    async def _write_staged(self, conn: Connection, budgeted: set[str]) -> LedgerWrite:
+    async def _write_staged(self, conn: Connection, users: list[str]) -> LedgerWrite:
+        # Locked here, not while staging: a batch staged ahead holding them could make the
+        # write of the batch before it (retried, or cut down by a rebalance) wait for it forever.
+        budgeted = set(await lock_budgets(conn, users))
         changed = await conn.fetch(_WRITE_FROM_STAGE)
         alerts, states = await refresh_budgets(
             conn,

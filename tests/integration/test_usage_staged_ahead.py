@@ -4,6 +4,7 @@ is discarded, or left staged at close, leaves no transaction open."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -125,3 +126,25 @@ async def test_a_staged_batch_not_written_is_released(
     assert await open_transactions(db) == 1
     await sink.close()  # the staged transaction is rolled back before the pool closes
     assert await counted(db, prefix) == (10, COST * 10)
+
+
+async def test_a_staged_batch_holds_no_lock_the_write_before_it_needs(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    """The batch before a staged one may be written again after it was staged (a retry, or a
+    part of it after a rebalance): if staging had locked the users' budget rows, that write
+    would wait for a transaction that waits for it."""
+    prefix = f"ahead-{uuid.uuid4().hex[:8]}-"
+    events = priced(prefix, 12)
+    users = sorted({p.event.user_id for p in events})
+    await db.executemany(
+        "INSERT INTO budgets (user_id, monthly_usd) VALUES ($1, 100)", [(u,) for u in users]
+    )
+    ledger = UsageLedger(pool, (50, 80, 100))
+
+    staged = await ledger.stage(events[6:])  # the same users as the batch before it
+    assert staged is not None
+    async with asyncio.timeout(10):
+        assert (await ledger.write(events[:6])).inserted == 6
+    assert (await ledger.write(events[6:], staged)).inserted == 6
+    assert await counted(db, prefix) == (12, COST * 12)
