@@ -259,7 +259,6 @@ class StagedBatch:
     ) -> None:
         self.pool = pool
         self.conn = conn
-        self.rows = rows
         self.months = months
         self.users = sorted({r.event.user_id for r in rows})
         self.transaction = conn.transaction()
