@@ -57,6 +57,7 @@ FIRST_PAUSE_S = 0.5
 # and rebalancing still wait for the last one.
 COMMIT_BEHIND_EVERY_S = 0.1
 MAX_PAUSE_S = 10.0
+POLL_RECORDS_WHILE_WRITING = 1000
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,10 @@ class FlowRunner(Generic[E, T]):
                     self._writing = None
                 try:
                     read = await self.source.fill(
-                        self._filling, self._poll_ms(), until=self._due_when_written()
+                        self._filling,
+                        self._poll_ms(),
+                        until=self._due_when_written(),
+                        most=self._poll_most(),
                     )
                 except self.flow.retryable as error:
                     self.log.warning("%s: poll failed (%r); retrying", self.spec.flow, error)
@@ -336,6 +340,14 @@ class FlowRunner(Generic[E, T]):
                 await self._cancel([self._writing])  # abandoned: its offsets stay uncommitted
             if self._preparing is not None and not self._preparing.done():
                 await self._cancel([self._preparing])
+
+    def _poll_most(self) -> int | None:
+        """While a batch is written, a poll takes at most `POLL_RECORDS_WHILE_WRITING`: the
+        records a poll returns are unpacked without a turn of the event loop (~4 us each),
+        and the write's round trips wait for that."""
+        if self._writing is None or self._writing.done():
+            return None
+        return POLL_RECORDS_WHILE_WRITING
 
     def _poll_ms(self) -> int:
         """A poll ends early for an open batch's window; a write's end ends it too."""

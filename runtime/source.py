@@ -212,12 +212,19 @@ class BatchSource(Generic[E]):
         return counts
 
     async def fill(
-        self, batch: Batch[E], timeout_ms: int, until: asyncio.Future[Any] | None = None
+        self,
+        batch: Batch[E],
+        timeout_ms: int,
+        until: asyncio.Future[Any] | None = None,
+        most: int | None = None,
     ) -> int:
-        """Add what one poll returns (at most what `batch` still has room for) to `batch`; the
-        invalid records are in the dead-letter topic on return. Returns how many it read. A
-        poll still waiting for records when `until` is done returns with none."""
+        """Add what one poll returns (at most what `batch` still has room for, and at most
+        `most`) to `batch`; the invalid records are in the dead-letter topic on return. Returns
+        how many it read. A poll still waiting for records when `until` is done returns with
+        none."""
         room = self.spec.max_batch - batch.records
+        if most is not None:
+            room = min(room, most)
         if room <= 0:
             return 0
         read = 0
