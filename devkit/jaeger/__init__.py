@@ -33,7 +33,7 @@ from devkit.stack.processes import (
     StackError,
     accepts_connections,
     end_child,
-    free_port,
+    free_ports,
     sigterm_as_interrupt,
 )
 
@@ -182,7 +182,8 @@ def running(
     SIGTERM."""
     with sigterm_as_interrupt():
         workdir.mkdir(parents=True, exist_ok=True)
-        otlp, query, query_grpc = otlp_port or free_port(), query_port or free_port(), free_port()
+        spare = iter(free_ports(3))
+        otlp, query, query_grpc = otlp_port or next(spare), query_port or next(spare), next(spare)
         config = workdir / "jaeger.yaml"
         config.write_text(config_yaml(otlp, query, query_grpc))
         log_path = workdir / "jaeger.log"

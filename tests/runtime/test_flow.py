@@ -765,3 +765,39 @@ async def test_a_prepare_that_fails_is_logged_and_the_batch_still_written(
     assert sink.batches == [[0, 1], [2, 3], [4, 5]]
     assert "Slow.prepare failed" in caplog.text
     assert consumer.committed == {TopicPartition(TOPIC, 0): 6}
+
+
+async def test_while_a_batch_is_written_a_poll_takes_at_most_a_thousand_records() -> None:
+    """A poll's records are unpacked without a turn of the event loop: while a write waits
+    for its round trips, polls stay small, and the batch still fills to `max_batch`."""
+    gate = asyncio.Event()
+    asked: list[int] = []
+
+    class Held(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            await gate.wait()
+            await super().write(batch)
+
+    class Asked(ListConsumer):
+        async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+            asked.append(max_records)
+            return await super().getmany(timeout_ms=timeout_ms, max_records=max_records)
+
+    sink = Held()
+    consumer = Asked(records(TOPIC, [str(i).encode() for i in range(6000)]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([sink], max_batch=3000), consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    async with asyncio.timeout(5):
+        while sum(min(n, 1000) for n in asked[1:]) < 3000:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    gate.set()
+    async with asyncio.timeout(5):
+        while not (consumer.drained and runner.idle):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    await runner.stop()
+    await running
+
+    assert asked[0] == 3000  # nothing written yet: one poll for the whole batch
+    assert asked[1:4] == [1000, 1000, 1000]
+    assert [len(b) for b in sink.batches] == [3000, 3000]

@@ -30,6 +30,7 @@ from devkit.stack.processes import (
     ProcessRecord,
     StackError,
     free_port,
+    free_ports,
     port_is_free,
     spawn,
     terminate,
@@ -265,11 +266,12 @@ class KafkaCluster:
             )
         if not nodes or cluster_id is None:
             cluster_id = new_cluster_id()
-            broker_ports = list(ports) if ports else [free_port() for _ in range(brokers)]
+            spare = iter(free_ports(3 * brokers))
+            broker_ports = list(ports) if ports else [next(spare) for _ in range(brokers)]
             if len(broker_ports) != brokers:
                 raise StackError(f"{brokers} broker(s) need {brokers} port(s), got {broker_ports}")
             nodes = [
-                KafkaNode(i + 1, port, free_port(), free_port() if sasl_ssl else 0)
+                KafkaNode(i + 1, port, next(spare), next(spare) if sasl_ssl else 0)
                 for i, port in enumerate(broker_ports)
             ]
             self.root.mkdir(parents=True, exist_ok=True)
