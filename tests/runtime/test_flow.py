@@ -59,6 +59,17 @@ def record_commits(consumer: ListConsumer, order: list[str]) -> None:
     consumer.commit = commit  # type: ignore[method-assign]
 
 
+async def drained_then_stopped(
+    runner: FlowRunner[Any, Any], consumer: ListConsumer, running: asyncio.Task[None]
+) -> None:
+    """Wait until every record is read and written, then stop the runner."""
+    async with asyncio.timeout(5):
+        while not (consumer.drained and runner.idle):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    await runner.stop()
+    await running
+
+
 async def test_valid_events_reach_the_sink_bad_ones_the_dead_letters_in_offset_order() -> None:
     sink: ListSink[list[int]] = ListSink()
     dead = DeadLetterList()
@@ -703,11 +714,7 @@ async def test_a_preparing_sink_gets_the_next_full_batch_while_the_one_before_is
             await asyncio.sleep(0.005)
     assert sink.order == ["write [0, 1]", "prepare [2, 3]"], "prepared while [0, 1] is written"
     gate.set()
-    async with asyncio.timeout(5):
-        while not (consumer.drained and runner.idle):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-    await runner.stop()
-    await running
+    await drained_then_stopped(runner, consumer, running)
 
     assert sink.batches == [[0, 1], [2, 3], [4, 5]]
     # The batch prepared is written as that very object (the sink may keep what it staged).
@@ -731,11 +738,7 @@ async def test_a_batch_a_rebalance_cuts_down_after_it_was_prepared_is_handled_ag
     await asyncio.sleep(0.05)
     gate.set()
     await revoking
-    async with asyncio.timeout(5):
-        while not (consumer.drained and runner.idle):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-    await runner.stop()
-    await running
+    await drained_then_stopped(runner, consumer, running)
 
     assert sink.prepared == [[3, 10]]
     assert sink.batches == [[1, 2], [3]]  # partition 1's record is its next owner's to write
@@ -792,11 +795,7 @@ async def test_while_a_batch_is_written_a_poll_takes_at_most_a_thousand_records(
         while sum(min(n, 1000) for n in asked[1:]) < 3000:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
     gate.set()
-    async with asyncio.timeout(5):
-        while not (consumer.drained and runner.idle):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-    await runner.stop()
-    await running
+    await drained_then_stopped(runner, consumer, running)
 
     assert asked[0] == 3000  # nothing written yet: one poll for the whole batch
     assert asked[1:4] == [1000, 1000, 1000]
