@@ -265,6 +265,8 @@ class FlowRunner(Generic[E, T]):
                 deadline,
             )
             if self._writing is not None:
+                # No batch after it may be written: its commit would pass these records.
+                self._gave_up = True
                 self._writing.cancel()
             if not await self._finished(reading, deadline):
                 self._abandoned = True
@@ -454,10 +456,14 @@ class FlowRunner(Generic[E, T]):
                     if not owned.offsets:
                         return  # every partition went to another member: theirs to write
                     if owned is not batch or checkpoint is None:
-                        # The prepared items, unless a rebalance took some of the batch since.
+                        # The prepared items, unless a rebalance took some of the batch since:
+                        # then what was prepared is released before the rest is handled.
+                        if prepared is not None and owned is not batch:
+                            await self._discard(prepared.items)
+                            prepared = None
                         items = (
                             prepared.items
-                            if prepared is not None and owned is batch
+                            if prepared is not None
                             else self.flow.handle(owned.received)
                         )
                         prepared, batch = None, owned

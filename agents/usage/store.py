@@ -133,9 +133,14 @@ class LedgerSink:
                 await self.publish_outbox()
 
     async def close(self) -> None:
+        try:
+            await self._release_all_staged()
+        finally:
+            await self.pool.close()
+
+    async def _release_all_staged(self) -> None:
         while self._staged:
             await self._staged.pop()[1].release()
-        await self.pool.close()
 
     async def _write(self, items: Sequence[PricedEvent]) -> LedgerWrite:
         with tracing.tracer().start_as_current_span(
@@ -149,10 +154,16 @@ class LedgerSink:
             },
         ) as span:
             staged = self._take_staged(items)
+            attempts = 0
 
             async def write(events: list[PricedUsage]) -> LedgerWrite:
-                # A retry stages the batch again: the failed attempt released what was staged.
-                nonlocal staged
+                nonlocal staged, attempts
+                attempts += 1
+                if attempts > 1:
+                    # A retry stages the batch again (the failed attempt released what was
+                    # staged), and the batch staged after it gives its connection back
+                    # meanwhile: a retry may last as long as PostgreSQL is down.
+                    await self._release_all_staged()
                 first, staged = staged, None
                 return await self.ledger.write(events, first)
 

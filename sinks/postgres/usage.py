@@ -261,7 +261,9 @@ class StagedBatch:
         self.conn = conn
         self.months = months
         self.users = sorted({r.event.user_id for r in rows})
-        self.transaction = conn.transaction()
+        # Each statement sees what committed before it: the ledger statement of a batch staged
+        # ahead must see the batch before it, committed after this transaction began.
+        self.transaction = conn.transaction(isolation="read_committed")
         self._released = False
 
     async def __aenter__(self) -> StagedBatch:

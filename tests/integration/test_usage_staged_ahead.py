@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -18,7 +18,7 @@ from runtime.source import Received, Record
 from schemas.events import UsageEvent
 from schemas.examples import example
 from sinks.postgres.migrate import migrate
-from sinks.postgres.usage import PricedUsage, UsageLedger
+from sinks.postgres.usage import LedgerWrite, PricedUsage, StagedBatch, UsageLedger
 
 pytestmark = pytest.mark.integration
 
@@ -94,22 +94,28 @@ async def test_events_in_a_batch_staged_before_the_one_before_commits_count_once
     assert await open_transactions(db) == 0
 
 
+async def no_send(records: object) -> None:
+    pass
+
+
+async def no_dead_letter(record: Record, kind: str, reason: str) -> None:
+    raise AssertionError(f"dead-lettered: {reason}")
+
+
+def ledger_sink(pool: asyncpg.Pool) -> LedgerSink:
+    return LedgerSink(pool, (50, 80, 100), no_send, no_dead_letter)
+
+
+def received(events: list[PricedUsage]) -> list[Received[PricedUsage]]:
+    return [Received(p, Record("usage.events", 0, n, None, b"{}")) for n, p in enumerate(events)]
+
+
 async def test_a_staged_batch_not_written_is_released(
     pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
     prefix = f"ahead-{uuid.uuid4().hex[:8]}-"
-
-    async def no_send(records: object) -> None:
-        pass
-
-    async def no_dead_letter(record: Record, kind: str, reason: str) -> None:
-        raise AssertionError(f"dead-lettered: {reason}")
-
-    batch = [
-        Received(p, Record("usage.events", 0, n, None, b"{}"))
-        for n, p in enumerate(priced(prefix, 10))
-    ]
-    sink = LedgerSink(pool, (50, 80, 100), no_send, no_dead_letter)
+    batch = received(priced(prefix, 10))
+    sink = ledger_sink(pool)
 
     await sink.prepare(batch)
     assert await open_transactions(db) == 1
@@ -144,7 +150,44 @@ async def test_a_staged_batch_holds_no_lock_the_write_before_it_needs(
 
     staged = await ledger.stage(events[6:])  # the same users as the batch before it
     assert staged is not None
-    async with asyncio.timeout(10):
-        assert (await ledger.write(events[:6])).inserted == 6
-    assert (await ledger.write(events[6:], staged)).inserted == 6
+    try:
+        async with asyncio.timeout(10):
+            assert (await ledger.write(events[:6])).inserted == 6
+    finally:
+        # Rolled back (the batch is staged anew below), so a failure cannot leave the pool
+        # waiting for it at teardown.
+        await staged.release()
+    assert (await ledger.write(events[6:])).inserted == 6
     assert await counted(db, prefix) == (12, COST * 12)
+
+
+async def test_a_retried_write_gives_back_the_batch_staged_after_it(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    """A write retried while PostgreSQL is unreachable may retry for as long as it is down: the
+    batch staged after it does not keep a connection and an open transaction meanwhile."""
+    prefix = f"ahead-{uuid.uuid4().hex[:8]}-"
+    events = received(priced(prefix, 12))
+    first, second = events[:6], events[6:]
+    sink = ledger_sink(pool)
+    await sink.prepare(second)
+    assert await open_transactions(db) == 1
+
+    written = sink.ledger.write
+    open_during_retry: list[int] = []
+
+    async def reset_once(
+        priced: Sequence[PricedUsage], staged: StagedBatch | None = None
+    ) -> LedgerWrite:
+        if not open_during_retry:
+            open_during_retry.append(-1)
+            raise ConnectionResetError("connection reset by peer")  # retryable: OSError
+        open_during_retry.append(await open_transactions(db))
+        return await written(priced, staged)
+
+    sink.ledger.write = reset_once  # type: ignore[method-assign]
+    await sink.write(first)
+    assert open_during_retry == [-1, 0]
+    await sink.write(second)  # staged again by its own write
+    assert await counted(db, prefix) == (12, COST * 12)
+    await sink.close()

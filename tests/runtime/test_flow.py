@@ -484,6 +484,29 @@ async def test_a_batch_not_written_by_the_stop_deadline_is_abandoned_uncommitted
     assert consumer.stopped
 
 
+async def test_a_batch_waiting_behind_one_abandoned_at_the_stop_deadline_is_not_committed() -> None:
+    """The write abandoned at the deadline leaves its records uncommitted; the full batch that
+    waited for it must not be written and committed past them."""
+
+    class StuckOnTheFirst(ListSink[list[int]]):
+        async def write(self, batch: list[int]) -> None:
+            if batch[0] == 0:
+                await asyncio.Event().wait()
+            await super().write(batch)
+
+    sink = StuckOnTheFirst()
+    consumer = ListConsumer(records(TOPIC, [str(i).encode() for i in range(4)]))
+    runner: FlowRunner[int, list[int]] = FlowRunner(flow([sink], max_batch=2), consumer)
+    await runner.start()
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.05)  # [0, 1] stuck in its write, [2, 3] full and waiting for it
+    await runner.stop()
+    await running
+
+    assert sink.batches == []
+    assert consumer.committed == {}
+
+
 async def test_a_sink_giving_up_at_stop_leaves_its_batch_and_every_later_one_uncommitted() -> None:
     """Committing a later batch would carry the commit past the one left unwritten."""
     calls: list[list[int]] = []
@@ -693,7 +716,8 @@ class Preparing(ListSink[list[int]]):
         self.prepared.append(batch)
 
     async def discard(self, batch: list[int]) -> None:
-        if not any(written is batch for written in self.batches):
+        """As a real sink: what it still holds for `batch` is released, once."""
+        if not any(held is batch for held in [*self.batches, *self.discarded]):
             self.discarded.append(batch)
 
     async def write(self, batch: list[int]) -> None:
