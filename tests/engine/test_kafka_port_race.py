@@ -12,7 +12,7 @@ import pytest
 from devkit.stack.apache_kafka import cluster as cluster_module
 from devkit.stack.apache_kafka.cluster import KafkaCluster
 from devkit.stack.apache_kafka.distribution import fetch
-from devkit.stack.processes import free_port
+from devkit.stack.processes import free_ports
 
 pytestmark = pytest.mark.engine
 
@@ -31,14 +31,16 @@ def test_a_port_taken_before_the_node_binds_it_costs_one_more_start(
 ) -> None:
     handed_out: list[int] = []
 
-    def first_one_taken(host: str = "127.0.0.1") -> int:
+    def first_one_taken(count: int, host: str = "127.0.0.1") -> list[int]:
         # The first port the cluster asks for is the one the holder took after it was found
         # free: the race, made certain.
-        port = held_port if not handed_out else free_port(host)
-        handed_out.append(port)
-        return port
+        ports = free_ports(count, host)
+        if not handed_out:
+            ports[0] = held_port
+        handed_out.extend(ports)
+        return ports
 
-    monkeypatch.setattr(cluster_module, "free_port", first_one_taken)
+    monkeypatch.setattr(cluster_module, "free_ports", first_one_taken)
     said: list[str] = []
     cluster = KafkaCluster(tmp_path / "kafka", fetch(Path(".scribe/kafka"), report=said.append))
     try:
