@@ -456,16 +456,14 @@ class FlowRunner(Generic[E, T]):
                     if not owned.offsets:
                         return  # every partition went to another member: theirs to write
                     if owned is not batch or checkpoint is None:
-                        # The prepared items, unless a rebalance took some of the batch since:
-                        # then what was prepared is released before the rest is handled.
-                        if prepared is not None and owned is not batch:
-                            await self._discard(prepared.items)
-                            prepared = None
-                        items = (
-                            prepared.items
-                            if prepared is not None
-                            else self.flow.handle(owned.received)
-                        )
+                        if prepared is not None and owned is batch:
+                            items = prepared.items
+                        else:
+                            # A rebalance took some of the batch since it was prepared: what
+                            # was prepared is released before the rest is handled.
+                            if prepared is not None:
+                                await self._discard(prepared.items)
+                            items = self.flow.handle(owned.received)
                         prepared, batch = None, owned
                         checkpoint = Checkpoint(
                             items,
